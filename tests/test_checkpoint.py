@@ -1,0 +1,172 @@
+"""Tests for vanish.checkpoint: bit-identical round trips, pruning, mismatches, crashed saves."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vanish import checkpoint
+
+
+class OptState(NamedTuple):
+    mu_N: dict[str, jax.Array]
+    count: jax.Array
+
+
+@flax.struct.dataclass
+class SimState:
+    tick: int
+    params_N: dict[str, dict[str, jax.Array]]
+    opt: OptState
+    key: jax.Array  # raw uint32 PRNG key data
+    events_N: np.ndarray
+    extra: Any = None
+    algorithm: str = flax.struct.field(pytree_node=False, default='gossip')
+
+
+def make_state(seed: int, tick: int = 0, n: int = 3, width: int = 4) -> SimState:
+    key = jax.random.PRNGKey(seed)
+    k1, k2 = jax.random.split(key)
+    params_N = {'Dense_0': {'kernel': jax.random.normal(k1, (n, 5, width), jnp.float32),
+                            'bias': jax.random.normal(k2, (n, width), jnp.float32) * 1e-7}}
+    return SimState(
+        tick=tick, params_N=params_N,
+        opt=OptState(mu_N=jax.tree.map(lambda x: x * 0.5 + 1e-30, params_N),
+                     count=jnp.array(tick * 7 + 1, jnp.int32)),
+        key=jax.random.key_data(jax.random.fold_in(key, tick)),
+        events_N=np.arange(n, dtype=np.int64) + tick,
+        extra=optax.sgd(0.1, momentum=0.9).init(params_N))
+
+
+def assert_bit_identical(a: Any, b: Any) -> None:
+    paths_a, tree_a = jax.tree_util.tree_flatten_with_path(a)
+    paths_b, tree_b = jax.tree_util.tree_flatten_with_path(b)
+    assert tree_a == tree_b
+    for (path, x), (_, y) in zip(paths_a, paths_b):
+        assert type(x) is type(y), path  # python int stays int, numpy stays numpy
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape, path
+        assert x.tobytes() == y.tobytes(), jax.tree_util.keystr(path)
+
+
+def test_round_trip_is_bit_identical(tmp_path):
+    state = make_state(seed=1, tick=12)
+    assert checkpoint.latest_step(tmp_path) is None
+    checkpoint.save(tmp_path, 12, state, metadata={'algorithm': 'gossip', 'seed': 1})
+    assert checkpoint.latest_step(tmp_path) == 12
+    restored, meta = checkpoint.restore(tmp_path, template=make_state(seed=99))
+    assert meta == {'algorithm': 'gossip', 'seed': 1}
+    assert_bit_identical(restored, state)
+    assert restored.key.dtype == jnp.uint32 and restored.algorithm == 'gossip'
+    # The restored key drives the same random stream as the saved one.
+    np.testing.assert_array_equal(jax.random.uniform(restored.key, (3,)),
+                                  jax.random.uniform(state.key, (3,)))
+
+
+def test_restore_into_abstract_template(tmp_path):
+    state = make_state(seed=2, tick=3)
+    checkpoint.save(tmp_path, 3, state)
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if isinstance(x, jax.Array) else x,
+        make_state(seed=0))
+    restored, meta = checkpoint.restore(tmp_path, abstract)
+    assert meta == {}
+    assert_bit_identical(restored, state)
+
+
+def test_latest_step_and_keep_prunes_old_checkpoints(tmp_path):
+    for tick in [10, 20, 30, 40]:
+        checkpoint.save(tmp_path, tick, make_state(seed=0, tick=tick), keep=2)
+    assert checkpoint.all_steps(tmp_path) == [30, 40]
+    assert checkpoint.latest_step(tmp_path) == 40
+    older, _ = checkpoint.restore(tmp_path, make_state(seed=0), step=30)
+    assert older.tick == 30 and int(older.opt.count) == 30 * 7 + 1
+    with pytest.raises(FileNotFoundError, match='step 10'):
+        checkpoint.restore(tmp_path, make_state(seed=0), step=10)
+    checkpoint.save(tmp_path, 50, make_state(seed=0, tick=50), keep=None)
+    checkpoint.save(tmp_path, 60, make_state(seed=0, tick=60), keep=None)
+    assert checkpoint.all_steps(tmp_path) == [30, 40, 50, 60]
+
+
+def test_resaving_an_earlier_step_replaces_the_stale_future(tmp_path):
+    for tick in [10, 20, 30]:
+        checkpoint.save(tmp_path, tick, make_state(seed=0, tick=tick), keep=None)
+    # A run resumed from 10 reaches 20 again: its new 20 wins and the old 30 is gone.
+    fresh = make_state(seed=5, tick=20)
+    checkpoint.save(tmp_path, 20, fresh, keep=None)
+    assert checkpoint.all_steps(tmp_path) == [10, 20]
+    restored, _ = checkpoint.restore(tmp_path, make_state(seed=0))
+    assert_bit_identical(restored, fresh)
+
+
+def test_restore_without_checkpoint_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match='no checkpoint'):
+        checkpoint.restore(tmp_path, make_state(seed=0))
+
+
+@pytest.mark.parametrize('change,message', [
+    (lambda s: s.replace(params_N={'Dense_0': {**s.params_N['Dense_0'],
+                                               'kernel': jnp.zeros((3, 5, 6))}}),
+     r"\['Dense_0'\]\['kernel'\]: checkpoint has float32\(3, 5, 4\), template has float32"
+     r"\(3, 5, 6\)"),
+    (lambda s: s.replace(events_N=s.events_N.astype(np.int32)),
+     r'\.events_N: checkpoint has int64\(3,\), template has int32\(3,\)'),
+    (lambda s: s.replace(params_N={'Dense_1': s.params_N['Dense_0']}),
+     r"missing from checkpoint: \.params_N\['Dense_1'\]\['bias'\]"),
+    (lambda s: s.replace(extra=None),
+     r'in checkpoint but not in template: \.extra'),
+    (lambda s: s.replace(tick=jnp.array(0, jnp.int32)),
+     r'\.tick: checkpoint has int\(\), template has int32\(\)'),
+], ids=['shape', 'dtype', 'renamed-layer', 'dropped-subtree', 'int-vs-array'])
+def test_mismatched_template_raises_naming_the_leaf(tmp_path, change, message):
+    checkpoint.save(tmp_path, 1, make_state(seed=0, tick=1))
+    with pytest.raises(checkpoint.CheckpointMismatchError, match=message):
+        checkpoint.restore(tmp_path, change(make_state(seed=0)))
+
+
+def test_unsupported_leaf_and_metadata_are_rejected_before_writing(tmp_path):
+    with pytest.raises(TypeError, match=r"at \['f'\]"):
+        checkpoint.save(tmp_path, 1, {'f': object()})
+    with pytest.raises(TypeError, match='JSON'):
+        checkpoint.save(tmp_path, 1, {'x': np.zeros(2)}, metadata={'bad': object()})
+    assert checkpoint.latest_step(tmp_path) is None
+
+
+def test_crashed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    good = make_state(seed=3, tick=10)
+    checkpoint.save(tmp_path, 10, good)
+    # 1) A save that dies before it is complete (the final rename fails).
+    real_rename = os.rename
+
+    def failing_rename(src, dst, *args, **kwargs):
+        if 'tmp' in os.fspath(src):
+            raise OSError('simulated crash during save')
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, 'rename', failing_rename)
+    with pytest.raises(OSError, match='simulated crash'):
+        checkpoint.save(tmp_path, 20, make_state(seed=4, tick=20))
+    monkeypatch.setattr(os, 'rename', real_rename)
+    leftovers = [p for p in checkpoint.checkpoint_dir(tmp_path).iterdir() if p.name != '10']
+    assert leftovers, 'the simulated crash should leave a temporary directory behind'
+    # 2) A half-written temporary directory from a killed process, with corrupt files.
+    partial = checkpoint.checkpoint_dir(tmp_path) / '30.orbax-checkpoint-tmp-1700000000'
+    shutil.copytree(checkpoint.checkpoint_dir(tmp_path) / '10', partial)
+    for f in partial.rglob('*'):
+        if f.is_file():
+            f.write_bytes(b'\x00garbage')
+    assert checkpoint.latest_step(tmp_path) == 10
+    restored, _ = checkpoint.restore(tmp_path, make_state(seed=0))
+    assert_bit_identical(restored, good)
+    # The next save works and clears the leftovers.
+    checkpoint.save(tmp_path, 20, make_state(seed=4, tick=20))
+    assert checkpoint.all_steps(tmp_path) == [10, 20]
+    assert sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir()) == ['10', '20']

@@ -1,0 +1,288 @@
+"""Tests for vanish.tracking: JSONL round trip, resume truncation, fan-out, W&B wiring."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import types
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vanish import tracking
+
+
+class RecordingWriter(tracking.MetricWriter):
+    """Remembers every call, to check what MultiWriter forwards."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def write_config(self, config):
+        self.calls.append(('config', dict(config)))
+
+    def write_scalars(self, step, scalars):
+        self.calls.append(('scalars', step, dict(scalars)))
+
+    def write_summary(self, summary):
+        self.calls.append(('summary', dict(summary)))
+
+    def write_text(self, key, text):
+        self.calls.append(('text', key, text))
+
+    def write_image(self, step, key, path):
+        self.calls.append(('image', step, key, str(path)))
+
+    def flush(self):
+        self.calls.append(('flush',))
+
+    def close(self):
+        self.calls.append(('close',))
+
+
+def test_to_scalar_converts_numpy_and_jax_values():
+    assert tracking.to_scalar(np.float32(0.5)) == 0.5
+    assert type(tracking.to_scalar(jnp.float32(0.5))) is float
+    assert type(tracking.to_scalar(jnp.int32(7))) is int
+    assert type(tracking.to_scalar(np.bool_(True))) is bool
+    assert tracking.to_scalar(jnp.ones((1, 1)) * 2) == 2.0
+    with pytest.raises(ValueError, match='scalar'):
+        tracking.to_scalar(np.zeros(3))
+
+
+def test_jsonl_round_trip(tmp_path):
+    path = tmp_path / 'metrics.jsonl'
+    with tracking.JsonlWriter(path, 'gossip') as w:
+        w.write_scalars(10, {'acc_mean': jnp.float32(0.25), 'averaging_events': np.int64(4),
+                             'var_ratio/Dense_0/kernel': 0.5})
+        w.write_scalars(20, {'acc_mean': 0.75, 'averaging_events': 9})
+        # Rows are on disk before close: an interrupted run keeps them.
+        assert len(tracking.read_jsonl(path)) == 2
+    rows = tracking.read_jsonl(path)
+    assert rows == [
+        {'algorithm': 'gossip', 'tick': 10, 'acc_mean': 0.25, 'averaging_events': 4,
+         'var_ratio/Dense_0/kernel': 0.5},
+        {'algorithm': 'gossip', 'tick': 20, 'acc_mean': 0.75, 'averaging_events': 9},
+    ]
+    assert isinstance(rows[0]['averaging_events'], int)
+
+
+def test_jsonl_appends_across_writers_and_keys_summary_by_algorithm(tmp_path):
+    path = tmp_path / 'metrics.jsonl'
+    for alg, acc in [('fl', 0.5), ('gossip', 0.6)]:
+        with tracking.JsonlWriter(path, alg) as w:
+            w.write_config({'seed': 1, 'algorithm': alg})
+            w.write_scalars(5, {'acc_mean': acc})
+            w.write_summary({'final_acc': np.float32(acc), 'ticks_to_target': None})
+    assert [(r['algorithm'], r['acc_mean']) for r in tracking.read_jsonl(path)] == [
+        ('fl', 0.5), ('gossip', 0.6)]
+    summary = json.loads((tmp_path / 'summary.json').read_text())
+    assert summary == {'fl': {'final_acc': 0.5, 'ticks_to_target': None},
+                       'gossip': {'final_acc': pytest.approx(0.6), 'ticks_to_target': None}}
+    config = json.loads((tmp_path / 'config.json').read_text())
+    assert config['gossip'] == {'seed': 1, 'algorithm': 'gossip'}
+
+
+def test_partial_last_line_is_skipped_and_repaired(tmp_path):
+    path = tmp_path / 'metrics.jsonl'
+    path.write_text('{"algorithm": "fl", "tick": 1, "acc_mean": 0.1}\n{"algorithm": "fl", "ti')
+    assert [r['tick'] for r in tracking.read_jsonl(path)] == [1]
+    with tracking.JsonlWriter(path, 'fl') as w:
+        w.write_scalars(2, {'acc_mean': 0.2})
+    assert [r['tick'] for r in tracking.read_jsonl(path)] == [1, 2]
+
+
+def test_read_jsonl_rejects_a_corrupt_middle_line(tmp_path):
+    path = tmp_path / 'metrics.jsonl'
+    path.write_text('{"tick": 1}\nnot json\n{"tick": 2}\n')
+    with pytest.raises(ValueError, match=':2:'):
+        tracking.read_jsonl(path)
+
+
+def test_truncate_after(tmp_path):
+    path = tmp_path / 'metrics.jsonl'
+    for alg in ['fl', 'gossip']:
+        with tracking.JsonlWriter(path, alg) as w:
+            for tick in [10, 20, 30, 40]:
+                w.write_scalars(tick, {'acc_mean': tick / 100})
+    assert tracking.truncate_after(path, 20, algorithm='gossip') == 2
+    ticks = [(r['algorithm'], r['tick']) for r in tracking.read_jsonl(path)]
+    assert ticks == [('fl', 10), ('fl', 20), ('fl', 30), ('fl', 40), ('gossip', 10),
+                     ('gossip', 20)]
+    assert tracking.truncate_after(path, 10) == 4  # fl 20, 30, 40 and gossip 20
+    assert [r['tick'] for r in tracking.read_jsonl(path)] == [10, 10]
+    assert tracking.truncate_after(tmp_path / 'missing.jsonl', 0) == 0
+
+
+def test_resume_does_not_duplicate_rows(tmp_path):
+    path = tmp_path / tracking.METRICS_FILE
+    with tracking.make_writers(tmp_path, 'gossip', wandb=False, console=False) as w:
+        for tick in [10, 20, 30]:
+            w.write_scalars(tick, {'acc_mean': 0.1})
+    # Resume from a checkpoint at tick 20: tick 30 is replayed.
+    with tracking.make_writers(tmp_path, 'gossip', wandb=False, console=False,
+                               resume_tick=20) as w:
+        w.write_scalars(30, {'acc_mean': 0.2})
+    rows = tracking.read_jsonl(path)
+    assert [r['tick'] for r in rows] == [10, 20, 30]
+    assert rows[-1]['acc_mean'] == 0.2
+
+
+def test_multiwriter_fans_out_every_call_with_python_values(tmp_path):
+    a, b = RecordingWriter(), RecordingWriter()
+    with tracking.MultiWriter([a, b]) as w:
+        w.write_config({'lr': 0.1})
+        w.write_scalars(3, {'acc_mean': jnp.float32(0.5)})
+        w.write_summary({'final_acc': np.float64(0.9)})
+        w.write_text('note', 'hello')
+        w.write_image(3, 'accuracy', tmp_path / 'a.png')
+        w.flush()
+    expected = [('config', {'lr': 0.1}), ('scalars', 3, {'acc_mean': 0.5}),
+                ('summary', {'final_acc': 0.9}), ('text', 'note', 'hello'),
+                ('image', 3, 'accuracy', str(tmp_path / 'a.png')), ('flush',), ('close',)]
+    assert a.calls == expected and b.calls == expected
+    assert type(a.calls[1][2]['acc_mean']) is float
+
+
+def test_multiwriter_closes_all_writers_when_one_fails():
+    class Failing(RecordingWriter):
+        def close(self):
+            raise OSError('disk gone')
+
+    ok = RecordingWriter()
+    with pytest.raises(OSError, match='disk gone'):
+        tracking.MultiWriter([Failing(), ok]).close()
+    assert ok.calls == [('close',)]
+
+
+def test_console_writer_one_concise_line(caplog):
+    w = tracking.ConsoleWriter('gossip')
+    with caplog.at_level(logging.INFO, logger='vanish.tracking'):
+        w.write_scalars(100, {'acc_mean': np.float32(0.91234), 'var/Dense_0/kernel': 1.0,
+                              'var_ratio/Dense_0/kernel': 0.5})
+    assert len(caplog.records) == 1
+    msg = caplog.records[0].getMessage()
+    assert msg == '[gossip] tick 100 | acc_mean 0.9123 (+2 per-layer)'
+
+
+def test_make_writers_writes_jsonl_and_config(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger='vanish.tracking'):
+        with tracking.make_writers(tmp_path, 'fl', wandb=False, group='g',
+                                   config={'seed': 3}) as w:
+            w.write_scalars(1, {'acc_mean': 0.3})
+    assert tracking.read_jsonl(tmp_path / 'metrics.jsonl') == [
+        {'algorithm': 'fl', 'tick': 1, 'acc_mean': 0.3}]
+    assert json.loads((tmp_path / 'config.json').read_text()) == {'fl': {'seed': 3}}
+    assert any('tick 1 | acc_mean 0.3' in r.getMessage() for r in caplog.records)
+
+
+def test_wandb_missing_gives_install_hint(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'wandb', None)  # makes `import wandb` fail
+    with pytest.raises(ImportError, match=r"pip install 'vanish\[track\]'"):
+        tracking.WandbWriter('proj', 'fl', group='g', mode='disabled', dir=tmp_path)
+    with pytest.raises(ImportError, match='vanish'):
+        tracking.make_writers(tmp_path, 'fl', wandb=True, console=False)
+
+
+def test_resolve_wandb_mode(tmp_path, monkeypatch):
+    for var in ['WANDB_MODE', 'WANDB_API_KEY', 'WANDB_BASE_URL']:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv('HOME', str(tmp_path))  # no ~/.netrc yet
+    assert tracking.resolve_wandb_mode() == 'offline'
+    (tmp_path / '.netrc').write_text('machine api.wandb.ai\n  login user\n  password abc\n')
+    (tmp_path / '.netrc').chmod(0o600)
+    assert tracking.resolve_wandb_mode() == 'online'
+    monkeypatch.setenv('WANDB_MODE', 'disabled')
+    assert tracking.resolve_wandb_mode() == 'disabled'
+    assert tracking.resolve_wandb_mode('offline') == 'offline'
+    monkeypatch.delenv('WANDB_MODE')
+    (tmp_path / '.netrc').unlink()
+    monkeypatch.setenv('WANDB_API_KEY', 'x' * 40)
+    assert tracking.resolve_wandb_mode() == 'online'
+
+
+def _fake_wandb(version: str) -> types.ModuleType:
+    """A stand-in wandb module that records init kwargs and run calls."""
+    module = types.ModuleType('wandb')
+    module.__version__ = version
+    module.inits = []
+
+    class Config(dict):
+        def update(self, other, allow_val_change=False):  # pylint: disable=arguments-differ
+            super().update(other)
+
+    class Run:
+        def __init__(self):
+            self.logged, self.summary, self.config, self.finished = [], {}, Config(), 0
+
+        def log(self, data, step=None):
+            self.logged.append((step, data))
+
+        def finish(self):
+            self.finished += 1
+
+    def init(**kwargs):
+        module.inits.append(kwargs)
+        return Run()
+
+    module.init = init
+    module.Image = lambda path: ('Image', path)
+    return module
+
+
+@pytest.mark.parametrize('version,reinit', [('0.21.0', 'create_new'), ('0.17.5', True)])
+def test_wandb_writer_wiring_with_fake_module(tmp_path, monkeypatch, version, reinit):
+    fake = _fake_wandb(version)
+    monkeypatch.setitem(sys.modules, 'wandb', fake)
+    monkeypatch.setenv('WANDB_MODE', 'offline')
+    writers = [tracking.make_writers(tmp_path, alg, wandb=True, project='p', group='exp',
+                                     config={'seed': 1}, console=False)
+               for alg in ['fl', 'gossip']]
+    runs = [w.writers[-1].run for w in writers]
+    writers[1].write_config({'extra': 2})
+    writers[1].write_scalars(7, {'acc_mean': jnp.float32(0.5)})
+    writers[1].write_image(7, 'accuracy', tmp_path / 'acc.png')
+    writers[1].write_summary({'final_acc': np.float32(0.5)})
+    for w in writers:
+        w.close()
+    assert [i['name'] for i in fake.inits] == ['exp-fl', 'exp-gossip']
+    assert all(i['group'] == 'exp' and i['project'] == 'p' and i['mode'] == 'offline'
+               and i['reinit'] == reinit and i['config'] == {'seed': 1} for i in fake.inits)
+    assert runs[0].logged == []
+    assert runs[1].logged == [(7, {'acc_mean': 0.5}),
+                              (7, {'accuracy': ('Image', str(tmp_path / 'acc.png'))})]
+    assert runs[1].summary == {'final_acc': 0.5}
+    assert runs[1].config == {'extra': 2}
+    assert [r.finished for r in runs] == [1, 1]
+
+
+def test_wandb_writer_disabled_mode_with_real_wandb(tmp_path, monkeypatch):
+    pytest.importorskip('wandb')
+    monkeypatch.setenv('WANDB_MODE', 'disabled')
+    monkeypatch.setenv('WANDB_SILENT', 'true')
+    for alg in ['fl', 'gossip']:
+        with tracking.WandbWriter('vanish-test', alg, group='g', config={'a': 1},
+                                  dir=tmp_path) as w:
+            assert w.mode == 'disabled'
+            w.write_scalars(1, {'acc_mean': np.float32(0.5)})
+            w.write_summary({'final_acc': 0.5})
+            assert w.run.summary['final_acc'] == 0.5
+
+
+def test_progress_bar_counts_ticks_with_or_without_tqdm(monkeypatch, capsys):
+    with tracking.ProgressBar(100, enabled=False) as bar:
+        bar.update(10, acc=0.5)
+    assert bar.n == 10 and not bar.enabled
+    with tracking.ProgressBar(100, desc='gossip', enabled=True) as bar:
+        assert bar.enabled
+        bar.update(30, acc=jnp.float32(0.75))
+        bar.update(20)
+        assert bar.n == 50 and bar._bar.n == 50  # pylint: disable=protected-access
+    assert 'acc=0.75' in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, 'tqdm.auto', None)
+    with tracking.ProgressBar(100, enabled=True) as bar:
+        bar.update(5)
+    assert bar.n == 5 and not bar.enabled

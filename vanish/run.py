@@ -1,0 +1,178 @@
+"""The command line: run a config's algorithms side by side, with metrics, plots and resume.
+
+    python -m vanish.run --config experiments/default/config.py --workdir runs/default \
+        [--config.num_nodes=64 --config.algorithms=fl,gossip,gossip_vc ...]
+
+Writes into the workdir: metrics.jsonl (one row per algorithm per evaluation), config.json,
+summary.json, accuracy.png, variance.png, summary.md, and checkpoints/<algorithm>/. Running
+the same command again resumes every algorithm from its last checkpoint; a finished
+algorithm is not rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from vanish import checkpoint, plots, tracking
+from vanish import config as config_lib
+from vanish import data as data_lib
+from vanish.partition import format_label_histogram
+from vanish.simulation import Simulation
+
+log = logging.getLogger("vanish")
+
+# Fields that change how a run is tracked or executed but never its results.
+_RESULT_NEUTRAL = {"algorithms", "eval_every", "checkpoint_every", "keep_checkpoints", "wandb",
+                   "wandb_project", "wandb_mode", "fuse", "target_accuracy", "data_dir"}
+
+
+def config_hash(cfg: ml_collections.ConfigDict) -> str:
+    items = {k: v for k, v in cfg.to_dict().items() if k not in _RESULT_NEUTRAL}
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_dataset(cfg: ml_collections.ConfigDict) -> data_lib.Dataset:
+    return data_lib.load(cfg.dataset, data_dir=cfg.data_dir or None, seed=int(cfg.seed),
+                         num_train=int(cfg.synthetic_train), num_test=int(cfg.synthetic_test))
+
+
+def summarize(records: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """Final accuracy, ticks to the target mean accuracy and final per-layer variance ratios."""
+    if not records:
+        return {}
+    last = records[-1]
+    hit = [r["tick"] for r in records if r.get("acc_mean", -1.0) >= target]
+    out: dict[str, Any] = dict(
+        final_tick=last["tick"], final_acc=last["acc_mean"], final_acc_min=last["acc_min"],
+        best_acc=max(r["acc_mean"] for r in records), target_accuracy=target,
+        ticks_to_target=hit[0] if hit else None, averaging_events=last["averaging_events"],
+    )
+    ratios = {k: v for k, v in last.items() if k.startswith("var_ratio/")}
+    out.update(ratios)
+    kernel = [v for k, v in ratios.items() if k.endswith("kernel")]
+    if kernel:
+        out["var_ratio"] = float(np.mean(kernel))
+    return out
+
+
+def run_algorithm(cfg: ml_collections.ConfigDict, algorithm: str, dataset: data_lib.Dataset,
+                  workdir: Path, *, progress: bool | None = None) -> dict[str, Any]:
+    """Runs (or resumes) one algorithm to cfg.ticks and returns its summary."""
+    sim = Simulation(cfg, algorithm, dataset)
+    ckpt_dir = workdir / "checkpoints" / algorithm
+    state = sim.init_state()
+    var0: dict[str, float] = {}
+    start = 0
+    meta_expected = dict(config_hash=config_hash(cfg), schedule=sim.schedule.fingerprint())
+    if checkpoint.latest_step(ckpt_dir) is not None:
+        state, meta = checkpoint.restore(ckpt_dir, state)
+        for key, want in meta_expected.items():
+            if meta.get(key) != want:
+                raise RuntimeError(
+                    f"{ckpt_dir} holds a checkpoint of a different run ({key} "
+                    f"{meta.get(key)} != {want}): the config changed. Use a new --workdir, "
+                    "or restore the old config; nothing was overwritten.")
+        var0, start = meta["var0"], int(state.tick)
+        log.info("[%s] resuming at tick %d", algorithm, start)
+    writer = tracking.make_writers(
+        workdir, algorithm, wandb=bool(cfg.wandb), project=cfg.wandb_project,
+        group=workdir.name, config=dict(cfg.to_dict(), algorithm=algorithm),
+        wandb_mode=cfg.wandb_mode or None, resume_tick=start if start else None)
+    ticks, every = int(cfg.ticks), max(1, int(cfg.eval_every))
+    ckpt_every = int(cfg.checkpoint_every) or every
+    try:
+        if start == 0:
+            hist = format_label_histogram(sim.label_hist)
+            log.info("[%s] %s, %d nodes, K=%d slots, %d chunks; per-node label histogram:\n%s",
+                     algorithm, sim.topo.name, sim.n, sim.work.slots, len(sim.work), hist)
+            writer.write_text("label_histogram", hist)
+            state, m = sim.evaluate(state)
+            var0 = {k[4:]: v for k, v in m.items() if k.startswith("var/")}
+            _write(writer, 0, m, var0, ticks_per_s=0.0)
+        bar = tracking.ProgressBar(ticks, desc=algorithm, enabled=progress, initial=start)
+        t = start
+        while t < ticks:
+            t_next = min(ticks, (t // every + 1) * every)
+            t_wall = time.perf_counter()
+            state = sim.run_ticks(state, t, t_next)
+            state, m = sim.evaluate(state)  # the host pull that ends the async segment
+            rate = (t_next - t) / max(time.perf_counter() - t_wall, 1e-9)
+            if not all(math.isfinite(m[k]) for k in ("loss_mean", "acc_mean")):
+                raise FloatingPointError(
+                    f"[{algorithm}] non-finite loss at tick {t_next} (lr too high?); metrics up "
+                    f"to tick {t} and the last checkpoint are kept in {workdir}")
+            _write(writer, t_next, m, var0, ticks_per_s=rate)
+            bar.update(t_next - t, acc=f"{m['acc_mean']:.3f}", tps=f"{rate:.0f}")
+            if t_next % ckpt_every == 0 or t_next == ticks:
+                checkpoint.save(ckpt_dir, t_next, state, keep=int(cfg.keep_checkpoints),
+                                metadata=dict(meta_expected, var0=var0, algorithm=algorithm))
+            t = t_next
+        bar.close()
+        records = [r for r in tracking.read_jsonl(workdir / tracking.METRICS_FILE)
+                   if r["algorithm"] == algorithm]
+        summary = summarize(records, float(cfg.target_accuracy))
+        writer.write_summary(summary)
+        return summary
+    finally:
+        writer.close()
+
+
+def _write(writer: tracking.MetricWriter, tick: int, m: dict[str, Any], var0: dict[str, float],
+           ticks_per_s: float) -> None:
+    ratios = {f"var_ratio/{k}": m[f"var/{k}"] / v for k, v in var0.items() if v > 0}
+    writer.write_scalars(tick, {**m, **ratios, "ticks_per_s": ticks_per_s})
+
+
+def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
+                       progress: bool | None = None) -> dict[str, dict[str, Any]]:
+    """Runs every algorithm of cfg.algorithms on the same data and seeds; returns summaries."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    algorithms = config_lib.parse_algorithms(cfg.algorithms)
+    for name in algorithms:  # fail on a bad config before any long work starts
+        config_lib.algorithm_spec(name, cfg)
+    dataset = load_dataset(cfg)
+    log.info("dataset %s: %d train / %d test, backend %s", dataset.name, len(dataset.y_train),
+             len(dataset.y_test), jax.default_backend())
+    summaries = {a: run_algorithm(cfg, a, dataset, workdir, progress=progress)
+                 for a in algorithms}
+    acc_png, var_png = plots.plot_run(workdir, target=float(cfg.target_accuracy))
+    table = plots.summary_table(summaries, markdown=True)
+    (workdir / "summary.md").write_text(table + "\n")
+    log.info("results (%s):\n%s", workdir, plots.summary_table(summaries))
+    return summaries
+
+
+def main(argv: list[str]) -> None:
+    from absl import flags  # imported here so library users never touch absl flags
+
+    del argv
+    FLAGS = flags.FLAGS
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = FLAGS.config
+    summaries = train_and_evaluate(cfg, FLAGS.workdir)
+    print(plots.summary_table(summaries))
+
+
+def cli() -> None:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+    flags.DEFINE_string("workdir", None, "directory for metrics, plots and checkpoints")
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,216 @@
+"""Who trains, and who sends, at which tick: drawn ahead from the seed, packed into work chunks.
+
+    sched = schedule.draw(n=50, ticks=1000, interval=(8, 12), seed=0)
+    work = schedule.pack(sched, slots=8, end_of_tick=fl_round_ends)   # fixed-shape chunks
+
+Training times in the reference simulator do not depend on training results, so the whole
+schedule is a pure function of (seed, n, ticks, interval, first tick). The device engine
+never sees per-tick variable-length lists: `pack` cuts every tick's trainers into chunks of
+exactly `slots` node indices (padding marked invalid), so one compiled step serves every tick
+and its cost is proportional to the nodes that train, not to N.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """Training events, sorted by (tick, node).
+
+    Attributes:
+      n: number of nodes.
+      ticks: number of ticks covered, [0, ticks).
+      event_tick: int32 [E] tick of each training event.
+      event_node: int32 [E] node of each event.
+      event_send: bool [E] whether the node sends its model after this event.
+    """
+
+    n: int
+    ticks: int
+    event_tick: np.ndarray
+    event_node: np.ndarray
+    event_send: np.ndarray
+
+    def counts_per_tick(self) -> np.ndarray:
+        return np.bincount(self.event_tick, minlength=self.ticks)
+
+    def fingerprint(self) -> str:
+        """A short digest, stored with checkpoints so a resume can verify its schedule."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for a in (self.event_tick, self.event_node, self.event_send):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
+
+
+def draw(
+    n: int,
+    ticks: int,
+    interval: tuple[int, int] = (8, 12),
+    *,
+    seed: int,
+    first_tick: str | int = 0,
+    send_every: int = 1,
+    trainers: np.ndarray | None = None,
+) -> Schedule:
+    """Draws every node's training ticks for [0, ticks).
+
+    A node trains when tick >= next_train_tick, then next_train_tick += U{lo..hi}.
+
+    Args:
+      n: number of nodes.
+      ticks: horizon.
+      interval: inclusive integer range (lo, hi) of the gap between two trainings.
+      seed: schedule seed (independent of model / data seeds).
+      first_tick: an int (every node starts at that tick; the reference uses 0), or
+        "random" (each node's first tick is drawn from U{0..hi-1}).
+      send_every: a node sends after its P-th, 2P-th, ... training event (P = send_every).
+      trainers: optional bool [n]; nodes marked False never train (e.g. the FL server).
+    """
+    lo, hi = (int(v) for v in interval)
+    if not 1 <= lo <= hi:
+        raise ValueError(f"interval must satisfy 1 <= lo <= hi, got {interval}")
+    if n < 1 or ticks < 0:
+        raise ValueError(f"need n >= 1 and ticks >= 0, got n={n}, ticks={ticks}")
+    if send_every < 1:
+        raise ValueError(f"send_every must be >= 1, got {send_every}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5C4ED]))
+    if first_tick == "random":
+        start = rng.integers(0, hi, size=n)
+    elif isinstance(first_tick, (int, np.integer)) and first_tick >= 0:
+        start = np.full(n, int(first_tick))
+    else:
+        raise ValueError(f"first_tick must be a non-negative int or 'random', got {first_tick!r}")
+    # Enough draws that even the shortest gaps cover the horizon; one matrix, no node loop.
+    m = max(1, -(-max(ticks - int(start.min()), 0) // lo) + 1)
+    gaps = rng.integers(lo, hi + 1, size=(n, m))
+    times = start[:, None] + np.concatenate([np.zeros((n, 1), np.int64), np.cumsum(gaps, 1)[:, :-1]], 1)
+    ordinal = np.broadcast_to(np.arange(m), (n, m))
+    keep = times < ticks
+    if trainers is not None:
+        keep &= np.asarray(trainers, bool)[:, None]
+    node = np.broadcast_to(np.arange(n)[:, None], (n, m))[keep]
+    tick = times[keep]
+    send = ((ordinal[keep] + 1) % send_every) == 0
+    order = np.lexsort((node, tick))
+    return Schedule(
+        n=n,
+        ticks=ticks,
+        event_tick=tick[order].astype(np.int32),
+        event_node=node[order].astype(np.int32),
+        event_send=send[order],
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkList:
+    """Fixed-shape chunks of work, in execution order.
+
+    Chunk c trains the valid slots of node[c] at tick[c]; `last[c]` marks the final chunk
+    of its tick, after which the tick's end-of-tick actions (averaging, FL rounds) run.
+    """
+
+    tick: np.ndarray  # int32 [C]
+    node: np.ndarray  # int32 [C, K]
+    valid: np.ndarray  # bool [C, K]
+    send: np.ndarray  # bool [C, K]
+    last: np.ndarray  # bool [C]
+
+    @property
+    def slots(self) -> int:
+        return self.node.shape[1]
+
+    def __len__(self) -> int:
+        return self.tick.shape[0]
+
+    def between(self, t0: int, t1: int) -> "WorkList":
+        """The chunks of ticks [t0, t1)."""
+        lo, hi = np.searchsorted(self.tick, [t0, t1])
+        return WorkList(*(a[lo:hi] for a in dataclasses.astuple(self)))
+
+    def padded(self, length: int) -> "WorkList":
+        """Appends no-op chunks (no valid slot, not last) up to `length` chunks."""
+        extra = length - len(self)
+        if extra < 0:
+            raise ValueError(f"cannot pad {len(self)} chunks down to {length}")
+        tick = np.concatenate([self.tick, np.full(extra, self.tick[-1] if len(self) else 0, np.int32)])
+        pad2 = lambda a, v: np.concatenate([a, np.full((extra, self.slots), v, a.dtype)])  # noqa: E731
+        return WorkList(
+            tick, pad2(self.node, 0), pad2(self.valid, False), pad2(self.send, False),
+            np.concatenate([self.last, np.zeros(extra, bool)]),
+        )
+
+
+def choose_slots(counts: np.ndarray, overhead: float = 2.0, max_slots: int | None = None) -> int:
+    """Chunk width K minimising sum_t ceil(n_t / K) * (K + overhead).
+
+    `overhead` is the fixed cost of one chunk call in units of one node's training step
+    (dispatch, averaging pass); larger values favour wider chunks.
+    """
+    busy = counts[counts > 0]
+    if busy.size == 0:
+        return 1
+    top = int(busy.max()) if max_slots is None else min(int(busy.max()), max_slots)
+    ks = np.arange(1, max(top, 1) + 1)
+    cost = (np.ceil(busy[None, :] / ks[:, None]) * (ks[:, None] + overhead)).sum(1)
+    return int(ks[np.argmin(cost)])
+
+
+def pack(sched: Schedule, slots: int, end_of_tick: np.ndarray | None = None) -> WorkList:
+    """Packs the schedule into chunks of `slots` nodes.
+
+    Args:
+      sched: the training events.
+      slots: K, the fixed chunk width.
+      end_of_tick: optional bool [ticks]; ticks that need their end-of-tick step even when
+        nobody trains (e.g. FL round ends) get one empty chunk.
+    """
+    if slots < 1:
+        raise ValueError(f"slots must be >= 1, got {slots}")
+    counts = sched.counts_per_tick()
+    need = counts > 0
+    if end_of_tick is not None:
+        need = need | np.asarray(end_of_tick, bool)[: sched.ticks]
+    chunks_per_tick = np.where(need, np.maximum(1, -(-counts // slots)), 0)
+    total = int(chunks_per_tick.sum())
+    tick = np.repeat(np.arange(sched.ticks, dtype=np.int32), chunks_per_tick)
+    first_chunk = np.concatenate([[0], np.cumsum(chunks_per_tick)[:-1]])
+    last = np.zeros(total, bool)
+    last[(first_chunk + chunks_per_tick - 1)[need]] = True
+    # Event e of tick t, the r-th of that tick, goes to chunk first_chunk[t] + r // K, slot r % K.
+    first_event = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(sched.event_tick.size) - first_event[sched.event_tick]
+    chunk = first_chunk[sched.event_tick] + rank // slots
+    slot = rank % slots
+    node = np.zeros((total, slots), np.int32)
+    valid = np.zeros((total, slots), bool)
+    send = np.zeros((total, slots), bool)
+    node[chunk, slot] = sched.event_node
+    valid[chunk, slot] = True
+    send[chunk, slot] = sched.event_send
+    return WorkList(tick, node, valid, send, last)
+
+
+def pack_masked(sched: Schedule, end_of_tick: np.ndarray | None = None) -> WorkList:
+    """The naive baseline: one chunk of all N nodes per busy tick, non-trainers masked out.
+
+    Same events in the same order of ticks as `pack`, so results agree; only the cost
+    differs (every chunk trains N models). Used by scripts/bench_sim.py.
+    """
+    counts = sched.counts_per_tick()
+    need = counts > 0
+    if end_of_tick is not None:
+        need = need | np.asarray(end_of_tick, bool)[: sched.ticks]
+    ticks = np.flatnonzero(need).astype(np.int32)
+    row = np.searchsorted(ticks, sched.event_tick)
+    valid = np.zeros((ticks.size, sched.n), bool)
+    send = np.zeros((ticks.size, sched.n), bool)
+    valid[row, sched.event_node] = True
+    send[row, sched.event_node] = sched.event_send
+    node = np.broadcast_to(np.arange(sched.n, dtype=np.int32), (ticks.size, sched.n)).copy()
+    return WorkList(ticks, node, valid, send, np.ones(ticks.size, bool))
