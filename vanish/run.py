@@ -4,7 +4,7 @@
         [--config.num_nodes=64 --config.algorithms=fl,gossip,gossip_vc ...]
 
 Writes into the workdir: metrics.jsonl (one row per algorithm per evaluation), config.json,
-summary.json, accuracy.png, variance.png, summary.md, and checkpoints/<algorithm>/. Running
+summary.json, accuracy.png, variance.png, summary.md, and <algorithm>/checkpoints/<tick>/. Running
 the same command again resumes every algorithm from its last checkpoint; a finished
 algorithm is not rerun.
 """
@@ -69,7 +69,7 @@ def run_algorithm(cfg: ml_collections.ConfigDict, algorithm: str, dataset: data_
                   workdir: Path, *, progress: bool | None = None) -> dict[str, Any]:
     """Runs (or resumes) one algorithm to cfg.ticks and returns its summary."""
     sim = Simulation(cfg, algorithm, dataset)
-    ckpt_dir = workdir / "checkpoints" / algorithm
+    ckpt_dir = workdir / algorithm  # checkpoints in workdir/<algorithm>/checkpoints/<tick>
     state = sim.init_state()
     var0: dict[str, float] = {}
     start = 0
@@ -153,12 +153,21 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     return summaries
 
 
+def quiet_libraries() -> None:
+    """Orbax logs every file it renames at INFO through absl; keep the console readable."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+
 def main(argv: list[str]) -> None:
     from absl import flags  # imported here so library users never touch absl flags
 
     del argv
     FLAGS = flags.FLAGS
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    quiet_libraries()
     cfg = FLAGS.config
     summaries = train_and_evaluate(cfg, FLAGS.workdir)
     print(plots.summary_table(summaries))

@@ -26,7 +26,7 @@ TARGETS: tuple[str, ...] = ('others', 'self', 'blend', 'none')
 _NORM_COLLECTIONS: tuple[str, ...] = ('batch_stats',)
 _NORM_NAMES: tuple[str, ...] = ('scale', 'mean', 'var', 'variance', 'moving_mean', 'moving_var')
 # First-stage chunk length of the two-stage reductions (see `_moment_sums`).
-_CHUNK_MIN, _CHUNK_MAX = 64, 4096
+_CHUNK_MIN, _CHUNK_MAX = 64, 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,45 +165,44 @@ def _node_bcast(v_N: Array, ndim: int) -> Array:
     return jnp.reshape(v_N, v_N.shape + (1,) * (ndim - 1))
 
 
-def _chunked(x_N: Array) -> Array:
-    """View [N, ...] as [N, B, K] (K of about _CHUNK_MIN.._CHUNK_MAX) for two-stage sums.
+def _chunk_plan(inner: tuple[int, ...]) -> tuple[int, int]:
+    """(K, pad): view a node's `prod(inner)` elements as [B, K] after `pad` trailing zeros.
 
-    A single sequential float32 sum over ~5e4 elements is off by ~1e-5 relative; summing
-    chunks of K elements first, then the B partial sums, keeps the variance error ~1e-7.
-    Trailing axes are used when they give a suitable K (a free, layout-preserving reshape);
-    otherwise any divisor of the size; otherwise zero padding (zeros add nothing to the sums
-    of centred values).
+    A sequential float32 sum over ~5e4 elements is off by ~1e-5 relative; summing chunks of
+    K <= _CHUNK_MAX elements first, then the B partial sums pairwise, keeps it ~1e-7.
+    Prefers K = a product of trailing axes, then any divisor (free reshapes), then pads.
     """
-    n_node, inner = x_N.shape[0], x_N.shape[1:]
     size = math.prod(inner)
     if size <= _CHUNK_MAX:
-        return jnp.reshape(x_N, (n_node, 1, size))
+        return size, 0
     k = 1
     for dim in reversed(inner):
         k *= dim
         if k >= _CHUNK_MIN:
             break
-    if k > _CHUNK_MAX:
-        k = next((d for d in range(1024, 127, -1) if size % d == 0), 0)
-    if k == 0:
-        k = 256
-        flat = jnp.reshape(x_N, (n_node, size))
-        x_N = jnp.pad(flat, ((0, 0), (0, -size % k)))
-    return jnp.reshape(x_N, (n_node, -1, k))
+    if k <= _CHUNK_MAX:
+        return k, 0
+    k = next((d for d in range(_CHUNK_MAX, _CHUNK_MIN - 1, -1) if size % d == 0), 0)
+    return (k, 0) if k else (256, -size % 256)
 
 
 def _moment_sums(xs_N: Sequence[Array]) -> list[tuple[Array, Array, Array]]:
-    """(shift, sum(d), sum(d*d)) per array, d = x - shift, every array read in ONE pass.
+    """(shift, sum(d), sum(d*d)) per array, d = x - shift, all arrays read in ONE pass.
 
-    One variadic `lax.reduce` over all (d, d*d) pairs: XLA:CPU then emits a single loop fusion
-    that computes the inputs (e.g. the mix) on the fly, where separate `jnp.sum`s would each
-    materialise their input and re-read it. The shift (each node's first element) lies within
-    a few standard deviations of the mean, so `sum(d*d) - sum(d)^2 / n` does not cancel.
+    One variadic `lax.reduce` over all (d, d*d): XLA:CPU emits a single loop fusion that
+    computes its inputs (e.g. the mix) on the fly, where separate `jnp.sum`s would each
+    materialise their input and read it again. The shift (mean of each node's first chunk)
+    is within ~std/sqrt(K) of the mean, so `sum(d*d) - sum(d)^2 / n` does not cancel.
     """
     shifts, operands = [], []
+    k, pad = _chunk_plan(xs_N[0].shape[1:])
     for x in xs_N:
-        shift = x[(slice(None),) + (0,) * (x.ndim - 1)]
-        d = _chunked(x - _node_bcast(shift, x.ndim))
+        flat = jnp.reshape(x, (x.shape[0], -1))
+        shift = jnp.mean(flat[:, :k], axis=1)
+        d = flat - shift[:, None]
+        if pad:  # zeros add nothing to the sums of centred values
+            d = jnp.pad(d, ((0, 0), (0, pad)))
+        d = jnp.reshape(d, (x.shape[0], -1, k))
         shifts.append(shift)
         operands += [d, d * d]
     zeros = tuple(jnp.zeros((), op.dtype) for op in operands)
@@ -227,22 +226,16 @@ def _finish(shift: Array, s1: Array, s2: Array, size: int, ddof: int) -> tuple[A
 
 
 def _mean_vars(xs_N: Sequence[Array], ddof: int) -> list[tuple[Array, Array]]:
-    """Per-node (mean, var) of several same-shape stacked arrays, in one pass over them."""
-    if not xs_N:
-        return []
+    """Per-node (mean, var) of same-shape stacked arrays (float32 or wider), in one pass."""
+    xs_N = [x.astype(jnp.promote_types(x.dtype, jnp.float32)) for x in xs_N]
     x0 = xs_N[0]
-    if x0.ndim == 1:  # one element per node: the value is the mean, nothing varies
-        var = jnp.zeros_like(x0) if ddof == 0 else jnp.full_like(x0, jnp.nan)
-        return [(x, var) for x in xs_N]
     size = math.prod(x0.shape[1:])
-    if size == 0:
-        nan = jnp.full(x0.shape[:1], jnp.nan, x0.dtype)
-        return [(nan, nan) for _ in xs_N]
+    if size <= 1:  # one element per node (or none): it is the mean, nothing varies
+        var = jnp.full(x0.shape[:1], 0.0 if size > ddof else jnp.nan, x0.dtype)
+        means = [jnp.reshape(x, x.shape[:1]) if size else jnp.full_like(var, jnp.nan)
+                 for x in xs_N]
+        return [(m, var) for m in means]
     return [_finish(*sums, size, ddof) for sums in _moment_sums(xs_N)]
-
-
-def _stats_dtype(x: Array) -> Array:
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 @functools.partial(jax.jit, static_argnames=('ddof',))
@@ -256,7 +249,7 @@ def layer_variance(tree_N: PyTree, ddof: int = 0) -> PyTree:
     Returns:
         Pytree of [N] arrays (NaN where a leaf has <= ddof elements per node).
     """
-    return jax.tree.map(lambda x: _mean_vars([_stats_dtype(x)], ddof)[0][1], tree_N)
+    return jax.tree.map(lambda x: _mean_vars([x], ddof)[0][1], tree_N)
 
 
 @jax.jit
@@ -269,7 +262,7 @@ def layer_mean(tree_N: PyTree) -> PyTree:
     Returns:
         Pytree of [N] arrays.
     """
-    return jax.tree.map(lambda x: _mean_vars([_stats_dtype(x)], 0)[0][0], tree_N)
+    return jax.tree.map(lambda x: _mean_vars([x], 0)[0][0], tree_N)
 
 
 @functools.partial(jax.jit, static_argnames=('config',))
@@ -285,8 +278,9 @@ def correctable_variance(tree_N: PyTree, config: CorrectionConfig) -> PyTree:
         computed) for the others.
     """
     def leaf_var(correct: bool, x: Array) -> Array:
-        x = _stats_dtype(x)
-        return _mean_vars([x], config.ddof)[0][1] if correct else jnp.zeros(x.shape[:1], x.dtype)
+        if correct:
+            return _mean_vars([x], config.ddof)[0][1]
+        return jnp.zeros(x.shape[:1], jnp.promote_types(x.dtype, jnp.float32))
 
     return jax.tree.map(leaf_var, correctable_mask(tree_N, config, stacked=True), tree_N)
 
@@ -331,7 +325,7 @@ def rescale(x: Array, target_var: Array | float,
         The rescaled tensor, same shape and dtype as x.
     """
     x_1 = jnp.reshape(x, (1, -1))
-    mean, var = _mean_vars([_stats_dtype(x_1)], config.ddof)[0]
+    mean, var = _mean_vars([x_1], config.ddof)[0]
     target = jnp.reshape(jnp.asarray(target_var), (1,))
     return jnp.reshape(_rescale_stacked(x_1, mean, var, target, config), jnp.shape(x))
 
@@ -356,9 +350,9 @@ def _corrected_leaf(x_self: Array, x_sum: Array, count_b: Array, beta_b: Array,
     # rescale). Behind the barrier the stats pass recomputes the mix from the inputs, in the
     # same fusion as the reduction; the bits are the same, the memory traffic lower.
     self_b, sum_b = lax.optimization_barrier((x_self, x_sum))
-    to_stats = [_stats_dtype(_mix(self_b, sum_b, count_b, beta_b))]
+    to_stats = [_mix(self_b, sum_b, count_b, beta_b)]
     if needs_self:  # own variance BEFORE mixing, read in the same pass
-        to_stats.append(_stats_dtype(self_b))
+        to_stats.append(self_b)
     stats = _mean_vars(to_stats, config.ddof)
     mean, var = stats[0]
     if not needs_self:
@@ -456,14 +450,3 @@ def average_and_correct(self_tree: PyTree, received_trees_M: PyTree, beta: Array
     out_1 = mix_and_correct(self_1, sum_1, count_1, var_sum_1, beta, config)
     return jax.tree.map(lambda x: x[0], out_1)
 
-
-def stack_trees(trees: Sequence[PyTree]) -> PyTree:
-    """Stack same-structure pytrees on a new leading axis (e.g. received models -> tree_M).
-
-    Args:
-        trees: pytrees of identical structure and leaf shapes.
-
-    Returns:
-        One pytree whose leaves have leading axis len(trees).
-    """
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
