@@ -16,7 +16,7 @@ def _batch(n, b=8, shape=(28, 28, 1), seed=1):
 
 @pytest.mark.parametrize("name", ["mlp", "lenet5", "caffe_lenet"])
 def test_vectorized_step_equals_per_node_loop(name):
-    model = models.make_model(name, conv_impl="patches")
+    model = models.make_model(name, conv_impl="banded")
     tx = nodes.make_optimizer(lr=0.05, momentum=0.9)
     params_N = nodes.init_params(model, jax.random.PRNGKey(0), 3, (28, 28, 1))
     opt_N = nodes.init_opt_state(tx, params_N)
@@ -40,11 +40,19 @@ def test_vectorized_step_equals_per_node_loop(name):
         np.testing.assert_allclose(r.loss[0], vec.loss[i], rtol=1e-5)
 
 
-def test_conv_patches_equals_lax_conv():
+@pytest.mark.parametrize("block", [None, 1, 2, 3, 4, 9, 100])
+@pytest.mark.parametrize("kernel_shape", [(5, 5, 1, 6), (5, 3, 3, 7), (3, 3, 4, 2)])
+def test_conv_banded_equals_lax_conv(block, kernel_shape):
     kx, kk = jax.random.split(jax.random.PRNGKey(3))
-    x = jax.random.normal(kx, (4, 12, 11, 3))
-    k = jax.random.normal(kk, (5, 3, 3, 7))
-    np.testing.assert_allclose(models.conv_patches(x, k), models.conv_xla(x, k), rtol=1e-5, atol=1e-5)
+    x = jax.random.normal(kx, (4, 12, 11, kernel_shape[2]))
+    k = jax.random.normal(kk, kernel_shape)
+    np.testing.assert_allclose(
+        models.conv_banded(x, k, block), models.conv_xla(x, k), rtol=1e-5, atol=1e-5)
+    # And its gradient with respect to the kernel and the input.
+    g1 = jax.grad(lambda k, x: jnp.sum(jnp.sin(models.conv_banded(x, k, block))), (0, 1))(k, x)
+    g2 = jax.grad(lambda k, x: jnp.sum(jnp.sin(models.conv_xla(x, k))), (0, 1))(k, x)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_gossip_init_independent_fl_init_shared():

@@ -20,10 +20,8 @@ from vanish import variance as V
 SHAPES = {
     'Conv_0': {'kernel': (5, 5, 1, 6), 'bias': (6,)},
     'Dense_0': {'kernel': (400, 120), 'bias': (120,)},
-    'Dense_1': {'kernel': (120, 84), 'bias': (84,)},
-    'Dense_2': {'kernel': (84, 10), 'bias': (10,)},
 }
-KERNELS = ('Conv_0', 'Dense_0', 'Dense_1', 'Dense_2')
+KERNELS = ('Conv_0', 'Dense_0')
 
 
 def random_tree(seed: int, lead: tuple[int, ...] = (), scale: float = 0.1,
@@ -69,24 +67,24 @@ def np_average_and_correct(x_self: dict, received: list[dict], beta: float,
 
 def accumulators(received_per_node: list[list[dict]], cfg: V.CorrectionConfig,
                  template: dict) -> tuple[dict, np.ndarray, dict]:
-    """(sum_N, count_N, var_sum_N) from explicit per-node lists of received models."""
-    sums, var_sums = [], []
-    for recv in received_per_node:
-        zero = jax.tree.map(np.zeros_like, template)
-        sums.append(jax.tree.map(lambda *xs: np.sum(xs, axis=0), zero, *recv))
-        if recv:
-            vs = V.correctable_variance(stack(recv), cfg)
-            var_sums.append(jax.tree.map(lambda v: np.sum(np.asarray(v)), vs))
-        else:
-            var_sums.append(jax.tree.map(lambda _: np.float32(0), template))
+    """(sum_N, count_N, var_sum_N) from explicit per-node lists of received models (NumPy)."""
+    def node_sums(recv: list[dict]) -> tuple[dict, dict]:
+        total = jax.tree.map(lambda t, *xs: np.sum([np.zeros_like(t), *xs], axis=0,
+                                                   dtype=np.float32), template, *recv)
+        var = {layer: {name: np.float32(sum(np_var(r[layer][name], cfg.ddof) for r in recv)
+                                        if name == 'kernel' else 0.0)
+                       for name in leaves} for layer, leaves in template.items()}
+        return total, var
+
+    sums, var_sums = zip(*(node_sums(recv) for recv in received_per_node))
     count = np.array([len(r) for r in received_per_node], np.int32)
-    return stack(sums), count, stack(var_sums)
+    return stack(list(sums)), count, stack(list(var_sums))
 
 
 # --- SPEC "must hold" ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('k', [2, 4, 8, 16])
+@pytest.mark.parametrize('k', [2, 4, 8])
 def test_averaging_glorot_copies_shrinks_variance_by_k(k: int) -> None:
     init = jax.nn.initializers.glorot_uniform()
     keys = jax.random.split(jax.random.PRNGKey(k), k + 1)
@@ -115,7 +113,7 @@ def test_corrected_variance_mean_and_direction(target: str) -> None:
     recv = [[random_tree(10 * i + j, scale=0.1 + 0.05 * j) for j in range(i + 1)]
             for i in range(n)]
     sum_N, count_N, var_sum_N = accumulators(recv, cfg, random_tree(0))
-    out_N = V.mix_and_correct(self_N, sum_N, count_N, var_sum_N, 0.5, cfg)
+    out_N = jax.device_get(V.mix_and_correct(self_N, sum_N, count_N, var_sum_N, 0.5, cfg))
     for i in range(n):
         for layer in KERNELS:
             x = np.asarray(self_N[layer]['kernel'][i], np.float64)
@@ -182,7 +180,7 @@ def _node_case(seed: int, m: int = 3) -> tuple[dict, list[dict]]:
     V.CorrectionConfig.reference(),
     V.CorrectionConfig.reference(target='self'),
     V.CorrectionConfig(strength=0.5),
-    V.CorrectionConfig(skip=('Dense_1',), eps=1e-3, ddof=1, strength=0.7),
+    V.CorrectionConfig(skip=('Conv_0',), eps=1e-3, ddof=1, strength=0.7),
 ], ids=lambda c: f'{c.target}-c{c.blend}-eps{c.eps}-ddof{c.ddof}-r{c.strength}-{c.skip}')
 def test_matches_numpy_reference(cfg: V.CorrectionConfig) -> None:
     x, received = _node_case(5)
@@ -289,11 +287,11 @@ def test_count_zero_and_inactive_nodes_bit_identical() -> None:
 
 
 def test_skip_list_and_is_correctable() -> None:
-    cfg = V.CorrectionConfig(skip=('Dense_1',))
+    cfg = V.CorrectionConfig(skip=('Conv_0',))
     x, received = _node_case(13)
     out = V.average_and_correct(x, stack(received), 0.5, cfg)
     plain = V.average_and_correct(x, stack(received), 0.5, V.CorrectionConfig(target='none'))
-    np.testing.assert_array_equal(out['Dense_1']['kernel'], plain['Dense_1']['kernel'])
+    np.testing.assert_array_equal(out['Conv_0']['kernel'], plain['Conv_0']['kernel'])
     assert not np.allclose(out['Dense_0']['kernel'], plain['Dense_0']['kernel'])
 
     default = V.CorrectionConfig()
@@ -306,13 +304,13 @@ def test_skip_list_and_is_correctable() -> None:
     assert V.is_correctable('Dense_0/kernel', np.zeros((7, 4, 3)), default, stacked=True)
     assert not V.is_correctable('batch_stats/BatchNorm_0/kernel', np.zeros((3, 4)), default)
     assert not V.is_correctable('BatchNorm_0/scale', np.zeros((3, 4)), default)
-    assert not V.is_correctable('params/Dense_1/kernel', np.zeros((3, 4)), cfg)
+    assert not V.is_correctable('params/Conv_0/kernel', np.zeros((3, 4)), cfg)
     with_bias = V.CorrectionConfig(correct_biases=True)
     assert V.is_correctable('Dense_0/bias', np.zeros((4,)), with_bias)
     assert not V.is_correctable('Dense_0/bias', np.zeros((1,)), with_bias)
     mask = V.correctable_mask({'params': x}, cfg)
     assert mask['params']['Dense_0'] == {'kernel': True, 'bias': False}
-    assert mask['params']['Dense_1'] == {'kernel': False, 'bias': False}
+    assert mask['params']['Conv_0'] == {'kernel': False, 'bias': False}
 
 
 @pytest.mark.parametrize('kwargs, words', [
@@ -332,9 +330,9 @@ def test_invalid_configs_raise(kwargs: dict, words: list[str]) -> None:
 
 
 def test_config_is_hashable_and_lists_become_tuples() -> None:
-    a = V.CorrectionConfig(skip=['Dense_1'])
-    b = V.CorrectionConfig(skip=('Dense_1',))
-    assert a == b and hash(a) == hash(b) and a.skip == ('Dense_1',)
+    a = V.CorrectionConfig(skip=['Conv_0'])
+    b = V.CorrectionConfig(skip=('Conv_0',))
+    assert a == b and hash(a) == hash(b) and a.skip == ('Conv_0',)
 
 
 # --- vectorised form, statistics, tracing ----------------------------------------------------
@@ -344,19 +342,19 @@ def test_stacked_form_equals_per_node_loop() -> None:
     cfg = V.CorrectionConfig(target='blend', blend=0.2)
     n = 3
     self_N = random_tree(30, (n,), scale=0.05)
-    recv = [[random_tree(40 + 5 * i + j) for j in range(m)] for i, m in enumerate([1, 3, 2])]
+    recv = [[random_tree(40 + 5 * i + j) for j in range(m)] for i, m in enumerate([2, 1, 2])]
     sum_N, count_N, var_sum_N = accumulators(recv, cfg, random_tree(0))
     beta_N = np.array([0.5, 0.2, 0.8], np.float32)
-    out_N = V.mix_and_correct(self_N, sum_N, count_N, var_sum_N, beta_N, cfg)
+    out_N = jax.device_get(V.mix_and_correct(self_N, sum_N, count_N, var_sum_N, beta_N, cfg))
     for i in range(n):
         own = jax.tree.map(lambda a: a[i], self_N)
         want = V.average_and_correct(own, stack(recv[i]), float(beta_N[i]), cfg)
         chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], out_N), want,
                                     rtol=1e-6, atol=1e-7)
     # the readable API vmaps over nodes too (same number of received models each)
-    recv_same = [[random_tree(70 + 2 * i + j) for j in range(2)] for i in range(n)]
-    vmapped = jax.vmap(V.average_and_correct, in_axes=(0, 0, None, None))(
-        self_N, stack([stack(r) for r in recv_same]), 0.5, cfg)
+    recv_same = [recv[0], recv[2], recv[0]]
+    vmapped = jax.device_get(jax.vmap(V.average_and_correct, in_axes=(0, 0, None, None))(
+        self_N, stack([stack(r) for r in recv_same]), 0.5, cfg))
     for i in range(n):
         own = jax.tree.map(lambda a: a[i], self_N)
         want = V.average_and_correct(own, stack(recv_same[i]), 0.5, cfg)
@@ -398,7 +396,7 @@ def test_no_retrace_on_second_call() -> None:
     @jax.jit
     @chex.assert_max_traces(n=1)
     def step(s, x, c, v, beta):
-        return V.mix_and_correct(s, x, c, v, beta, V.CorrectionConfig(skip=['Dense_2']))
+        return V.mix_and_correct(s, x, c, v, beta, V.CorrectionConfig(skip=['Conv_0']))
 
     chex.clear_trace_counter()
     before = V.mix_and_correct._cache_size()
@@ -409,30 +407,41 @@ def test_no_retrace_on_second_call() -> None:
     assert V.mix_and_correct._cache_size() == before + 1
 
 
+# Shapes cover the reduction plans: one chunk, trailing-axes chunks, a divisor, zero padding.
+PROPERTY_SHAPES = [(2, 3), (5, 5, 1, 6), (37, 53), (3, 700), (1, 1031)]
+
+
 @settings(deadline=None, max_examples=30)
-@given(dims=st.lists(st.integers(1, 24), min_size=2, max_size=4),
-       target=st.sampled_from(['others', 'self', 'blend']),
-       blend=st.floats(0, 1), beta=st.floats(0, 1), count=st.integers(1, 5),
-       seed=st.integers(0, 2**31 - 1))
-def test_property_variance_hits_target_mean_preserved(dims, target, blend, beta, count, seed):
-    shape = tuple(dims)
-    if math.prod(shape) < 8:
-        shape = shape + (8,)
+@given(shape=st.sampled_from(PROPERTY_SHAPES), target=st.sampled_from(['others', 'self', 'blend']),
+       beta=st.floats(0, 1), count=st.integers(1, 5), seed=st.integers(0, 2**31 - 1))
+def test_property_variance_hits_target_mean_preserved(shape, target, beta, count, seed):
     rng = np.random.default_rng(seed)
     n = 2
     x_self = (rng.standard_normal((n,) + shape) * rng.uniform(0.1, 2)).astype(np.float32)
     x_sum = (rng.standard_normal((n,) + shape) * count + rng.uniform(-1, 1)).astype(np.float32)
     var_sum = (rng.uniform(0.01, 1.0, n) * count).astype(np.float32)
-    cfg = V.CorrectionConfig(target=target, blend=blend)
+    cfg = V.CorrectionConfig(target=target, blend=0.5)
     out = V.mix_and_correct({'L': {'kernel': x_self}}, {'L': {'kernel': x_sum}},
                             np.full(n, count, np.int32), {'L': {'kernel': var_sum}},
                             beta, cfg)['L']['kernel']
+    out = np.asarray(out)
     for i in range(n):
         x = x_self[i].astype(np.float64)
         mix = beta * x + (1 - beta) * x_sum[i].astype(np.float64) / count
         own, others = np.var(x), var_sum[i] / count
-        c = {'others': 0.0, 'self': 1.0, 'blend': blend}[target]
+        c = {'others': 0.0, 'self': 1.0, 'blend': 0.5}[target]
         t = c * own + (1 - c) * others
         y = np.asarray(out[i], np.float64)
         assert np.var(y) == pytest.approx(t, rel=1e-5)
         assert abs(y.mean() - mix.mean()) <= 1e-5 * (abs(mix.mean()) + np.std(mix) + 1e-3)
+
+
+@settings(deadline=None, max_examples=30)
+@given(shape=st.sampled_from(PROPERTY_SHAPES), ddof=st.sampled_from([0, 1]),
+       target=st.floats(1e-4, 1e2), offset=st.floats(-10, 10), seed=st.integers(0, 2**31 - 1))
+def test_property_rescale_hits_any_target(shape, ddof, target, offset, seed):
+    x = (np.random.default_rng(seed).standard_normal(shape) + offset).astype(np.float32)
+    y = np.asarray(V.rescale(x, target, V.CorrectionConfig(ddof=ddof)), np.float64)
+    assert np.var(y, ddof=ddof) == pytest.approx(target, rel=1e-5)
+    x64 = x.astype(np.float64)
+    assert abs(y.mean() - x64.mean()) <= 1e-6 * (abs(x64.mean()) + x64.std())

@@ -6,7 +6,8 @@
 A plain `jax.vmap` of `lax.conv` over stacked nodes becomes a grouped convolution, which
 XLA:CPU runs 2-4x slower than a loop of single-node convolutions (see BENCHMARKS.md). The
 `Conv` here keeps flax's parameter layout (HWIO kernel, bias) but can compute the
-convolution as explicit patches + one matmul ("patches"), which vmaps into a batched matmul.
+convolution as one matmul against a banded matrix built from the kernel ("banded"), which
+vmaps into a batched matmul.
 Both implementations compute the same function; which one runs is a per-backend choice
 (`conv_impl="auto"`), so checkpoints and results are interchangeable across backends up to
 float rounding.
@@ -19,6 +20,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 Initializer = Callable[..., jax.Array]
@@ -32,18 +34,18 @@ INITIALIZERS: dict[str, Initializer] = {
     "lecun_uniform": nn.initializers.lecun_uniform(),
 }
 
-CONV_IMPLS = ("xla", "patches")
+CONV_IMPLS = ("xla", "banded")
 
 
 def default_conv_impl(backend: str | None = None) -> str:
     """The convolution implementation that is fastest when vmapped over nodes on `backend`.
 
-    Measured (scripts/bench_kernels.py): on XLA:CPU the vmapped grouped convolution is the
-    slowest formulation, the channels-first patches + batched matmul the fastest; on GPU the
-    grouped convolution maps to cuDNN and wins.
+    Measured (scripts/bench_kernels.py, BENCHMARKS.md): on XLA:CPU the vmapped grouped
+    convolution is the slowest formulation and the banded matmul the fastest; on GPU the
+    grouped convolution maps to cuDNN.
     """
     backend = backend or jax.default_backend()
-    return "patches" if backend == "cpu" else "xla"
+    return "banded" if backend == "cpu" else "xla"
 
 
 def get_initializer(name: str) -> Initializer:
@@ -55,23 +57,41 @@ def get_initializer(name: str) -> Initializer:
         ) from None
 
 
-def conv_patches(x_BHWC: jax.Array, kernel_HWIO: jax.Array) -> jax.Array:
-    """VALID, stride-1 convolution as channels-first patches and one matmul.
+def banded_block(out_width: int, features: int, target: int = 96) -> int:
+    """Output-column block width q of `conv_banded`: blocks wide enough that the matmul's
+    output dimension q * features is about `target` (efficient), narrow enough that little
+    of the band is zeros (the matmul does (q + kw - 1) / kw times the useful work)."""
+    blocks = max(1, round(out_width * features / target))
+    return -(-out_width // blocks)
 
-    The patches are stacked on a leading axis of a channels-first copy of the input, so
-    every copy moves whole image rows (W contiguous floats) instead of C floats; under
-    `vmap` the matmul becomes a batched matmul with the node axis as its batch dimension.
+
+def conv_banded(x_BHWC: jax.Array, kernel_HWIO: jax.Array, block: int | None = None) -> jax.Array:
+    """VALID, stride-1 convolution as ONE matmul against a banded matrix built from the kernel.
+
+    Output columns are cut into blocks of q; every block sees an input window of
+    q + kw - 1 columns on kh consecutive rows, and the same banded matrix
+    T[(i, p, c), (j, o)] = kernel[i, p - j, c, o] (zero outside the band) maps any window to its
+    q output columns. So the convolution is rows_[B*Ho*blocks, kh*win*C] @ T: a well-shaped
+    matmul (a batched matmul under `vmap`) instead of a grouped convolution, and its input
+    is built from kh*blocks contiguous slices instead of kh*kw*C im2col copies. q = 1 is
+    im2col; q = Wo is one full Toeplitz band. Gradients flow through T to the kernel.
     """
     kh, kw, cin, cout = kernel_HWIO.shape
     b, h, w, _ = x_BHWC.shape
     ho, wo = h - kh + 1, w - kw + 1
-    x_CBHW = jnp.transpose(x_BHWC, (3, 0, 1, 2))
-    patches = jnp.stack(
-        [x_CBHW[:, :, i : i + ho, j : j + wo] for i in range(kh) for j in range(kw)], axis=0
-    )  # [kh*kw, C, B, Ho, Wo]: row order (i, j, c) matches the HWIO kernel's reshape
-    patches_KR = patches.reshape(kh * kw * cin, b * ho * wo)
-    out_OR = jnp.einsum("ko,kr->or", kernel_HWIO.reshape(kh * kw * cin, cout), patches_KR)
-    return jnp.transpose(out_OR.reshape(cout, b, ho, wo), (1, 2, 3, 0))
+    q = banded_block(wo, cout) if block is None else max(1, min(block, wo))
+    blocks = -(-wo // q)
+    win = q + kw - 1
+    need = (blocks - 1) * q + win
+    if need > w:  # the last block reads past the edge; its extra outputs are cut below
+        x_BHWC = jnp.pad(x_BHWC, ((0, 0), (0, 0), (0, need - w), (0, 0)))
+    band = (np.arange(win)[:, None, None] - np.arange(q)[None, :, None]
+            == np.arange(kw)[None, None, :]).astype(np.float32)  # [win, q, kw] constant
+    t = jnp.einsum("pqj,ijco->ipcqo", band, kernel_HWIO).reshape(kh * win * cin, q * cout)
+    rows = jnp.stack([x_BHWC[:, i : i + ho] for i in range(kh)], axis=2)  # [B, Ho, kh, W, C]
+    cols = jnp.stack([rows[:, :, :, s * q : s * q + win] for s in range(blocks)], axis=2)
+    out = cols.reshape(b * ho * blocks, kh * win * cin) @ t
+    return out.reshape(b, ho, blocks * q, cout)[:, :, :wo]
 
 
 def conv_xla(x_BHWC: jax.Array, kernel_HWIO: jax.Array) -> jax.Array:
@@ -101,7 +121,7 @@ class Conv(nn.Module):
         if self.padding:
             p = self.padding
             x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-        conv = conv_patches if self.impl == "patches" else conv_xla
+        conv = conv_banded if self.impl == "banded" else conv_xla
         return conv(x, kernel) + bias
 
 

@@ -215,7 +215,9 @@ class Simulation:
             merges=jnp.zeros(n, jnp.int32),
             loss_sum=jnp.zeros(n, jnp.float32),
             loss_n=jnp.zeros(n, jnp.int32),
-            key=self.keys["train"],
+            # A copy: the step donates the state, which would delete self.keys["train"] and
+            # break every later init_state() of this Simulation.
+            key=jnp.array(self.keys["train"], copy=True),
         )
 
     # ------------------------------------------------------------------------------ run

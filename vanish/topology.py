@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -71,8 +72,9 @@ class Topology:
     weighting: str
 
     def __post_init__(self) -> None:
-        for field in ("senders", "receivers", "degree", "edge_weight", "self_weight"):
-            arr = np.array(getattr(self, field), copy=True)
+        for field, dtype in (("senders", np.int32), ("receivers", np.int32), ("degree", np.int32),
+                             ("edge_weight", np.float32), ("self_weight", np.float32)):
+            arr = np.array(getattr(self, field), dtype=dtype)
             arr.flags.writeable = False  # frozen means frozen, arrays included
             object.__setattr__(self, field, arr)
 
@@ -85,10 +87,6 @@ class Topology:
         """Largest in-degree (the width D of the in-neighbour table, before padding to >= 1)."""
         return int(self.degree.max(initial=0))
 
-    @property
-    def out_degree(self) -> np.ndarray:
-        return np.bincount(self.senders, minlength=self.n).astype(np.int32)
-
     def dense(self) -> np.ndarray:
         """Mixing matrix W [n, n] float64: W[i, j] is the weight node i gives node j's model."""
         w = np.zeros((self.n, self.n), np.float64)
@@ -97,56 +95,33 @@ class Topology:
         return w
 
     def neighbor_table(self) -> NeighborTable:
-        """Padded in- and out-neighbour tables (padding points at the node itself)."""
-        n, e = self.n, self.num_edges
-        node = np.arange(n, dtype=np.int32)
-        d_in = max(self.max_degree, 1)  # width >= 1 keeps every array non-empty
-        start = np.concatenate([[0], np.cumsum(self.degree)[:-1]]).astype(np.int64)
-        pos = np.arange(e) - start[self.receivers]  # edges are grouped by receiver
-        nbr = np.repeat(node[:, None], d_in, axis=1)
-        nbr_weight = np.zeros((n, d_in), np.float32)
-        nbr_valid = np.zeros((n, d_in), bool)
-        nbr_edge = np.zeros((n, d_in), np.int32)
-        nbr[self.receivers, pos] = self.senders
+        """Padded in- and out-neighbour tables (width >= 1; padding points at the node itself)."""
+        edge = np.arange(self.num_edges, dtype=np.int32)
+        nbr, pos = _pad_rows(self.n, self.receivers, self.senders)  # edges grouped by receiver
+        nbr_weight = np.zeros(nbr.shape, np.float32)
+        nbr_valid = np.zeros(nbr.shape, bool)
+        nbr_edge = np.zeros(nbr.shape, np.int32)
         nbr_weight[self.receivers, pos] = self.edge_weight
         nbr_valid[self.receivers, pos] = True
-        nbr_edge[self.receivers, pos] = np.arange(e, dtype=np.int32)
-
-        out_deg = self.out_degree
-        d_out = max(int(out_deg.max(initial=0)), 1)
+        nbr_edge[self.receivers, pos] = edge
         order = np.lexsort((self.receivers, self.senders))
-        snd, rcv = self.senders[order], self.receivers[order]
-        out_start = np.concatenate([[0], np.cumsum(out_deg)[:-1]]).astype(np.int64)
-        out_pos = np.arange(e) - out_start[snd]
-        out_nbr = np.repeat(node[:, None], d_out, axis=1)
-        out_valid = np.zeros((n, d_out), bool)
-        out_nbr[snd, out_pos] = rcv
-        out_valid[snd, out_pos] = True
+        out_nbr, out_pos = _pad_rows(self.n, self.senders[order], self.receivers[order])
+        out_valid = np.zeros(out_nbr.shape, bool)
+        out_valid[self.senders[order], out_pos] = True
         return NeighborTable(nbr, nbr_weight, nbr_valid, nbr_edge, out_nbr, out_valid)
 
     def device_graph(self) -> Graph:
         """The jnp view passed to `vanish.mixing`; same-shaped graphs never recompile."""
-        t = self.neighbor_table()
-        return Graph(
-            senders=jnp.asarray(self.senders, jnp.int32),
-            receivers=jnp.asarray(self.receivers, jnp.int32),
-            edge_weight=jnp.asarray(self.edge_weight, jnp.float32),
-            self_weight=jnp.asarray(self.self_weight, jnp.float32),
-            nbr=jnp.asarray(t.nbr, jnp.int32),
-            nbr_weight=jnp.asarray(t.nbr_weight, jnp.float32),
-            nbr_valid=jnp.asarray(t.nbr_valid),
-            nbr_edge=jnp.asarray(t.nbr_edge, jnp.int32),
-            out_nbr=jnp.asarray(t.out_nbr, jnp.int32),
-            out_valid=jnp.asarray(t.out_valid),
-            degree=jnp.asarray(self.degree, jnp.int32),
-        )
+        host = (self.senders, self.receivers, self.edge_weight, self.self_weight,
+                *self.neighbor_table(), self.degree)  # NeighborTable follows Graph's field order
+        return Graph(*(jnp.asarray(a) for a in host))
 
     def to_networkx(self) -> nx.Graph | nx.DiGraph:
         """nx.Graph (undirected) or nx.DiGraph with edges s -> r, 'weight' = W[r, s]."""
         g: nx.Graph = nx.DiGraph() if self.directed else nx.Graph()
         g.add_nodes_from(range(self.n))
-        for s, r, w in zip(self.senders.tolist(), self.receivers.tolist(), self.edge_weight.tolist()):
-            g.add_edge(s, r, weight=w)
+        g.add_weighted_edges_from(zip(self.senders.tolist(), self.receivers.tolist(),
+                                      self.edge_weight.tolist()))
         return g
 
     def edges_undirected(self) -> np.ndarray:
@@ -166,6 +141,15 @@ class Topology:
 
 
 # ----------------------------------------------------------------------------- construction
+
+
+def _pad_rows(n: int, row: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Table [n, max(count, 1)] with val placed by (sorted) row, padding = row id; + positions."""
+    count = np.bincount(row, minlength=n)
+    table = np.repeat(np.arange(n, dtype=np.int32)[:, None], max(int(count.max(initial=0)), 1), 1)
+    pos = np.arange(row.shape[0]) - (np.cumsum(count) - count)[row]
+    table[row, pos] = val
+    return table, pos
 
 
 def _weights(scheme: str, n: int, senders: np.ndarray, receivers: np.ndarray,
@@ -246,18 +230,13 @@ def _check_connected(n: int, senders: np.ndarray, receivers: np.ndarray, directe
                                 f"(sizes {sizes})")
 
 
-def _attempt_seed(seed: int, attempt: int) -> int:
-    # Attempt 0 uses the seed itself, so a connected draw equals networkx's own for that seed.
-    if attempt == 0:
-        return int(seed)
-    return int(np.random.SeedSequence([int(seed), attempt]).generate_state(1)[0])
-
-
 def _connected_draw(draw: Callable[[int], nx.Graph], seed: int, what: str, hint: str) -> nx.Graph:
     """Redraws deterministically from `seed` until connected, at most MAX_CONNECT_TRIES times."""
     for attempt in range(MAX_CONNECT_TRIES):
-        g = draw(_attempt_seed(seed, attempt))
-        if g.number_of_nodes() > 0 and nx.is_connected(g):
+        # Attempt 0 uses the seed itself: a connected draw equals networkx's own for that seed.
+        s = seed if attempt == 0 else np.random.SeedSequence([seed, attempt]).generate_state(1)[0]
+        g = draw(int(s))
+        if nx.is_connected(g):
             return g
     raise TopologyError(f"{what} was disconnected in all {MAX_CONNECT_TRIES} draws from "
                         f"seed {seed}; {hint}")
@@ -277,7 +256,6 @@ def _need(cond: bool, msg: str) -> None:
 
 def ring(n: int, *, weighting: str = "uniform") -> Topology:
     """Cycle 0-1-...-(n-1)-0 (n = 2 is a single edge, n = 1 a lone node)."""
-    _need(n >= 1, f"empty graph: n must be >= 1, got n={n}")
     edges = [(i, (i + 1) % n) for i in range(n)] if n > 1 else []
     return _build("ring", n, edges, weighting=weighting)
 
@@ -290,17 +268,14 @@ def _square_factors(n: int) -> tuple[int, int] | None:
 
 
 def torus(rows: int, cols: int | None = None, *, weighting: str = "uniform") -> Topology:
-    """2-D torus (periodic grid), node = r * cols + c; `torus(n)` picks the squarest rows x cols.
+    """2-D periodic grid, node = r * cols + c; `torus(n)` picks the squarest rows x cols.
 
     Both sides must be >= 3: smaller sides wrap onto themselves (self-loops or double edges).
     """
     if cols is None:
-        n = rows
-        _need(n >= 1, f"empty graph: n must be >= 1, got n={n}")
-        factors = _square_factors(n)
-        _need(factors is not None, f"torus(n={n}): n has no factorisation rows * cols with "
-                                   f"rows, cols >= 3 (degenerate torus); use torus(rows, cols) "
-                                   f"with sides >= 3 or a ring")
+        factors = _square_factors(rows)
+        _need(factors is not None, f"degenerate torus: n={rows} has no factorisation rows * cols "
+                                   f"with both >= 3; use torus(rows, cols) or a ring")
         rows, cols = factors  # type: ignore[misc]
     _need(rows >= 3 and cols >= 3, f"degenerate torus {rows}x{cols}: both sides must be >= 3")
     g = nx.grid_2d_graph(rows, cols, periodic=True)
@@ -310,13 +285,11 @@ def torus(rows: int, cols: int | None = None, *, weighting: str = "uniform") -> 
 
 def complete(n: int, *, weighting: str = "uniform") -> Topology:
     """Every pair connected (n = 1: a single node, for no-communication baselines)."""
-    _need(n >= 1, f"empty graph: n must be >= 1, got n={n}")
     return _build("complete", n, _nx_edges(nx.complete_graph(n)), weighting=weighting)
 
 
 def star(n: int, center: int = 0, *, weighting: str = "uniform") -> Topology:
     """Hub `center` linked to every other node (e.g. the federated-learning server)."""
-    _need(n >= 1, f"empty graph: n must be >= 1, got n={n}")
     _need(0 <= center < n, f"star center {center} out of range for n={n}")
     edges = [(center, j) for j in range(n) if j != center]
     return _build("star", n, edges, weighting=weighting)
@@ -324,7 +297,6 @@ def star(n: int, center: int = 0, *, weighting: str = "uniform") -> Topology:
 
 def random_regular(n: int, d: int, seed: int = 0, *, weighting: str = "uniform") -> Topology:
     """Uniform random d-regular graph, redrawn deterministically from `seed` until connected."""
-    _need(n >= 2, f"random_regular needs n >= 2, got n={n}")
     _need(1 <= d < n, f"random_regular degree d={d} must satisfy 1 <= d < n={n}")
     _need(n * d % 2 == 0, f"random_regular: n * d must be even, got n={n}, d={d} (n*d={n * d})")
     g = _connected_draw(lambda s: nx.random_regular_graph(d, n, seed=s), seed,
@@ -334,21 +306,16 @@ def random_regular(n: int, d: int, seed: int = 0, *, weighting: str = "uniform")
 
 def erdos_renyi(n: int, p: float, seed: int = 0, *, weighting: str = "uniform") -> Topology:
     """G(n, p), redrawn deterministically from `seed` until connected (bounded tries)."""
-    _need(n >= 1, f"empty graph: n must be >= 1, got n={n}")
     _need(0.0 < p <= 1.0, f"erdos_renyi edge probability p={p} must be in (0, 1]")
-    if n == 1:
-        return _build("erdos_renyi", 1, [], weighting=weighting)
-    threshold = math.log(n) / n
-    g = _connected_draw(lambda s: nx.gnp_random_graph(n, p, seed=s), seed,
-                        f"G(n={n}, p={p})", f"use a larger p (connectivity threshold "
-                                            f"ln(n)/n = {threshold:.4g})")
+    _need(n >= 2, f"erdos_renyi needs n >= 2, got n={n}")
+    g = _connected_draw(lambda s: nx.gnp_random_graph(n, p, seed=s), seed, f"G(n={n}, p={p})",
+                        f"use a larger p (connectivity threshold ln(n)/n = {math.log(n) / n:.4g})")
     return _build("erdos_renyi", n, _nx_edges(g), weighting=weighting)
 
 
 def watts_strogatz(n: int, k: int, p: float, seed: int = 0, *,
                    weighting: str = "uniform") -> Topology:
     """Small-world graph: ring lattice with k nearest neighbours, each edge rewired w.p. p."""
-    _need(n >= 3, f"watts_strogatz needs n >= 3, got n={n}")
     _need(2 <= k < n, f"watts_strogatz k={k} must satisfy 2 <= k < n={n}")
     _need(0.0 <= p <= 1.0, f"watts_strogatz rewiring probability p={p} must be in [0, 1]")
     g = _connected_draw(lambda s: nx.watts_strogatz_graph(n, k, p, seed=s), seed,
@@ -372,11 +339,10 @@ def exponential(n: int, *, weighting: str = "uniform") -> Topology:
 
 
 def one_peer_exponential(n: int, t: int, *, weighting: str = "uniform") -> Topology:
-    """Round t of the one-peer exponential graph (Ying et al. 2021), directed.
+    """Round t of the one-peer exponential graph (Ying et al. 2021): i sends to i + 2^(t mod tau).
 
-    Node i sends only to (i + 2^(t mod tau)) mod n with tau = ceil(log2 n). One round is a
-    permutation and is generally NOT strongly connected (only the union over tau rounds is),
-    so connectivity is not checked. All rounds share shapes: swapping rounds never recompiles.
+    tau = ceil(log2 n). One round is a permutation, generally NOT strongly connected (only the
+    union over tau rounds is), so connectivity is not checked. All rounds share shapes.
     """
     _need(n >= 2, f"one_peer_exponential needs n >= 2, got n={n}")
     tau = max(1, math.ceil(math.log2(n)))
@@ -393,22 +359,16 @@ def from_edge_list(path: str | os.PathLike[str], n: int | None = None, directed:
     Directed: `u v` means u sends to v. Duplicate edges are merged (not an error). `n`
     defaults to max id + 1; nodes without edges make the graph disconnected (rejected).
     """
-    edges: list[tuple[int, int]] = []
-    lines: list[int] = []
+    edges, lines = [], []
     with open(path, encoding="utf-8") as f:
         for lineno, raw in enumerate(f, start=1):
-            text = raw.split("#", 1)[0].strip()
-            if not text:
+            parts = raw.split("#", 1)[0].split()
+            if not parts:
                 continue
-            parts = text.split()
-            try:
-                if len(parts) != 2:
-                    raise ValueError
-                u, v = int(parts[0]), int(parts[1])
-            except ValueError:
+            if len(parts) != 2 or not all(re.fullmatch(r"[+-]?\d+", p) for p in parts):
                 raise TopologyError(f"{path}: malformed line {lineno}: {raw.strip()!r} "
-                                    f"(expected two integer node ids 'u v')") from None
-            edges.append((u, v))
+                                    f"(expected two integer node ids 'u v')")
+            edges.append((int(parts[0]), int(parts[1])))
             lines.append(lineno)
     e = np.array(edges, dtype=np.int64).reshape(-1, 2)
     if n is None:
@@ -421,68 +381,61 @@ def from_edge_list(path: str | os.PathLike[str], n: int | None = None, directed:
 
 
 def from_networkx(g: nx.Graph, name: str = "networkx", *, weighting: str = "uniform") -> Topology:
-    """Wraps a networkx (Di)Graph; nodes other than 0..n-1 are relabelled in sorted order."""
+    """Wraps a networkx (Di)Graph; labels other than 0..n-1 are renumbered in sorted order."""
     n = g.number_of_nodes()
     if set(g.nodes()) != set(range(n)):
-        try:
-            g = nx.convert_node_labels_to_integers(g, ordering="sorted")
-        except TypeError:  # unorderable labels: keep insertion order
-            g = nx.convert_node_labels_to_integers(g)
+        g = nx.convert_node_labels_to_integers(g, ordering="sorted")
     return _build(name, n, _nx_edges(g), directed=g.is_directed(), weighting=weighting)
 
 
-_FACTORY: dict[str, tuple[Callable[..., Topology], tuple[str, ...], bool]] = {
-    # name: (generator, accepted kwargs, takes seed)
-    "ring": (ring, (), False),
-    "torus": (lambda n, rows=None, cols=None, **kw: torus(n, **kw) if rows is None and cols is None
-              else _torus_sides(n, rows, cols, **kw), ("rows", "cols"), False),
-    "complete": (complete, (), False),
-    "star": (star, ("center",), False),
-    "random_regular": (lambda n, seed, degree, **kw: random_regular(n, degree, seed, **kw),
-                       ("degree",), True),
-    "erdos_renyi": (lambda n, seed, p, **kw: erdos_renyi(n, p, seed, **kw), ("p",), True),
-    "watts_strogatz": (lambda n, seed, k, p, **kw: watts_strogatz(n, k, p, seed, **kw),
-                       ("k", "p"), True),
-    "barabasi_albert": (lambda n, seed, m, **kw: barabasi_albert(n, m, seed, **kw), ("m",), True),
-    "exponential": (exponential, (), False),
-    "one_peer_exponential": (lambda n, t=0, **kw: one_peer_exponential(n, t, **kw), ("t",), False),
-    "edge_list": (lambda n, path, directed=False, **kw: from_edge_list(path, n, directed, **kw),
-                  ("path", "directed"), False),
-}
-_REQUIRED = {"random_regular": ("degree",), "erdos_renyi": ("p",), "watts_strogatz": ("k", "p"),
-             "barabasi_albert": ("m",), "edge_list": ("path",)}
-TOPOLOGIES = tuple(_FACTORY)
-
-
-def _torus_sides(n: int, rows: int | None, cols: int | None, **kw: Any) -> Topology:
+def _torus_of(n: int, rows: int | None = None, cols: int | None = None, **kw: Any) -> Topology:
+    if rows is None and cols is None:
+        return torus(n, **kw)
     rows = rows if rows is not None else n // int(cols)  # type: ignore[arg-type]
-    cols = cols if cols is not None else n // int(rows)
-    _need(rows * cols == n, f"torus rows*cols = {rows}*{cols} = {rows * cols} != n={n}")
+    cols = cols if cols is not None else n // rows
+    _need(rows * cols == n, f"torus rows * cols = {rows} * {cols} = {rows * cols} != n={n}")
     return torus(rows, cols, **kw)
+
+
+# name -> (generator, required kwargs passed positionally after n, optional kwargs, seeded)
+_FACTORY: dict[str, tuple[Callable[..., Topology], tuple[str, ...], tuple[str, ...], bool]] = {
+    "ring": (ring, (), (), False),
+    "torus": (_torus_of, (), ("rows", "cols"), False),
+    "complete": (complete, (), (), False),
+    "star": (star, (), ("center",), False),
+    "random_regular": (random_regular, ("degree",), (), True),
+    "erdos_renyi": (erdos_renyi, ("p",), (), True),
+    "watts_strogatz": (watts_strogatz, ("k", "p"), (), True),
+    "barabasi_albert": (barabasi_albert, ("m",), (), True),
+    "exponential": (exponential, (), (), False),
+    "one_peer_exponential": (one_peer_exponential, (), ("t",), False),
+    "edge_list": (lambda n, path, directed=False, **kw: from_edge_list(path, n, directed, **kw),
+                  ("path",), ("directed",), False),
+}
+TOPOLOGIES = tuple(_FACTORY)
 
 
 def make(name: str, n: int | None, *, seed: int = 0, weighting: str = "uniform",
          **kwargs: Any) -> Topology:
     """Builds a topology by name, e.g. make("random_regular", 64, degree=8, seed=1).
 
-    Names: ring, torus (rows, cols), complete, star (center), random_regular (degree),
+    Names (kwargs): ring, torus (rows, cols), complete, star (center), random_regular (degree),
     erdos_renyi (p), watts_strogatz (k, p), barabasi_albert (m), exponential,
-    one_peer_exponential (t), edge_list (path, directed; n may be None).
+    one_peer_exponential (t), edge_list (path, directed; n may be None: inferred).
     """
     if name not in _FACTORY:
         raise TopologyError(f"unknown topology {name!r}; valid names: {', '.join(TOPOLOGIES)}")
     if weighting not in WEIGHTINGS:
         raise TopologyError(f"unknown weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
-    fn, accepted, takes_seed = _FACTORY[name]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise TopologyError(f"topology {name!r} got unexpected argument(s) {unknown}; "
-                            f"accepted: {list(accepted) or 'none'}")
-    missing = [k for k in _REQUIRED.get(name, ()) if k not in kwargs]
-    if missing:
-        raise TopologyError(f"topology {name!r} needs argument(s) {missing}")
+    fn, required, optional, seeded = _FACTORY[name]
+    unknown = sorted(set(kwargs) - set(required) - set(optional))
+    missing = [k for k in required if k not in kwargs]
+    if unknown or missing:
+        raise TopologyError(f"topology {name!r}: unexpected argument(s) {unknown}, missing "
+                            f"{missing}; it takes {list(required + optional) or 'none'}")
     if n is None and name != "edge_list":
         raise TopologyError(f"topology {name!r} needs the number of nodes n")
-    if takes_seed:
+    args = [kwargs.pop(k) for k in required]
+    if seeded:
         kwargs["seed"] = seed
-    return fn(n, weighting=weighting, **kwargs)
+    return fn(n, *args, weighting=weighting, **kwargs)

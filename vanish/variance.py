@@ -211,8 +211,10 @@ def _moment_sums(xs_N: Sequence[Array]) -> list[tuple[Array, Array, Array]]:
         return tuple(u + v for u, v in zip(a, b))
 
     partial = lax.reduce(tuple(operands), zeros, add, (2,))
-    # The [N, B] partial sums are small; jnp.sum adds them pairwise, hence accurately.
-    totals = [jnp.sum(p, axis=1) for p in partial]
+    if partial[0].shape[1] <= _CHUNK_MAX:
+        totals = lax.reduce(tuple(partial), zeros, add, (1,))
+    else:  # many partial sums: jnp.sum adds them pairwise, hence accurately
+        totals = [jnp.sum(p, axis=1) for p in partial]
     return [(s, totals[2 * i], totals[2 * i + 1]) for i, s in enumerate(shifts)]
 
 

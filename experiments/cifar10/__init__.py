@@ -1,0 +1,1 @@
+"""Experiment 'cifar10': see config.py."""

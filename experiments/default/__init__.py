@@ -1,0 +1,1 @@
+"""Experiment 'default': see config.py."""

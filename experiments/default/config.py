@@ -1,0 +1,61 @@
+r"""Default: the paper's effect in minutes on a laptop CPU (MLP, offline Fashion-MNIST, 64 nodes).
+
+Reproduces, scaled down (Tian et al. 2024, arXiv 2404.04616): plain gossip averaging of
+independently initialised models shrinks every kernel's weight variance to a few percent
+of its Glorot value and lags far behind federated learning; variance-corrected gossip
+(gossip_vc) keeps the variance near its initial value and tracks federated learning.
+Same tick model as the paper (train every U{8..12} ticks, batch 64, SGD 0.01 / 0.9,
+push to all neighbours, merge at threshold = degree with beta = 0.5, FL rounds of
+10 ticks), with the 784-128-64-10 MLP instead of LeNet-5 so that it fits a CPU budget.
+
+  python -m vanish.run --config experiments/default/config.py --workdir runs/default
+
+Needs Debian's dataset-fashion-mnist (IDX files in /usr/share/datasets/fashion-mnist, no
+network); elsewhere `--config.data_dir=<folder with the four *-ubyte[.gz] files>`, or
+`--config.dataset=synthetic` for a data-free smoke run. Writes metrics.jsonl,
+summary.md, accuracy.png and variance.png into the workdir; re-running resumes.
+
+Runtime: measured 4 min 49 s wall for the whole command on the shared 2-core CPU (other
+jobs kept the load average at 5-10, so this process got well under 2 cores; CPU time
+2 min 5 s); steady state fl ~70, gossip ~15, gossip_vc ~10 ticks/s under that load.
+
+Expected result (measured, seed 0; docs/RESULTS.md): final mean accuracy at tick 1000
+fl 0.816, gossip 0.284, gossip_vc 0.818; fl and gossip_vc reach the 0.75 target at tick
+400, plain gossip never does; final kernel variance / initial: gossip ~0.06, fl and
+gossip_vc ~1.05.
+"""
+
+from vanish import config
+
+
+def get_config():
+    c = config.default_config()
+    c.algorithms = "fl,gossip,gossip_vc"
+    c.seed = 0
+    # Data: offline Fashion-MNIST, IID.
+    c.dataset = "fashion_mnist"
+    c.partition = "iid"
+    c.test_per_class = 50  # 500 class-balanced test images per node (less noisy than 100)
+    # Model and optimiser: the MLP is ~10x cheaper than LeNet-5 on a CPU.
+    c.model = "mlp"
+    c.init = "glorot_uniform"
+    c.optimizer = "sgd"
+    c.lr = 0.01
+    c.momentum = 0.9
+    c.batch_size = 64
+    # Network: 64 nodes, random 8-regular graph (the paper's degree).
+    c.num_nodes = 64
+    c.topology = "random_regular"
+    c.degree = 8
+    # Tick model (the paper's): each node trains ~100 times in 1000 ticks.
+    c.ticks = 1000
+    c.interval_lo = 8
+    c.interval_hi = 12
+    c.threshold = 0  # = the node's degree
+    c.beta = 0.5
+    c.vc_target = "others"
+    c.fl_round_ticks = 10
+    # Measurement.
+    c.eval_every = 50
+    c.target_accuracy = 0.75
+    return c

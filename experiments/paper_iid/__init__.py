@@ -1,0 +1,1 @@
+"""Experiment 'paper_iid': see config.py."""

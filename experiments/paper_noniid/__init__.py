@@ -1,0 +1,1 @@
+"""Experiment 'paper_noniid': see config.py."""

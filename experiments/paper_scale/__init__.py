@@ -1,0 +1,1 @@
+"""Experiment 'paper_scale': see config.py."""

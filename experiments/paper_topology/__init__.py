@@ -1,0 +1,1 @@
+"""Experiment 'paper_topology': see config.py."""

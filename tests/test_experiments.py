@@ -1,0 +1,246 @@
+"""Tests for experiments/: configs are typo-free documents, sweeps parse into real flags,
+one sweep combination runs end to end (shrunk), and the variance demo shows the 1/k law."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import ml_collections
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import sweep as sweep_lib
+from experiments.variance_demo import run as demo
+from vanish import config as config_lib
+from vanish import tracking
+
+yaml = pytest.importorskip("yaml")
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = ROOT / "experiments"
+CONFIGS = sorted(EXPERIMENTS.glob("*/config.py"))
+SWEEPS = sorted(EXPERIMENTS.glob("*/sweep.yaml"))
+TICK_EXPERIMENTS = ["default", "paper_iid", "paper_noniid", "paper_topology", "paper_scale",
+                    "cifar10"]
+NON_TICK = {"variance_demo": "python -m experiments.variance_demo.run --workdir runs/variance_demo"}
+DEFAULTS = config_lib.default_config()
+# Fields the end-to-end test shrinks (sizes only), unless the sweep sets them.
+TINY = dict(dataset="synthetic", synthetic_train=600, synthetic_test=200, test_per_class=5,
+            num_nodes=6, degree=3, model="mlp", ticks=30, eval_every=10, batch_size=16)
+
+
+def _ids(paths):
+    return [p.parent.name for p in paths]
+
+
+def type_ok(default, value) -> bool:
+    """What `--config.<field>=<value>` accepts: the field's type; an int for a float."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return type(value) is type(default)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return type(value) is type(default)
+
+
+def config_problems(cfg: ml_collections.ConfigDict) -> list[str]:
+    """Fields that default_config() lacks (typos) or whose type differs from its default."""
+    problems = []
+    for key, value in cfg.to_dict().items():
+        if key not in DEFAULTS:
+            problems.append(f"unknown field {key!r}")
+        elif not type_ok(DEFAULTS[key], value):
+            problems.append(f"{key}={value!r} is {type(value).__name__}, default "
+                            f"{type(DEFAULTS[key]).__name__}")
+    return problems
+
+
+def wandb_argv(sweep: dict, params: dict) -> list[str]:
+    """The command line `wandb agent` builds: macros expanded as W&B does (`${args}` is
+    `--<name>=<value>` per parameter, names as written in the YAML)."""
+    args = [f"--{sweep_lib.PREFIX}{k}={v}" for k, v in params.items()]
+    out = []
+    for part in sweep["command"]:
+        if part == "${env}":
+            continue
+        out += {"${interpreter}": ["python"], "${program}": [sweep["program"]],
+                "${args}": args}.get(part, [str(part)])
+    return out
+
+
+def parse_like_cli(argv: list[str]) -> ml_collections.ConfigDict:
+    """The config `--config <file> --config.x=y ...` yields, via a private FlagValues."""
+    assert argv[:2] == ["python", "experiments/sweep.py"], argv
+    program_args = [str(ROOT / a) if a.endswith("config.py") else a for a in argv[2:]]
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "config", flag_values=fv, lock_config=True,
+                                    sys_argv=["prog", *program_args])
+    fv(["prog", *program_args])
+    return fv.config
+
+
+# ------------------------------------------------------------------------------- (a) configs
+
+
+def test_every_experiment_has_a_config():
+    assert set(TICK_EXPERIMENTS + list(NON_TICK)) <= set(_ids(CONFIGS))
+    assert {p.parent.name for p in SWEEPS} == set(TICK_EXPERIMENTS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=_ids(CONFIGS))
+def test_config_has_only_real_fields_and_documents_its_command(path):
+    name = path.parent.name
+    cfg = sweep_lib.load_config(path)
+    assert isinstance(cfg, ml_collections.ConfigDict)
+    assert config_problems(cfg) == []
+    for algorithm in config_lib.parse_algorithms(cfg.algorithms):  # also validates vc_* fields
+        config_lib.algorithm_spec(algorithm, cfg)
+    source = path.read_text()
+    docstring = re.match(r'\s*r?"""(.*?)"""', source, re.S)
+    assert docstring, f"{path} has no module docstring"
+    text = " ".join(docstring.group(1).split())
+    command = NON_TICK.get(
+        name, f"python -m vanish.run --config experiments/{name}/config.py --workdir runs/{name}")
+    assert command in text
+    assert "Runtime" in text and "Expected result" in text
+
+
+def test_config_checker_catches_a_typo_and_a_wrong_type():
+    cfg = config_lib.default_config()
+    cfg.num_node = 5  # typo: default_config() is not locked, so this silently adds a field
+    cfg.lr = "0.01"
+    assert config_problems(cfg) == ["unknown field 'num_node'",
+                                    "lr='0.01' is str, default float"]
+
+
+def test_topology_config_derives_graph_density_from_degree():
+    cfg = sweep_lib.load_config(EXPERIMENTS / "paper_topology" / "config.py")
+    swept = sweep_lib.apply(cfg, {"degree": 16})
+    assert swept.attach == 8 and swept.edge_prob == pytest.approx(16 / 49)
+    assert cfg.attach == 4  # apply() copies; the original is untouched
+
+
+# ------------------------------------------------------------------------------- (b) sweeps
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=_ids(SWEEPS))
+def test_sweep_parses_into_typed_config_flags(path):
+    sweep = sweep_lib.load_sweep(path)
+    assert sweep["method"] in ("grid", "random")
+    assert sweep["metric"]["goal"] in ("maximize", "minimize")
+    assert sweep["metric"]["name"] in ("final_acc", "ticks_to_target")
+    assert (ROOT / sweep["program"]).is_file()
+    assert "${args}" in sweep["command"]
+    assert sweep_lib.sweep_config_path(sweep) == path.parent / "config.py"
+    values = sweep_lib.swept_values(sweep)
+    assert values
+    for key, options in values.items():
+        assert key in DEFAULTS, f"swept {key!r} is not a config field"
+        for v in options:
+            assert type_ok(DEFAULTS[key], v), f"{key}: {v!r} is not a {type(DEFAULTS[key])}"
+    # The first and last grid points, through the command line W&B would run.
+    base = sweep_lib.load_config(path.parent / "config.py")
+    for params in (sweep_lib.grid(sweep)[0], sweep_lib.grid(sweep)[-1]):
+        cfg = parse_like_cli(wandb_argv(sweep, params))
+        for key, v in params.items():
+            assert cfg[key] == v and type(cfg[key]) is type(DEFAULTS[key])
+        assert {k: v for k, v in cfg.to_dict().items() if k not in params} == \
+            {k: v for k, v in sweep_lib.apply(base, params).to_dict().items() if k not in params}
+
+
+def test_sweep_rejects_unprefixed_and_empty_parameters():
+    with pytest.raises(ValueError, match="config.<field>"):
+        sweep_lib.swept_values({"parameters": {"alpha": {"values": [0.1]}}})
+    with pytest.raises(ValueError, match="empty"):
+        sweep_lib.swept_values({"parameters": {"config.alpha": {"values": []}}})
+    with pytest.raises(KeyError, match="alhpa"):
+        sweep_lib.apply(DEFAULTS, {"alhpa": 0.1})
+    with pytest.raises(TypeError):
+        sweep_lib.apply(DEFAULTS, {"num_nodes": "ten"})
+
+
+def test_grid_order_and_workdir_names():
+    sweep = {"parameters": {"config.topology": {"values": ["ring", "erdos_renyi"]},
+                            "config.degree": {"values": [3, 8]}}}
+    points = sweep_lib.grid(sweep)
+    assert points[:2] == [{"topology": "ring", "degree": 3}, {"topology": "ring", "degree": 8}]
+    assert len(points) == 4
+    assert sweep_lib.combination_name({"alpha": 5.0, "topology": "ring"}) == "alpha=5,topology=ring"
+    assert sweep_lib.combination_name({}) == "base"
+
+
+def test_sweep_metrics_pick_the_primary_algorithm_and_speedup():
+    summaries = {"fl": {"final_acc": 0.8, "ticks_to_target": 400},
+                 "gossip": {"final_acc": 0.5, "ticks_to_target": 1200},
+                 "gossip_vc": {"final_acc": 0.79, "ticks_to_target": 400}}
+    m = sweep_lib.sweep_metrics(summaries, sweep_lib.primary_algorithm(list(summaries)))
+    assert m["final_acc"] == 0.79 and m["ticks_to_target"] == 400
+    assert m["speedup_vs_gossip"] == 3.0 and m["gossip/final_acc"] == 0.5
+    summaries["gossip"]["ticks_to_target"] = None  # never reached: no number is invented
+    m = sweep_lib.sweep_metrics(summaries, "gossip_vc")
+    assert "speedup_vs_gossip" not in m and "gossip/ticks_to_target" not in m
+
+
+# ------------------------------------------------------------------------- (c) end to end
+
+
+def test_first_sweep_combination_runs_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    sweep = sweep_lib.load_sweep(EXPERIMENTS / "paper_noniid" / "sweep.yaml")
+    params = {k: v[0] for k, v in sweep_lib.swept_values(sweep).items()}
+    assert params == {"alpha": 0.1}
+    cfg = sweep_lib.apply(sweep_lib.load_config(sweep_lib.sweep_config_path(sweep)), params)
+    cfg = sweep_lib.apply(cfg, {k: v for k, v in TINY.items() if k not in params})
+    assert cfg.partition == "dirichlet_weights" and cfg.alpha == 0.1 and not cfg.wandb
+    workdir, summaries = sweep_lib.run_combination(cfg, params, tmp_path)
+    assert workdir == tmp_path / "alpha=0.1"
+    algorithms = config_lib.parse_algorithms(cfg.algorithms)
+    assert list(summaries) == algorithms == ["single", "fl", "gossip", "gossip_vc"]
+    rows = tracking.read_jsonl(workdir / tracking.METRICS_FILE)
+    for algorithm in algorithms:
+        ticks = [r["tick"] for r in rows if r["algorithm"] == algorithm]
+        assert ticks == [0, 10, 20, 30], algorithm
+        last = [r for r in rows if r["algorithm"] == algorithm][-1]
+        assert 0.0 <= last["acc_mean"] <= 1.0 and math.isfinite(last["loss_mean"])
+        assert summaries[algorithm]["final_tick"] == 30
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["gossip_vc"]["alpha"] == 0.1 and saved["gossip_vc"]["num_nodes"] == 6
+    assert (workdir / "accuracy.png").is_file() and (workdir / "variance.png").is_file()
+    # Merges happened, and plain gossip lost kernel variance where gossip_vc did not.
+    assert summaries["gossip"]["averaging_events"] > 0
+    assert summaries["gossip"]["var_ratio"] < summaries["gossip_vc"]["var_ratio"]
+
+
+# ------------------------------------------------------------------------- (d) variance demo
+
+
+def test_variance_demo_shows_one_over_k_and_the_correction_restores_it(tmp_path):
+    cfg = sweep_lib.load_config(EXPERIMENTS / "variance_demo" / "config.py")
+    result = demo.shrink_ratios(cfg, [1, 2, 8])
+    big = [layer for layer, n in result["sizes"].items() if n >= 500]
+    assert {"Dense_0/kernel", "Conv_1/kernel"} <= set(big)
+    for layer in big:
+        plain, fixed, mix = (result[s][layer] for s in ("ratios", "corrected", "self_mix"))
+        assert plain[0] == pytest.approx(1.0, rel=1e-5)  # k = 1: the model itself
+        assert plain[2] == pytest.approx(1 / 8, rel=0.10), layer
+        assert mix[2] == pytest.approx(0.25 + 0.25 / 8, rel=0.10), layer
+        assert fixed == pytest.approx([1.0, 1.0, 1.0], rel=1e-4), layer
+    for layer, ratios in result["self_mix_corrected"].items():
+        assert ratios == pytest.approx([1.0] * 3, rel=1e-4), layer
+    png, js = demo.write(result, tmp_path)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(js.read_text())["ratios"]["Dense_0/kernel"][2] == plain_at(result, 8)
+
+
+def plain_at(result: dict, k: int) -> float:
+    return result["ratios"]["Dense_0/kernel"][result["k"].index(k)]
+
+
+def test_powers_of_two():
+    assert demo.powers_of_two(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert demo.powers_of_two(6) == [1, 2, 4, 6]
+    with pytest.raises(ValueError):
+        demo.powers_of_two(0)
