@@ -121,10 +121,11 @@ def test_repeated_mixing_reaches_consensus() -> None:
     tree = jax.tree.map(jnp.asarray, make_tree(t.n))
     start = float(mixing.consensus_distance(tree))
     dists = []
-    for _ in range(300):
+    for _ in range(100):
         tree = mixing.mix(tree, g)
         dists.append(float(mixing.consensus_distance(tree)))
-    assert all(b <= a * (1 + 1e-6) for a, b in zip(dists, dists[1:]))
+    # Symmetric doubly stochastic W never increases it (up to f32 noise near zero).
+    assert all(b <= a + 1e-12 for a, b in zip(dists, dists[1:]))
     assert dists[-1] < 1e-6 * start
 
 
