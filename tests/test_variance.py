@@ -388,23 +388,20 @@ def test_layer_variance_and_mean_match_numpy() -> None:
 
 
 def test_no_retrace_on_second_call() -> None:
-    n = 2
+    n = 5  # a node count no other test uses, so the first call below must compile
     self_N, sum_N = random_tree(60, (n,)), random_tree(61, (n,))
     var_sum_N = V.correctable_variance(sum_N, V.CorrectionConfig())
-    count_N = np.array([2, 3], np.int32)
-
-    @jax.jit
-    @chex.assert_max_traces(n=1)
-    def step(s, x, c, v, beta):
-        return V.mix_and_correct(s, x, c, v, beta, V.CorrectionConfig(skip=['Conv_0']))
-
-    chex.clear_trace_counter()
+    count_N = np.arange(n, dtype=np.int32)
+    traced = jax.jit(chex.assert_max_traces(V.mix_and_correct.__wrapped__, n=1),
+                     static_argnames=('config',))
     before = V.mix_and_correct._cache_size()
     for beta in (0.5, 0.25):
-        step(self_N, sum_N, count_N, var_sum_N, beta)
-        # equal (freshly built) configs and new beta values must hit the same executable
-        V.mix_and_correct(self_N, sum_N, count_N, var_sum_N, beta, V.CorrectionConfig())
-    assert V.mix_and_correct._cache_size() == before + 1
+        # equal, freshly built configs and new beta values reuse the first trace / executable
+        cfg = V.CorrectionConfig(skip=['Conv_0'])
+        traced(self_N, sum_N, count_N, var_sum_N, beta, config=cfg)
+        V.mix_and_correct(self_N, sum_N, count_N, var_sum_N, beta, cfg)
+        V.mix_and_correct(self_N, sum_N, count_N * 2, var_sum_N, np.full(n, beta), cfg)
+    assert V.mix_and_correct._cache_size() == before + 2  # scalar beta and [N] beta
 
 
 # Shapes cover the reduction plans: one chunk, trailing-axes chunks, a divisor, zero padding.

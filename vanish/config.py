@@ -89,6 +89,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.slots = 0  # 0 = chosen from the schedule
     c.fuse = 0  # 0 = per backend (1 on CPU)
     c.masked_baseline = False  # benchmark only: train all N nodes every tick, masked
+    # Scale-out: shard the node axis over all devices (jax.sharding); with
+    # distributed=True, jax.distributed.initialize() first joins a multi-host run (its
+    # coordinator, process count and id come from the environment / cluster auto-detection).
+    c.shard_nodes = False
+    c.distributed = False
     return c
 
 

@@ -138,6 +138,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     """Runs every algorithm of cfg.algorithms on the same data and seeds; returns summaries."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if cfg.distributed and jax.process_count() == 1:
+        jax.distributed.initialize()  # multi-host: coordinator etc. from the environment
     algorithms = config_lib.parse_algorithms(cfg.algorithms)
     for name in algorithms:  # fail on a bad config before any long work starts
         config_lib.algorithm_spec(name, cfg)

@@ -200,13 +200,16 @@ class Simulation:
             lambda s, c, w: jax.lax.scan(lambda s, w: (step(s, c, w), None), s, w)[0],
             donate_argnums=(0,))
         self._eval = jax.jit(functools.partial(_evaluate, nodes.make_eval_step(self.model)))
+        self.mesh = node_mesh(n) if cfg.shard_nodes else None
+        if self.mesh is not None:
+            self.consts = jax.device_put(self.consts, _replicated(self.mesh))
 
     # ----------------------------------------------------------------------------- state
     def init_state(self) -> SimState:
         params = nodes.init_params(
             self.model, self.keys["init"], self.n, self.input_shape, shared=self.algo.shared_init)
         n = self.n
-        return SimState(
+        state = SimState(
             tick=jnp.int32(0),
             params=params,
             opt_state=nodes.init_opt_state(self.tx, params),
@@ -219,6 +222,9 @@ class Simulation:
             # break every later init_state() of this Simulation.
             key=jnp.array(self.keys["train"], copy=True),
         )
+        if self.mesh is None:
+            return state
+        return jax.device_put(state, shard_state(state, self.mesh))
 
     # ------------------------------------------------------------------------------ run
     def run_ticks(self, state: SimState, t0: int, t1: int) -> SimState:
@@ -259,6 +265,33 @@ class Simulation:
         state = state._replace(loss_sum=jnp.zeros_like(state.loss_sum),
                                loss_n=jnp.zeros_like(state.loss_n))
         return state, m
+
+
+def node_mesh(n: int) -> jax.sharding.Mesh:
+    """A 1-D mesh 'nodes' over every device (all hosts after jax.distributed.initialize)."""
+    devices = np.array(jax.devices())
+    if n % devices.size:
+        raise ValueError(
+            f"shard_nodes: {n} nodes cannot be split evenly over {devices.size} devices; "
+            f"choose num_nodes as a multiple of {devices.size} (FL adds one server node)")
+    return jax.sharding.Mesh(devices, ("nodes",))
+
+
+def _replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def shard_state(state: SimState, mesh: jax.sharding.Mesh) -> Any:
+    """Shardings for a state: leaves with the leading node axis split over 'nodes'.
+
+    The compiled step is unchanged: XLA's SPMD partitioner inserts the collectives that the
+    gathers of the K training nodes and the scatter-adds of gossip need.
+    """
+    n = state.train_count.shape[0]
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("nodes"))
+    return jax.tree.map(
+        lambda x: split if getattr(x, "ndim", 0) >= 1 and x.shape[0] == n else _replicated(mesh),
+        state)
 
 
 def _chunk(work: schedule.WorkList, c: int) -> Chunk:

@@ -70,7 +70,9 @@ def shrink_ratios(cfg: ml_collections.ConfigDict, k_values: Sequence[int]) -> di
     model = models.make_model(cfg.model, num_classes=10, conv_impl=cfg.conv_impl, init=cfg.init)
     shape = INPUT_SHAPES.get(str(cfg.dataset), DEFAULT_INPUT_SHAPE)
     # Rows 0..max_k-1 are the received models, row max_k is the merging node's own model.
-    params_M = nodes.init_params(model, jax.random.PRNGKey(int(cfg.seed)), max_k + 1, shape)
+    # Jitted: one compile instead of the eager, op-by-op vmap of the forward pass init runs.
+    params_M = jax.jit(lambda key: nodes.init_params(model, key, max_k + 1, shape))(
+        jax.random.PRNGKey(int(cfg.seed)))
     received_M = jax.tree.map(lambda x: x[:max_k], params_M)
     own = jax.tree.map(lambda x: x[max_k], params_M)
     plain_cfg = variance.CorrectionConfig(target="none")

@@ -1,0 +1,237 @@
+"""The command-line driver (vanish/run.py): artifacts, resume, config checks, failure modes.
+
+Runs are tiny (4 nodes, MLP, 600 synthetic images, 60 ticks). One uninterrupted run is shared
+by the module (`full_run`); the resume test compares an interrupted-and-resumed run with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from jax.experimental.compilation_cache import compilation_cache as cc
+
+from vanish import checkpoint, config, run, simulation, tracking
+
+ALGORITHMS = ("gossip", "gossip_vc")
+EVAL_TICKS = [0, 20, 40, 60]
+
+
+def run_cfg(**overrides):
+    cfg = config.default_config()
+    cfg.dataset = "synthetic"
+    cfg.synthetic_train, cfg.synthetic_test, cfg.test_per_class = 600, 200, 5
+    cfg.model, cfg.batch_size, cfg.lr, cfg.momentum = "mlp", 8, 0.05, 0.9
+    cfg.num_nodes, cfg.topology = 4, "ring"
+    cfg.ticks, cfg.eval_every, cfg.checkpoint_every, cfg.keep_checkpoints = 60, 20, 0, 2
+    cfg.interval_lo, cfg.interval_hi, cfg.send_every, cfg.first_tick = 2, 4, 2, "random"
+    cfg.algorithms = ",".join(ALGORITHMS)
+    cfg.wandb = False
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+@contextlib.contextmanager
+def compile_cache(path):
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    old = {k: getattr(jax.config, k) for k in names}
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    cc.reset_cache()
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            jax.config.update(k, v)
+        cc.reset_cache()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compilation_cache(tmp_path_factory):
+    """Every run builds fresh Simulations of the same shapes: a persistent XLA cache lets the
+    reruns load the compiled steps (same executables, same results) instead of recompiling."""
+    with compile_cache(tmp_path_factory.getbasetemp() / "jax_cache"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("full_run")
+    summaries = run.train_and_evaluate(run_cfg(), workdir, progress=False)
+    return workdir, summaries
+
+
+def _rows(workdir, algorithm=None):
+    rows = tracking.read_jsonl(Path(workdir) / tracking.METRICS_FILE)
+    return [r for r in rows if algorithm in (None, r["algorithm"])]
+
+
+def _without_timing(rows):
+    return [{k: v for k, v in r.items() if k != "ticks_per_s"} for r in rows]
+
+
+def _snapshot(workdir):
+    return {str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(workdir).rglob("*")) if p.is_file()}
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture
+def spy_run_ticks(monkeypatch):
+    """Records (algorithm, t0, t1) of every Simulation.run_ticks call."""
+    calls = []
+    real = simulation.Simulation.run_ticks
+
+    def spy(self, state, t0, t1):
+        calls.append((self.name, t0, t1))
+        return real(self, state, t0, t1)
+
+    monkeypatch.setattr(simulation.Simulation, "run_ticks", spy)
+    return calls
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    def fail(self, *args):
+        raise AssertionError(f"{self.name} started training")
+
+    monkeypatch.setattr(simulation.Simulation, "run_ticks", fail)
+
+
+# ------------------------------------------------------------------------ 1. end to end
+
+
+def test_end_to_end_writes_every_artifact(full_run):
+    workdir, summaries = full_run
+    assert set(summaries) == set(ALGORITHMS)
+    for algorithm in ALGORITHMS:
+        rows = _rows(workdir, algorithm)
+        assert [r["tick"] for r in rows] == EVAL_TICKS
+        for r in rows:
+            for key in ("acc_mean", "acc_min", "acc_max", "loss_mean", "consensus",
+                        "averaging_events", "var/Dense_0/kernel", "var_ratio/Dense_0/kernel"):
+                assert key in r, (algorithm, r["tick"], key)
+        assert rows[-1]["training_events"] > 0 and rows[-1]["averaging_events"] > 0
+        assert checkpoint.all_steps(workdir / algorithm) == [40, 60]  # keep_checkpoints = 2
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert set(summary) == set(ALGORITHMS)
+    for algorithm in ALGORITHMS:
+        assert summary[algorithm]["final_tick"] == 60
+        assert summary[algorithm]["final_acc"] == _rows(workdir, algorithm)[-1]["acc_mean"]
+    assert set(json.loads((workdir / "config.json").read_text())) == set(ALGORITHMS)
+    for png in ("accuracy.png", "variance.png"):
+        assert (workdir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    table = (workdir / "summary.md").read_text()
+    assert all(a in table for a in ALGORITHMS)
+
+
+# ------------------------------------------------------------------------------ 2. resume
+
+
+def test_interrupted_runs_resume_to_the_uninterrupted_result(full_run, tmp_path, monkeypatch,
+                                                             spy_run_ticks):
+    """Two interruptions: gossip between writing its tick-40 metrics and its tick-40
+    checkpoint (resumes from 20, replays 20..40), then gossip_vc before its first checkpoint
+    (starts over). The end result equals the uninterrupted run bit for bit."""
+    full_dir, _ = full_run
+    workdir = tmp_path / "run"
+    cfg = run_cfg()
+    real_save = checkpoint.save
+
+    def interrupt_at(algorithm, tick):
+        def save(ckpt_dir, step, state, **kw):
+            if (Path(ckpt_dir).name, int(step)) == (algorithm, tick):
+                raise Interrupted(f"{algorithm} at {tick}")
+            return real_save(ckpt_dir, step, state, **kw)
+
+        return save
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "save", interrupt_at("gossip", 40))
+        with pytest.raises(Interrupted):
+            run.train_and_evaluate(cfg, workdir, progress=False)
+    assert [r["tick"] for r in _rows(workdir, "gossip")] == [0, 20, 40]
+    assert checkpoint.all_steps(workdir / "gossip") == [20]
+
+    spy_run_ticks.clear()
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "save", interrupt_at("gossip_vc", 20))
+        with pytest.raises(Interrupted):
+            run.train_and_evaluate(cfg, workdir, progress=False)
+    assert spy_run_ticks[0] == ("gossip", 20, 40)  # resumed, not restarted
+    assert checkpoint.all_steps(workdir / "gossip_vc") == []
+
+    spy_run_ticks.clear()
+    run.train_and_evaluate(cfg, workdir, progress=False)
+    assert [c[0] for c in spy_run_ticks] == ["gossip_vc"] * 3  # gossip was finished
+
+    for algorithm in ALGORITHMS:
+        rows = _rows(workdir, algorithm)
+        assert [r["tick"] for r in rows] == EVAL_TICKS, algorithm  # no duplicate ticks
+        assert _without_timing(rows) == _without_timing(_rows(full_dir, algorithm))
+    assert (json.loads((workdir / "summary.json").read_text())
+            == json.loads((full_dir / "summary.json").read_text()))
+    # The final states themselves are bit-identical.
+    template = simulation.Simulation(cfg, "gossip", run.load_dataset(cfg)).init_state()
+    resumed, _ = checkpoint.restore(workdir / "gossip", template)
+    template = simulation.Simulation(cfg, "gossip", run.load_dataset(cfg)).init_state()
+    straight, _ = checkpoint.restore(full_dir / "gossip", template)
+    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
+        np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------- 3. changed config
+
+
+def test_changed_config_on_existing_workdir_raises_and_keeps_everything(full_run, tmp_path,
+                                                                        no_training):
+    workdir = tmp_path / "copy"
+    shutil.copytree(full_run[0], workdir)
+    before = _snapshot(workdir)
+    assert any(k.startswith("gossip/checkpoints/") for k in before)
+    with pytest.raises(RuntimeError, match=r"config changed.*nothing was overwritten"):
+        run.train_and_evaluate(run_cfg(lr=0.02), workdir, progress=False)
+    assert _snapshot(workdir) == before
+
+
+# ------------------------------------------------------------------------- 4. non-finite
+
+
+def test_non_finite_loss_stops_naming_the_tick(tmp_path):
+    workdir = tmp_path / "nan"
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at tick \d+") as err:
+        run.train_and_evaluate(run_cfg(lr=1e6, algorithms="gossip"), workdir, progress=False)
+    tick = int(re.search(r"tick (\d+)", str(err.value)).group(1))
+    rows = _rows(workdir, "gossip")
+    assert rows and [r["tick"] for r in rows] == list(range(0, tick, 20))  # kept, nothing after
+    assert all(np.isfinite(r["loss_mean"]) for r in rows)
+
+
+# ------------------------------------------------------------------------ 5. bad values
+
+
+@pytest.mark.parametrize("field,value", [
+    ("algorithms", "gossip,nope"),
+    ("partition", "nope"),
+    ("topology", "nope"),
+    ("model", "nope"),
+])
+def test_bad_config_values_raise_before_any_training(tmp_path, no_training, field, value):
+    # 'fl' first: it does not use cfg.topology, so a late check would let it train first.
+    cfg = run_cfg(**{"algorithms": "fl,gossip", field: value})
+    with pytest.raises(ValueError, match=value):
+        run.train_and_evaluate(cfg, tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad" / tracking.METRICS_FILE).exists()
