@@ -41,14 +41,17 @@ def _stacked_lenet(key: jax.Array, n: int) -> dict:
                               for k, s in zip(keys, leaves)])
 
 
-def _median_ms(fn: Callable[..., Any], args: tuple, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile + warm-up
-    times = []
+def _median_ms(cases: list[tuple[str, Callable[..., Any], tuple]], repeats: int) -> list[float]:
+    """Median wall time per case; cases are timed round-robin so load drift hits all alike."""
+    for _, fn, args in cases:
+        jax.block_until_ready(fn(*args))  # compile + warm-up
+    times: list[list[float]] = [[] for _ in cases]
     for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+        for i, (_, fn, args) in enumerate(cases):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[i].append(time.perf_counter() - start)
+    return [1e3 * statistics.median(t) for t in times]
 
 
 def _count_fusions(fn: Callable[..., Any], args: tuple) -> int:
@@ -62,7 +65,7 @@ def run(n: int = 1024, repeats: int = 5, seed: int = 0) -> list[dict]:
 
     Args:
         n: number of nodes (stack size).
-        repeats: timed runs per row after one warm-up; the median is reported.
+        repeats: timed runs per row (round-robin) after one warm-up; medians are reported.
         seed: PRNG seed of the synthetic models.
 
     Returns:
@@ -81,17 +84,14 @@ def run(n: int = 1024, repeats: int = 5, seed: int = 0) -> list[dict]:
     for target in ('others', 'self', 'blend', 'none'):
         cfg = variance.CorrectionConfig(target=target, blend=0.5)
         fn = jax.jit(lambda s, x, c, v, cfg=cfg: variance.mix_and_correct(s, x, c, v, 0.5, cfg))
-        cases.append((f'mix_and_correct target={target}', fn, (self_N, sum_N, count_N,
-                                                                var_sum_N)))
-    cases.append(('correctable_variance (sender side)',
+        cases.append((f'mix_and_correct[{target}]', fn, (self_N, sum_N, count_N, var_sum_N)))
+    cases.append(('correctable_variance',
                   jax.jit(lambda t: variance.correctable_variance(t, variance.CorrectionConfig())),
                   (self_N,)))
 
-    rows = []
-    for name, fn, args in cases:
-        ms = _median_ms(fn, args, repeats)
-        rows.append({'name': name, 'ms': ms, 'fusions': _count_fusions(fn, args), 'n': n,
-                     'params_per_node': params})
+    rows = [{'name': name, 'ms': ms, 'fusions': _count_fusions(fn, args), 'n': n,
+             'params_per_node': params}
+            for (name, fn, args), ms in zip(cases, _median_ms(cases, repeats))]
     base = rows[0]['ms']
     for row in rows:
         row['ratio_vs_elementwise'] = row['ms'] / base
@@ -107,9 +107,9 @@ def main() -> None:
     rows = run(args.n, args.repeats)
     print(f"N={args.n}, {rows[0]['params_per_node']} params/node, backend "
           f'{jax.default_backend()}, median of {args.repeats}')
-    print(f"{'name':40s} {'ms':>10s} {'ratio':>7s} {'fusions':>8s}")
+    print(f"{'name':28s} {'ms':>10s} {'ratio':>7s} {'fusions':>8s}")
     for row in rows:
-        print(f"{row['name']:40s} {row['ms']:10.2f} {row['ratio_vs_elementwise']:7.2f} "
+        print(f"{row['name']:28s} {row['ms']:10.2f} {row['ratio_vs_elementwise']:7.2f} "
               f"{row['fusions']:8d}")
     with open(args.out, 'w') as f:
         json.dump({'device': str(jax.devices()[0]), 'rows': rows}, f, indent=2)

@@ -238,7 +238,8 @@ def test_make_matches_generators_and_networkx_roundtrip() -> None:
     back = topology.from_networkx(t.to_networkx(), name="back", weighting="max_degree")
     assert edge_set(back) == edge_set(t)
     np.testing.assert_allclose(back.dense(), t.dense())
-    relabelled = topology.from_networkx(nx.relabel_nodes(nx.path_graph(3), {0: "a", 1: "b", 2: "c"}))
+    path = nx.relabel_nodes(nx.path_graph(3), {0: "a", 1: "b", 2: "c"})
+    relabelled = topology.from_networkx(path)
     assert edge_set(relabelled) == {(0, 1), (1, 0), (1, 2), (2, 1)}
 
 

@@ -23,14 +23,15 @@ METHODS = ("gather", "segment_sum", "dense")
 # mix costs about one elementwise pass); wider tables loop over chunks of this size.
 _CHUNK = 8
 
-# Relative cost per unit of work, measured with scripts/bench_mixing.py on the 2-core CPU
-# (N = 1024, LeNet-5 stacks, 62k params/node; elementwise pass = 1.0):
-#   8-regular: gather 1.1-1.3, segment_sum 5.6, dense 6.8 (dense ~0.05 ns / node^2 / param);
-#   star (E = 2N, D = N-1): segment_sum 3.7, dense 14, gather 27;  BA m=4 (D = 98): gather 2.2.
-# gather pays per table cell N * (D + 1) (padding cells hit cache, so they are cheap but not
-# free), segment_sum per edge (it materialises the [E, P] messages, ~20x a table cell) and
-# dense per N^2 cell at about half a table cell.
-_COST = {"gather": 1.0, "segment_sum": 20.0, "dense": 0.5}
+# Cost per unit of work, fitted to scripts/bench_mixing.py and ad-hoc runs on the 2-core CPU
+# (LeNet-5 stacks, 62k params/node; x = time of one elementwise pass over the same arrays):
+#   random 8-regular N=1024: gather 0.9-1.3x, segment_sum 4.7-5.6x, dense 5.5-6.8x
+#   star N=1024 (E = 2N, D = N-1): segment_sum 2.8-3.7x, dense 10-14x, gather 21-27x
+#   Barabasi-Albert m=4 N=1024 (D = 98): gather 2.2-3.5x, segment_sum 6-9x, dense 6-12x
+#   complete N=256: dense 3.9x, gather 9.5x;  star N=128: dense best, segment_sum next.
+# gather pays per table cell N * (D + 1) (padding cells read the node itself from cache);
+# segment_sum per edge (it materialises the [E, P] messages); dense per N^2 matrix cell.
+_COST = {"gather": 1.0, "segment_sum": 25.0, "dense": 0.5}
 
 
 def select_method(backend: str, n: int, max_degree: int, num_edges: int) -> str:
@@ -42,9 +43,9 @@ def select_method(backend: str, n: int, max_degree: int, num_edges: int) -> str:
     Returns:
       one of METHODS.
 
-    The cost model was measured on XLA:CPU only. Accelerators reuse it: there gather and
-    segment_sum are bandwidth-bound like on CPU and dense is faster, so the CPU choice is a
-    safe (never-dense-when-huge) default until someone measures there.
+    The cost model was measured on XLA:CPU only (no accelerator was available); other
+    backends reuse it. There gather and segment_sum are bandwidth-bound as on CPU and dense
+    matmuls are relatively cheaper, so the CPU choice is a safe default until measured.
     """
     del backend  # one table today; kept so callers and benchmarks state the backend
     cost = {
@@ -103,7 +104,8 @@ def _sum_gather(init: jax.Array, x: jax.Array, nbr: jax.Array, w: jax.Array) -> 
 
 def _sum_segment(init: jax.Array, x: jax.Array, snd: jax.Array, rcv: jax.Array,
                  w: jax.Array) -> jax.Array:
-    msgs = _rows(w, x) * x[snd]  # [E, P]: the jraph formulation, E rows materialised
+    # The jraph formulation: materialises [E, P] messages (a lot of memory on dense graphs).
+    msgs = _rows(w, x) * x[snd]
     return init + jax.ops.segment_sum(msgs, rcv, num_segments=x.shape[0], indices_are_sorted=True)
 
 
@@ -164,7 +166,8 @@ def mix(tree_N: PyTree, graph: Graph, edge_mask: jax.Array | None = None,
       edge_mask: optional [E] bool, False drops that edge for this call.
       node_mask: optional [N] bool, False drops that node for this call.
       method: 'gather', 'segment_sum', 'dense' or 'auto' (see `select_method`); all equal
-        W @ x up to float rounding, none but 'dense' builds an N x N matrix.
+        W @ x up to float rounding, none but 'dense' builds an N x N matrix. The sparse
+        paths never read dropped nodes; 'dense' multiplies them by 0 (NaN would spread).
     Returns:
       pytree like tree_N.
 

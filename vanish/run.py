@@ -27,7 +27,7 @@ from vanish import checkpoint, plots, tracking
 from vanish import config as config_lib
 from vanish import data as data_lib
 from vanish.partition import format_label_histogram
-from vanish.simulation import Simulation
+from vanish.simulation import Simulation, build_topology
 
 log = logging.getLogger("vanish")
 
@@ -87,7 +87,9 @@ def run_algorithm(cfg: ml_collections.ConfigDict, algorithm: str, dataset: data_
     writer = tracking.make_writers(
         workdir, algorithm, wandb=bool(cfg.wandb), project=cfg.wandb_project,
         group=workdir.name, config=dict(cfg.to_dict(), algorithm=algorithm),
-        wandb_mode=cfg.wandb_mode or None, resume_tick=start if start else None)
+        # A fresh start writes tick 0 again: drop every row of this algorithm (left by a run
+        # interrupted before its first checkpoint), not only those past the start tick.
+        wandb_mode=cfg.wandb_mode or None, resume_tick=start if start else -1)
     ticks, every = int(cfg.ticks), max(1, int(cfg.eval_every))
     ckpt_every = int(cfg.checkpoint_every) or every
     try:
@@ -142,7 +144,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
         jax.distributed.initialize()  # multi-host: coordinator etc. from the environment
     algorithms = config_lib.parse_algorithms(cfg.algorithms)
     for name in algorithms:  # fail on a bad config before any long work starts
-        config_lib.algorithm_spec(name, cfg)
+        # The graph too: 'fl' / 'single' ignore cfg.topology, so a bad topology would
+        # otherwise surface only after they had trained.
+        build_topology(cfg, config_lib.algorithm_spec(name, cfg))
     dataset = load_dataset(cfg)
     log.info("dataset %s: %d train / %d test, backend %s", dataset.name, len(dataset.y_train),
              len(dataset.y_test), jax.default_backend())

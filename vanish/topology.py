@@ -216,26 +216,21 @@ def _check_connected(n: int, senders: np.ndarray, receivers: np.ndarray, directe
     g: nx.Graph = nx.DiGraph() if directed else nx.Graph()
     g.add_nodes_from(range(n))
     g.add_edges_from(zip(senders.tolist(), receivers.tolist()))
-    if directed:
-        # Strong connectivity: otherwise some node's model can never reach some other node.
-        k = nx.number_strongly_connected_components(g)
-        if k > 1:
-            raise TopologyError(f"directed graph is not strongly connected: {k} strongly "
-                                f"connected components (strong connectivity is required)")
-    else:
-        comps = sorted((len(c) for c in nx.connected_components(g)), reverse=True)
-        if len(comps) > 1:
-            sizes = ", ".join(map(str, comps[:5])) + (", ..." if len(comps) > 5 else "")
-            raise TopologyError(f"graph is disconnected: {len(comps)} connected components "
-                                f"(sizes {sizes})")
+    # Directed graphs need strong connectivity, else some model can never reach some node.
+    comps = list(nx.strongly_connected_components(g) if directed else nx.connected_components(g))
+    if len(comps) > 1:
+        sizes = sorted(map(len, comps), reverse=True)
+        what = "directed graph is not strongly connected" if directed else "graph is disconnected"
+        raise TopologyError(f"{what}: {len(comps)} {'strongly ' * directed}connected components "
+                            f"(sizes {', '.join(map(str, sizes[:5]))}{', ...' * (len(sizes) > 5)})")
 
 
 def _connected_draw(draw: Callable[[int], nx.Graph], seed: int, what: str, hint: str) -> nx.Graph:
     """Redraws deterministically from `seed` until connected, at most MAX_CONNECT_TRIES times."""
     for attempt in range(MAX_CONNECT_TRIES):
         # Attempt 0 uses the seed itself: a connected draw equals networkx's own for that seed.
-        s = seed if attempt == 0 else np.random.SeedSequence([seed, attempt]).generate_state(1)[0]
-        g = draw(int(s))
+        s = seed if attempt == 0 else np.random.SeedSequence([seed % 2**64, attempt])
+        g = draw(int(s if attempt == 0 else s.generate_state(1)[0]))
         if nx.is_connected(g):
             return g
     raise TopologyError(f"{what} was disconnected in all {MAX_CONNECT_TRIES} draws from "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,25 +57,27 @@ class CorrectionConfig:
     correct_biases: bool = False
 
     def __post_init__(self) -> None:
-        # A list would make the config unhashable, hence unusable as a static jit argument.
+        # Lists / NumPy scalars would break hashing, hence use as a static jit argument.
         skip = (self.skip,) if isinstance(self.skip, str) else tuple(self.skip)
         object.__setattr__(self, 'skip', skip)
         if self.target not in TARGETS:
             valid = ', '.join(repr(t) for t in TARGETS)
             raise ValueError(f'CorrectionConfig.target={self.target!r} is unknown; '
                              f'valid targets are {valid}.')
-        if not 0.0 <= float(self.blend) <= 1.0:
-            raise ValueError(f'CorrectionConfig.blend (c) must lie in [0, 1], '
-                             f'got {self.blend!r}.')
-        if not 0.0 <= float(self.strength) <= 1.0:
-            raise ValueError(f'CorrectionConfig.strength (r) must lie in [0, 1], '
-                             f'got {self.strength!r}.')
+        for field, label in (('blend', 'blend (c)'), ('strength', 'strength (r)')):
+            value = getattr(self, field)
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f'CorrectionConfig.{label} must lie in [0, 1], got {value!r}.')
+            object.__setattr__(self, field, float(value))
         if not (math.isfinite(float(self.eps)) and float(self.eps) >= 0.0):
             raise ValueError(f'CorrectionConfig.eps must be finite and non-negative, '
                              f'got {self.eps!r}.')
-        if isinstance(self.ddof, bool) or not isinstance(self.ddof, int) or self.ddof < 0:
+        object.__setattr__(self, 'eps', float(self.eps))
+        if (isinstance(self.ddof, bool) or not isinstance(self.ddof, numbers.Integral)
+                or self.ddof < 0):
             raise ValueError(f'CorrectionConfig.ddof must be an int >= 0 (0 = population, '
                              f'1 = unbiased variance), got {self.ddof!r}.')
+        object.__setattr__(self, 'ddof', int(self.ddof))
         for pattern in skip:
             if not isinstance(pattern, str) or not pattern:
                 raise ValueError(f'CorrectionConfig.skip entries must be non-empty strings '
@@ -96,17 +99,12 @@ class CorrectionConfig:
 # --- which leaves are correctable (static: depends on names and shapes only) -----------------
 
 
-def _key_name(key: Any) -> str:
-    for attr in ('key', 'name', 'idx'):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
 def _path_names(path: Any) -> tuple[str, ...]:
+    """Key names of a JAX key path (DictKey.key, GetAttrKey.name, SequenceKey.idx) or 'a/b'."""
     if isinstance(path, str):
         return tuple(p for p in path.split('/') if p)
-    return tuple(_key_name(k) for k in path)
+    return tuple(str(next((getattr(k, a) for a in ('key', 'name', 'idx') if hasattr(k, a)), k))
+                 for k in path)
 
 
 def is_correctable(path: Any, leaf: Any, config: CorrectionConfig, *,
@@ -128,14 +126,11 @@ def is_correctable(path: Any, leaf: Any, config: CorrectionConfig, *,
         True iff the leaf is corrected.
     """
     names = _path_names(path)
-    if not names:
-        return False
     shape = tuple(jnp.shape(leaf))[1 if stacked else 0:]
-    name, joined = names[-1], '/'.join(names)
-    if any(n in _NORM_COLLECTIONS for n in names) or name in _NORM_NAMES:
+    if (not names or names[-1] in _NORM_NAMES or any(n in _NORM_COLLECTIONS for n in names)
+            or any(pattern in '/'.join(names) for pattern in config.skip)):
         return False
-    if any(pattern in joined for pattern in config.skip):
-        return False
+    name = names[-1]
     if name == 'kernel':
         return len(shape) >= 2 and math.prod(shape) > 1
     return bool(config.correct_biases and name == 'bias' and math.prod(shape) > 1)
@@ -169,8 +164,8 @@ def _chunk_plan(inner: tuple[int, ...]) -> tuple[int, int]:
     """(K, pad): view a node's `prod(inner)` elements as [B, K] after `pad` trailing zeros.
 
     A sequential float32 sum over ~5e4 elements is off by ~1e-5 relative; summing chunks of
-    K <= _CHUNK_MAX elements first, then the B partial sums pairwise, keeps it ~1e-7.
-    Prefers K = a product of trailing axes, then any divisor (free reshapes), then pads.
+    K <= _CHUNK_MAX elements first, then the B partial sums, keeps it ~1e-7. Prefers K = a
+    product of trailing axes, then any divisor (both free reshapes), then pads.
     """
     size = math.prod(inner)
     if size <= _CHUNK_MAX:
@@ -218,15 +213,6 @@ def _moment_sums(xs_N: Sequence[Array]) -> list[tuple[Array, Array, Array]]:
     return [(s, totals[2 * i], totals[2 * i + 1]) for i, s in enumerate(shifts)]
 
 
-def _finish(shift: Array, s1: Array, s2: Array, size: int, ddof: int) -> tuple[Array, Array]:
-    """Mean and variance from shifted sums."""
-    mean_d = s1 / size
-    if size - ddof <= 0:
-        return shift + mean_d, jnp.full_like(s1, jnp.nan)
-    # Rounding can push a (near-)constant tensor's variance slightly below zero.
-    return shift + mean_d, jnp.maximum(s2 - s1 * mean_d, 0.0) / (size - ddof)
-
-
 def _mean_vars(xs_N: Sequence[Array], ddof: int) -> list[tuple[Array, Array]]:
     """Per-node (mean, var) of same-shape stacked arrays (float32 or wider), in one pass."""
     xs_N = [x.astype(jnp.promote_types(x.dtype, jnp.float32)) for x in xs_N]
@@ -237,7 +223,14 @@ def _mean_vars(xs_N: Sequence[Array], ddof: int) -> list[tuple[Array, Array]]:
         means = [jnp.reshape(x, x.shape[:1]) if size else jnp.full_like(var, jnp.nan)
                  for x in xs_N]
         return [(m, var) for m in means]
-    return [_finish(*sums, size, ddof) for sums in _moment_sums(xs_N)]
+    stats = []
+    for shift, s1, s2 in _moment_sums(xs_N):
+        mean_d = s1 / size
+        # Rounding can push a (near-)constant tensor's variance slightly below zero.
+        var = (jnp.maximum(s2 - s1 * mean_d, 0.0) / (size - ddof) if size > ddof
+               else jnp.full_like(s1, jnp.nan))
+        stats.append((shift + mean_d, var))
+    return stats
 
 
 @functools.partial(jax.jit, static_argnames=('ddof',))
@@ -382,8 +375,10 @@ def mix_and_correct(self_N: PyTree, received_sum_N: PyTree, received_count_N: Ar
                   mixing, which makes the correction a no-op; that bug is not copied here.
         'blend':  c * var(x_self) + (1 - c) * others, c = `config.blend`,
         'none':   no rescale (plain averaging).
-    Other leaves are the plain mix, bit for bit. Nodes with count == 0, or with active_N
-    False, get x_self back bit-identically.
+    Other leaves are the plain mix, bit for bit (the same expression as target='none'; a
+    separately compiled formula may differ by an ulp, as XLA:CPU rewrites `/ count` to
+    `* (1 / count)` and may fuse `b * x + y` into an FMA). Nodes with count == 0, or with
+    active_N False, get x_self back bit-identically.
 
     Args:
         self_N: stacked own models (leading node axis N).

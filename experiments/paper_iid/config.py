@@ -15,11 +15,11 @@ MNIST as in the paper (needs TFDS: `pip install 'vanish[data]'` and network, or 
 The Caffe LeNet and its "inv" learning-rate schedule: `--config.model=caffe_lenet
 --config.lr_schedule=inv`. The authors' correction numerics: `--config.vc_reference=True`.
 
-Runtime on the shared 2-core CPU: about 2.5 hours for 10,000 ticks and the four
-algorithms, extrapolated from the steady-state rates of a 200-tick run (single 52, fl 11,
-gossip 6, gossip_vc 4 ticks/s while other jobs shared the cores), plus ~1 minute of start-up
-and compilation; a quiet machine is faster. Shorten with `--config.ticks=2000` (~30 min).
-A GPU runs it in minutes.
+Runtime on the shared 2-core CPU: about 1 h 45 min for 10,000 ticks and the four
+algorithms, extrapolated from the rates between ticks 100 and 200 of a 200-tick run
+(4 min 41 s wall, start-up and compilation included) while other jobs held the load
+average at 6-7: fl 3.9, gossip 5.3, gossip_vc 5.6 ticks/s, single (one node) ~900 ticks/s.
+`--config.ticks=2000` takes ~25 min. (No GPU timing was taken.)
 
 Expected result (the paper's claim; not measured at this length here): fl and gossip_vc
 reach the target in a similar number of ticks, gossip reaches it several times later (or not

@@ -18,9 +18,10 @@ or with W&B: `wandb sweep experiments/paper_noniid/sweep.yaml`, then `wandb agen
 Disjoint shards instead (the FL libraries' Dirichlet split): `--config.partition=dirichlet_split`;
 label-subset nodes (0-4 vs 5-9): `--config.partition=label_subsets`.
 
-Runtime on the shared 2-core CPU: as experiments/paper_iid, about 2.5 hours per alpha
-(10,000 ticks, four algorithms; extrapolated from a 200-tick run, see paper_iid), so
-~7.5 hours for the sweep; `--config.ticks=2000` cuts it five-fold.
+Runtime on the shared 2-core CPU: as experiments/paper_iid, about 1 h 45 min per alpha
+(10,000 ticks, four algorithms; extrapolated from paper_iid's measured 200-tick rates,
+the partition does not change the cost), so ~5.5 hours for the three-point sweep;
+`--config.ticks=2000` cuts it five-fold.
 
 Expected result (the paper's claim; not measured at this length here): for every alpha,
 gossip_vc reaches the target in about as many ticks as fl and well before plain gossip;

@@ -23,10 +23,10 @@ erdos_renyi: edge_prob = d / (num_nodes - 1) (expected degree d; redrawn until c
 barabasi_albert: attach = d // 2 (average degree ~2 * attach); ring: always 2 (its three
 grid points are the same run; skip two if time is short).
 
-Runtime on the shared 2-core CPU: about 2 hours per graph at degree 8 (10,000 ticks, fl,
-gossip and gossip_vc; paper_iid's measured rates without `single`), more at degree 16
-(more messages per merge), so ~30 hours for the 15-point grid; use `--config.ticks=2000`
-or a GPU.
+Runtime on the shared 2-core CPU: about 1 h 45 min per graph at degree 8 (10,000 ticks of
+fl, gossip and gossip_vc; extrapolated from paper_iid's measured 200-tick rates), somewhat
+more at degree 16 (twice the messages per training event), so about a day for the
+15-point grid: use `--config.ticks=2000` or a GPU.
 
 Expected result (the paper's claim; not measured at this length here): on every graph
 gossip_vc reaches the target in about as many ticks as fl, and plain gossip later; the
