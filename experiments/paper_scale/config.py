@@ -15,11 +15,12 @@ each in runs/paper_scale/sweep/num_nodes=<n>:
 or `wandb sweep experiments/paper_scale/sweep.yaml`, then `wandb agent <id>`.
 
 Runtime on the shared 2-core CPU: cost per tick grows about linearly with N (every node
-merges its inbox every tick; ~N/10 nodes train). Measured steady-state rates under load
-(200-tick runs): 50 nodes fl 11 / gossip 6 / gossip_vc 4 ticks/s; 1000 nodes about
-20x slower per tick. So 10,000 ticks take ~2 h at N = 50 and days at N = 1000: run the
-large sizes on a GPU (`pip install 'vanish[gpu]'`), or cut `--config.ticks` (the target
-is usually hit, if at all, within the first few thousand ticks).
+merges its inbox every tick; ~N/10 nodes train per tick). Measured rates (ticks 20-40 of
+a 40-tick run at N = 1000, ticks 100-200 of a 200-tick paper_iid run at N = 50, other jobs
+running): N = 50: fl 3.9, gossip 5.3, gossip_vc 5.6 ticks/s; N = 1000: fl 0.26, gossip_vc
+0.29 ticks/s with 7.8 GB peak memory. So 10,000 ticks of the three algorithms take ~1.6 h
+at N = 50 and ~30 h at N = 1000, about 2.5 days for the whole sweep: run the large sizes
+on an accelerator (`pip install 'vanish[gpu]'`; not timed here), or cut `--config.ticks`.
 
 Expected result (the paper's claim; not measured at this length here): fl and gossip_vc
 reach the target in roughly the same number of ticks at every N; plain gossip needs more
