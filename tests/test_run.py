@@ -207,6 +207,19 @@ def test_changed_config_on_existing_workdir_raises_and_keeps_everything(full_run
     assert _snapshot(workdir) == before
 
 
+def test_changed_config_is_refused_before_any_algorithm_runs(tmp_path, no_training):
+    # No checkpoint at all yet (e.g. the first run died early): the workdir's recorded
+    # config still protects it, so no algorithm runs under the new config.
+    workdir = tmp_path / "fresh"
+    workdir.mkdir()
+    run.check_workdir_config(run_cfg(), workdir)
+    with pytest.raises(RuntimeError, match=r"config changed.*nothing was overwritten"):
+        run.train_and_evaluate(run_cfg(lr=0.02, algorithms="gossip"), workdir, progress=False)
+    assert not (workdir / tracking.METRICS_FILE).exists()
+    # Result-neutral fields may change.
+    run.check_workdir_config(run_cfg(eval_every=5, algorithms="gossip_vc"), workdir)
+
+
 # ------------------------------------------------------------------------- 4. non-finite
 
 

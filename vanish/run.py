@@ -41,6 +41,27 @@ def config_hash(cfg: ml_collections.ConfigDict) -> str:
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def check_workdir_config(cfg: ml_collections.ConfigDict, workdir: Path) -> None:
+    """Refuses to mix two configs in one workdir, before any algorithm runs.
+
+    The first run records its config hash in workdir/run_config.json; a later run with a
+    different result-relevant config raises (result-neutral fields such as algorithms,
+    eval_every or wandb may change).
+    """
+    path = workdir / "run_config.json"
+    want = config_hash(cfg)
+    if path.exists():
+        have = json.loads(path.read_text()).get("config_hash")
+        if have != want:
+            raise RuntimeError(
+                f"{workdir} holds a run with a different config: the config changed (hash "
+                f"{have} != {want}). Use a new --workdir, or restore the old config; nothing "
+                "was overwritten.")
+        return
+    path.write_text(json.dumps(dict(config_hash=want, config=cfg.to_dict()), indent=1,
+                               default=str))
+
+
 def load_dataset(cfg: ml_collections.ConfigDict) -> data_lib.Dataset:
     return data_lib.load(cfg.dataset, data_dir=cfg.data_dir or None, seed=int(cfg.seed),
                          num_train=int(cfg.synthetic_train), num_test=int(cfg.synthetic_test))
@@ -66,8 +87,13 @@ def summarize(records: list[dict[str, Any]], target: float) -> dict[str, Any]:
 
 
 def run_algorithm(cfg: ml_collections.ConfigDict, algorithm: str, dataset: data_lib.Dataset,
-                  workdir: Path, *, progress: bool | None = None) -> dict[str, Any]:
-    """Runs (or resumes) one algorithm to cfg.ticks and returns its summary."""
+                  workdir: Path, writers: dict[str, tracking.MetricWriter], *,
+                  progress: bool | None = None) -> dict[str, Any]:
+    """Runs (or resumes) one algorithm to cfg.ticks and returns its summary.
+
+    Its metric writer is stored in `writers[algorithm]`; the caller closes it after the
+    comparison figures of all algorithms have been written to it too.
+    """
     sim = Simulation(cfg, algorithm, dataset)
     ckpt_dir = workdir / algorithm  # checkpoints in workdir/<algorithm>/checkpoints/<tick>
     state = sim.init_state()
@@ -84,7 +110,7 @@ def run_algorithm(cfg: ml_collections.ConfigDict, algorithm: str, dataset: data_
                     "or restore the old config; nothing was overwritten.")
         var0, start = meta["var0"], int(state.tick)
         log.info("[%s] resuming at tick %d", algorithm, start)
-    writer = tracking.make_writers(
+    writer = writers[algorithm] = tracking.make_writers(
         workdir, algorithm, wandb=bool(cfg.wandb), project=cfg.wandb_project,
         group=workdir.name, config=dict(cfg.to_dict(), algorithm=algorithm),
         # A fresh start writes tick 0 again: drop every row of this algorithm (left by a run
@@ -92,41 +118,38 @@ def run_algorithm(cfg: ml_collections.ConfigDict, algorithm: str, dataset: data_
         wandb_mode=cfg.wandb_mode or None, resume_tick=start if start else -1)
     ticks, every = int(cfg.ticks), max(1, int(cfg.eval_every))
     ckpt_every = int(cfg.checkpoint_every) or every
-    try:
-        if start == 0:
-            hist = format_label_histogram(sim.label_hist)
-            log.info("[%s] %s, %d nodes, K=%d slots, %d chunks; per-node label histogram:\n%s",
-                     algorithm, sim.topo.name, sim.n, sim.work.slots, len(sim.work), hist)
-            writer.write_text("label_histogram", hist)
-            state, m = sim.evaluate(state)
-            var0 = {k[4:]: v for k, v in m.items() if k.startswith("var/")}
-            _write(writer, 0, m, var0, ticks_per_s=0.0)
-        bar = tracking.ProgressBar(ticks, desc=algorithm, enabled=progress, initial=start)
-        t = start
-        while t < ticks:
-            t_next = min(ticks, (t // every + 1) * every)
-            t_wall = time.perf_counter()
-            state = sim.run_ticks(state, t, t_next)
-            state, m = sim.evaluate(state)  # the host pull that ends the async segment
-            rate = (t_next - t) / max(time.perf_counter() - t_wall, 1e-9)
-            if not all(math.isfinite(m[k]) for k in ("loss_mean", "acc_mean")):
-                raise FloatingPointError(
-                    f"[{algorithm}] non-finite loss at tick {t_next} (lr too high?); metrics up "
-                    f"to tick {t} and the last checkpoint are kept in {workdir}")
-            _write(writer, t_next, m, var0, ticks_per_s=rate)
-            bar.update(t_next - t, acc=f"{m['acc_mean']:.3f}", tps=f"{rate:.0f}")
-            if t_next % ckpt_every == 0 or t_next == ticks:
-                checkpoint.save(ckpt_dir, t_next, state, keep=int(cfg.keep_checkpoints),
-                                metadata=dict(meta_expected, var0=var0, algorithm=algorithm))
-            t = t_next
-        bar.close()
-        records = [r for r in tracking.read_jsonl(workdir / tracking.METRICS_FILE)
-                   if r["algorithm"] == algorithm]
-        summary = summarize(records, float(cfg.target_accuracy))
-        writer.write_summary(summary)
-        return summary
-    finally:
-        writer.close()
+    if start == 0:
+        hist = format_label_histogram(sim.label_hist)
+        log.info("[%s] %s, %d nodes, K=%d slots, %d chunks; per-node label histogram:\n%s",
+                 algorithm, sim.topo.name, sim.n, sim.work.slots, len(sim.work), hist)
+        writer.write_text("label_histogram", hist)
+        state, m = sim.evaluate(state)
+        var0 = {k[4:]: v for k, v in m.items() if k.startswith("var/")}
+        _write(writer, 0, m, var0, ticks_per_s=0.0)
+    bar = tracking.ProgressBar(ticks, desc=algorithm, enabled=progress, initial=start)
+    t = start
+    while t < ticks:
+        t_next = min(ticks, (t // every + 1) * every)
+        t_wall = time.perf_counter()
+        state = sim.run_ticks(state, t, t_next)
+        state, m = sim.evaluate(state)  # the host pull that ends the async segment
+        rate = (t_next - t) / max(time.perf_counter() - t_wall, 1e-9)
+        if not all(math.isfinite(m[k]) for k in ("loss_mean", "acc_mean")):
+            raise FloatingPointError(
+                f"[{algorithm}] non-finite loss at tick {t_next} (lr too high?); metrics up "
+                f"to tick {t} and the last checkpoint are kept in {workdir}")
+        _write(writer, t_next, m, var0, ticks_per_s=rate)
+        bar.update(t_next - t, acc=f"{m['acc_mean']:.3f}", tps=f"{rate:.0f}")
+        if t_next % ckpt_every == 0 or t_next == ticks:
+            checkpoint.save(ckpt_dir, t_next, state, keep=int(cfg.keep_checkpoints),
+                            metadata=dict(meta_expected, var0=var0, algorithm=algorithm))
+        t = t_next
+    bar.close()
+    records = [r for r in tracking.read_jsonl(workdir / tracking.METRICS_FILE)
+               if r["algorithm"] == algorithm]
+    summary = summarize(records, float(cfg.target_accuracy))
+    writer.write_summary(summary)
+    return summary
 
 
 def _write(writer: tracking.MetricWriter, tick: int, m: dict[str, Any], var0: dict[str, float],
@@ -147,12 +170,21 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
         # The graph too: 'fl' / 'single' ignore cfg.topology, so a bad topology would
         # otherwise surface only after they had trained.
         build_topology(cfg, config_lib.algorithm_spec(name, cfg))
+    check_workdir_config(cfg, workdir)
     dataset = load_dataset(cfg)
     log.info("dataset %s: %d train / %d test, backend %s", dataset.name, len(dataset.y_train),
              len(dataset.y_test), jax.default_backend())
-    summaries = {a: run_algorithm(cfg, a, dataset, workdir, progress=progress)
-                 for a in algorithms}
-    acc_png, var_png = plots.plot_run(workdir, target=float(cfg.target_accuracy))
+    writers: dict[str, tracking.MetricWriter] = {}
+    try:
+        summaries = {a: run_algorithm(cfg, a, dataset, workdir, writers, progress=progress)
+                     for a in algorithms}
+        acc_png, var_png = plots.plot_run(workdir, target=float(cfg.target_accuracy))
+        for writer in writers.values():  # the comparison figures into every algorithm's run
+            writer.write_image(int(cfg.ticks), "accuracy", acc_png)
+            writer.write_image(int(cfg.ticks), "variance", var_png)
+    finally:
+        for writer in writers.values():
+            writer.close()
     table = plots.summary_table(summaries, markdown=True)
     (workdir / "summary.md").write_text(table + "\n")
     log.info("results (%s):\n%s", workdir, plots.summary_table(summaries))
