@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from vanish import models, nodes  # noqa: E402
+from vanish import models, nodes, runtime  # noqa: E402
 
 BATCH = 32
 
@@ -70,12 +70,25 @@ def bench_training(name: str, n: int, loop_nodes: int, repeats: int) -> dict[str
     # Baseline: a Python loop of jitted single-node steps (the loop's rate does not depend
     # on N, so it is measured on min(N, loop_nodes) nodes).
     m = min(n, loop_nodes)
-    one = jax.jit(nodes.make_train_step(loop_model, tx))
-    p1 = [jax.tree.map(lambda a: a[i : i + 1], params) for i in range(m)]
-    o1 = [jax.tree.map(lambda a: a[i : i + 1], opt) for i in range(m)]
-    t_loop = timed(lambda: [one(p1[i], o1[i], x[i : i + 1], y[i : i + 1]) for i in range(m)], repeats)
-    vec = jax.jit(nodes.make_train_step(vec_model, tx))
-    t_vec = timed(lambda: vec(params, opt, x, y), repeats)
+    # Both donate params and optimizer state, as the engine does (the update is in place).
+    one = jax.jit(nodes.make_train_step(loop_model, tx), donate_argnums=(0, 1))
+    states = [[jax.tree.map(lambda a: a[i : i + 1], params),
+               jax.tree.map(lambda a: a[i : i + 1], opt)] for i in range(m)]
+
+    def loop() -> list[Any]:
+        for i, s in enumerate(states):
+            s[:] = one(s[0], s[1], x[i : i + 1], y[i : i + 1])[:2]
+        return states
+
+    t_loop = timed(loop, repeats)
+    vec = jax.jit(nodes.make_train_step(vec_model, tx), donate_argnums=(0, 1))
+    stacked = [params, opt]
+
+    def vectorized() -> list[Any]:
+        stacked[:] = vec(stacked[0], stacked[1], x, y)[:2]
+        return stacked
+
+    t_vec = timed(vectorized, repeats)
     loop_rate, vec_rate = m / t_loop, n / t_vec
     flops = step_flops(loop_model, tx)
     return dict(model=name, n=n, conv_impl=getattr(vec_model, "conv_impl", "-"),
@@ -85,6 +98,7 @@ def bench_training(name: str, n: int, loop_nodes: int, repeats: int) -> dict[str
 
 
 def main() -> None:
+    runtime.reexec_with_tcmalloc()  # as the CLI does; VANISH_TCMALLOC=0 measures without
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench_kernels.json")
     ap.add_argument("--nodes", default="16,64,256,1024")
@@ -99,9 +113,11 @@ def main() -> None:
     result: dict[str, Any] = dict(
         backend=jax.default_backend(), device=str(jax.devices()[0].device_kind),
         cpu_count=os.cpu_count(), machine=platform.machine(), jax=jax.__version__,
+        tcmalloc=runtime.tcmalloc_active(),
         time=time.strftime("%Y-%m-%d %H:%M:%S"))
     result["matmul_gflops"] = peak = matmul_gflops()
-    print(f"backend {result['backend']} ({result['device']}), fp32 matmul 2048^2: {peak:.1f} GFLOP/s")
+    print(f"backend {result['backend']} ({result['device']}), tcmalloc {result['tcmalloc']}, "
+          f"fp32 matmul 2048^2: {peak:.1f} GFLOP/s")
     if "train" not in skip:
         rows = []
         print(f"{'model':8} {'N':>5} {'impl':7} {'loop/s':>8} {'vmap/s':>8} {'speedup':>8} "

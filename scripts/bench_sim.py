@@ -26,6 +26,7 @@ import jax  # noqa: E402
 
 from vanish import config as config_lib  # noqa: E402
 from vanish import data as data_lib  # noqa: E402
+from vanish import runtime  # noqa: E402
 from vanish.simulation import Simulation  # noqa: E402
 
 
@@ -46,6 +47,7 @@ def measure(cfg: Any, dataset: Any, algorithm: str, warmup: int, ticks: int) -> 
 
 
 def main() -> None:
+    runtime.reexec_with_tcmalloc()  # as the CLI does; VANISH_TCMALLOC=0 measures without
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", default="50,200")
     ap.add_argument("--ticks", type=int, default=200)
@@ -62,6 +64,7 @@ def main() -> None:
         dataset = data_lib.load("synthetic", num_train=60000, num_test=1000)
     result: dict[str, Any] = dict(backend=jax.default_backend(), cpu_count=os.cpu_count(),
                                   machine=platform.machine(), dataset=dataset.name,
+                                  tcmalloc=runtime.tcmalloc_active(),
                                   model=args.model, algorithm=args.algorithm, rows=[])
     print(f"{'N':>5} {'engine':10} {'K':>4} {'ticks/s':>9} {'node-steps/s':>13} {'speedup':>8}")
     for n in (int(v) for v in args.nodes.split(",")):

@@ -186,6 +186,40 @@ def test_sweep_metrics_pick_the_primary_algorithm_and_speedup():
     assert "speedup_vs_gossip" not in m and "gossip/ticks_to_target" not in m
 
 
+def test_local_grid_runs_every_combination_in_its_own_workdir(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep_lib, "run_combination", lambda cfg, params, root: calls.append(
+        (cfg, dict(params), Path(root))) or (Path(root) / sweep_lib.combination_name(params), {}))
+    results = sweep_lib.run_grid(EXPERIMENTS / "paper_topology" / "sweep.yaml", tmp_path)
+    assert len(calls) == len(results) == 15
+    assert {c[2] for c in calls} == {tmp_path}
+    cfg, params, _ = calls[-1]
+    assert params == {"topology": "ring", "degree": 16}
+    assert (cfg.topology, cfg.degree, cfg.attach) == ("ring", 16, 8)
+    assert "topology=erdos_renyi,degree=3" in results
+
+
+def test_wandb_report_logs_every_algorithm_per_tick(tmp_path):
+    class FakeRun:
+        def __init__(self):
+            self.logged, self.summary = [], {}
+
+        def log(self, data, step):
+            self.logged.append((step, data))
+
+    with tracking.JsonlWriter(tmp_path / tracking.METRICS_FILE, "gossip") as w:
+        w.write_scalars(0, {"acc_mean": 0.1})
+        w.write_scalars(10, {"acc_mean": 0.2})
+    with tracking.JsonlWriter(tmp_path / tracking.METRICS_FILE, "gossip_vc") as w:
+        w.write_scalars(0, {"acc_mean": 0.1})
+        w.write_scalars(10, {"acc_mean": 0.5})
+    run = FakeRun()
+    sweep_lib.log_to_wandb_run(run, tmp_path, {"gossip_vc": {"final_acc": 0.5}}, "gossip_vc")
+    assert [step for step, _ in run.logged] == [0, 10]
+    assert run.logged[1][1] == {"gossip/acc_mean": 0.2, "gossip_vc/acc_mean": 0.5}
+    assert run.summary["final_acc"] == 0.5
+
+
 # ------------------------------------------------------------------------- (c) end to end
 
 

@@ -212,6 +212,9 @@ def main(argv: list[str]) -> None:
 
 
 def cli() -> None:
+    from vanish import runtime
+
+    runtime.reexec_with_tcmalloc(["-m", "vanish.run"])  # XLA:CPU speed; see vanish/runtime.py
     from absl import app, flags
     from ml_collections import config_flags
 

@@ -7,16 +7,20 @@ U{8..12}, batch 64, SGD 0.01 / 0.9, threshold = degree, beta = 0.5, FL rounds of
 
   python -m vanish.run --config experiments/cifar10/config.py --workdir runs/cifar10
 
-Data: CIFAR-10 comes from TensorFlow Datasets, which is not installed by default. Either
-`pip install 'vanish[data]'` on a machine with network access (the first run downloads and
-prepares ~160 MB), or prepare it elsewhere with `tfds build cifar10 --data_dir DIR`, copy
-DIR over and add `--config.data_dir=DIR`. Without it the run stops at once with
-DatasetUnavailableError saying the same.
+Data: CIFAR-10 comes from TensorFlow Datasets, which is not installed by default, and
+`vanish.run` never downloads (it loads with download=False). Once, on a machine with
+network access: `pip install 'vanish[data]'` and `tfds build cifar10` (~160 MB into
+~/tensorflow_datasets, which the run then finds by itself); or build it elsewhere with
+`tfds build cifar10 --data_dir DIR`, copy DIR over and add `--config.data_dir=DIR`.
+Without it the run stops before any training with DatasetUnavailableError, which says
+the same.
 
-Runtime on the shared 2-core CPU: not measured with the real data here (TFDS absent);
-the model is ~2x LeNet-5's parameters and ~10x its convolution FLOPs per image, so expect
-several times paper_iid's ~2 h per algorithm for 10,000 ticks: a GPU job
-(`pip install 'vanish[gpu]'`), or `--config.ticks=2000` for a first look.
+Runtime on the shared 2-core CPU: about 9 hours for 10,000 ticks of the three
+algorithms, extrapolated from rates measured with synthetic 32x32x3 data of the same
+shapes (TFDS is absent here; the cost does not depend on pixel values), ticks 50-150 of
+a 150-tick run with other jobs running: fl 0.87, gossip_vc 1.0 ticks/s (plus ~1.5 min of
+compilation per algorithm). An accelerator job (`pip install 'vanish[gpu]'`; not timed
+here), or `--config.ticks=2000` for a first look (~2 hours).
 
 Expected result (not measured; by analogy with the paper's MNIST result): the same
 ordering as experiments/paper_iid at a lower accuracy level: gossip_vc close to fl, plain

@@ -10,8 +10,9 @@ dataset-fashion-mnist, no network), which is harder, hence the lower target accu
 
   python -m vanish.run --config experiments/paper_iid/config.py --workdir runs/paper_iid
 
-MNIST as in the paper (needs TFDS: `pip install 'vanish[data]'` and network, or a prepared
-`--config.data_dir`): add `--config.dataset=mnist --config.target_accuracy=0.95`.
+MNIST as in the paper: add `--config.dataset=mnist --config.target_accuracy=0.95`; it
+comes from TFDS, which the run does not download: once, with network,
+`pip install 'vanish[data]'` and `tfds build mnist` (or a prepared `--config.data_dir`).
 The Caffe LeNet and its "inv" learning-rate schedule: `--config.model=caffe_lenet
 --config.lr_schedule=inv`. The authors' correction numerics: `--config.vc_reference=True`.
 
