@@ -1,4 +1,4 @@
-"""Runs the combinations of an experiment's W&B sweep: one per `wandb agent` call, or a grid locally.
+"""Runs an experiment's W&B sweep: one combination per `wandb agent` call, or a grid locally.
 
     wandb sweep experiments/paper_noniid/sweep.yaml          # prints the sweep id
     wandb agent <entity>/<project>/<sweep id>                # from the repository root

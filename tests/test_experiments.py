@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import ml_collections
@@ -13,14 +14,17 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import sweep as sweep_lib
-from experiments.variance_demo import run as demo
-from vanish import config as config_lib
-from vanish import tracking
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # plain `pytest` puts tests/ on the path, not the repo root
+    sys.path.insert(0, str(ROOT))
+
+from experiments import sweep as sweep_lib  # noqa: E402
+from experiments.variance_demo import run as demo  # noqa: E402
+from vanish import config as config_lib  # noqa: E402
+from vanish import tracking  # noqa: E402
 
 yaml = pytest.importorskip("yaml")
 
-ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "experiments"
 CONFIGS = sorted(EXPERIMENTS.glob("*/config.py"))
 SWEEPS = sorted(EXPERIMENTS.glob("*/sweep.yaml"))
