@@ -25,7 +25,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.algorithms = "fl,gossip,gossip_vc"
     # Data.
     c.dataset = "fashion_mnist"
-    c.data_dir = ""
+    c.data_dir = ""  # a prepared TFDS data_dir (or a folder with Fashion-MNIST IDX files)
+    c.download = False  # let TFDS download named datasets (needs network and vanish[data])
     c.synthetic_train = 6000  # sizes of the 'synthetic' dataset
     c.synthetic_test = 1000
     c.partition = "iid"  # iid | dirichlet_weights | dirichlet_split | shards | label_subsets

@@ -193,8 +193,9 @@ def _tfds_help(name: str) -> str:
     apt = ("`apt-get install dataset-fashion-mnist` (offline IDX files, no TensorFlow needed; "
            f'or set data_dir / {FASHION_MNIST_ENV} to a folder holding the four *-ubyte[.gz] '
            'files), or ') if name == 'fashion_mnist' else ''
-    return (f'To get it: {apt}`pip install \'vanish[data]\'` and load with download=True '
-            f'(needs network), or pass data_dir=<a TFDS data directory where {name!r} was '
+    return (f'To get it: {apt}`pip install \'vanish[data]\'` and run with '
+            f'--config.download=True (data.load(download=True); needs network), or pass '
+            f'data_dir=<a TFDS data directory where {name!r} was '
             f'prepared, e.g. by `tfds build {name} --data_dir DIR`>. '
             "For smoke runs without data use name='synthetic'.")
 

@@ -33,7 +33,8 @@ log = logging.getLogger("vanish")
 
 # Fields that change how a run is tracked or executed but never its results.
 _RESULT_NEUTRAL = {"algorithms", "eval_every", "checkpoint_every", "keep_checkpoints", "wandb",
-                   "wandb_project", "wandb_mode", "fuse", "target_accuracy", "data_dir"}
+                   "wandb_project", "wandb_mode", "fuse", "target_accuracy", "data_dir",
+                   "download"}
 
 
 def config_hash(cfg: ml_collections.ConfigDict) -> str:
@@ -63,7 +64,8 @@ def check_workdir_config(cfg: ml_collections.ConfigDict, workdir: Path) -> None:
 
 
 def load_dataset(cfg: ml_collections.ConfigDict) -> data_lib.Dataset:
-    return data_lib.load(cfg.dataset, data_dir=cfg.data_dir or None, seed=int(cfg.seed),
+    return data_lib.load(cfg.dataset, data_dir=cfg.data_dir or None, download=bool(cfg.download),
+                         seed=int(cfg.seed),
                          num_train=int(cfg.synthetic_train), num_test=int(cfg.synthetic_test))
 
 
