@@ -33,34 +33,5 @@ from vanish import config
 
 
 def get_config():
-    c = config.default_config()
-    c.algorithms = "single,fl,gossip,gossip_vc"
-    # Data: IID, each node samples its batches from the whole training set.
-    c.dataset = "fashion_mnist"  # offline IDX; 'mnist' via TFDS as in the paper
-    c.partition = "iid"
-    c.test_per_class = 10  # each node is evaluated on the same 100 class-balanced images
-    # Model and optimiser: PyTorch-style LeNet-5, Glorot-uniform, SGD 0.01 / 0.9, batch 64.
-    c.model = "lenet5"
-    c.init = "glorot_uniform"
-    c.optimizer = "sgd"
-    c.lr = 0.01
-    c.momentum = 0.9
-    c.lr_schedule = "constant"
-    c.batch_size = 64
-    # Network: 50 nodes, random 8-regular graph.
-    c.num_nodes = 50
-    c.topology = "random_regular"
-    c.degree = 8
-    # Tick model: train every U{8..12} ticks, push to all neighbours, merge once
-    # `threshold` (= the node's degree) models arrived, beta = 0.5.
-    c.ticks = 10_000
-    c.interval_lo = 8
-    c.interval_hi = 12
-    c.threshold = 0
-    c.beta = 0.5
-    c.vc_target = "others"
-    c.fl_round_ticks = 10  # the FL server averages every 10 ticks
-    # Measurement.
-    c.eval_every = 100
-    c.target_accuracy = 0.8  # Fashion-MNIST; use 0.95 with MNIST
-    return c
+    # The paper's reference experiment as it is (vanish.config.paper_config documents it).
+    return config.paper_config()

@@ -32,30 +32,9 @@ from vanish import config
 
 
 def get_config():
-    c = config.default_config()
+    c = config.paper_config()
     c.algorithms = "fl,gossip,gossip_vc"
     c.num_nodes = 200  # swept: 50, 100, 200, 500, 1000
-    # Network, data, model, optimiser, tick model: as experiments/paper_iid.
-    c.topology = "random_regular"
-    c.degree = 8
-    c.dataset = "fashion_mnist"
-    c.partition = "iid"
-    c.test_per_class = 10
-    c.model = "lenet5"
-    c.init = "glorot_uniform"
-    c.optimizer = "sgd"
-    c.lr = 0.01
-    c.momentum = 0.9
-    c.lr_schedule = "constant"
-    c.batch_size = 64
-    c.ticks = 10_000
-    c.interval_lo = 8
-    c.interval_hi = 12
-    c.threshold = 0
-    c.beta = 0.5
-    c.vc_target = "others"
-    c.fl_round_ticks = 10
-    # Measurement: ticks to target is resolved to eval_every ticks, hence 50 (not 100).
+    # Ticks to target is resolved to eval_every ticks, hence 50 (not 100).
     c.eval_every = 50
-    c.target_accuracy = 0.8
     return c

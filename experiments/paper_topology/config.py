@@ -40,35 +40,13 @@ from vanish import config
 
 
 def get_config():
-    c = config.default_config()
+    c = config.paper_config()
     c.algorithms = "fl,gossip,gossip_vc"
     # Network: the swept fields are `topology` and `degree`; the other graphs' parameters
     # follow `degree` through references, so --config.degree=16 changes them too.
-    c.num_nodes = 50
-    c.topology = "random_regular"
-    c.degree = 8
     c.edge_prob = (ml_collections.FieldReference(1.0) * c.get_ref("degree")
                    / (c.get_ref("num_nodes") - 1))  # erdos_renyi: expected degree = degree
     c.attach = c.get_ref("degree") // 2  # barabasi_albert: average degree ~ 2 * attach
     c.rewire_prob = 0.1  # watts_strogatz, k = degree
-    # Data, model, optimiser, tick model: as experiments/paper_iid.
-    c.dataset = "fashion_mnist"
-    c.partition = "iid"
-    c.test_per_class = 10
-    c.model = "lenet5"
-    c.init = "glorot_uniform"
-    c.optimizer = "sgd"
-    c.lr = 0.01
-    c.momentum = 0.9
-    c.lr_schedule = "constant"
-    c.batch_size = 64
-    c.ticks = 10_000
-    c.interval_lo = 8
-    c.interval_hi = 12
-    c.threshold = 0  # = each node's degree (hubs of barabasi_albert wait for more models)
-    c.beta = 0.5
-    c.vc_target = "others"
-    c.fl_round_ticks = 10
-    c.eval_every = 100
-    c.target_accuracy = 0.8
+    # threshold 0 = each node's degree (hubs of barabasi_albert wait for more models).
     return c
