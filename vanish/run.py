@@ -194,10 +194,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
 
 
 def quiet_libraries() -> None:
-    """Orbax logs every file it renames at INFO through absl; keep the console readable."""
-    from absl import logging as absl_logging
-
-    absl_logging.set_verbosity(absl_logging.WARNING)
+    """Orbax logs every file it renames at INFO through absl's logger; keep the console
+    readable without lowering the verbosity of vanish's own INFO lines."""
     logging.getLogger("absl").setLevel(logging.WARNING)
 
 
