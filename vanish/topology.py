@@ -251,7 +251,8 @@ def _need(cond: bool, msg: str) -> None:
 
 def ring(n: int, *, weighting: str = "uniform") -> Topology:
     """Cycle 0-1-...-(n-1)-0 (n = 2 is a single edge, n = 1 a lone node)."""
-    edges = [(i, (i + 1) % n) for i in range(n)] if n > 1 else []
+    nodes = np.arange(n)
+    edges = np.stack([nodes, (nodes + 1) % n], 1) if n > 1 else []
     return _build("ring", n, edges, weighting=weighting)
 
 
@@ -286,7 +287,8 @@ def complete(n: int, *, weighting: str = "uniform") -> Topology:
 def star(n: int, center: int = 0, *, weighting: str = "uniform") -> Topology:
     """Hub `center` linked to every other node (e.g. the federated-learning server)."""
     _need(0 <= center < n, f"star center {center} out of range for n={n}")
-    edges = [(center, j) for j in range(n) if j != center]
+    leaves = np.delete(np.arange(n), center)
+    edges = np.stack([np.full_like(leaves, center), leaves], 1)
     return _build("star", n, edges, weighting=weighting)
 
 
@@ -328,8 +330,9 @@ def barabasi_albert(n: int, m: int, seed: int = 0, *, weighting: str = "uniform"
 def exponential(n: int, *, weighting: str = "uniform") -> Topology:
     """Static exponential graph (directed): i sends to (i + 2^j) mod n, j = 0..floor(log2(n-1))."""
     _need(n >= 2, f"exponential graph needs n >= 2, got n={n}")
-    hops = [2**j for j in range(int(math.floor(math.log2(n - 1))) + 1)]
-    edges = [(i, (i + h) % n) for i in range(n) for h in hops]
+    hops = 2 ** np.arange(int(math.floor(math.log2(n - 1))) + 1)
+    src = np.repeat(np.arange(n), hops.size)
+    edges = np.stack([src, (src + np.tile(hops, n)) % n], 1)
     return _build("exponential", n, edges, directed=True, weighting=weighting)
 
 
@@ -342,7 +345,8 @@ def one_peer_exponential(n: int, t: int, *, weighting: str = "uniform") -> Topol
     _need(n >= 2, f"one_peer_exponential needs n >= 2, got n={n}")
     tau = max(1, math.ceil(math.log2(n)))
     hop = 2 ** (int(t) % tau)
-    edges = [(i, (i + hop) % n) for i in range(n)]
+    nodes = np.arange(n)
+    edges = np.stack([nodes, (nodes + hop) % n], 1)
     return _build("one_peer_exponential", n, edges, directed=True, weighting=weighting,
                   check_connected=False)
 
