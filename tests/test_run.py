@@ -6,7 +6,6 @@ by the module (`full_run`); the resume test compares an interrupted-and-resumed 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
@@ -16,8 +15,8 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache as cc
 
+from jax_cache import compile_cache
 from vanish import checkpoint, config, run, simulation, tracking
 
 ALGORITHMS = ("gossip", "gossip_vc")
@@ -37,23 +36,6 @@ def run_cfg(**overrides):
     for k, v in overrides.items():
         setattr(cfg, k, v)
     return cfg
-
-
-@contextlib.contextmanager
-def compile_cache(path):
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    old = {k: getattr(jax.config, k) for k in names}
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    cc.reset_cache()
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            jax.config.update(k, v)
-        cc.reset_cache()
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -13,7 +13,6 @@ kernel in test_variance.py. The reference simulator below takes the engine's dra
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import jax
@@ -21,28 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.experimental.compilation_cache import compilation_cache as cc
 
+from jax_cache import compile_cache
 from vanish import config, data, nodes, partition, simulation, variance
 
 TICKS = 60
-
-
-@contextlib.contextmanager
-def compile_cache(path):
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    old = {k: getattr(jax.config, k) for k in names}
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    cc.reset_cache()
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            jax.config.update(k, v)
-        cc.reset_cache()
 
 
 def make_cfg(**overrides):
