@@ -230,3 +230,19 @@ def test_bad_config_values_raise_before_any_training(tmp_path, no_training, fiel
     with pytest.raises(ValueError, match=f"unknown .*'nope'"):
         run.train_and_evaluate(cfg, tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad" / tracking.METRICS_FILE).exists()
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "vanish.run", "--config",
+         str(root / "experiments" / "default" / "config.py"), "--workdir", str(tmp_path / "w"),
+         "--config.algorithms=fl,bogus"],
+        capture_output=True, text=True, timeout=300, cwd=root,
+        env={**__import__("os").environ, "VANISH_TCMALLOC": "0"})
+    assert proc.returncode == 1
+    assert "vanish: error: unknown algorithm(s) ['bogus']" in proc.stderr
+    assert "Traceback" not in proc.stderr

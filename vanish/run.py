@@ -15,6 +15,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,10 @@ from vanish.partition import format_label_histogram
 from vanish.simulation import Simulation, build_topology
 
 log = logging.getLogger("vanish")
+
+
+class WorkdirConflictError(RuntimeError):
+    """The workdir holds a run of a different config; nothing was touched."""
 
 # Fields that change how a run is tracked or executed but never its results.
 _RESULT_NEUTRAL = {"algorithms", "eval_every", "checkpoint_every", "keep_checkpoints", "wandb",
@@ -54,7 +60,7 @@ def check_workdir_config(cfg: ml_collections.ConfigDict, workdir: Path) -> None:
     if path.exists():
         have = json.loads(path.read_text()).get("config_hash")
         if have != want:
-            raise RuntimeError(
+            raise WorkdirConflictError(
                 f"{workdir} holds a run with a different config: the config changed (hash "
                 f"{have} != {want}). Use a new --workdir, or restore the old config; nothing "
                 "was overwritten.")
@@ -106,7 +112,7 @@ def run_algorithm(cfg: ml_collections.ConfigDict, algorithm: str, dataset: data_
         state, meta = checkpoint.restore(ckpt_dir, state)
         for key, want in meta_expected.items():
             if meta.get(key) != want:
-                raise RuntimeError(
+                raise WorkdirConflictError(
                     f"{ckpt_dir} holds a checkpoint of a different run ({key} "
                     f"{meta.get(key)} != {want}): the config changed. Use a new --workdir, "
                     "or restore the old config; nothing was overwritten.")
@@ -189,8 +195,14 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
             writer.close()
     table = plots.summary_table(summaries, markdown=True)
     (workdir / "summary.md").write_text(table + "\n")
-    log.info("results (%s):\n%s", workdir, plots.summary_table(summaries))
+    log.info("results in %s (summary.md, summary.json, accuracy.png, variance.png)", workdir)
     return summaries
+
+
+# Errors caused by the config, the workdir or the data, reported without a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, WorkdirConflictError, data_lib.DatasetUnavailableError,
+    checkpoint.CheckpointMismatchError, FloatingPointError)
 
 
 def quiet_libraries() -> None:
@@ -207,7 +219,12 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     quiet_libraries()
     cfg = FLAGS.config
-    summaries = train_and_evaluate(cfg, FLAGS.workdir)
+    try:
+        summaries = train_and_evaluate(cfg, FLAGS.workdir)
+    except USER_ERRORS as e:  # bad input: the message names the problem; no traceback
+        if os.environ.get("VANISH_DEBUG"):
+            raise
+        sys.exit(f"vanish: error: {e}")
     print(plots.summary_table(summaries))
 
 
