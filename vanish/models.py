@@ -15,7 +15,8 @@ float rounding.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -146,60 +147,51 @@ class MLP(nn.Module):
         return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)
 
 
-class LeNet5(nn.Module):
-    """PyTorch-style LeNet-5: conv 6@5x5 pad 2, pool, conv 16@5x5, pool, dense 120-84-classes."""
+class ConvLayer(NamedTuple):
+    features: int
+    kernel: int
+    padding: int = 0
+    relu: bool = True
+    pool: bool = True  # 2x2 max pool after the (activated) convolution
 
+
+class ConvNet(nn.Module):
+    """Convolutions (each optionally ReLU + 2x2 max pool), flatten, ReLU dense layers, logits.
+
+    Parameter names are flax's defaults (Conv_0.., Dense_0..), so every architecture below
+    has the same layout whatever `conv_impl` computes its convolutions.
+    """
+
+    convs: tuple[ConvLayer, ...]
+    dense: tuple[int, ...]
     num_classes: int = 10
     conv_impl: str = "xla"
     kernel_init: Initializer = nn.initializers.glorot_uniform()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        conv = dict(impl=self.conv_impl, kernel_init=self.kernel_init)
-        x = max_pool_2x2(nn.relu(Conv(6, padding=2, **conv)(x)))
-        x = max_pool_2x2(nn.relu(Conv(16, **conv)(x)))
+        for layer in self.convs:
+            k = (layer.kernel, layer.kernel)
+            x = Conv(layer.features, k, layer.padding, self.conv_impl, self.kernel_init)(x)
+            x = nn.relu(x) if layer.relu else x
+            x = max_pool_2x2(x) if layer.pool else x
         x = x.reshape(x.shape[0], -1)
-        x = nn.relu(nn.Dense(120, kernel_init=self.kernel_init)(x))
-        x = nn.relu(nn.Dense(84, kernel_init=self.kernel_init)(x))
+        for width in self.dense:
+            x = nn.relu(nn.Dense(width, kernel_init=self.kernel_init)(x))
         return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)
 
 
-class CaffeLeNet(nn.Module):
-    """The Caffe LeNet: conv 20@5x5, pool, conv 50@5x5, pool, dense 500, classes."""
-
-    num_classes: int = 10
-    conv_impl: str = "xla"
-    kernel_init: Initializer = nn.initializers.glorot_uniform()
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        conv = dict(impl=self.conv_impl, kernel_init=self.kernel_init)
-        x = max_pool_2x2(Conv(20, **conv)(x))
-        x = max_pool_2x2(Conv(50, **conv)(x))
-        x = x.reshape(x.shape[0], -1)
-        x = nn.relu(nn.Dense(500, kernel_init=self.kernel_init)(x))
-        return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)
+# PyTorch-style LeNet-5: conv 6@5x5 pad 2, pool, conv 16@5x5, pool, dense 120-84-classes.
+LeNet5 = functools.partial(ConvNet, (ConvLayer(6, 5, 2), ConvLayer(16, 5)), (120, 84))
+# The Caffe LeNet: conv 20@5x5, pool, conv 50@5x5, pool (no ReLU on the convs), dense 500.
+CaffeLeNet = functools.partial(
+    ConvNet, (ConvLayer(20, 5, relu=False), ConvLayer(50, 5, relu=False)), (500,))
+# Small CIFAR-10 CNN: 3x3 same-padded convs 32, pool, 64, pool, 64; dense 64.
+CifarCNN = functools.partial(
+    ConvNet, (ConvLayer(32, 3, 1), ConvLayer(64, 3, 1), ConvLayer(64, 3, 1, pool=False)), (64,))
 
 
-class CifarCNN(nn.Module):
-    """Small CIFAR-10 CNN: conv 32, pool, conv 64, pool, conv 64, dense 64, classes."""
-
-    num_classes: int = 10
-    conv_impl: str = "xla"
-    kernel_init: Initializer = nn.initializers.glorot_uniform()
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        conv = dict(impl=self.conv_impl, kernel_init=self.kernel_init, kernel_size=(3, 3))
-        x = max_pool_2x2(nn.relu(Conv(32, padding=1, **conv)(x)))
-        x = max_pool_2x2(nn.relu(Conv(64, padding=1, **conv)(x)))
-        x = nn.relu(Conv(64, padding=1, **conv)(x))
-        x = x.reshape(x.shape[0], -1)
-        x = nn.relu(nn.Dense(64, kernel_init=self.kernel_init)(x))
-        return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)
-
-
-MODELS: dict[str, type[nn.Module]] = {
+MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "lenet5": LeNet5,
     "caffe_lenet": CaffeLeNet,
@@ -220,7 +212,7 @@ def make_model(
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     cls = MODELS[name]
     kwargs = dict(num_classes=num_classes, kernel_init=get_initializer(init), **kwargs)
-    if cls is not MLP:
+    if name != "mlp":
         impl = default_conv_impl() if conv_impl == "auto" else conv_impl
         if impl not in CONV_IMPLS:
             raise ValueError(f"unknown conv_impl {conv_impl!r}; choose 'auto' or one of {CONV_IMPLS}")
