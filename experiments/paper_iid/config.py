@@ -16,13 +16,15 @@ comes from TFDS, which the run does not download: once, with network,
 The Caffe LeNet and its "inv" learning-rate schedule: `--config.model=caffe_lenet
 --config.lr_schedule=inv`. The authors' correction numerics: `--config.vc_reference=True`.
 
-Runtime on the shared 2-core CPU: about 1 h 45 min for 10,000 ticks and the four
-algorithms, extrapolated from the rates between ticks 100 and 200 of a 200-tick run
-(4 min 41 s wall, start-up and compilation included) while other jobs held the load
-average at 6-7: fl 3.9, gossip 5.3, gossip_vc 5.6 ticks/s, single (one node) ~900 ticks/s.
-`--config.ticks=2000` takes ~25 min. (No GPU timing was taken.)
+Runtime: measured 5 min 2 s wall for `--config.ticks=2000 --config.algorithms=fl,gossip,
+gossip_vc` on the idle 2-core CPU (tcmalloc preloaded; start-up and compilation included),
+so about 25-30 min for the full 10,000 ticks and the four algorithms (single is one node,
+~900 ticks/s). Under load average 6-7 an earlier 200-tick run extrapolated to ~1 h 45 min.
+(No GPU timing was taken.)
 
-Expected result (the paper's claim; not measured at this length here): fl and gossip_vc
+Measured at 2000 ticks (docs/RESULTS.md): fl 0.81, gossip_vc 0.78, gossip 0.10 (loss stuck at
+ln 10, kernel variance 0.019 of initial). Expected at 10,000 ticks (the paper's claim; not
+measured at this length here): fl and gossip_vc
 reach the target in a similar number of ticks, gossip reaches it several times later (or not
 within 10,000 ticks), single stays lowest; in variance.png gossip's kernel variance ratios
 fall to ~1e-2 of their initial values while gossip_vc stays near 1. The 1,000-tick MLP run
