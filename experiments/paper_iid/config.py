@@ -23,7 +23,7 @@ so about 25-30 min for the full 10,000 ticks and the four algorithms (single is 
 (No GPU timing was taken.)
 
 Measured at 2000 ticks (docs/RESULTS.md): fl 0.81, gossip_vc 0.78, gossip 0.10 (loss stuck at
-ln 10, kernel variance 0.019 of initial). Expected at 10,000 ticks (the paper's claim; not
+ln 10, kernel variance 0.019 of initial). Expected result at 10,000 ticks (the paper's claim; not
 measured at this length here): fl and gossip_vc
 reach the target in a similar number of ticks, gossip reaches it several times later (or not
 within 10,000 ticks), single stays lowest; in variance.png gossip's kernel variance ratios
