@@ -158,6 +158,11 @@ def tree_take(tree_N: PyTree, idx_K: jax.Array) -> PyTree:
     return jax.tree.map(lambda x: x[idx_K], tree_N)
 
 
+def per_node(v_N: jax.Array, ndim: int) -> jax.Array:
+    """[N] -> [N, 1, ..., 1]: a per-node value broadcast against a stacked leaf of rank ndim."""
+    return v_N.reshape(v_N.shape + (1,) * (ndim - 1))
+
+
 def tree_put(tree_N: PyTree, idx_K: jax.Array, tree_K: PyTree, valid_K: jax.Array) -> PyTree:
     """Writes rows of tree_K back at idx_K where valid_K; invalid (padding) rows are dropped.
 

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vanish import mixing, variance
+from vanish import mixing, nodes, variance
 from vanish.topology import Graph
 
 PyTree = Any
@@ -85,7 +85,7 @@ def message_masks(
         return treedef.unflatten(masks)
     part_K = (event_ord_K % num_partitions).astype(jnp.int8)
     return jax.tree.map(
-        lambda ids: (ids[None] == part_K.reshape((-1,) + (1,) * ids.ndim)).astype(jnp.float32),
+        lambda ids: (ids[None] == nodes.per_node(part_K, ids.ndim + 1)).astype(jnp.float32),
         part_ids,
     )
 
@@ -114,13 +114,11 @@ def deliver(
         var_K = variance.correctable_variance(params_K, corr)
     else:  # the target does not read received variances: send zeros, skip the reductions
         var_K = jax.tree.map(lambda v: jnp.zeros(node_K.shape, v.dtype), inbox.var_total)
-    tree_K = (payload_K, var_K, masks_K) if masks_K is not None else (payload_K, var_K)
-    acc_N = (inbox.total, inbox.var_total, inbox.coord_count) if masks_K is not None else (
-        inbox.total, inbox.var_total)
-    acc_N, count = mixing.push_from(acc_N, inbox.count, tree_K, node_K, send_K, graph)
-    if masks_K is not None:
-        return Inbox(acc_N[0], count, acc_N[1], acc_N[2])
-    return Inbox(acc_N[0], count, acc_N[1], None)
+    # coord_count and masks_K are both None unless partitioned: empty subtrees on both sides.
+    (total, var_total, coord_count), count = mixing.push_from(
+        (inbox.total, inbox.var_total, inbox.coord_count), inbox.count,
+        (payload_K, var_K, masks_K), node_K, send_K, graph)
+    return Inbox(total, count, var_total, coord_count)
 
 
 def merge_inbox(
@@ -141,13 +139,12 @@ def merge_inbox(
         )
     else:
         def merge_coords(x, total, cnt):
-            node = merged_N.reshape((-1,) + (1,) * (x.ndim - 1))
-            take = node & (cnt > 0)
+            take = nodes.per_node(merged_N, x.ndim) & (cnt > 0)
             mixed = beta * x + (1 - beta) * total / jnp.where(take, cnt, 1.0)
             return jnp.where(take, mixed, x)
 
         new_N = jax.tree.map(merge_coords, params_N, inbox.total, inbox.coord_count)
-    keep = lambda x: jnp.where(merged_N.reshape((-1,) + (1,) * (x.ndim - 1)), 0, x)  # noqa: E731
+    keep = lambda x: jnp.where(nodes.per_node(merged_N, x.ndim), 0, x)  # noqa: E731
     inbox = Inbox(
         total=jax.tree.map(keep, inbox.total),
         count=keep(inbox.count),

@@ -362,7 +362,7 @@ def _chunk_step(
     if reset_opt:
         fresh = jax.vmap(tx.init)(params)
         opt_state = jax.tree.map(
-            lambda f, o: jnp.where(merged.reshape((-1,) + (1,) * (o.ndim - 1)), f, o),
+            lambda f, o: jnp.where(nodes.per_node(merged, o.ndim), f, o),
             fresh, opt_state)
     return SimState(
         tick=state.tick, params=params, opt_state=opt_state, inbox=inbox,
