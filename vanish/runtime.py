@@ -9,31 +9,49 @@ above 32 MB with fresh mmaps, so each call page-faults its buffers in (measured 
 the vmapped MLP step at N = 256 1.4x -> 1.8-2.0x the loop). tcmalloc keeps freed memory
 mapped and removes those faults. It must be preloaded before the process starts, hence a
 re-exec. Set VANISH_TCMALLOC=0 to opt out. Debian/Ubuntu: apt-get install libtcmalloc-minimal4.
+
+The search is bounded: a fixed list of library folders (never a recursive walk; a recursive
+glob follows directory symlinks and hung for minutes on a fresh machine), then the dynamic
+loader's own answer. VANISH_TCMALLOC_PATH=<file> names the library directly, and
+VANISH_TCMALLOC_DIRS=<dir>:<dir> replaces the folder list (tests point it at odd trees).
 """
 
 from __future__ import annotations
 
 import ctypes.util
-import glob
 import os
 import sys
 
-_CANDIDATES = (
-    "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
-    "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
-    "/usr/lib64/libtcmalloc_minimal.so.4",
+_DIRS = (
+    "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib", "/opt/homebrew/lib",
 )
+_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc_minimal.so", "libtcmalloc.so.4")
+INSTALL_HINT = ("tcmalloc not found: vanish runs on CPU will be slower (XLA:CPU page-faults "
+                "its large buffers under glibc malloc). Install it with "
+                "`apt-get install libtcmalloc-minimal4`, or set VANISH_TCMALLOC=0 to silence "
+                "this note.")
+
+
+def search_dirs() -> tuple[str, ...]:
+    env = os.environ.get("VANISH_TCMALLOC_DIRS")
+    return tuple(d for d in env.split(os.pathsep) if d) if env is not None else _DIRS
 
 
 def find_tcmalloc() -> str | None:
-    for path in _CANDIDATES:
-        if os.path.exists(path):
-            return path
-    found = glob.glob("/usr/lib*/**/libtcmalloc_minimal.so*", recursive=True)
-    if found:
-        return sorted(found)[0]
-    name = ctypes.util.find_library("tcmalloc_minimal")
-    return name if name and os.path.isabs(name) else None
+    """The tcmalloc library to preload, or None. Constant time: no directory walks."""
+    explicit = os.environ.get("VANISH_TCMALLOC_PATH")
+    if explicit:
+        return explicit if os.path.isfile(explicit) else None
+    for folder in search_dirs():
+        for name in _NAMES:
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                return path
+    if os.environ.get("VANISH_TCMALLOC_DIRS") is not None:
+        return None  # an explicit folder list is the whole search
+    # The loader's answer (ldconfig's cache): a soname that LD_PRELOAD resolves itself.
+    return ctypes.util.find_library("tcmalloc_minimal")
 
 
 def tcmalloc_active() -> bool:
@@ -42,6 +60,9 @@ def tcmalloc_active() -> bool:
 
 def reexec_with_tcmalloc(argv_prefix: list[str] | None = None) -> None:
     """Re-executes this Python process with tcmalloc preloaded, when useful and possible.
+
+    When tcmalloc is wanted but missing, says so once on stderr (how to install it) and
+    continues without it.
 
     Args:
       argv_prefix: how to start the program again: e.g. ["-m", "vanish.run"] for a module
@@ -53,6 +74,7 @@ def reexec_with_tcmalloc(argv_prefix: list[str] | None = None) -> None:
         return
     lib = find_tcmalloc()
     if lib is None:
+        print(f"vanish: note: {INSTALL_HINT}", file=sys.stderr, flush=True)
         return
     env = dict(os.environ, LD_PRELOAD=f"{lib} {os.environ.get('LD_PRELOAD', '')}".strip())
     args = [sys.executable, *(argv_prefix + sys.argv[1:] if argv_prefix else sys.argv)]
