@@ -1,0 +1,79 @@
+"""Golden metrics: every algorithm on a small synthetic config, against a recorded fixture.
+
+The fixture (tests/golden/metrics.json) was recorded from the engine before a rewrite; the
+engine must reproduce it (identical merge / training counts, metrics to 1e-6). When a change
+alters results ON PURPOSE, regenerate it and say so in the commit message:
+
+    VANISH_REGEN_GOLDEN=1 python -m pytest tests/test_golden.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jax_cache import compile_cache
+from vanish import config, data
+
+FIXTURE = Path(__file__).parent / "golden" / "metrics.json"
+ALGORITHMS = ("single", "fl", "gossip", "gossip_vc", "gossip_part", "dpsgd", "dpsgd_vc")
+EXACT = ("averaging_events", "training_events")
+
+
+def golden_cfg(algorithm):
+    cfg = config.default_config()
+    cfg.dataset, cfg.synthetic_train, cfg.synthetic_test, cfg.test_per_class = (
+        "synthetic", 600, 200, 5)
+    cfg.model, cfg.batch_size, cfg.lr, cfg.momentum = "mlp", 8, 0.05, 0.9
+    cfg.num_nodes, cfg.topology, cfg.degree = 6, "random_regular", 3
+    cfg.ticks, cfg.eval_every, cfg.interval_lo, cfg.interval_hi = 40, 10, 2, 4
+    cfg.fl_round_ticks, cfg.num_partitions = 5, 3
+    cfg.algorithms = algorithm
+    return cfg
+
+
+def run_golden(algorithm, dataset):
+    from vanish import build
+
+    cfg = golden_cfg(algorithm)
+    sim = build.simulation(cfg, algorithm, dataset)
+    state = sim.init_state()
+    rows = []
+    for t0 in range(0, cfg.ticks, cfg.eval_every):
+        state = sim.run_ticks(state, t0, t0 + cfg.eval_every)
+        state, m = sim.evaluate(state)
+        rows.append({k: v for k, v in m.items()
+                     if k in EXACT or k.startswith(("acc_", "loss_", "var/")) or k == "consensus"})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    with compile_cache(tmp_path_factory.getbasetemp() / "jax_cache_golden"):
+        yield data.load("synthetic", num_train=600, num_test=200, seed=0)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_engine_reproduces_golden_metrics(algorithm, dataset):
+    got = run_golden(algorithm, dataset)
+    if os.environ.get("VANISH_REGEN_GOLDEN"):
+        table = json.loads(FIXTURE.read_text()) if FIXTURE.exists() else {}
+        table[algorithm] = got
+        FIXTURE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+        pytest.skip("fixture regenerated")
+    want = json.loads(FIXTURE.read_text())[algorithm]
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert set(g) == set(w), f"evaluation {i}: metric names changed"
+        for k in w:
+            if k in EXACT:
+                assert g[k] == w[k], f"{algorithm} eval {i} {k}: {g[k]} != {w[k]}"
+            else:
+                np.testing.assert_allclose(
+                    g[k], w[k], rtol=1e-6, atol=1e-6,
+                    err_msg=f"{algorithm} eval {i} {k} differs from tests/golden/metrics.json; "
+                            "if the change is intended, regenerate (see module docstring)")
