@@ -22,6 +22,7 @@ from experiments import sweep as sweep_lib  # noqa: E402
 from experiments.variance_demo import run as demo  # noqa: E402
 from vanish import config as config_lib  # noqa: E402
 from vanish import tracking  # noqa: E402
+from vanish import build  # noqa: E402
 
 yaml = pytest.importorskip("yaml")
 
@@ -102,7 +103,7 @@ def test_config_has_only_real_fields_and_documents_its_command(path):
     assert isinstance(cfg, ml_collections.ConfigDict)
     assert config_problems(cfg) == []
     for algorithm in config_lib.parse_algorithms(cfg.algorithms):  # also validates vc_* fields
-        config_lib.algorithm_spec(algorithm, cfg)
+        build.algorithm(cfg, algorithm)
     source = path.read_text()
     docstring = re.match(r'\s*r?"""(.*?)"""', source, re.S)
     assert docstring, f"{path} has no module docstring"

@@ -20,7 +20,7 @@ from jax_cache import compile_cache
 from vanish import config, data
 
 FIXTURE = Path(__file__).parent / "golden" / "metrics.json"
-ALGORITHMS = ("single", "fl", "gossip", "gossip_vc", "gossip_part", "dpsgd", "dpsgd_vc")
+ALGORITHMS = ("single", "fl_sched", "fl", "gossip", "gossip_vc", "gossip_part", "dpsgd", "dpsgd_vc")
 EXACT = ("averaging_events", "training_events")
 
 
@@ -37,10 +37,10 @@ def golden_cfg(algorithm):
 
 
 def run_golden(algorithm, dataset):
-    from vanish import build
+    from vanish import simulation  # noqa: F811
 
     cfg = golden_cfg(algorithm)
-    sim = build.simulation(cfg, algorithm, dataset)
+    sim = simulation.Simulation(cfg, algorithm, dataset)
     state = sim.init_state()
     rows = []
     for t0 in range(0, cfg.ticks, cfg.eval_every):

@@ -22,7 +22,7 @@ import optax
 import pytest
 
 from jax_cache import compile_cache
-from vanish import config, data, nodes, partition, simulation, variance
+from vanish import build, config, data, nodes, partition, simulation, variance
 
 TICKS = 60
 
@@ -189,7 +189,7 @@ class ReferenceSim:
                          ids=["gossip-complete4-beta0.3", "gossip_vc-ring4-send2-randomstart"])
 def test_engine_matches_reference_simulator(_sim, algorithm, overrides):
     sim = _sim(algorithm, **overrides)
-    correction = (config.correction_from(sim.cfg) if algorithm == "gossip_vc"
+    correction = (build.correction(sim.cfg) if algorithm == "gossip_vc"
                   else variance.CorrectionConfig(target="none"))
     ref = ReferenceSim(sim, correction)
     state = sim.init_state()
@@ -237,8 +237,8 @@ def _single_node_reference(sim, node, t1):
     return p, int(np.sum(ticks < t1))
 
 
-def test_fl_with_one_client_is_single_node_training(_sim):
-    """FL, one client, beta 0: the client's trajectory is plain single-node SGD.
+def test_fl_sched_with_one_client_is_single_node_training(_sim):
+    """fl_sched (clients on the gossip schedule), one client: plain single-node SGD.
 
     The engine's FL client is node 1 (node 0 is the server), its batches use key
     fold_in(., 1), its schedule row is node 1's, and it starts from the shared server init;
@@ -246,7 +246,7 @@ def test_fl_with_one_client_is_single_node_training(_sim):
     So the engine's FL and 'single' runs cannot be compared with each other exactly; the FL
     client is compared with a single-node SGD loop on the client's own stream instead.
     """
-    fl = _sim("fl", num_nodes=1, beta=0.0)
+    fl = _sim("fl_sched", num_nodes=1, beta=0.0)
     assert fl.n == 2 and not fl.is_client[0]
     state, _ = _run(fl, [0, 25, TICKS])
     want, events = _single_node_reference(fl, 1, TICKS)
@@ -260,6 +260,36 @@ def test_fl_with_one_client_is_single_node_training(_sim):
         # The last tick ends a round: the server holds the (one-client) average.
         np.testing.assert_array_equal(got_server, got_client)
 
+
+def test_fl_is_the_authors_round_loop(_sim):
+    """fl (DFL_torch): each round of R ticks every participant trains exactly one step at the
+    round's middle tick from the server model; the server averages them at the round's end and
+    every node adopts it. Reference: a plain per-round loop with the engine's batch keys."""
+    fl = _sim("fl", num_nodes=3, fl_client_fraction=0.67)
+    rounds_ticks = int(fl.cfg.fl_round_ticks)
+    state = fl.init_state()
+    server = _take(state.params, 0)
+    opt = [fl.tx.init(_take(state.params, i)) for i in range(fl.n)]
+    step = _single_step(fl)
+    sched = fl.schedule
+    for r in range(TICKS // rounds_ticks):
+        mid = r * rounds_ticks + rounds_ticks // 2
+        who = sched.event_node[sched.event_tick == mid]
+        assert len(who) == 2 and 0 not in who  # round(0.67 * 3) clients, never the server
+        assert not np.any((sched.event_tick >= r * rounds_ticks)
+                          & (sched.event_tick < (r + 1) * rounds_ticks)
+                          & (sched.event_tick != mid))
+        trained = []
+        for i in who:
+            p, opt[i] = step(server, opt[i], *_batch(fl, state.key, mid, int(i)))
+            trained.append(p)
+        server = jax.tree.map(lambda *xs: sum(xs[1:], xs[0]) / len(xs), *trained)
+    got, _ = _run(fl, [0, 23, TICKS])
+    for i in range(fl.n):
+        for g, w in zip(jax.tree.leaves(_take(got.params, i)), jax.tree.leaves(server)):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    assert int(got.train_count.sum()) == 2 * (TICKS // rounds_ticks)
+    np.testing.assert_array_equal(got.merges, [0] + [TICKS // rounds_ticks] * 3)
 
 
 # ---------------------------------------------------- 3. closed form on the complete graph
@@ -396,7 +426,7 @@ def test_no_recompilation_across_segments_and_evaluations(_sim):
         if event == "/jax/core/compile/backend_compile_duration":
             compiles.append(kwargs.get("fun_name", "?"))
 
-    step_cache, eval_cache = sim._step._cache_size(), sim._eval._cache_size()
+    step_cache, eval_cache = sim.engine._step._cache_size(), sim._eval._cache_size()
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
         state = sim.init_state()
@@ -407,7 +437,7 @@ def test_no_recompilation_across_segments_and_evaluations(_sim):
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     assert compiles == []
-    assert (sim._step._cache_size(), sim._eval._cache_size()) == (step_cache, eval_cache)
+    assert (sim.engine._step._cache_size(), sim._eval._cache_size()) == (step_cache, eval_cache)
 
 
 # ------------------------------------------------------ 8. partitioned gossip and D-PSGD

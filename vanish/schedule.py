@@ -214,3 +214,50 @@ def pack_masked(sched: Schedule, end_of_tick: np.ndarray | None = None) -> WorkL
     send[row, sched.event_node] = sched.event_send
     node = np.broadcast_to(np.arange(sched.n, dtype=np.int32), (ticks.size, sched.n)).copy()
     return WorkList(ticks, node, valid, send, np.ones(ticks.size, bool))
+
+
+def fl_rounds(
+    n: int,
+    ticks: int,
+    round_ticks: int,
+    *,
+    seed: int,
+    local_steps: int = 1,
+    fraction: float = 1.0,
+    trainers: np.ndarray | None = None,
+) -> Schedule:
+    """The authors' FL schedule: each round, every participant trains exactly E local steps.
+
+    Round r covers ticks [r R, (r + 1) R). Its participants (round(fraction * clients), at
+    least one, uniformly per round) train at ticks r R + R // 2 + s, s < E (E = 1: the round's
+    middle tick), and send their model to the server after the last step.
+
+    Args:
+      n: number of nodes; trainers: bool [n] (False: the server, which never trains).
+      ticks: horizon; round_ticks: R; local_steps: E (1 <= E, R // 2 + E <= R).
+      seed: schedule seed; fraction: client fraction in (0, 1].
+    """
+    if round_ticks < 1 or local_steps < 1 or round_ticks // 2 + local_steps > round_ticks:
+        raise ValueError(
+            f"fl rounds need 1 <= local_steps and round_ticks // 2 + local_steps <= "
+            f"round_ticks, got round_ticks={round_ticks}, local_steps={local_steps}")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"client fraction must lie in (0, 1], got {fraction}")
+    clients = np.flatnonzero(np.ones(n, bool) if trainers is None else np.asarray(trainers, bool))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xF1]))
+    m = max(1, int(round(fraction * clients.size)))
+    rounds = -(-ticks // round_ticks)
+    if m == clients.size:
+        chosen = np.broadcast_to(clients, (rounds, m))
+    else:  # one permutation per round, vectorised: argsort of uniform scores
+        chosen = clients[np.sort(np.argsort(rng.random((rounds, clients.size)), 1)[:, :m], 1)]
+    start = np.arange(rounds) * round_ticks + round_ticks // 2
+    step = np.arange(local_steps)
+    tick = (start[:, None, None] + step[None, None, :]).repeat(m, 1)  # [rounds, m, E]
+    node = np.broadcast_to(chosen[:, :, None], tick.shape)
+    send = np.broadcast_to(step == local_steps - 1, tick.shape)
+    keep = tick < ticks
+    tick, node, send = tick[keep], node[keep], send[keep]
+    order = np.lexsort((node, tick))
+    return Schedule(n=n, ticks=ticks, event_tick=tick[order].astype(np.int32),
+                    event_node=node[order].astype(np.int32), event_send=send[order])

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vanish import config, data, rules
+from vanish import config, data
+from vanish.algorithms import fedavg, partitioned
 from vanish.simulation import Simulation
 
 
@@ -14,7 +15,7 @@ def test_client_weights_sample_round_fraction_of_clients_never_the_server(fracti
     is_client = jnp.array([False] + [True] * 8)
     seen = np.zeros(9)
     for r in range(40):
-        w = np.asarray(rules.client_weights(jax.random.PRNGKey(r), is_client, fraction))
+        w = np.asarray(fedavg.client_weights(jax.random.PRNGKey(r), is_client, fraction))
         assert w.sum() == expected and w[0] == 0 and set(np.unique(w)) <= {0.0, 1.0}
         seen += w
     if expected < 8:  # different rounds pick different clients, all of them eventually
@@ -24,23 +25,23 @@ def test_client_weights_sample_round_fraction_of_clients_never_the_server(fracti
 def test_fedavg_round_is_the_mean_of_the_sampled_clients():
     params = {"w": jnp.arange(12.0).reshape(4, 3)}
     weight = jnp.array([0.0, 1.0, 0.0, 1.0])
-    out = rules.fedavg_round(params, weight)
+    out = fedavg.fedavg_round(params, weight)
     np.testing.assert_allclose(out["w"], np.tile((params["w"][1] + params["w"][3]) / 2, (4, 1)))
 
 
 def test_subsampled_messages_carry_the_requested_fraction_with_fresh_masks():
     part_ids = {"k": jnp.zeros((100, 50), jnp.int8)}
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    masks = np.asarray(rules.message_masks(part_ids, jnp.arange(3), keys, 4, 0.3)["k"])
+    masks = np.asarray(partitioned.message_masks(part_ids, jnp.arange(3), keys, 4, 0.3)["k"])
     assert masks.shape == (3, 100, 50)
     np.testing.assert_allclose(masks.mean(axis=(1, 2)), 0.3, atol=0.02)
     assert not np.array_equal(masks[0], masks[1])
 
 
 def test_partition_masks_round_robin_cover_every_coordinate_once():
-    ids = rules.partition_ids({"k": jnp.zeros((1, 40, 30))}, 4, seed=0)
+    ids = partitioned.partition_ids({"k": jnp.zeros((1, 40, 30))}, 4, seed=0)
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
-    masks = np.asarray(rules.message_masks(ids, jnp.arange(4), keys, 4, 0.0)["k"])
+    masks = np.asarray(partitioned.message_masks(ids, jnp.arange(4), keys, 4, 0.0)["k"])
     np.testing.assert_array_equal(masks.sum(0), 1.0)  # events 0..3 carry disjoint partitions
     assert np.all(masks.mean(axis=(1, 2)) > 0.15)
 

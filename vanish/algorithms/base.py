@@ -1,0 +1,152 @@
+"""The Algorithm type: a small NamedTuple of pure functions the engine calls, plus helpers.
+
+    algo = algorithms.get("gossip_vc", algorithms.Hyper(correction=vc))
+    inbox = algo.init(params_N)                                   # per-node receive state
+    inbox = algo.emit(inbox, sent, consts)                        # K trained nodes send
+    params_N, inbox, merged_N = algo.end_of_tick(params_N, inbox, consts, tick)
+
+The shape is optax's `GradientTransformation` / FedJAX's `FederatedAlgorithm`: the engine
+knows nothing about any rule; an algorithm owns its inbox type (accumulated sums, message
+buffers, nothing), what a sender emits into it, and what happens at the end of every chunk
+(`tick.last` marks the tick's final chunk, `tick.round_end` an FL / D-PSGD round's end).
+Two static host-side fields tell the builder which plan it needs: `topology` ('graph': the
+configured graph; 'star': node 0 is a server that never trains; 'isolated': one node alone)
+and `schedule` ('gossip': the reference tick schedule; 'every_tick': all nodes train every
+tick; 'fl_rounds': clients train E steps at each round's middle tick).
+
+Node-local merges cost what the merges cost, not N: `for_selected` compacts the [N] mask of
+merging nodes on device (an O(N) pass over int32 flags) and runs the merge over groups of
+`slots` gathered rows in a `while_loop`; nothing of model size is touched for the others.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from vanish import variance
+from vanish.topology import Graph
+
+PyTree = Any
+
+
+class Hyper(NamedTuple):
+    """The hyperparameters algorithms read (static; the builder fills it from the config)."""
+
+    correction: variance.CorrectionConfig = variance.CorrectionConfig(target="none")
+    merge_slots: int = 8  # rows per compacted merge group
+    client_fraction: float = 1.0  # FL: fraction of clients per round
+    num_partitions: int = 4  # partitioned gossip
+    subsample: float = 0.0  # partitioned gossip: random coordinate subsampling if > 0
+    inbox_capacity: int = 16  # message-buffer rules (trimmed mean): messages per node
+    trim_fraction: float = 0.2  # trimmed mean: fraction cut at each end
+
+
+class Consts(NamedTuple):
+    """Device arrays the step reads: arguments of the compiled step, never captured."""
+
+    graph: Graph
+    x_train: jax.Array
+    y_train: jax.Array
+    part: Any  # partition.PartitionArrays
+    threshold: jax.Array  # [N] int32: merge once the inbox holds this many messages
+    beta: jax.Array  # f32: weight of the own model in a merge
+    is_client: jax.Array  # [N] bool: nodes that train (FL: all but the server)
+    round_ticks: jax.Array  # int32: FL / D-PSGD round length
+    part_ids: PyTree  # partitioned gossip: coordinate -> partition id, else None
+
+
+class Sent(NamedTuple):
+    """What K trained slots hand to `emit`."""
+
+    params: PyTree  # [K, ...] the freshly trained models
+    node: jax.Array  # [K] int32 node ids
+    send: jax.Array  # [K] bool: the slot is valid and sends after this event
+    key: jax.Array  # [K] per-(tick, node) keys
+    event_ord: jax.Array  # [K] the sender's training-event ordinal (before this one)
+
+
+class Tick(NamedTuple):
+    """Where the engine is when it calls `end_of_tick`."""
+
+    tick: jax.Array  # int32
+    last: jax.Array  # bool: the final chunk of this tick
+    round_end: jax.Array  # bool: last and (tick + 1) % round_ticks == 0
+    key: jax.Array  # this tick's key
+
+
+class Algorithm(NamedTuple):
+    name: str
+    init: Callable[[PyTree], PyTree]
+    emit: Callable[[PyTree, Sent, Consts], PyTree]
+    end_of_tick: Callable[[PyTree, PyTree, Consts, Tick], tuple[PyTree, PyTree, jax.Array]]
+    shared_init: bool = False
+    topology: str = "graph"
+    schedule: str = "gossip"
+    needs_partition_ids: bool = False  # Consts.part_ids (partitioned gossip)
+
+
+def no_inbox(params_N: PyTree) -> None:
+    del params_N
+    return None
+
+
+def no_emit(inbox: PyTree, sent: Sent, consts: Consts) -> PyTree:
+    del sent, consts
+    return inbox
+
+
+def num_nodes(params_N: PyTree) -> int:
+    return jax.tree.leaves(params_N)[0].shape[0]
+
+
+def take(tree_N: PyTree, idx_M: jax.Array) -> PyTree:
+    return jax.tree.map(lambda x: x[idx_M], tree_N)
+
+
+def put(tree_N: PyTree, idx_M: jax.Array, tree_M: PyTree) -> PyTree:
+    """Writes rows back; indices >= N (padding) are dropped."""
+    return jax.tree.map(lambda x, v: x.at[idx_M].set(v.astype(x.dtype), mode="drop"),
+                        tree_N, tree_M)
+
+
+def for_selected(mask_N: jax.Array, slots: int, body: Callable[[PyTree, jax.Array, jax.Array],
+                 PyTree], carry: PyTree) -> PyTree:
+    """Runs body(carry, idx_M, valid_M) over the selected nodes, `slots` at a time.
+
+    idx_M holds selected node ids (padding: N, out of bounds, so `put` drops it and `take`
+    clamps it to a real row whose result is then discarded). The loop runs
+    ceil(count / slots) times: zero when nothing is selected.
+    """
+    n = mask_N.shape[0]
+    count = jnp.sum(mask_N.astype(jnp.int32))
+    idx = jnp.nonzero(mask_N, size=n, fill_value=n)[0].astype(jnp.int32)
+    idx = jnp.concatenate([idx, jnp.full((slots,), n, jnp.int32)])
+    groups = (count + slots - 1) // slots
+
+    def step(g, c):
+        idx_M = lax.dynamic_slice(idx, (g * slots,), (slots,))
+        return body(c, idx_M, idx_M < n)
+
+    return lax.fori_loop(0, groups, step, carry)
+
+
+def merge_selected(params_N: PyTree, inbox: PyTree, merged_N: jax.Array, slots: int,
+                   merge: Callable[[PyTree, PyTree, jax.Array], PyTree],
+                   empty: Callable[[PyTree], PyTree]) -> tuple[PyTree, PyTree]:
+    """Node-local merges of the nodes in merged_N: params <- merge(params, inbox), inbox emptied.
+
+    merge(params_M, inbox_M, valid_M) -> params_M works on gathered rows; `empty(inbox_M)`
+    gives the cleared rows. Cost ~ merges * model size (see the module docstring).
+    """
+
+    def body(c, idx_M, valid_M):
+        p, ib = c
+        ib_M = take(ib, idx_M)
+        new_M = merge(take(p, idx_M), ib_M, valid_M)
+        return put(p, idx_M, new_M), put(ib, idx_M, empty(ib_M))
+
+    return for_selected(merged_N, slots, body, (params_N, inbox))

@@ -1,0 +1,47 @@
+"""Synchronous decentralized SGD (D-PSGD): every node trains every tick, then every round
+params <- W @ params over the topology's mixing matrix, optionally variance corrected (the
+target of node i is the W-weighted mean of the pre-mix variances of the models it mixes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from vanish import mixing, variance
+from vanish.algorithms import base
+from vanish.topology import Graph
+
+PyTree = Any
+
+
+def sync_mix(params_N: PyTree, graph: Graph, corr: variance.CorrectionConfig) -> PyTree:
+    """One D-PSGD mixing step, params <- W @ params, with optional variance correction."""
+    mixed_N = mixing.mix(params_N, graph)
+    if corr.target == "none":
+        return mixed_N
+    var_N = variance.correctable_variance(params_N, corr)
+    target_N = mixing.mix(var_N, graph)
+    mask = variance.correctable_mask(params_N, corr, stacked=True)
+
+    def fix(x_N, t_N, correct):
+        if not correct:
+            return x_N
+        return jax.vmap(lambda x, t: variance.rescale(x, t, corr))(x_N, t_N)
+
+    return jax.tree.map(fix, mixed_N, target_N, mask)
+
+
+def end_of_tick(corr: variance.CorrectionConfig, params_N: PyTree, inbox: None,
+                consts: base.Consts, tick: base.Tick) -> tuple[PyTree, None, jax.Array]:
+    params_N = jax.lax.cond(tick.round_end, lambda p: sync_mix(p, consts.graph, corr),
+                            lambda p: p, params_N)
+    n = base.num_nodes(params_N)
+    return params_N, inbox, jax.numpy.broadcast_to(tick.round_end, (n,))
+
+
+def make(hp: base.Hyper, *, corrected: bool) -> base.Algorithm:
+    corr = hp.correction if corrected else variance.CorrectionConfig(target="none")
+    return base.Algorithm(
+        name="dpsgd_vc" if corrected else "dpsgd", init=base.no_inbox, emit=base.no_emit,
+        end_of_tick=lambda p, ib, c, t: end_of_tick(corr, p, ib, c, t), schedule="every_tick")

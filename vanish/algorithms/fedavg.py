@@ -1,0 +1,78 @@
+"""Federated averaging: a star whose node 0 is a server that never trains.
+
+`fl` is the authors' baseline (DFL_torch, SPEC section 3): in every round of R ticks each
+participating client (a `client_fraction` sample, drawn per round from the seed) trains
+exactly E local steps from the server's model (E = 1, at the round's middle tick) and sends
+its model to the server; at the round's end the server takes the mean of what it received
+and every node adopts it. The server's inbox is the gossip accumulator, so a send costs
+what it costs in gossip; the round end is one broadcast.
+
+`fl_sched` is the earlier variant: clients train on the gossip schedule (some client-rounds
+contribute 0 steps, others 2) and at each round's end the server averages the current
+models of a client sample drawn on device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from vanish import mixing, variance
+from vanish.algorithms import base, gossip
+
+PyTree = Any
+
+
+def round_end(params_N: PyTree, inbox: gossip.Inbox, consts: base.Consts,
+              tick: base.Tick) -> tuple[PyTree, gossip.Inbox, jax.Array]:
+    n = base.num_nodes(params_N)
+
+    def adopt(args):
+        p, ib = args
+        cnt = ib.count[0]
+        mean = jax.tree.map(lambda t: t[0] / jnp.maximum(cnt, 1).astype(t.dtype), ib.total)
+        new = mixing.broadcast(mean, n)
+        p = jax.tree.map(lambda old, x: jnp.where(cnt > 0, x, old), p, new)
+        return p, gossip.empty(ib)
+
+    params_N, inbox = jax.lax.cond(tick.round_end, adopt, lambda a: a, (params_N, inbox))
+    return params_N, inbox, consts.is_client & tick.round_end
+
+
+def client_weights(key: jax.Array, is_client_N: jax.Array, fraction: float) -> jax.Array:
+    """Samples round(fraction * clients) participating clients (at least one) uniformly."""
+    n_clients = jnp.sum(is_client_N)
+    m = jnp.maximum(1, jnp.round(fraction * n_clients)).astype(jnp.int32)
+    score = jnp.where(is_client_N, jax.random.uniform(key, is_client_N.shape), 2.0)
+    rank = jnp.argsort(jnp.argsort(score))
+    return (rank < m).astype(jnp.float32)
+
+
+def fedavg_round(params_N: PyTree, weight_N: jax.Array) -> PyTree:
+    """Every node adopts the weighted client mean (weight 0: the server, unsampled clients)."""
+    return mixing.broadcast(mixing.federated_mean(params_N, weight_N), weight_N.shape[0])
+
+
+def sched_round_end(fraction: float, params_N: PyTree, inbox: None, consts: base.Consts,
+                    tick: base.Tick) -> tuple[PyTree, None, jax.Array]:
+    n = base.num_nodes(params_N)
+    weight = client_weights(jax.random.fold_in(tick.key, n), consts.is_client, fraction)
+    params_N = jax.lax.cond(tick.round_end, lambda p: fedavg_round(p, weight), lambda p: p,
+                            params_N)
+    return params_N, inbox, consts.is_client & tick.round_end
+
+
+def make(hp: base.Hyper) -> base.Algorithm:
+    none = variance.CorrectionConfig(target="none")
+    return base.Algorithm(
+        name="fl", init=gossip.init, emit=lambda ib, s, c: gossip.emit(none, ib, s, c),
+        end_of_tick=round_end, shared_init=True, topology="star", schedule="fl_rounds")
+
+
+def make_sched(hp: base.Hyper) -> base.Algorithm:
+    return base.Algorithm(
+        name="fl_sched", init=base.no_inbox, emit=base.no_emit,
+        end_of_tick=lambda p, ib, c, t: sched_round_end(hp.client_fraction, p, ib, c, t),
+        shared_init=True, topology="star", schedule="gossip")

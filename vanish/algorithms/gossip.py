@@ -1,0 +1,71 @@
+"""Gossip learning (SPEC section 3): push to every out-neighbour, merge at `threshold` messages.
+
+    inbox = init(params_N)    # sum of received models, count, sum of their layer variances
+
+Plain gossip is target 'none'; `gossip_vc` rescales each merged kernel to the mean variance of
+the received models (SPEC section 2). The inbox is a fixed-shape accumulator, so a send is a
+scatter-add over the sender's out-edges (`mixing.push_from`) and a merge needs no buffers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vanish import mixing, variance
+from vanish.algorithms import base
+
+PyTree = Any
+
+
+class Inbox(NamedTuple):
+    total: PyTree  # sum of received models (structure of params_N)
+    count: jax.Array  # [N] messages since the last merge (duplicates count)
+    var_total: PyTree  # pytree of [N]: sum of the received models' per-layer variances
+
+
+def init(params_N: PyTree) -> Inbox:
+    n = base.num_nodes(params_N)
+    return Inbox(total=jax.tree.map(jnp.zeros_like, params_N),
+                 count=jnp.zeros((n,), jnp.int32),
+                 var_total=jax.tree.map(lambda x: jnp.zeros((n,), x.dtype), params_N))
+
+
+def emit(corr: variance.CorrectionConfig, inbox: Inbox, sent: base.Sent,
+         consts: base.Consts) -> Inbox:
+    if corr.target in ("others", "blend"):
+        var_K = variance.correctable_variance(sent.params, corr)
+    else:  # the target does not read received variances: send zeros, skip the reductions
+        var_K = jax.tree.map(lambda v: jnp.zeros(sent.node.shape, v.dtype), inbox.var_total)
+    (total, var_total), count = mixing.push_from(
+        (inbox.total, inbox.var_total), inbox.count, (sent.params, var_K), sent.node,
+        sent.send, consts.graph)
+    return Inbox(total, count, var_total)
+
+
+def empty(inbox_M: PyTree) -> PyTree:
+    return jax.tree.map(jnp.zeros_like, inbox_M)
+
+
+def end_of_tick(corr: variance.CorrectionConfig, slots: int, params_N: PyTree, inbox: Inbox,
+                consts: base.Consts, tick: base.Tick) -> tuple[PyTree, Inbox, jax.Array]:
+    merged_N = tick.last & (inbox.count >= consts.threshold) & (inbox.count > 0)
+
+    def merge(p_M, ib_M: Inbox, valid_M):
+        return variance.mix_and_correct(p_M, ib_M.total, ib_M.count, ib_M.var_total,
+                                        consts.beta, corr, active_N=valid_M)
+
+    params_N, inbox = base.merge_selected(params_N, inbox, merged_N, slots, merge, empty)
+    return params_N, inbox, merged_N
+
+
+def make(hp: base.Hyper, *, corrected: bool) -> base.Algorithm:
+    corr = hp.correction if corrected else variance.CorrectionConfig(target="none")
+    return base.Algorithm(
+        name="gossip_vc" if corrected else "gossip",
+        init=init,
+        emit=lambda ib, s, c: emit(corr, ib, s, c),
+        end_of_tick=lambda p, ib, c, t: end_of_tick(corr, hp.merge_slots, p, ib, c, t),
+    )

@@ -1,0 +1,91 @@
+"""Partitioned / subsampled gossip (Hegedus, Danner, Jelasity 2019, 2021).
+
+A message carries one of P fixed parameter partitions (message j of a sender carries partition
+j mod P) or, with `subsample` > 0, a random subset of coordinates (each kept with that
+probability); the receiver merges only the coordinates it received, each with its own count.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vanish import mixing, nodes
+from vanish.algorithms import base
+
+PyTree = Any
+
+
+class Inbox(NamedTuple):
+    total: PyTree  # sum of received (masked) models
+    count: jax.Array  # [N] messages since the last merge
+    coord_count: PyTree  # per-coordinate number of receipts (structure of params_N)
+
+
+def init(params_N: PyTree) -> Inbox:
+    zeros = lambda: jax.tree.map(jnp.zeros_like, params_N)  # noqa: E731
+    return Inbox(zeros(), jnp.zeros((base.num_nodes(params_N),), jnp.int32), zeros())
+
+
+def partition_ids(params: PyTree, num_partitions: int, seed: int = 0) -> PyTree:
+    """Fixed random assignment of every coordinate of one model to one of P partitions."""
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+    return treedef.unflatten(
+        [jax.random.randint(k, x.shape[1:], 0, num_partitions).astype(jnp.int8)
+         for k, x in zip(keys, leaves)])
+
+
+def message_masks(part_ids: PyTree, event_ord_K: jax.Array, keys_K: jax.Array,
+                  num_partitions: int, subsample: float) -> PyTree:
+    """Which coordinates each of K messages carries (1.0 = carried)."""
+    if subsample > 0:
+        leaves, treedef = jax.tree.flatten(part_ids)
+        masks = []
+        for i, ids in enumerate(leaves):
+            k_K = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys_K)
+            masks.append(jax.vmap(lambda k: jax.random.bernoulli(k, subsample, ids.shape))(k_K)
+                         .astype(jnp.float32))
+        return treedef.unflatten(masks)
+    part_K = (event_ord_K % num_partitions).astype(jnp.int8)
+    return jax.tree.map(
+        lambda ids: (ids[None] == nodes.per_node(part_K, ids.ndim + 1)).astype(jnp.float32),
+        part_ids)
+
+
+def emit(hp: base.Hyper, inbox: Inbox, sent: base.Sent, consts: base.Consts) -> Inbox:
+    masks_K = message_masks(consts.part_ids, sent.event_ord, sent.key, hp.num_partitions,
+                            hp.subsample)
+    payload_K = jax.tree.map(jnp.multiply, sent.params, masks_K)
+    (total, coord_count), count = mixing.push_from(
+        (inbox.total, inbox.coord_count), inbox.count, (payload_K, masks_K), sent.node,
+        sent.send, consts.graph)
+    return Inbox(total, count, coord_count)
+
+
+def end_of_tick(slots: int, params_N: PyTree, inbox: Inbox, consts: base.Consts,
+                tick: base.Tick) -> tuple[PyTree, Inbox, jax.Array]:
+    merged_N = tick.last & (inbox.count >= consts.threshold) & (inbox.count > 0)
+    beta = consts.beta
+
+    def merge(p_M, ib_M: Inbox, valid_M):
+        def coords(x, total, cnt):
+            take = nodes.per_node(valid_M, x.ndim) & (cnt > 0)
+            mixed = beta * x + (1 - beta) * total / jnp.where(take, cnt, 1.0)
+            return jnp.where(take, mixed, x)
+
+        return jax.tree.map(coords, p_M, ib_M.total, ib_M.coord_count)
+
+    empty = lambda ib_M: jax.tree.map(jnp.zeros_like, ib_M)  # noqa: E731
+    params_N, inbox = base.merge_selected(params_N, inbox, merged_N, slots, merge, empty)
+    return params_N, inbox, merged_N
+
+
+def make(hp: base.Hyper) -> base.Algorithm:
+    return base.Algorithm(
+        name="gossip_part", init=init,
+        emit=lambda ib, s, c: emit(hp, ib, s, c),
+        end_of_tick=lambda p, ib, c, t: end_of_tick(hp.merge_slots, p, ib, c, t),
+        needs_partition_ids=True)

@@ -1,0 +1,18 @@
+"""Single-node training: one node alone, no communication (the paper's baseline)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from vanish.algorithms import base
+
+
+def end_of_tick(params_N, inbox, consts, tick):
+    del consts, tick
+    return params_N, inbox, jnp.zeros((base.num_nodes(params_N),), bool)
+
+
+def make(hp: base.Hyper) -> base.Algorithm:
+    del hp
+    return base.Algorithm(name="single", init=base.no_inbox, emit=base.no_emit,
+                          end_of_tick=end_of_tick, topology="isolated")

@@ -1,0 +1,109 @@
+"""Coordinate-wise trimmed-mean gossip: a robust merge over per-message buffers.
+
+The worked example of docs/ARCHITECTURE.md ("adding a rule"): a trimmed mean needs the
+received models themselves, not their sum, so this rule's inbox is a buffer of
+`inbox_capacity` messages per node. At a merge, every coordinate's received values are
+sorted, floor(trim_fraction * m) are cut at each end (m = messages held) and the rest
+averaged; the node then mixes `beta * own + (1 - beta) * trimmed mean`. `gossip_trim_vc`
+rescales each kernel to the mean variance of the received models afterwards (SPEC 2).
+Memory: N * capacity models; the builder sizes capacity to threshold - 1 + in-degree, the
+most a node can hold at a tick's end, so no message is ever dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vanish import nodes, variance
+from vanish.algorithms import base
+
+PyTree = Any
+
+
+class Inbox(NamedTuple):
+    buf: PyTree  # [N, C, ...] received models, slots [0, count) filled
+    count: jax.Array  # [N] messages held
+
+
+def make_init(capacity: int):
+    def init(params_N: PyTree) -> Inbox:
+        n = base.num_nodes(params_N)
+        buf = jax.tree.map(lambda x: jnp.zeros((n, capacity, *x.shape[1:]), x.dtype), params_N)
+        return Inbox(buf, jnp.zeros((n,), jnp.int32))
+
+    return init
+
+
+def emit(inbox: Inbox, sent: base.Sent, consts: base.Consts) -> Inbox:
+    g = consts.graph
+    n, cap = inbox.count.shape[0], jax.tree.leaves(inbox.buf)[0].shape[1]
+    k, d = g.out_nbr[sent.node].shape
+    ok = (g.out_valid[sent.node] & sent.send[:, None]).reshape(-1)
+    dest = jnp.where(ok, g.out_nbr[sent.node].reshape(-1), n)
+    # Messages to the same receiver within this chunk take consecutive slots.
+    same = (dest[:, None] == dest[None, :]) & jnp.tri(k * d, k=-1, dtype=bool)
+    pos = inbox.count[jnp.minimum(dest, n - 1)] + jnp.sum(same, axis=1)
+    dest = jnp.where(pos < cap, dest, n)  # never taken when capacity is sized by the builder
+    src = jnp.repeat(jnp.arange(k), d)
+    buf = jax.tree.map(lambda b, x: b.at[dest, pos].set(x[src], mode="drop"), inbox.buf,
+                       sent.params)
+    count = inbox.count.at[dest].add(1, mode="drop")
+    return Inbox(buf, count)
+
+
+def trimmed_mean(buf_MC: jax.Array, count_M: jax.Array, fraction: float) -> jax.Array:
+    """Coordinate-wise mean of slots [t, m - t) of the sorted first m values, t = floor(f m)."""
+    cap = buf_MC.shape[1]
+    slot = nodes.per_node(jnp.arange(cap), buf_MC.ndim - 1)[None]
+    m = nodes.per_node(count_M, buf_MC.ndim)
+    vals = jnp.sort(jnp.where(slot < m, buf_MC, jnp.inf), axis=1)
+    t = jnp.floor(fraction * m).astype(jnp.int32)
+    keep = (slot >= t) & (slot < m - t)
+    total = jnp.sum(jnp.where(keep, vals, 0.0), axis=1)
+    return total / jnp.maximum(m - 2 * t, 1)[:, 0].astype(buf_MC.dtype)
+
+
+def end_of_tick(hp: base.Hyper, corr: variance.CorrectionConfig, params_N: PyTree, inbox: Inbox,
+                consts: base.Consts, tick: base.Tick) -> tuple[PyTree, Inbox, jax.Array]:
+    merged_N = tick.last & (inbox.count >= consts.threshold) & (inbox.count > 0)
+    beta = consts.beta
+
+    def merge(p_M, ib_M: Inbox, valid_M):
+        cnt = ib_M.count
+        mixed = jax.tree.map(
+            lambda x, b: beta * x + (1 - beta) * trimmed_mean(b, cnt, hp.trim_fraction),
+            p_M, ib_M.buf)
+        if corr.target != "none":
+            mask = variance.correctable_mask(p_M, corr, stacked=True)
+
+            def target(b, correct):  # mean variance of the held messages
+                if not correct:
+                    return None
+                v_MC = jax.vmap(lambda bb: variance.layer_variance(bb, corr.ddof))(b)
+                held = jnp.arange(b.shape[1])[None] < cnt[:, None]
+                return jnp.sum(jnp.where(held, v_MC, 0.0), 1) / jnp.maximum(cnt, 1)
+
+            def fix(x, b, correct):
+                if not correct:
+                    return x
+                return jax.vmap(lambda xx, tt: variance.rescale(xx, tt, corr))(x, target(b, True))
+
+            mixed = jax.tree.map(fix, mixed, ib_M.buf, mask)
+        ok = valid_M & (cnt > 0)
+        return jax.tree.map(lambda new, old: jnp.where(nodes.per_node(ok, old.ndim), new, old),
+                            mixed, p_M)
+
+    empty = lambda ib_M: Inbox(ib_M.buf, jnp.zeros_like(ib_M.count))  # noqa: E731
+    params_N, inbox = base.merge_selected(params_N, inbox, merged_N, hp.merge_slots, merge, empty)
+    return params_N, inbox, merged_N
+
+
+def make(hp: base.Hyper, *, corrected: bool = False) -> base.Algorithm:
+    corr = hp.correction if corrected else variance.CorrectionConfig(target="none")
+    return base.Algorithm(
+        name="gossip_trim_vc" if corrected else "gossip_trim",
+        init=make_init(hp.inbox_capacity), emit=emit,
+        end_of_tick=lambda p, ib, c, t: end_of_tick(hp, corr, p, ib, c, t))

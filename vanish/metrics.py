@@ -1,0 +1,128 @@
+"""Evaluation, metric names and run summaries: everything measured about a simulation.
+
+    evaluate = metrics.make_evaluator(model, nodes_per_chunk=64)
+    out = evaluate(state.params, x_T, y_T, is_client_N, state)   # one jitted call, on device
+    row = metrics.to_row(jax.device_get(out), is_client, has_server=False)
+    summary = metrics.summarize(rows, target=0.8)
+
+Evaluation is O(N) in time but not in memory: nodes are evaluated `nodes_per_chunk` at a
+time (`lax.map` over chunks of a vmapped eval), so the activations alive at once are one
+chunk's, whatever N is. The "global average model" (the plain mean of all clients' models,
+"A Single Merging Suffices", 2025) is evaluated too: it shows whether the nodes stay
+mergeable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vanish import mixing, nodes, variance
+
+PyTree = Any
+
+# Metric names (one constant each; rows, summaries, plots and W&B read these).
+ACC_MEAN, ACC_MIN, ACC_MAX, ACC_STD = "acc_mean", "acc_min", "acc_max", "acc_std"
+LOSS_MEAN, LOSS_MIN, LOSS_MAX, LOSS_STD = "loss_mean", "loss_min", "loss_max", "loss_std"
+CONSENSUS = "consensus"
+AVERAGING_EVENTS, TRAINING_EVENTS = "averaging_events", "training_events"
+TRAIN_LOSS = "train_loss"
+SERVER_ACC = "server_acc"
+GLOBAL_ACC, GLOBAL_LOSS = "global_acc", "global_loss"
+TICKS_PER_S = "ticks_per_s"
+VAR_PREFIX, VAR_RATIO_PREFIX = "var/", "var_ratio/"
+# Summary names.
+FINAL_ACC, TICKS_TO_TARGET, VAR_RATIO = "final_acc", "ticks_to_target", "var_ratio"
+
+
+def layer_name(path: Any) -> str:
+    """'Conv_0/kernel' for a key path (the one key-path-to-name helper)."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def make_evaluator(model: Any, nodes_per_chunk: int = 64) -> Callable[..., dict[str, Any]]:
+    """A jitted evaluation (params_N, x_T, y_T, weight_N, state) -> device dict of metrics."""
+    eval_N = nodes.make_eval_step(model)  # vmapped over a stack of nodes
+
+    def one_chunk_at_a_time(params_N, x_T, y_T):
+        return jax.lax.map(lambda p: _unbatched(eval_N, p, x_T, y_T), params_N,
+                           batch_size=max(1, int(nodes_per_chunk)))
+
+    @jax.jit
+    def evaluate(params_N, x_T, y_T, weight_N, train_count, merges, loss_sum, loss_n):
+        acc_N, loss_N = one_chunk_at_a_time(params_N, x_T, y_T)
+        var = variance.layer_variance(params_N)
+        layer_var = {layer_name(path): jnp.mean(v)
+                     for path, v in jax.tree_util.tree_flatten_with_path(var)[0]}
+        avg = mixing.federated_mean(params_N, weight_N)
+        g_loss, g_acc = nodes.loss_and_accuracy(model, avg, x_T, y_T)
+        total_n = jnp.sum(loss_n)
+        return dict(
+            acc_N=acc_N, loss_N=loss_N, layer_var=layer_var, global_acc=g_acc,
+            global_loss=g_loss, consensus=mixing.consensus_distance(params_N),
+            merges=jnp.sum(merges), train_events=jnp.sum(train_count),
+            train_loss=jnp.sum(loss_sum) / jnp.maximum(total_n, 1), train_n=total_n)
+
+    return evaluate
+
+
+def _unbatched(eval_N, params, x_T, y_T):
+    acc, loss = eval_N(jax.tree.map(lambda x: x[None], params), x_T, y_T)
+    return acc[0], loss[0]
+
+
+def to_row(out: dict[str, Any], eval_nodes: np.ndarray, *, has_server: bool) -> dict[str, Any]:
+    """Host metrics of one evaluation from the evaluator's (device_get) output."""
+    acc, loss = out["acc_N"][eval_nodes], out["loss_N"][eval_nodes]
+    m: dict[str, Any] = {
+        ACC_MEAN: float(acc.mean()), ACC_MIN: float(acc.min()), ACC_MAX: float(acc.max()),
+        ACC_STD: float(acc.std()), LOSS_MEAN: float(loss.mean()), LOSS_MIN: float(loss.min()),
+        LOSS_MAX: float(loss.max()), LOSS_STD: float(loss.std()),
+        CONSENSUS: float(out["consensus"]), AVERAGING_EVENTS: int(out["merges"]),
+        TRAINING_EVENTS: int(out["train_events"]),
+        GLOBAL_ACC: float(out["global_acc"]), GLOBAL_LOSS: float(out["global_loss"]),
+    }
+    if out["train_n"] > 0:
+        m[TRAIN_LOSS] = float(out["train_loss"])
+    if has_server:
+        m[SERVER_ACC] = float(out["acc_N"][0])
+    for path, v in out["layer_var"].items():
+        m[f"{VAR_PREFIX}{path}"] = float(v)
+    return m
+
+
+def variance_ratios(row: dict[str, Any], var0: dict[str, float]) -> dict[str, float]:
+    """Each layer's mean weight variance relative to its value at tick 0 (the one definition)."""
+    return {f"{VAR_RATIO_PREFIX}{k}": row[f"{VAR_PREFIX}{k}"] / v for k, v in var0.items()
+            if v > 0 and f"{VAR_PREFIX}{k}" in row}
+
+
+def initial_variances(row: dict[str, Any]) -> dict[str, float]:
+    return {k[len(VAR_PREFIX):]: v for k, v in row.items() if k.startswith(VAR_PREFIX)}
+
+
+def summarize(records: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """Final accuracy, ticks to the target mean accuracy and final per-layer variance ratios.
+
+    `var_ratio` is the mean over kernel leaves of their final variance ratio.
+    """
+    if not records:
+        return {}
+    last = records[-1]
+    hit = [r["tick"] for r in records if r.get(ACC_MEAN, -1.0) >= target]
+    out: dict[str, Any] = dict(
+        final_tick=last["tick"], final_acc=last[ACC_MEAN], final_acc_min=last[ACC_MIN],
+        best_acc=max(r[ACC_MEAN] for r in records), target_accuracy=target,
+        ticks_to_target=hit[0] if hit else None, averaging_events=last[AVERAGING_EVENTS],
+    )
+    if GLOBAL_ACC in last:
+        out["final_global_acc"] = last[GLOBAL_ACC]
+    ratios = {k: v for k, v in last.items() if k.startswith(VAR_RATIO_PREFIX)}
+    out.update(ratios)
+    kernel = [v for k, v in ratios.items() if k.endswith("kernel")]
+    if kernel:
+        out[VAR_RATIO] = float(np.mean(kernel))
+    return out
