@@ -1,13 +1,19 @@
-"""Engine benchmark: ticks/s of the packed tick engine vs full-N masked training, same run.
+"""Engine benchmark: cost and memory per tick vs N, split into train / deliver / merge / eval.
 
-    python scripts/bench_sim.py [--nodes 50,200] [--ticks 200] [--out bench_sim.json]
+    python scripts/bench_sim.py [--lenet 50,200,1000,5000] [--mlp 1000,5000,20000]
+                                [--ticks 40] [--out docs/bench_sim.json]
 
-The paper_iid configuration (LeNet-5, random 8-regular, intervals U{8..12}, batch 64,
-gossip + variance correction) on Fashion-MNIST (synthetic data of the same shape when the
-Debian files are absent). The baseline is the same engine with `masked_baseline=True`:
-every busy tick trains all N nodes and masks out those not scheduled. Both skip the first
-`--warmup` ticks (tick 0, where every node trains, and compilation).
-Target (issue #3): >= 5x the masked baseline at intervals U{8..12}.
+The paper_iid configuration (random 8-regular, intervals U{8..12}, batch 64, threshold =
+degree, gossip + variance correction, 100 class-balanced test images per node) with LeNet-5
+and with the MLP. Every size runs in a fresh subprocess, so its peak RSS (ru_maxrss) is its
+own; the state's bytes are summed from the state pytree. Phases are timed as three engines
+over the same work plan: train only (emit and end-of-tick replaced by no-ops), train +
+deliver, and the full step; deliver and merge are the differences. Ticks [warmup, warmup +
+ticks) are timed, after tick 0 (where every node trains) and compilation; one evaluation
+is timed separately and amortised over eval_every = 100 ticks.
+Targets (issue #7): node-steps/s at N = 1000 >= 95% of N = 50's (same model, same run);
+peak-RSS growth 50 -> 1000 <= 1.5x the state's growth; N = 5000 LeNet-5 runs; paper_iid at
+50 and 200 nodes >= 27 and >= 6.8 ticks/s (5x the authors' simulator on this machine type).
 """
 
 from __future__ import annotations
@@ -16,70 +22,151 @@ import argparse
 import json
 import os
 import platform
+import resource
+import subprocess
 import sys
 import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
-
-from vanish import config as config_lib  # noqa: E402
-from vanish import data as data_lib  # noqa: E402
-from vanish import runtime  # noqa: E402
-from vanish.simulation import Simulation  # noqa: E402
+AUTHORS_TICKS_PER_S = {50: 5.4, 200: 1.35}  # DFL_torch, 1 thread, measured on this machine type
 
 
-def measure(cfg: Any, dataset: Any, algorithm: str, warmup: int, ticks: int) -> dict[str, Any]:
-    sim = Simulation(cfg, algorithm, dataset)
-    state = sim.init_state()
-    state = sim.run_ticks(state, 0, warmup)
-    jax.block_until_ready(state.params)
-    t = time.perf_counter()
-    state = sim.run_ticks(state, warmup, warmup + ticks)
-    jax.block_until_ready(state.params)
-    wall = time.perf_counter() - t
-    ev = sim.schedule.event_tick
-    events = int(((ev >= warmup) & (ev < warmup + ticks)).sum())
-    return dict(ticks_per_s=ticks / wall, node_steps_per_s=events / wall, wall_s=wall,
-                slots=sim.work.slots, chunks=len(sim.work.between(warmup, warmup + ticks)),
-                train_events=events, fuse=sim.fuse)
+def _state_bytes(state: Any) -> int:
+    import jax
+
+    return int(sum(x.nbytes for x in jax.tree.leaves(state)))
 
 
-def main() -> None:
-    runtime.reexec_with_tcmalloc()  # as the CLI does; VANISH_TCMALLOC=0 measures without
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nodes", default="50,200")
-    ap.add_argument("--ticks", type=int, default=200)
-    ap.add_argument("--baseline-ticks", type=int, default=40,
-                    help="ticks timed for the (slow) masked baseline")
-    ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--model", default="lenet5")
-    ap.add_argument("--algorithm", default="gossip_vc")
-    ap.add_argument("--out", default="bench_sim.json")
-    args = ap.parse_args()
+def one(n: int, model: str, ticks: int, warmup: int, phases: bool) -> dict[str, Any]:
+    import jax
+
+    from vanish import config as config_lib
+    from vanish import data as data_lib
+    from vanish import engine
+    from vanish.algorithms import base, single
+    from vanish.simulation import Simulation
+
     try:
         dataset = data_lib.load("fashion_mnist")
     except data_lib.DatasetUnavailableError:
         dataset = data_lib.load("synthetic", num_train=60000, num_test=1000)
+    cfg = config_lib.paper_config()
+    cfg.num_nodes, cfg.model, cfg.ticks = n, model, warmup + ticks
+    sim = Simulation(cfg, "gossip_vc", dataset)
+    ev = sim.schedule.event_tick
+    events = int(((ev >= warmup) & (ev < warmup + ticks)).sum())
+
+    def timed(eng: engine.Engine) -> tuple[float, Any]:
+        state = eng.run_ticks(eng.init_state(), 0, warmup)
+        jax.block_until_ready(state)
+        t = time.perf_counter()
+        state = eng.run_ticks(state, warmup, warmup + ticks)
+        jax.block_until_ready(state)
+        return time.perf_counter() - t, state
+
+    full_s, state = timed(sim.engine)
+    row: dict[str, Any] = dict(
+        n=n, model=model, ticks=ticks, train_events=events, slots=sim.work.slots,
+        ticks_per_s=ticks / full_s, node_steps_per_s=events / full_s,
+        ms_per_tick=1e3 * full_s / ticks, state_bytes=_state_bytes(state))
+    t = time.perf_counter()
+    state, _ = sim.evaluate(state)
+    eval_s = time.perf_counter() - t  # includes compilation: timed again below
+    t = time.perf_counter()
+    state, _ = sim.evaluate(state)
+    eval_s = time.perf_counter() - t
+    row["ms_eval_per_tick"] = 1e3 * eval_s / 100
+    row["eval_s"] = eval_s
+    if phases:
+        c = sim.components
+        parts = {}
+        for label, algo in (
+                ("train", c.algorithm._replace(emit=base.no_emit, end_of_tick=single.end_of_tick)),
+                ("train+deliver", c.algorithm._replace(end_of_tick=single.end_of_tick))):
+            from vanish import nodes
+            import functools
+
+            init = functools.partial(nodes.init_params, c.model, c.keys["init"], sim.n,
+                                     c.input_shape, shared=False)
+            eng = engine.Engine(algo, nodes.make_train_step(c.model, c.tx), c.tx, init, c.work,
+                                c.consts, batch_size=c.batch_size, train_key=c.keys["train"],
+                                merge_slots=c.merge_slots)
+            parts[label] = timed(eng)[0]
+            del eng
+        row["ms_train"] = 1e3 * parts["train"] / ticks
+        row["ms_deliver"] = 1e3 * (parts["train+deliver"] - parts["train"]) / ticks
+        row["ms_merge"] = 1e3 * (full_s - parts["train+deliver"]) / ticks
+    row["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return row
+
+
+def main() -> None:
+    from vanish import runtime
+
+    runtime.reexec_with_tcmalloc()  # as the CLI does; VANISH_TCMALLOC=0 measures without
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lenet", default="50,200,1000,5000")
+    ap.add_argument("--mlp", default="1000,5000,20000")
+    ap.add_argument("--ticks", type=int, default=40)
+    ap.add_argument("--big-ticks", type=int, default=10, help="ticks timed at N >= 5000")
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--no-phases", action="store_true")
+    ap.add_argument("--one", default="", help=argparse.SUPPRESS)  # child: "n,model"
+    ap.add_argument("--out", default="bench_sim.json")
+    args = ap.parse_args()
+    if args.one:
+        n, model = args.one.split(",")
+        ticks = args.big_ticks if int(n) >= 5000 else args.ticks
+        print("ROW " + json.dumps(one(int(n), model, ticks, args.warmup, not args.no_phases)))
+        return
+    import jax
+
     result: dict[str, Any] = dict(backend=jax.default_backend(), cpu_count=os.cpu_count(),
-                                  machine=platform.machine(), dataset=dataset.name,
-                                  tcmalloc=runtime.tcmalloc_active(),
-                                  model=args.model, algorithm=args.algorithm, rows=[])
-    print(f"{'N':>5} {'engine':10} {'K':>4} {'ticks/s':>9} {'node-steps/s':>13} {'speedup':>8}")
-    for n in (int(v) for v in args.nodes.split(",")):
-        cfg = config_lib.default_config()
-        cfg.num_nodes, cfg.model, cfg.batch_size = n, args.model, 64
-        cfg.ticks = args.warmup + max(args.ticks, args.baseline_ticks)
-        packed = measure(cfg, dataset, args.algorithm, args.warmup, args.ticks)
-        cfg.masked_baseline = True
-        masked = measure(cfg, dataset, args.algorithm, args.warmup, args.baseline_ticks)
-        speedup = packed["ticks_per_s"] / masked["ticks_per_s"]
-        result["rows"].append(dict(n=n, packed=packed, masked=masked, speedup=speedup))
-        for name, r in (("masked", masked), ("packed", packed)):
-            print(f"{n:5d} {name:10} {r['slots']:4d} {r['ticks_per_s']:9.1f} "
-                  f"{r['node_steps_per_s']:13.0f} "
-                  f"{(speedup if name == 'packed' else 1.0):7.2f}x", flush=True)
+                                  machine=platform.machine(), tcmalloc=runtime.tcmalloc_active(),
+                                  algorithm="gossip_vc", rows=[])
+    print(f"{'model':6} {'N':>6} {'ticks/s':>8} {'steps/s':>8} {'train':>8} {'deliver':>8} "
+          f"{'merge':>8} {'eval':>7} {'peak GB':>8} {'state GB':>9}  (ms per tick)")
+    for model, sizes in (("lenet5", args.lenet), ("mlp", args.mlp)):
+        for n in (int(v) for v in sizes.split(",") if v):
+            cmd = [sys.executable, os.path.abspath(__file__), "--one", f"{n},{model}",
+                   "--ticks", str(args.ticks), "--big-ticks", str(args.big_ticks),
+                   "--warmup", str(args.warmup)] + (["--no-phases"] if args.no_phases else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
+            if proc.returncode or not lines:
+                row = dict(n=n, model=model, error=(proc.stderr or proc.stdout)[-400:])
+                print(f"{model:6} {n:6d} FAILED: {row['error'][-200:]}", flush=True)
+            else:
+                row = json.loads(lines[0][4:])
+                g = 2.0**30
+                print(f"{model:6} {n:6d} {row['ticks_per_s']:8.2f} {row['node_steps_per_s']:8.0f} "
+                      f"{row.get('ms_train', float('nan')):8.1f} "
+                      f"{row.get('ms_deliver', float('nan')):8.1f} "
+                      f"{row.get('ms_merge', float('nan')):8.1f} {row['ms_eval_per_tick']:7.1f} "
+                      f"{row['peak_rss_bytes'] / g:8.2f} {row['state_bytes'] / g:9.3f}",
+                      flush=True)
+            result["rows"].append(row)
+    rows = {(r["model"], r["n"]): r for r in result["rows"] if "error" not in r}
+    checks: dict[str, Any] = {}
+    for model in ("lenet5", "mlp"):
+        ns = sorted(n for m, n in rows if m == model)
+        if len(ns) >= 2:
+            lo, hi = rows[(model, ns[0])], rows[(model, ns[-1] if ns[-1] <= 1000 else
+                                                  max(n for n in ns if n <= 1000))]
+            checks[f"{model}_rate_ratio_{hi['n']}_vs_{lo['n']}"] = (
+                hi["node_steps_per_s"] / lo["node_steps_per_s"])
+            d_state = hi["state_bytes"] - lo["state_bytes"]
+            if d_state > 0:
+                checks[f"{model}_rss_growth_over_state_growth_{lo['n']}_{hi['n']}"] = (
+                    (hi["peak_rss_bytes"] - lo["peak_rss_bytes"]) / d_state)
+    for n, ref in AUTHORS_TICKS_PER_S.items():
+        if ("lenet5", n) in rows:
+            checks[f"lenet5_N{n}_vs_authors_simulator"] = rows[("lenet5", n)]["ticks_per_s"] / ref
+    result["checks"] = checks
+    for k, v in checks.items():
+        print(f"{k}: {v:.2f}")
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     print(f"wrote {args.out}")

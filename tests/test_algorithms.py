@@ -66,3 +66,94 @@ def test_optimizer_state_is_kept_across_merges_unless_reset():
     momentum_reset = [x for x in reset if x.ndim >= 2]
     assert any(np.abs(np.asarray(x)).max() > 0 for x in momentum_kept)
     assert all(np.abs(np.asarray(x)).max() == 0 for x in momentum_reset)
+
+
+# --------------------------------------------------- registry contract, trimmed mean, guards
+
+from jax_cache import compile_cache  # noqa: E402
+from vanish import algorithms, build, simulation  # noqa: E402
+from vanish.algorithms import base, trimmed_mean  # noqa: E402
+
+
+def _tiny_cfg(**overrides):
+    cfg = config.default_config()
+    cfg.dataset, cfg.synthetic_train, cfg.synthetic_test, cfg.test_per_class = (
+        "synthetic", 400, 100, 3)
+    cfg.model, cfg.batch_size, cfg.lr = "mlp", 8, 0.05
+    cfg.num_nodes, cfg.topology, cfg.degree = 6, "random_regular", 3
+    cfg.ticks, cfg.interval_lo, cfg.interval_hi, cfg.fl_round_ticks = 20, 2, 4, 5
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    with compile_cache(tmp_path_factory.getbasetemp() / "jax_cache_algorithms"):
+        yield data.load("synthetic", num_train=400, num_test=100, seed=0)
+
+
+@pytest.mark.parametrize("name", algorithms.NAMES)
+def test_every_registered_algorithm_runs_without_host_transfers_or_recompiles(name, tiny_data):
+    sim = simulation.Simulation(_tiny_cfg(), name, tiny_data)
+    assert isinstance(sim.algo, base.Algorithm) and sim.algo.name == name
+    state = sim.run_ticks(sim.init_state(), 0, 10)
+    state, m = sim.evaluate(state)
+    assert np.isfinite(m["loss_mean"]) and np.isfinite(m["global_acc"])
+    assert m["training_events"] > 0
+    if name != "single":
+        assert m["averaging_events"] > 0, name
+    cache = sim.engine._step._cache_size()
+    # The work plan lives on the device: running ticks moves nothing host -> device implicitly.
+    with jax.transfer_guard("disallow"):
+        state = sim.run_ticks(state, 10, 20)
+        jax.block_until_ready(state)
+    assert sim.engine._step._cache_size() == cache
+    assert int(state.tick) == 20
+
+
+def test_trimmed_mean_equals_numpy_on_explicit_buffers():
+    rng = np.random.default_rng(0)
+    buf = rng.normal(size=(4, 7, 3, 2)).astype(np.float32)  # 4 nodes, capacity 7
+    count = np.array([7, 5, 1, 3])
+    got = np.asarray(trimmed_mean.trimmed_mean(jnp.asarray(buf), jnp.asarray(count), 0.2))
+    for i, m in enumerate(count):
+        t = int(np.floor(0.2 * m))
+        vals = np.sort(buf[i, :m], axis=0)
+        np.testing.assert_allclose(got[i], vals[t:m - t].mean(0), rtol=1e-6, atol=1e-6)
+
+
+def test_trimmed_mean_inbox_holds_exactly_the_sent_models(tiny_data):
+    sim = simulation.Simulation(_tiny_cfg(ticks=1, first_tick="0"), "gossip_trim", tiny_data)
+    state = sim.init_state()
+    sent_params = jax.tree.map(lambda x: x + 1.0, state.params)  # any distinct models
+    k = sim.n
+    sent = base.Sent(sent_params, jnp.arange(k, dtype=jnp.int32), jnp.ones(k, bool),
+                     jax.random.split(jax.random.PRNGKey(0), k), jnp.zeros(k, jnp.int32))
+    inbox = sim.algo.emit(state.inbox, sent, sim.consts)
+    snd, rcv = np.asarray(sim.topo.senders), np.asarray(sim.topo.receivers)
+    leaf = np.asarray(jax.tree.leaves(inbox.buf)[0])
+    src = np.asarray(jax.tree.leaves(sent_params)[0])
+    np.testing.assert_array_equal(np.asarray(inbox.count), np.bincount(rcv, minlength=k))
+    for r in range(k):
+        held = sorted(tuple(leaf[r, j].ravel()[:4]) for j in range(int(inbox.count[r])))
+        want = sorted(tuple(src[s].ravel()[:4]) for s in snd[rcv == r])
+        assert held == want, r
+
+
+def test_trimmed_mean_rule_is_one_file_plus_one_registry_line():
+    assert algorithms.REGISTRY["gossip_trim"].func is trimmed_mean.make
+    assert algorithms.get("gossip_trim_vc", base.Hyper()).name == "gossip_trim_vc"
+
+
+def test_reference_mode_corrects_biases_like_dfl_torch():
+    cfg = _tiny_cfg(vc_reference=True)
+    corr = build.correction(cfg)
+    assert (corr.ddof, corr.eps, corr.correct_biases) == (1, 1e-4, True)
+    assert not build.correction(_tiny_cfg()).correct_biases
+    assert build.correction(_tiny_cfg(correct_biases=True)).correct_biases
+    from vanish import variance
+
+    m = variance.correctable_mask({"Dense_0": {"kernel": jnp.zeros((1, 4, 3)),
+                                               "bias": jnp.zeros((1, 3))}}, corr, stacked=True)
+    assert m == {"Dense_0": {"kernel": True, "bias": True}}
