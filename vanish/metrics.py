@@ -48,8 +48,21 @@ def make_evaluator(model: Any, nodes_per_chunk: int = 64) -> Callable[..., dict[
     eval_N = nodes.make_eval_step(model)  # vmapped over a stack of nodes
 
     def one_chunk_at_a_time(params_N, x_T, y_T):
-        return jax.lax.map(lambda p: _unbatched(eval_N, p, x_T, y_T), params_N,
-                           batch_size=max(1, int(nodes_per_chunk)))
+        # A fori_loop of dynamic slices (not lax.map, which first copies the whole stack into
+        # a [chunks, C, ...] layout). The last chunk is shifted back to end at N; the nodes it
+        # shares with the previous chunk are evaluated twice, with identical results.
+        n = jax.tree.leaves(params_N)[0].shape[0]
+        c = min(max(1, int(nodes_per_chunk)), n)
+
+        def body(i, out):
+            start = jnp.minimum(i * c, n - c)
+            chunk = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, c), params_N)
+            acc, loss = eval_N(chunk, x_T, y_T)
+            return (jax.lax.dynamic_update_slice_in_dim(out[0], acc, start, 0),
+                    jax.lax.dynamic_update_slice_in_dim(out[1], loss, start, 0))
+
+        zeros = jnp.zeros((n,), jnp.float32)
+        return jax.lax.fori_loop(0, -(-n // c), body, (zeros, zeros))
 
     @jax.jit
     def evaluate(params_N, x_T, y_T, weight_N, train_count, merges, loss_sum, loss_n):
@@ -67,11 +80,6 @@ def make_evaluator(model: Any, nodes_per_chunk: int = 64) -> Callable[..., dict[
             train_loss=jnp.sum(loss_sum) / jnp.maximum(total_n, 1), train_n=total_n)
 
     return evaluate
-
-
-def _unbatched(eval_N, params, x_T, y_T):
-    acc, loss = eval_N(jax.tree.map(lambda x: x[None], params), x_T, y_T)
-    return acc[0], loss[0]
 
 
 def to_row(out: dict[str, Any], eval_nodes: np.ndarray, *, has_server: bool) -> dict[str, Any]:
@@ -122,7 +130,14 @@ def summarize(records: list[dict[str, Any]], target: float) -> dict[str, Any]:
         out["final_global_acc"] = last[GLOBAL_ACC]
     ratios = {k: v for k, v in last.items() if k.startswith(VAR_RATIO_PREFIX)}
     out.update(ratios)
-    kernel = [v for k, v in ratios.items() if k.endswith("kernel")]
-    if kernel:
-        out[VAR_RATIO] = float(np.mean(kernel))
+    kernel = kernel_var_ratio(ratios)
+    if kernel is not None:
+        out[VAR_RATIO] = kernel
     return out
+
+
+def kernel_var_ratio(values: dict[str, Any]) -> float | None:
+    """THE variance ratio of a run: the mean over kernel leaves of 'var_ratio/<layer>'."""
+    kernel = [v for k, v in values.items() if k.startswith(VAR_RATIO_PREFIX)
+              and k.endswith("kernel") and isinstance(v, (int, float))]
+    return float(np.mean(kernel)) if kernel else None

@@ -18,12 +18,12 @@ matplotlib.use('Agg')  # no display on clusters / CI; must precede pyplot
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-from vanish import tracking  # pylint: disable=wrong-import-position
+from vanish import metrics, tracking  # pylint: disable=wrong-import-position
 
 PathLike = str | os.PathLike[str]
 Records = Sequence[Mapping[str, Any]] | PathLike
 
-VAR_RATIO_PREFIX = 'var_ratio/'
+VAR_RATIO_PREFIX = metrics.VAR_RATIO_PREFIX
 # (header, candidate summary keys): the first key present is shown.
 DEFAULT_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ('final acc', ('final_acc', 'final_accuracy', 'acc_mean')),
@@ -189,11 +189,11 @@ def _cell(summary: Mapping[str, Any], keys: Sequence[str]) -> str:
 
 
 def _with_mean_var_ratio(summary: Mapping[str, Any]) -> dict[str, Any]:
-    # Summaries may carry only per-layer final ratios; the table shows their mean.
-    layer = [v for k, v in summary.items() if k.startswith(VAR_RATIO_PREFIX) and _is_number(v)]
+    # Summaries may carry only per-layer final ratios: the one definition (kernel mean).
     out = dict(summary)
-    if layer:
-        out.setdefault('var_ratio_mean', float(np.mean(layer)))
+    kernel = metrics.kernel_var_ratio(dict(summary))
+    if kernel is not None:
+        out.setdefault('var_ratio_mean', kernel)
     return out
 
 
