@@ -1,10 +1,12 @@
-"""Tests for experiments/: configs are typo-free documents, sweeps parse into real flags,
-one sweep combination runs end to end (shrunk), and the variance demo shows the 1/k law."""
+"""Tests for experiments/: configs are typo-free documents, sweeps pass W&B's sweep schema
+and parse into real flags, one sweep combination runs end to end (shrunk), and the variance
+demo shows the 1/k law."""
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import re
 import sys
 from pathlib import Path
@@ -27,6 +29,7 @@ from vanish import build  # noqa: E402
 yaml = pytest.importorskip("yaml")
 
 EXPERIMENTS = ROOT / "experiments"
+WANDB_SWEEP_SCHEMA = ROOT / "tests" / "wandb_sweep_schema" / "schema.json"  # see its LICENSE
 CONFIGS = sorted(EXPERIMENTS.glob("*/config.py"))
 SWEEPS = sorted(EXPERIMENTS.glob("*/sweep.yaml"))
 TICK_EXPERIMENTS = ["default", "paper_iid", "paper_noniid", "paper_topology", "paper_scale",
@@ -74,6 +77,58 @@ def wandb_argv(sweep: dict, params: dict) -> list[str]:
             continue
         out += {"${interpreter}": ["python"], "${program}": [sweep["program"]],
                 "${args}": args}.get(part, [str(part)])
+    return out
+
+
+def wandb_sweep_violations(sweep: dict) -> list[str]:
+    """What W&B would reject in a sweep config, [] if nothing.
+
+    W&B's own checks (`sweeps.schema_violations_from_proposed_config`, which `wandb sweep`
+    and the local controller run): its JSON schema with the `float` / `integer` formats,
+    then min < max and categorical probabilities. The `sweeps` package pins numpy<2 and so
+    cannot be installed beside JAX; its schema is vendored (tests/wandb_sweep_schema/).
+    Plus this project's rule: random and bayes searches name the metric and its goal.
+    """
+    import jsonschema
+
+    formats = jsonschema.FormatChecker()
+    formats.checks("float")(lambda v: isinstance(v, float))
+    formats.checks("integer")(lambda v: isinstance(v, int))
+    validator = jsonschema.Draft7Validator(json.loads(WANDB_SWEEP_SCHEMA.read_text()),
+                                           format_checker=formats)
+    problems = [f"{'/'.join(map(str, e.absolute_path)) or 'sweep'}: {e.message}"
+                for e in validator.iter_errors(sweep)]
+    for name, spec in (sweep.get("parameters") or {}).items():
+        if not isinstance(spec, dict):
+            continue  # the schema already said so
+        lo, hi = spec.get("min"), spec.get("max")
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and not lo < hi:
+            problems.append(f"{name}: min {lo} is not less than max {hi}")
+        if "probabilities" in spec and (len(spec["probabilities"]) != len(spec.get("values", []))
+                                        or not math.isclose(sum(spec["probabilities"]), 1.0)):
+            problems.append(f"{name}: probabilities do not match values / sum to 1")
+    metric = sweep.get("metric")
+    if sweep.get("method") in ("random", "bayes") and not (
+            isinstance(metric, dict) and metric.get("name") and metric.get("goal")):
+        problems.append(f"method {sweep.get('method')} needs metric: {{name, goal}}")
+    return problems
+
+
+def sample_combination(sweep: dict, rng: random.Random) -> dict:
+    """One combination as W&B's random search draws it: a choice among `values`, the
+    `value`, or uniform in [min, max] (integers if both bounds are); `config.` stripped."""
+    out = {}
+    for name, spec in sweep["parameters"].items():
+        assert name.startswith(sweep_lib.PREFIX), name
+        if "values" in spec:
+            value = rng.choice(spec["values"])
+        elif "value" in spec:
+            value = spec["value"]
+        elif isinstance(spec["min"], int) and isinstance(spec["max"], int):
+            value = rng.randint(spec["min"], spec["max"])
+        else:
+            value = rng.uniform(spec["min"], spec["max"])
+        out[name[len(sweep_lib.PREFIX):]] = value
     return out
 
 
@@ -156,6 +211,51 @@ def test_sweep_parses_into_typed_config_flags(path):
             assert cfg[key] == v and type(cfg[key]) is type(DEFAULTS[key])
         assert {k: v for k, v in cfg.to_dict().items() if k not in params} == \
             {k: v for k, v in sweep_lib.apply(base, params).to_dict().items() if k not in params}
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=_ids(SWEEPS))
+def test_sweep_is_valid_for_wandb_and_a_random_draw_parses(path):
+    sweep = sweep_lib.load_sweep(path)
+    assert wandb_sweep_violations(sweep) == []
+    # A combination W&B's random search could draw (seeded by the file), through the flags
+    # `wandb agent` passes: every swept key is a config field, every value parses to its type.
+    params = sample_combination(sweep, random.Random(str(path.relative_to(ROOT))))
+    cfg = parse_like_cli(wandb_argv(sweep, params))
+    for key, value in params.items():
+        assert key in DEFAULTS, f"swept {key!r} is not a config field"
+        assert cfg[key] == value and type(cfg[key]) is type(DEFAULTS[key]), (key, value)
+
+
+def test_wandb_sweep_check_catches_what_wandb_rejects():
+    good = {"method": "random", "metric": {"name": "final_acc", "goal": "maximize"},
+            "parameters": {"config.lr": {"min": 0.001, "max": 0.1},
+                           "config.seed": {"values": [0, 1]},
+                           "config.num_nodes": {"distribution": "int_uniform", "min": 8,
+                                                "max": 64}}}
+    assert wandb_sweep_violations(good) == []
+    params = sample_combination(good, random.Random(0))
+    assert 0.001 <= params["lr"] <= 0.1 and type(params["num_nodes"]) is int
+    cfg = parse_like_cli(["python", "experiments/sweep.py", "--config",
+                          "experiments/default/config.py",
+                          *(f"--config.{k}={v}" for k, v in params.items())])
+    assert (cfg.lr, cfg.num_nodes) == (params["lr"], params["num_nodes"])
+
+    def problems(**changes):
+        return wandb_sweep_violations({**good, **changes})
+
+    assert problems(method="hyperopt")  # not a W&B search method
+    assert problems(metric={"name": "final_acc", "goal": "maximise"})  # goal misspelt
+    assert problems(metric={"goal": "maximize"})  # no name
+    no_metric = {k: v for k, v in good.items() if k != "metric"}
+    assert wandb_sweep_violations(no_metric)  # random search without a metric
+    assert wandb_sweep_violations({**no_metric, "method": "bayes"})
+    assert wandb_sweep_violations({**no_metric, "method": "grid"}) == []  # a grid needs none
+    assert problems(parameters={})  # nothing swept
+    assert problems(parameters={"config.seed": {"vals": [0, 1]}})  # no values / value
+    assert problems(parameters={"config.seed": {"values": []}})
+    assert problems(parameters={"config.lr": {"min": 0.1, "max": 0.01}})
+    assert problems(parameters={"config.seed": {"values": [0, 1], "probabilities": [0.9]}})
+    assert problems(paramters=good["parameters"])  # a typo in a top-level key
 
 
 def test_sweep_rejects_unprefixed_and_empty_parameters():

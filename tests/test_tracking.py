@@ -259,8 +259,26 @@ def test_wandb_writer_wiring_with_fake_module(tmp_path, monkeypatch, version, re
     assert [r.finished for r in runs] == [1, 1]
 
 
+def test_wandb_run_ids_persist_per_workdir_and_wandb_dir_wins(tmp_path, monkeypatch):
+    fake = _fake_wandb('0.21.0')
+    monkeypatch.setitem(sys.modules, 'wandb', fake)
+    monkeypatch.setenv('WANDB_MODE', 'offline')
+    monkeypatch.delenv('WANDB_DIR', raising=False)
+    for _ in range(2):  # the second time: a rerun of the same command in the same workdir
+        for alg in ['fl', 'gossip']:
+            tracking.make_writers(tmp_path, alg, wandb=True, console=False).close()
+    ids = json.loads((tmp_path / tracking.WANDB_RUNS_FILE).read_text())
+    assert sorted(ids) == ['fl', 'gossip'] and ids['fl'] != ids['gossip']
+    assert all(len(i) == 8 and i.isalnum() and i.islower() for i in ids.values())
+    assert [i['id'] for i in fake.inits] == [ids['fl'], ids['gossip']] * 2
+    assert all(i['resume'] == 'allow' and i['dir'] == str(tmp_path) for i in fake.inits)
+    monkeypatch.setenv('WANDB_DIR', str(tmp_path / 'elsewhere'))
+    tracking.make_writers(tmp_path / 'other', 'fl', wandb=True, console=False).close()
+    assert fake.inits[-1]['dir'] == str(tmp_path / 'elsewhere')
+    assert fake.inits[-1]['id'] not in ids.values()  # another workdir, another run
+
+
 def test_wandb_writer_disabled_mode_with_real_wandb(tmp_path, monkeypatch):
-    pytest.importorskip('wandb')
     monkeypatch.setenv('WANDB_MODE', 'disabled')
     monkeypatch.setenv('WANDB_SILENT', 'true')
     for alg in ['fl', 'gossip']:

@@ -13,6 +13,8 @@ import math
 import netrc
 import os
 import re
+import secrets
+import string
 import sys
 import tempfile
 import urllib.parse
@@ -25,6 +27,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = 'metrics.jsonl'
+WANDB_RUNS_FILE = 'wandb_runs.json'  # {algorithm: W&B run id}, so a rerun resumes its runs
 WANDB_INSTALL_HINT = "pip install 'vanish[track]'"
 
 Scalar = bool | int | float
@@ -352,6 +355,21 @@ class MultiWriter(MetricWriter):
             raise errors[0]
 
 
+def wandb_run_id(workdir: PathLike, algorithm: str) -> str:
+    """This workdir's W&B run id for `algorithm`: read from `wandb_runs.json`, else new and saved.
+
+    W&B run ids are per project, 8 characters of [a-z0-9] as wandb makes them.
+    """
+    path = Path(workdir) / WANDB_RUNS_FILE
+    ids = json.loads(path.read_text(encoding='utf-8')) if path.exists() else {}
+    run_id = ids.get(algorithm)
+    if not run_id:
+        alphabet = string.ascii_lowercase + string.digits
+        run_id = ''.join(secrets.choice(alphabet) for _ in range(8))
+        _merge_json(path, algorithm, run_id)
+    return run_id
+
+
 def make_writers(workdir: PathLike, algorithm: str, *, wandb: bool, project: str = 'vanish',
                  group: str | None = None, config: Mapping[str, Any] | None = None,
                  console: bool = True, wandb_mode: str | None = None,
@@ -359,6 +377,9 @@ def make_writers(workdir: PathLike, algorithm: str, *, wandb: bool, project: str
     """Console + `workdir/metrics.jsonl` (+ one W&B run) writers for one algorithm of a run.
 
     `resume_tick`: when resuming from a checkpoint, drops this algorithm's rows past it first.
+    W&B: the run's files go to $WANDB_DIR if set, else into the workdir; its run id is kept
+    in `workdir/wandb_runs.json`, so rerunning the command (a resume, or a finished algorithm
+    writing its summary again) continues the same W&B run instead of adding a new one.
     """
     workdir = Path(workdir)
     metrics = workdir / METRICS_FILE
@@ -373,7 +394,9 @@ def make_writers(workdir: PathLike, algorithm: str, *, wandb: bool, project: str
         name = f'{group}-{algorithm}' if group else algorithm
         try:
             writers.append(WandbWriter(project, name, group=group, config=config,
-                                       mode=wandb_mode, dir=workdir))
+                                       mode=wandb_mode,
+                                       dir=os.environ.get('WANDB_DIR') or workdir,
+                                       id=wandb_run_id(workdir, algorithm), resume='allow'))
         except BaseException:
             MultiWriter(writers).close()
             raise
