@@ -16,7 +16,10 @@ import json
 import logging
 import math
 import os
+import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -94,14 +97,135 @@ def summarize(records: list[dict[str, Any]], target: float) -> dict[str, Any]:
     return out
 
 
+class Interrupted(SystemExit):
+    """SIGINT / SIGTERM stopped a run at a tick boundary, after a checkpoint there.
+
+    A SystemExit, so the CLI ends without a traceback with status 128 + the signal number
+    (130 for SIGINT, 143 for SIGTERM); rerunning the same command resumes at `tick`.
+    """
+
+    def __init__(self, signum: int, algorithm: str, tick: int) -> None:
+        super().__init__(128 + signum)
+        self.signum, self.algorithm, self.tick = signum, algorithm, tick
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    del signum, frame  # StopRequest's thread reads the signal from the wakeup pipe
+
+
+class StopRequest:
+    """While active (`with`, main thread), SIGINT / SIGTERM ask the tick loop to stop.
+
+    The first signal sets `signum` and says so on stderr; `run_algorithm` polls `requested`
+    between its compiled calls, writes a checkpoint and raises `Interrupted`. A second signal
+    exits the process at once (status 128 + signum) without a checkpoint: the last complete
+    one stays, as after kill -9. A thread reads the signals from a wakeup pipe, so the second
+    one is honoured even while the main thread waits in XLA or in a checkpoint write (a Python
+    handler would only run once the main thread is back in the interpreter). Inert outside
+    the main thread; the previous handlers are restored on exit.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._active = False
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self._r, self._w = os.pipe()
+        try:
+            os.set_blocking(self._w, False)  # the C signal handler must never block on it
+            self._old_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+        except (OSError, ValueError):  # a platform without wakeup pipes: stay inert
+            os.close(self._r)
+            os.close(self._w)
+            return self
+        self._old = {s: signal.signal(s, _ignore_signal) for s in STOP_SIGNALS}
+        self._thread = threading.Thread(target=self._watch, name="vanish-signals", daemon=True)
+        self._thread.start()
+        self._active = True
+        return self
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                data = os.read(self._r, 64)
+            except OSError:
+                return
+            if not data:  # __exit__ closed the write end
+                return
+            for signum in data:  # one byte per signal, also other handled signals
+                if signum not in STOP_SIGNALS:
+                    continue
+                name = signal.Signals(signum).name
+                if self.signum is None:
+                    self.signum = signum
+                    _say(f"vanish: {name}: stopping at the next tick boundary after a "
+                         f"checkpoint (send {name} again to exit at once)")
+                else:
+                    _say(f"vanish: second {name}: exiting at once; the last complete "
+                         "checkpoint is kept")
+                    os._exit(128 + signum)
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._active:
+            return
+        self._active = False
+        for s, handler in self._old.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        signal.set_wakeup_fd(self._old_fd)
+        os.close(self._w)
+        self._thread.join(timeout=1.0)
+        if not self._thread.is_alive():  # never close an fd that a thread still reads
+            os.close(self._r)
+
+
+def _say(line: str) -> None:
+    os.write(2, (line + "\n").encode())
+
+
+class _Pacer:
+    """Lengths (in ticks) of the run_ticks calls of a segment: about `target_s` of work each.
+
+    The loop waits for each call, so a stop request is honoured within about `target_s`.
+    Results do not depend on how a segment is split (run_ticks runs the same chunks in the
+    same order; tests/test_simulation.py checks it).
+    """
+
+    def __init__(self, target_s: float = 0.1) -> None:
+        self.target_s, self.ticks = target_s, 1
+
+    def update(self, ticks: int, seconds: float) -> None:
+        want = int(ticks / max(seconds, 1e-6) * self.target_s)
+        self.ticks = max(1, min(want, 4 * self.ticks))  # grow gradually, shrink at once
+
+
 def run_algorithm(cfg: ml_collections.ConfigDict, algorithm: str, dataset: data_lib.Dataset,
                   workdir: Path, writers: dict[str, tracking.MetricWriter], *,
-                  progress: bool | None = None) -> dict[str, Any]:
+                  progress: bool | None = None, stop: StopRequest | None = None
+                  ) -> dict[str, Any]:
     """Runs (or resumes) one algorithm to cfg.ticks and returns its summary.
 
     Its metric writer is stored in `writers[algorithm]`; the caller closes it after the
     comparison figures of all algorithms have been written to it too.
+
+    SIGINT / SIGTERM (see `StopRequest`; `stop` may be shared by several calls) stop it
+    between two compiled calls: it writes a checkpoint at that tick and raises `Interrupted`
+    after one stderr line saying how to resume. Metrics rows are written before the
+    checkpoint of their tick and rows past the restored checkpoint are dropped on resume, so
+    a kill -9 at any point resumes to the uninterrupted result.
     """
+    if stop is None:
+        with StopRequest() as stop:
+            return run_algorithm(cfg, algorithm, dataset, workdir, writers, progress=progress,
+                                 stop=stop)
     sim = Simulation(cfg, algorithm, dataset)
     ckpt_dir = workdir / algorithm  # checkpoints in workdir/<algorithm>/checkpoints/<tick>
     state = sim.init_state()
@@ -126,6 +250,14 @@ def run_algorithm(cfg: ml_collections.ConfigDict, algorithm: str, dataset: data_
         wandb_mode=cfg.wandb_mode or None, resume_tick=start if start else -1)
     ticks, every = int(cfg.ticks), max(1, int(cfg.eval_every))
     ckpt_every = int(cfg.checkpoint_every) or every
+    saved = start  # the newest checkpoint's tick (0: none)
+
+    def save(tick: int) -> None:
+        nonlocal saved
+        checkpoint.save(ckpt_dir, tick, state, keep=int(cfg.keep_checkpoints),
+                        metadata=dict(meta_expected, var0=var0, algorithm=algorithm))
+        saved = tick
+
     if start == 0:
         hist = format_label_histogram(sim.label_hist)
         log.info("[%s] %s, %d nodes, K=%d slots, %d chunks; per-node label histogram:\n%s",
@@ -135,29 +267,51 @@ def run_algorithm(cfg: ml_collections.ConfigDict, algorithm: str, dataset: data_
         var0 = {k[4:]: v for k, v in m.items() if k.startswith("var/")}
         _write(writer, 0, m, var0, ticks_per_s=0.0)
     bar = tracking.ProgressBar(ticks, desc=algorithm, enabled=progress, initial=start)
+    pacer = _Pacer()
     t = start
-    while t < ticks:
-        t_next = min(ticks, (t // every + 1) * every)
+    while t < ticks and not stop.requested:
+        t0, t_next = t, min(ticks, (t // every + 1) * every)
         t_wall = time.perf_counter()
-        state = sim.run_ticks(state, t, t_next)
-        state, m = sim.evaluate(state)  # the host pull that ends the async segment
-        rate = (t_next - t) / max(time.perf_counter() - t_wall, 1e-9)
+        while t < t_next and not stop.requested:  # the segment in calls of ~0.1 s each
+            t1, t_call = min(t_next, t + pacer.ticks), time.perf_counter()
+            state = jax.block_until_ready(sim.run_ticks(state, t, t1))
+            pacer.update(t1 - t, time.perf_counter() - t_call)
+            t = t1
+        if t < t_next:
+            break  # stopped inside the segment
+        state, m = sim.evaluate(state)
+        rate = (t_next - t0) / max(time.perf_counter() - t_wall, 1e-9)
         if not all(math.isfinite(m[k]) for k in ("loss_mean", "acc_mean")):
             raise FloatingPointError(
                 f"[{algorithm}] non-finite loss at tick {t_next} (lr too high?); metrics up "
-                f"to tick {t} and the last checkpoint are kept in {workdir}")
-        _write(writer, t_next, m, var0, ticks_per_s=rate)
-        bar.update(t_next - t, acc=f"{m['acc_mean']:.3f}", tps=f"{rate:.0f}")
-        if t_next % ckpt_every == 0 or t_next == ticks:
-            checkpoint.save(ckpt_dir, t_next, state, keep=int(cfg.keep_checkpoints),
-                            metadata=dict(meta_expected, var0=var0, algorithm=algorithm))
-        t = t_next
+                f"to tick {t0} and the last checkpoint are kept in {workdir}")
+        _write(writer, t_next, m, var0, ticks_per_s=rate)  # the row first, then its checkpoint
+        bar.update(t_next - t0, acc=f"{m['acc_mean']:.3f}", tps=f"{rate:.0f}")
+        if t_next % ckpt_every == 0 or t_next == ticks or stop.requested:
+            save(t_next)
     bar.close()
+    if t < ticks:  # stopped by a signal
+        if t > saved:
+            save(t)
+        raise _interrupted(stop, algorithm, t, ticks, saved)
     records = [r for r in tracking.read_jsonl(workdir / tracking.METRICS_FILE)
                if r["algorithm"] == algorithm]
     summary = summarize(records, float(cfg.target_accuracy))
     writer.write_summary(summary)
+    if stop.requested:  # the signal came after the last tick: this algorithm is complete
+        raise _interrupted(stop, algorithm, t, ticks, saved)
     return summary
+
+
+def _interrupted(stop: StopRequest, algorithm: str, tick: int, ticks: int,
+                 saved: int) -> Interrupted:
+    assert stop.signum is not None
+    where = (f"checkpoint at tick {saved}" if saved else
+             "no checkpoint yet: it starts over")
+    print(f"vanish: stopped by {signal.Signals(stop.signum).name}: {algorithm} at tick {tick} "
+          f"of {ticks} ({where}); to resume, run the same command again: "
+          f"{shlex.join(sys.orig_argv)}", file=sys.stderr, flush=True)
+    return Interrupted(stop.signum, algorithm, tick)
 
 
 def _write(writer: tracking.MetricWriter, tick: int, m: dict[str, Any], var0: dict[str, float],
