@@ -18,10 +18,13 @@ JSON metadata.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,24 @@ _FORMAT = 1
 
 class CheckpointMismatchError(ValueError):
     """The template's structure, shapes or dtypes differ from the stored checkpoint's."""
+
+
+class CheckpointDamagedError(RuntimeError):
+    """No checkpoint in a directory reads back; the message names each one and what is wrong."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, read-only, no permission); the earlier
+    checkpoints are intact."""
+
+
+# What a failed write says, from the OS or from tensorstore (orbax's writer), -> the reason.
+_WRITE_FAILURES = {errno.ENOSPC: 'no space left on device', errno.EDQUOT: 'disk quota exceeded',
+                   errno.EROFS: 'read-only file system', errno.EACCES: 'permission denied',
+                   errno.EPERM: 'operation not permitted'}
+_WRITE_FAILURE_TEXT = {'No space left on device': errno.ENOSPC, "os_error_code='28'": errno.ENOSPC,
+                       'RESOURCE_EXHAUSTED': errno.ENOSPC, 'Disk quota exceeded': errno.EDQUOT,
+                       'Read-only file system': errno.EROFS, 'Permission denied': errno.EACCES}
 
 
 def checkpoint_dir(workdir: PathLike) -> Path:
@@ -122,20 +143,84 @@ def save(workdir: PathLike, step: int, state: PyTree, *, keep: int | None = 2,
         json.dumps(meta)
     except TypeError as e:
         raise TypeError(f'checkpoint metadata must be JSON-serialisable: {e}') from e
-    mngr = _manager(workdir, keep=keep)
     try:
-        stale = [s for s in mngr.all_steps() if s >= step]
-        for s in stale:  # orbax refuses (silently) to save a step <= its latest
-            logger.warning('deleting stale checkpoint %d (saving step %d)', s, step)
-            mngr.delete(s)
-        saved = mngr.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
-        mngr.wait_until_finished()
-    finally:
-        mngr.close()
+        mngr = _manager(workdir, keep=keep)
+        try:
+            stale = [s for s in mngr.all_steps() if s >= step]
+            for s in stale:  # orbax refuses (silently) to save a step <= its latest
+                logger.warning('deleting stale checkpoint %d (saving step %d)', s, step)
+                mngr.delete(s)
+            with _quiet_orbax():
+                saved = mngr.save(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+                mngr.wait_until_finished()
+        finally:
+            mngr.close()
+    except Exception as e:  # noqa: BLE001  a write failure -> one clear error; others re-raised
+        reason = _write_failure(e)
+        if reason is None:
+            raise
+        raise CheckpointWriteError(_write_error(workdir, step, reason)) from e
     if not saved:
         raise RuntimeError(f'orbax did not save step {step} in {checkpoint_dir(workdir)}')
     return checkpoint_dir(workdir) / str(step)
+
+
+def _write_failure(error: BaseException) -> str | None:
+    """The reason a save failed if it was the file system's (space, read-only, permission)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _WRITE_FAILURES:
+            return _WRITE_FAILURES[error.errno]
+        for text, code in _WRITE_FAILURE_TEXT.items():
+            if text in str(error):
+                return _WRITE_FAILURES[code]
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _write_error(workdir: PathLike, step: int, reason: str) -> str:
+    kept = [s for s in all_steps(workdir) if s < step]
+    intact = (f'the previous checkpoint (step {kept[-1]}) is intact' if kept
+              else 'no earlier checkpoint exists')
+    return (f'could not write checkpoint {step} to {checkpoint_dir(workdir)}: {reason}; '
+            f'{intact}. Free some space (or fix the permissions) and rerun the same command '
+            'to resume')
+
+
+def _ignore_closed_loop_callbacks() -> None:
+    """After a failed read or write, tensorstore completes the operation's other pending I/O
+    and calls back into the asyncio loop orbax already closed; Python reports each callback
+    as an unraisable RuntimeError('Event loop is closed') with a traceback on stderr (16 of
+    them for one damaged checkpoint). They are harmless: drop those, pass anything else on."""
+    previous = sys.unraisablehook
+    if getattr(previous, '_vanish_closed_loop_filter', False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        closed = str(unraisable.exc_value) == 'Event loop is closed'
+        if unraisable.exc_type is RuntimeError and closed:
+            return
+        previous(unraisable)
+
+    hook._vanish_closed_loop_filter = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+@contextlib.contextmanager
+def _quiet_orbax() -> Iterator[None]:
+    """Orbax's writer threads log each failed write with a traceback (ERROR, through absl's
+    logger) before `save` raises; the raised error is enough, so hush them meanwhile (and the
+    late callbacks of a failed operation, for good)."""
+    _ignore_closed_loop_callbacks()
+    absl_logger = logging.getLogger('absl')
+    level = absl_logger.level
+    absl_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        absl_logger.setLevel(level)
 
 
 def all_steps(workdir: PathLike) -> list[int]:
@@ -187,3 +272,49 @@ def restore(workdir: PathLike, template: PyTree,
     finally:
         mngr.close()
     return state, meta['metadata']
+
+
+def _damage(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    for item in ('state', 'meta'):
+        if isinstance(error, KeyError) and f'Item "{item}" was not found' in text:
+            return f'its {item} folder is missing'
+    if 'OUT_OF_RANGE' in text or 'byte range' in text.lower():
+        return 'a file of it is truncated'
+    if isinstance(error, json.JSONDecodeError):
+        return f'a metadata file of it is corrupt ({error.msg})'
+    return f'{type(error).__name__}: {text[:200]}'
+
+
+def restore_latest_intact(workdir: PathLike, template: PyTree
+                          ) -> tuple[PyTree, dict[str, Any], int, list[tuple[int, str]]]:
+    """Restores the newest checkpoint that reads back, trying older ones past damaged ones.
+
+    A checkpoint is damaged when it cannot be read: its state or meta folder removed, a file
+    truncated or corrupt. A template mismatch is not damage (it is raised at once).
+
+    Returns:
+        (state, metadata, step, damaged): `damaged` lists (step, what is wrong) for every newer
+        checkpoint that was skipped.
+    Raises:
+        FileNotFoundError: no checkpoint at all.
+        CheckpointDamagedError: none reads back; the message names each and what is wrong.
+        CheckpointMismatchError: the newest readable one does not fit the template.
+    """
+    steps = all_steps(workdir)
+    if not steps:
+        raise FileNotFoundError(f'no checkpoint in {checkpoint_dir(workdir)}')
+    damaged: list[tuple[int, str]] = []
+    for step in reversed(steps):
+        try:
+            with _quiet_orbax():
+                state, meta = restore(workdir, template, step)
+        except CheckpointMismatchError:
+            raise
+        except (KeyError, ValueError, OSError) as e:  # unreadable: try the next older one
+            damaged.append((step, _damage(e)))
+            continue
+        return state, meta, step, damaged
+    listed = '; '.join(f'{s}: {why}' for s, why in damaged)
+    raise CheckpointDamagedError(
+        f'every checkpoint in {checkpoint_dir(workdir)} is damaged ({listed})')

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vanish.config import ConfigError
 from vanish.partition import (  # noqa: F401  (re-exported: data is the module callers know)
     SCHEMES,
     Partition,
@@ -59,6 +60,11 @@ class DatasetUnavailableError(RuntimeError):
     """A dataset is neither on disk nor obtainable; the message says how to get it."""
 
 
+class DatasetError(ConfigError):
+    """A dataset file that is corrupt or inconsistent, or sizes the data cannot satisfy; the
+    message names the file or value."""
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
     """A normalised image-classification dataset held in host memory."""
@@ -99,26 +105,26 @@ def read_idx(path: str | os.PathLike[str], expected_magic: int | None = None) ->
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as e:
-            raise ValueError(f'{path}: corrupt gzip stream ({e})') from None
+            raise DatasetError(f'{path}: corrupt gzip stream ({e})') from None
     if len(raw) < 4:
-        raise ValueError(f'{path}: too short to be an IDX file ({len(raw)} bytes)')
+        raise DatasetError(f'{path}: too short to be an IDX file ({len(raw)} bytes)')
     magic = int.from_bytes(raw[:4], 'big')
     dtype_code, ndim = raw[2], raw[3]
     if raw[:2] != b'\x00\x00' or dtype_code not in _IDX_DTYPES or ndim == 0:
-        raise ValueError(f'{path}: bad IDX magic number 0x{magic:08x} (expected 0x0000TTNN with '
+        raise DatasetError(f'{path}: bad IDX magic number 0x{magic:08x} (expected 0x0000TTNN with '
                          f'type byte TT in {[hex(k) for k in _IDX_DTYPES]} and NN >= 1 dims)')
     if expected_magic is not None and magic != expected_magic:
         kind = {2051: ' (images)', 2049: ' (labels)'}.get(expected_magic, '')
-        raise ValueError(f'{path}: IDX magic number 0x{magic:08x}, expected '
+        raise DatasetError(f'{path}: IDX magic number 0x{magic:08x}, expected '
                          f'0x{expected_magic:08x}{kind}')
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f'{path}: truncated IDX header')
+        raise DatasetError(f'{path}: truncated IDX header')
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], 'big') for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[dtype_code])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise ValueError(f'{path}: IDX payload is {len(raw) - header} bytes; shape {shape} of '
+        raise DatasetError(f'{path}: IDX payload is {len(raw) - header} bytes; shape {shape} of '
                          f'{dtype} needs {expected}')
     array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
     return array.astype(dtype.newbyteorder('='))  # native order, and a writable copy
@@ -156,7 +162,7 @@ def load_idx_dataset(directory: str | os.PathLike[str], name: str = 'fashion_mni
         arrays[key] = read_idx(path, expected_magic=magic)
     for split in ('train', 'test'):
         if arrays[f'x_{split}'].shape[0] != arrays[f'y_{split}'].shape[0]:
-            raise ValueError(f'{directory}: {split} images and labels differ in count')
+            raise DatasetError(f'{directory}: {split} images and labels differ in count')
     return _make_dataset(name, arrays['x_train'][..., None], arrays['y_train'],
                          arrays['x_test'][..., None], arrays['y_test'])
 
@@ -247,7 +253,7 @@ def synthetic(*, seed: int = 0, num_train: int = 6000, num_test: int = 1000,
     """
     h, w, c = (int(s) for s in image_shape)
     if min(h, w, c, num_classes, num_train, num_test, prototype_resolution) < 1 or noise < 0:
-        raise ValueError('synthetic: sizes must be >= 1 and noise >= 0')
+        raise DatasetError('synthetic: sizes must be >= 1 and noise >= 0')
     rng_proto, rng_train, rng_test = (np.random.default_rng([seed, k]) for k in range(3))
     res_h, res_w = min(prototype_resolution, h), min(prototype_resolution, w)
     coarse = rng_proto.standard_normal((num_classes, res_h, res_w, c))
@@ -307,7 +313,7 @@ def balanced_subset_indices(y: np.ndarray, per_class: int, seed: int | np.random
     num_classes = int(y.max()) + 1 if num_classes is None else num_classes
     counts = np.bincount(y, minlength=num_classes)
     if per_class < 1 or counts.min() < per_class:
-        raise ValueError(f'balanced_subset: per_class={per_class} but the smallest class has '
+        raise DatasetError(f'balanced_subset: per_class={per_class} but the smallest class has '
                          f'{int(counts.min())} examples')
     rng = np.random.default_rng(seed)
     # A random key per example, then the per_class smallest keys within each class.

@@ -20,7 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vanish.config import ConfigError
+
 SeedLike = int | np.random.Generator
+
+
+class PartitionError(ConfigError):
+    """Partition parameters the data cannot satisfy (too many shards, unknown scheme, ...)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -115,13 +121,13 @@ def _check_labels(y: np.ndarray) -> np.ndarray:
 
 def _check_n_nodes(n_nodes: int) -> int:
     if not isinstance(n_nodes, (int, np.integer)) or n_nodes < 1:
-        raise ValueError(f'n_nodes must be an integer >= 1; got {n_nodes!r}')
+        raise PartitionError(f'n_nodes must be an integer >= 1; got {n_nodes!r}')
     return int(n_nodes)
 
 
 def _check_alpha(alpha: float) -> float:
     if not np.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f'alpha must be a finite number > 0; got {alpha!r}')
+        raise PartitionError(f'alpha must be a finite number > 0; got {alpha!r}')
     return float(alpha)
 
 
@@ -191,7 +197,7 @@ def dirichlet_split(y: np.ndarray, n_nodes: int, alpha: float, seed: SeedLike,
     y = _check_labels(y)
     n_nodes, alpha = _check_n_nodes(n_nodes), _check_alpha(alpha)
     if min_size < 1 or min_size * n_nodes > y.size:
-        raise ValueError(f'min_size must be >= 1 and min_size * n_nodes <= {y.size} training '
+        raise PartitionError(f'min_size must be >= 1 and min_size * n_nodes <= {y.size} training '
                          f'examples; got min_size={min_size}, n_nodes={n_nodes}')
     rng = np.random.default_rng(seed)
     classes = np.unique(y)
@@ -244,7 +250,7 @@ def shards(y: np.ndarray, n_nodes: int, shards_per_node: int, seed: SeedLike) ->
     n_nodes = _check_n_nodes(n_nodes)
     n_shards = n_nodes * int(shards_per_node)
     if shards_per_node < 1 or n_shards > y.size:
-        raise ValueError(f'shards_per_node must be >= 1 with n_nodes * shards_per_node <= '
+        raise PartitionError(f'shards_per_node must be >= 1 with n_nodes * shards_per_node <= '
                          f'{y.size}; got shards_per_node={shards_per_node}, n_nodes={n_nodes}')
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(y.size)
@@ -269,11 +275,11 @@ def label_subsets(y: np.ndarray, n_nodes: int, subsets: Sequence[Sequence[int]],
     group_index, group_size, num_classes = _label_groups(y, num_classes)
     subsets = [list(map(int, s)) for s in subsets]
     if not subsets or any(not s for s in subsets):
-        raise ValueError('subsets must be a non-empty list of non-empty label lists')
+        raise PartitionError('subsets must be a non-empty list of non-empty label lists')
     for s in subsets:
         bad = [c for c in s if not 0 <= c < num_classes or group_size[c] == 0]
         if bad:
-            raise ValueError(f'subset {s} has labels {bad} with no training examples '
+            raise PartitionError(f'subset {s} has labels {bad} with no training examples '
                              f'(labels present: {np.flatnonzero(group_size).tolist()})')
     member_SxC = np.zeros((len(subsets), num_classes), np.float64)
     for i, s in enumerate(subsets):
@@ -285,7 +291,7 @@ def label_subsets(y: np.ndarray, n_nodes: int, subsets: Sequence[Sequence[int]],
     elif assignment == 'blocks':
         subset_of_node = nodes * len(subsets) // n_nodes
     else:
-        raise ValueError(f"assignment must be 'round_robin' or 'blocks'; got {assignment!r}")
+        raise PartitionError(f"assignment must be 'round_robin' or 'blocks'; got {assignment!r}")
     return Partition('label_subsets', group_index, group_size, member_SxC[subset_of_node],
                      {'subsets': subsets, 'assignment': assignment})
 
@@ -303,20 +309,20 @@ def make_partition(scheme: str, y: np.ndarray, n_nodes: int, *, seed: SeedLike =
                    **kwargs: Any) -> Partition:
     """Build a partition by scheme name; kwargs are the scheme's own parameters."""
     if scheme not in SCHEMES:
-        raise ValueError(f'unknown partition scheme {scheme!r}; valid: {sorted(SCHEMES)}')
+        raise PartitionError(f'unknown partition scheme {scheme!r}; valid: {sorted(SCHEMES)}')
     fn = SCHEMES[scheme]
     signature = inspect.signature(fn)
     accepted = [p for p in signature.parameters if p not in ('y', 'n_nodes', 'seed')]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ValueError(f'partition scheme {scheme!r} got unknown parameters {unknown}; '
+        raise PartitionError(f'partition scheme {scheme!r} got unknown parameters {unknown}; '
                          f'it accepts {accepted}')
     if 'seed' in signature.parameters:
         kwargs['seed'] = seed
     try:
         signature.bind(y, n_nodes, **kwargs)
     except TypeError as e:  # a missing required parameter, e.g. alpha
-        raise ValueError(f'partition scheme {scheme!r}: {e}; it accepts {accepted}') from None
+        raise PartitionError(f'partition scheme {scheme!r}: {e}; it accepts {accepted}') from None
     return fn(y, n_nodes, **kwargs)
 
 

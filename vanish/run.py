@@ -5,11 +5,20 @@
 
 Writes into the workdir: metrics.jsonl (one row per algorithm per evaluation), config.json,
 summary.json, accuracy.png, variance.png, summary.md, and <algorithm>/checkpoints/<tick>/. Running
-the same command again resumes every algorithm from its last checkpoint; a finished
-algorithm is not rerun.
+the same command again resumes every algorithm from its last checkpoint (the newest one that
+reads back); a finished algorithm is not rerun.
+
+Bad input (config, files, workdir, data) is refused with one line naming it, before anything
+is written: the command line checks what it can before importing jax (vanish/cli.py,
+`config.validate`, `config.check_workdir`), `train_and_evaluate` the graph and the data.
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":  # `python -m vanish.run`: the light front end checks the flags, the
+    from vanish.cli import cli  # config and the workdir before jax and the engine (below) load,
+
+    cli()  # then runs train_and_evaluate from this module imported as vanish.run; never returns
 
 import hashlib
 import json
@@ -28,9 +37,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from vanish import checkpoint, plots, tracking
+from vanish import build, checkpoint, metrics, plots, tracking
 from vanish import config as config_lib
 from vanish import data as data_lib
+from vanish import partition as partition_lib
+from vanish import topology as topology_lib
 from vanish.partition import format_label_histogram
 from vanish.simulation import Simulation, build_topology
 
@@ -40,10 +51,11 @@ log = logging.getLogger("vanish")
 class WorkdirConflictError(RuntimeError):
     """The workdir holds a run of a different config; nothing was touched."""
 
+
 # Fields that change how a run is tracked or executed but never its results.
 _RESULT_NEUTRAL = {"algorithms", "eval_every", "checkpoint_every", "keep_checkpoints", "wandb",
                    "wandb_project", "wandb_mode", "fuse", "target_accuracy", "data_dir",
-                   "download"}
+                   "download", "merge_slots", "eval_nodes"}
 
 
 def config_hash(cfg: ml_collections.ConfigDict) -> str:
@@ -51,25 +63,33 @@ def config_hash(cfg: ml_collections.ConfigDict) -> str:
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def check_workdir_config(cfg: ml_collections.ConfigDict, workdir: Path) -> None:
+def check_workdir_config(cfg: ml_collections.ConfigDict, workdir: Path, *,
+                         write: bool = True) -> None:
     """Refuses to mix two configs in one workdir, before any algorithm runs.
 
-    The first run records its config hash in workdir/run_config.json; a later run with a
-    different result-relevant config raises (result-neutral fields such as algorithms,
-    eval_every or wandb may change).
+    The first run records its config hash in workdir/run_config.json (unless `write` is
+    False: check only); a later run with a different result-relevant config raises
+    (result-neutral fields such as algorithms, eval_every or wandb may change).
     """
-    path = workdir / "run_config.json"
+    path = Path(workdir) / "run_config.json"
     want = config_hash(cfg)
     if path.exists():
-        have = json.loads(path.read_text()).get("config_hash")
+        try:
+            have = json.loads(path.read_text(encoding="utf-8"))["config_hash"]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+            raise config_lib.WorkdirError(
+                f"{path} is corrupt or unreadable ({type(e).__name__}: {e}); it records the "
+                "config this workdir was first run with: restore it, or use a new --workdir; "
+                "nothing was changed") from None
         if have != want:
             raise WorkdirConflictError(
                 f"{workdir} holds a run with a different config: the config changed (hash "
                 f"{have} != {want}). Use a new --workdir, or restore the old config; nothing "
                 "was overwritten.")
         return
-    path.write_text(json.dumps(dict(config_hash=want, config=cfg.to_dict()), indent=1,
-                               default=str))
+    if write:
+        path.write_text(json.dumps(dict(config_hash=want, config=cfg.to_dict()), indent=1,
+                                   default=str))
 
 
 def load_dataset(cfg: ml_collections.ConfigDict) -> data_lib.Dataset:
@@ -78,23 +98,7 @@ def load_dataset(cfg: ml_collections.ConfigDict) -> data_lib.Dataset:
                          num_train=int(cfg.synthetic_train), num_test=int(cfg.synthetic_test))
 
 
-def summarize(records: list[dict[str, Any]], target: float) -> dict[str, Any]:
-    """Final accuracy, ticks to the target mean accuracy and final per-layer variance ratios."""
-    if not records:
-        return {}
-    last = records[-1]
-    hit = [r["tick"] for r in records if r.get("acc_mean", -1.0) >= target]
-    out: dict[str, Any] = dict(
-        final_tick=last["tick"], final_acc=last["acc_mean"], final_acc_min=last["acc_min"],
-        best_acc=max(r["acc_mean"] for r in records), target_accuracy=target,
-        ticks_to_target=hit[0] if hit else None, averaging_events=last["averaging_events"],
-    )
-    ratios = {k: v for k, v in last.items() if k.startswith("var_ratio/")}
-    out.update(ratios)
-    kernel = [v for k, v in ratios.items() if k.endswith("kernel")]
-    if kernel:
-        out["var_ratio"] = float(np.mean(kernel))
-    return out
+summarize = metrics.summarize  # the one definition lives in vanish/metrics.py
 
 
 class Interrupted(SystemExit):
@@ -233,15 +237,7 @@ def run_algorithm(cfg: ml_collections.ConfigDict, algorithm: str, dataset: data_
     start = 0
     meta_expected = dict(config_hash=config_hash(cfg), schedule=sim.schedule.fingerprint())
     if checkpoint.latest_step(ckpt_dir) is not None:
-        state, meta = checkpoint.restore(ckpt_dir, state)
-        for key, want in meta_expected.items():
-            if meta.get(key) != want:
-                raise WorkdirConflictError(
-                    f"{ckpt_dir} holds a checkpoint of a different run ({key} "
-                    f"{meta.get(key)} != {want}): the config changed. Use a new --workdir, "
-                    "or restore the old config; nothing was overwritten.")
-        var0, start = meta["var0"], int(state.tick)
-        log.info("[%s] resuming at tick %d", algorithm, start)
+        state, var0, start = _resume(ckpt_dir, state, algorithm, workdir, meta_expected)
     writer = writers[algorithm] = tracking.make_writers(
         workdir, algorithm, wandb=bool(cfg.wandb), project=cfg.wandb_project,
         group=workdir.name, config=dict(cfg.to_dict(), algorithm=algorithm),
@@ -264,7 +260,7 @@ def run_algorithm(cfg: ml_collections.ConfigDict, algorithm: str, dataset: data_
                  algorithm, sim.topo.name, sim.n, sim.work.slots, len(sim.work), hist)
         writer.write_text("label_histogram", hist)
         state, m = sim.evaluate(state)
-        var0 = {k[4:]: v for k, v in m.items() if k.startswith("var/")}
+        var0 = metrics.initial_variances(m)
         _write(writer, 0, m, var0, ticks_per_s=0.0)
     bar = tracking.ProgressBar(ticks, desc=algorithm, enabled=progress, initial=start)
     pacer = _Pacer()
@@ -314,28 +310,71 @@ def _interrupted(stop: StopRequest, algorithm: str, tick: int, ticks: int,
     return Interrupted(stop.signum, algorithm, tick)
 
 
+def _resume(ckpt_dir: Path, state: Any, algorithm: str, workdir: Path,
+            meta_expected: dict[str, Any]) -> tuple[Any, dict[str, float], int]:
+    """(state, var0, start tick) from the newest checkpoint that reads back.
+
+    Damaged newer checkpoints are skipped with a warning (resaving their ticks replaces
+    them). If none reads back, the algorithm starts afresh only when that loses nothing (no
+    metric rows of it past tick 0); otherwise CheckpointDamagedError, nothing changed.
+    """
+    try:
+        restored, meta, step, damaged = checkpoint.restore_latest_intact(ckpt_dir, state)
+    except checkpoint.CheckpointDamagedError as e:
+        metrics_file = workdir / tracking.METRICS_FILE
+        rows = [r for r in tracking.read_jsonl(metrics_file)
+                if r.get("algorithm") == algorithm and r.get("tick", 0) > 0
+                ] if metrics_file.exists() else []
+        if rows:
+            raise checkpoint.CheckpointDamagedError(
+                f"[{algorithm}] {e}; starting {algorithm} afresh would drop its metrics up to "
+                f"tick {rows[-1]['tick']}. Move {checkpoint.checkpoint_dir(ckpt_dir)} away to "
+                "restart it, or use a new --workdir; nothing was changed") from None
+        log.warning("[%s] %s; nothing of it was recorded, so it starts afresh", algorithm, e)
+        return state, {}, 0
+    for bad_step, why in damaged:
+        log.warning("[%s] checkpoint %s is damaged (%s); resuming from checkpoint %d instead",
+                    algorithm, checkpoint.checkpoint_dir(ckpt_dir) / str(bad_step), why, step)
+    for key, want in meta_expected.items():
+        if meta.get(key) != want:
+            raise WorkdirConflictError(
+                f"{ckpt_dir} holds a checkpoint of a different run ({key} "
+                f"{meta.get(key)} != {want}): the config changed. Use a new --workdir, "
+                "or restore the old config; nothing was overwritten.")
+    start = int(restored.tick)
+    log.info("[%s] resuming at tick %d", algorithm, start)
+    return restored, meta["var0"], start
+
+
 def _write(writer: tracking.MetricWriter, tick: int, m: dict[str, Any], var0: dict[str, float],
            ticks_per_s: float) -> None:
-    ratios = {f"var_ratio/{k}": m[f"var/{k}"] / v for k, v in var0.items() if v > 0}
+    ratios = metrics.variance_ratios(m, var0)
     writer.write_scalars(tick, {**m, **ratios, "ticks_per_s": ticks_per_s})
 
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                        progress: bool | None = None) -> dict[str, dict[str, Any]]:
-    """Runs every algorithm of cfg.algorithms on the same data and seeds; returns summaries."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    """Runs every algorithm of cfg.algorithms on the same data and seeds; returns summaries.
+
+    Bad input raises before the workdir is touched: ConfigError (a field, the graph, the data,
+    the workdir), WorkdirConflictError (the workdir holds another config's run),
+    DatasetUnavailableError.
+    """
+    config_lib.validate(cfg)  # every field
+    algorithms = config_lib.parse_algorithms(cfg.algorithms)
+    workdir = config_lib.check_workdir(workdir, algorithms)  # writable, its run files readable
+    check_workdir_config(cfg, workdir, write=False)
     if cfg.distributed and jax.process_count() == 1:
         jax.distributed.initialize()  # multi-host: coordinator etc. from the environment
-    algorithms = config_lib.parse_algorithms(cfg.algorithms)
-    for name in algorithms:  # fail on a bad config before any long work starts
-        # The graph too: 'fl' / 'single' ignore cfg.topology, so a bad topology would
-        # otherwise surface only after they had trained.
-        build_topology(cfg, config_lib.algorithm_spec(name, cfg))
-    check_workdir_config(cfg, workdir)
+    # The graph of every algorithm: 'fl' / 'single' ignore cfg.topology, so a bad topology
+    # would otherwise surface only after they had trained.
+    check_graphs(cfg, algorithms)
     dataset = load_dataset(cfg)
+    check_data(cfg, dataset, algorithms)
     log.info("dataset %s: %d train / %d test, backend %s", dataset.name, len(dataset.y_train),
              len(dataset.y_test), jax.default_backend())
+    workdir.mkdir(parents=True, exist_ok=True)  # the first write: every check has passed
+    check_workdir_config(cfg, workdir)
     writers: dict[str, tracking.MetricWriter] = {}
     try:
         summaries = {a: run_algorithm(cfg, a, dataset, workdir, writers, progress=progress)
@@ -353,47 +392,66 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     return summaries
 
 
-# Errors caused by the config, the workdir or the data, reported without a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError, WorkdirConflictError, data_lib.DatasetUnavailableError,
-    checkpoint.CheckpointMismatchError, FloatingPointError)
+def check_graphs(cfg: ml_collections.ConfigDict, algorithms: list[str]) -> None:
+    """Builds every algorithm's graph; a merge threshold above a node's in-degree is refused
+    (that node could never merge)."""
+    threshold = int(cfg.threshold)
+    for name in algorithms:
+        try:
+            topo = build_topology(cfg, name)
+        except topology_lib.TopologyError as e:
+            raise topology_lib.TopologyError(
+                f"config.topology = {cfg.topology!r} (num_nodes={cfg.num_nodes}): {e}") from None
+        algo = build.algorithm(cfg, name)
+        if threshold > 0 and algo.topology == "graph" and algo.schedule == "gossip":
+            node = int(np.argmin(topo.degree))
+            if threshold > int(topo.degree[node]):
+                raise config_lib.ConfigError(
+                    f"config.threshold = {threshold} exceeds the in-degree "
+                    f"{int(topo.degree[node])} of node {node} in {topo.name} ({name}): that node "
+                    "could never merge; use a threshold <= the smallest in-degree, or 0 (each "
+                    "node's own in-degree)")
 
 
-def quiet_libraries() -> None:
-    """Orbax logs every file it renames at INFO through absl's logger; keep the console
-    readable without lowering the verbosity of vanish's own INFO lines."""
-    logging.getLogger("absl").setLevel(logging.WARNING)
-
-
-def main(argv: list[str]) -> None:
-    from absl import flags  # imported here so library users never touch absl flags
-
-    del argv
-    FLAGS = flags.FLAGS
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    quiet_libraries()
-    cfg = FLAGS.config
+def check_data(cfg: ml_collections.ConfigDict, dataset: data_lib.Dataset,
+               algorithms: list[str]) -> None:
+    """Refuses a partition the data cannot fill, a batch larger than a node's data, and more
+    test images per class than the test set holds; runs on the host, before any training."""
+    per_class = np.bincount(dataset.y_test, minlength=dataset.num_classes)
+    if int(cfg.test_per_class) > int(per_class.min()):
+        raise config_lib.ConfigError(
+            f"config.test_per_class = {cfg.test_per_class} but class {int(per_class.argmin())} "
+            f"of the {dataset.name} test set has only {int(per_class.min())} images")
+    clients = int(cfg.num_nodes) if set(algorithms) - {"single"} else 1
+    kwargs = build._kwargs(cfg, build.PARTITION_ARGS.get(cfg.partition, {}))
     try:
-        summaries = train_and_evaluate(cfg, FLAGS.workdir)
-    except USER_ERRORS as e:  # bad input: the message names the problem; no traceback
-        if os.environ.get("VANISH_DEBUG"):
-            raise
-        sys.exit(f"vanish: error: {e}")
-    print(plots.summary_table(summaries))
+        part = partition_lib.make_partition(cfg.partition, np.asarray(dataset.y_train), clients,
+                                            seed=int(cfg.seed), **kwargs)
+    except partition_lib.PartitionError as e:
+        raise partition_lib.PartitionError(
+            f"config.partition = {cfg.partition!r} ({clients} nodes, {len(dataset.y_train)} "
+            f"training examples of {dataset.name}): {e}") from None
+    # A node draws from the groups it has positive probability for: that is its data.
+    held = (part.node_group_prob > 0).astype(np.int64) @ part.group_size.astype(np.int64)
+    node = int(np.argmin(held))
+    if int(cfg.batch_size) > int(held[node]):
+        raise config_lib.ConfigError(
+            f"config.batch_size = {cfg.batch_size} is larger than node {node}'s data "
+            f"({int(held[node])} training examples of {dataset.name} under partition "
+            f"{cfg.partition!r} over {clients} nodes); use a smaller batch_size or fewer nodes")
+
+
+# Errors caused by the config, the files, the workdir or the data (vanish raises them on
+# purpose), reported by the command line as one line; any other exception is a bug and keeps
+# its traceback. TopologyError, PartitionError, DatasetError and WorkdirError are ConfigErrors.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    config_lib.ConfigError, WorkdirConflictError, data_lib.DatasetUnavailableError,
+    checkpoint.CheckpointMismatchError, checkpoint.CheckpointDamagedError,
+    checkpoint.CheckpointWriteError, FloatingPointError)
 
 
 def cli() -> None:
-    from vanish import runtime
+    """The `vanish` console script (pyproject.toml): the same as `python -m vanish.run`."""
+    from vanish.cli import cli as front_end
 
-    runtime.reexec_with_tcmalloc(["-m", "vanish.run"])  # XLA:CPU speed; see vanish/runtime.py
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
-    flags.DEFINE_string("workdir", None, "directory for metrics, plots and checkpoints")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
-
-
-if __name__ == "__main__":
-    cli()
+    front_end()

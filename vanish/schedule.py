@@ -16,6 +16,8 @@ import dataclasses
 
 import numpy as np
 
+from vanish.config import ConfigError  # draw's argument checks: bad input
+
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
@@ -74,18 +76,18 @@ def draw(
     """
     lo, hi = (int(v) for v in interval)
     if not 1 <= lo <= hi:
-        raise ValueError(f"interval must satisfy 1 <= lo <= hi, got {interval}")
+        raise ConfigError(f"interval must satisfy 1 <= lo <= hi, got {interval}")
     if n < 1 or ticks < 0:
-        raise ValueError(f"need n >= 1 and ticks >= 0, got n={n}, ticks={ticks}")
+        raise ConfigError(f"need n >= 1 and ticks >= 0, got n={n}, ticks={ticks}")
     if send_every < 1:
-        raise ValueError(f"send_every must be >= 1, got {send_every}")
+        raise ConfigError(f"send_every must be >= 1, got {send_every}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5C4ED]))
     if first_tick == "random":
         start = rng.integers(0, hi, size=n)
     elif isinstance(first_tick, (int, np.integer)) and first_tick >= 0:
         start = np.full(n, int(first_tick))
     else:
-        raise ValueError(f"first_tick must be a non-negative int or 'random', got {first_tick!r}")
+        raise ConfigError(f"first_tick must be a non-negative int or 'random', got {first_tick!r}")
     # Enough draws that even the shortest gaps cover the horizon; one matrix, no node loop.
     m = max(1, -(-max(ticks - int(start.min()), 0) // lo) + 1)
     gaps = rng.integers(lo, hi + 1, size=(n, m))

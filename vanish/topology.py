@@ -17,12 +17,14 @@ import jax.numpy as jnp
 import networkx as nx
 import numpy as np
 
+from vanish.config import ConfigError
+
 WEIGHTINGS = ("uniform", "metropolis", "max_degree")
 # Bounded resampling for random families that can come out disconnected.
 MAX_CONNECT_TRIES = 100
 
 
-class TopologyError(ValueError):
+class TopologyError(ConfigError):
     """An invalid graph or generator argument; the message names the problem and the value."""
 
 
@@ -359,16 +361,21 @@ def from_edge_list(path: str | os.PathLike[str], n: int | None = None, directed:
     defaults to max id + 1; nodes without edges make the graph disconnected (rejected).
     """
     edges, lines = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            parts = raw.split("#", 1)[0].split()
-            if not parts:
-                continue
-            if len(parts) != 2 or not all(re.fullmatch(r"[+-]?\d+", p) for p in parts):
-                raise TopologyError(f"{path}: malformed line {lineno}: {raw.strip()!r} "
-                                    f"(expected two integer node ids 'u v')")
-            edges.append((int(parts[0]), int(parts[1])))
-            lines.append(lineno)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror
+        raise TopologyError(f"edge list {path} cannot be read: {why}") from None
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        parts = raw.split("#", 1)[0].split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not all(re.fullmatch(r"[+-]?\d+", p) for p in parts):
+            raise TopologyError(f"{path}: malformed line {lineno}: {raw.strip()!r} "
+                                f"(expected two integer node ids 'u v')")
+        edges.append((int(parts[0]), int(parts[1])))
+        lines.append(lineno)
     e = np.array(edges, dtype=np.int64).reshape(-1, 2)
     if n is None:
         if e.shape[0] == 0:

@@ -1,0 +1,635 @@
+"""Bad input through the real command line: one line naming the problem, nothing lost.
+
+Every case of `CASES` runs `python -m vanish.run` in a subprocess (a tiny synthetic config:
+4 nodes on a ring, MLP, 4 ticks) and must end with exit status 1, exactly one
+`vanish: error: ...` line matching the case's pattern (the field, file or value), no
+"Traceback" anywhere on stderr, and its workdir as it was: not created when it did not exist,
+byte for byte the same (a hash of the tree) when it did. Most cases fail in the front end
+before jax is imported (~0.3 s each); those that need the graph or the data take ~2 s. The
+module fixture `outcomes` runs the selected cases a few at a time; one finished run (the
+workdir the 'run' cases copy) is made first, in parallel with them.
+
+Beside the table: the config registries match the engine's, every config field has a rule,
+damaged checkpoints fall back to the newest intact one, and a full disk or a read-only
+workdir is one line with the previous checkpoint intact (in-process fault injection, plus a
+real tmpfs / read-only bind mount when this process may mount).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import errno
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from vanish import checkpoint, config
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKERS = 3  # subprocesses at a time (CI has 2 cores; most cases are short and I/O bound)
+TINY = '''
+from vanish import config
+
+
+def get_config():
+    c = config.default_config()
+    c.algorithms = "gossip"
+    c.dataset = "synthetic"
+    c.synthetic_train, c.synthetic_test, c.test_per_class = 200, 100, 5
+    c.model, c.batch_size, c.lr = "mlp", 8, 0.05
+    c.num_nodes, c.topology, c.degree = 4, "ring", 2
+    c.ticks, c.eval_every, c.keep_checkpoints = 4, 2, 2
+    c.interval_lo, c.interval_hi = 1, 2
+    return c
+'''
+CONFIG_FILES = {
+    "syntax.py": "def get_config(:\n",
+    "typeerror.py": ("from vanish import config\n\ndef get_config():\n"
+                     "    c = config.default_config()\n    c.lr = 'fast'\n    return c\n"),
+    "no_get_config.py": "x = 1\n",
+    "not_a_configdict.py": "def get_config():\n    return 3\n",
+    "import_error.py": "import vanish_no_such_module\n",
+    "raises.py": ("from vanish import config\n\ndef get_config():\n"
+                  "    c = config.default_config()\n    raise RuntimeError('boom')\n"),
+    "extra_field.py": ("from vanish import config\n\ndef get_config():\n"
+                       "    c = config.default_config()\n    c.colour = 'red'\n    return c\n"),
+    "few_fields.py": ("import ml_collections\n\ndef get_config():\n"
+                      "    return ml_collections.ConfigDict(dict(seed=0))\n"),
+    "bad_value.py": TINY.replace("return c", "c.beta = 3.0\n    return c"),
+}
+EDGE_LISTS = {"malformed.txt": "0 1\nx y\n", "self_loop.txt": "0 1\n1 2\n2 2\n",
+              "out_of_range.txt": "0 1\n1 7\n", "disconnected.txt": "0 1\n2 3\n",
+              "empty.txt": "# no edges\n"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    id: str
+    flags: tuple[str, ...]  # after --config / --workdir; {inputs} is the folder of input files
+    expect: str  # regex the one 'vanish: error:' line must match
+    workdir: str = "new"  # new (must stay absent) | empty | run (a finished run) | a SETUPS key
+    config: str | None = "tiny.py"  # in {inputs}; None: no --config flag
+    workdir_flag: str | None = "{workdir}"  # None: no --workdir flag
+
+
+def bad(id: str, *flags: str, expect: str, **kw) -> Case:
+    return Case(id, flags, expect, **kw)
+
+
+def field(name: str, value: str, expect: str, **kw) -> Case:
+    return Case(f"{name}={value.replace('{inputs}/', '')}", (f"--config.{name}={value}",), expect,
+                **kw)
+
+
+CASES = [
+    # ---------------------------------------------------------------- flags
+    bad("unknown_field", "--config.lrr=0.1",
+        expect=r"unknown config field 'lrr' in --config\.lrr=0\.1 \(did you mean 'lr'\?\)"),
+    bad("unknown_field_noprefix", "--noconfig.wandbb", expect=r"unknown config field 'wandbb'"),
+    bad("nested_field", "--config.lr.x=1", expect=r"config\.lr is a value, not a group"),
+    bad("unknown_flag", "--wrkdir=/tmp/x", expect=r"Unknown command line flag 'wrkdir'"),
+    bad("lr_not_a_number", "--config.lr=abc",
+        expect=r"--config\.lr=abc: config\.lr takes a number, not 'abc'"),
+    bad("num_nodes_not_an_integer", "--config.num_nodes=1.5",
+        expect=r"config\.num_nodes takes an integer, not '1\.5'"),
+    bad("ticks_empty", "--config.ticks=", expect=r"config\.ticks takes an integer, not ''"),
+    bad("seed_word", "--config.seed=zero", expect=r"config\.seed takes an integer, not 'zero'"),
+    bad("wandb_not_a_bool", "--config.wandb=maybe",
+        expect=r"config\.wandb takes True or False, not 'maybe'"),
+    bad("missing_value", "--config.lr", expect=r"Missing value for flag --config\.lr"),
+    bad("override_before_config", "--config.lr=0.1", "--config={inputs}/tiny.py",
+        expect=r"Found --config\.lr=0\.1 in argv before a value for --config", config=None),
+    bad("missing_config", expect=r"missing --config", config=None),
+    bad("missing_workdir", expect=r"missing --workdir", workdir_flag=None),
+    bad("positional_argument", "stray", expect=r"unexpected argument\(s\) 'stray'"),
+    # ---------------------------------------------------------------- config files
+    bad("config_missing", expect=r"config file \S*nope\.py does not exist", config="nope.py"),
+    bad("config_is_a_directory", expect=r"config file \S+ is a directory", config="data_empty"),
+    bad("config_empty_flag", expect=r"--config is empty", config=""),
+    bad("config_syntax_error", expect=r"config file \S*syntax\.py, line 1: invalid syntax",
+        config="syntax.py"),
+    bad("config_type_error", expect=r"typeerror\.py, line 5: TypeError: .*'lr'",
+        config="typeerror.py"),
+    bad("config_without_get_config", expect=r"no_get_config\.py defines no get_config",
+        config="no_get_config.py"),
+    bad("config_returns_int", expect=r"get_config\(\) returned int",
+        config="not_a_configdict.py"),
+    bad("config_import_error", expect=r"import_error\.py, line 1: .*vanish_no_such_module",
+        config="import_error.py"),
+    bad("config_raises", expect=r"raises\.py, line 5: RuntimeError: boom", config="raises.py"),
+    bad("config_binary", expect=r"binary\.py is not UTF-8 text", config="binary.py"),
+    bad("config_extra_field", expect=r"unknown config field 'colour'", config="extra_field.py"),
+    bad("config_few_fields", expect=r"lacks field\(s\) algorithms", config="few_fields.py"),
+    bad("config_argument_unused", expect=r"TypeError: get_config\(\) takes 0",
+        config="tiny.py:extra"),
+    bad("config_file_bad_value", expect=r"config\.beta = 3\.0 must be in \[0, 1\]",
+        config="bad_value.py"),
+    # ---------------------------------------------------------------- values
+    field("beta", "1.5", r"config\.beta = 1\.5 must be in \[0, 1\]", workdir="run"),
+    field("beta", "-0.1", r"config\.beta = -0\.1 must be in \[0, 1\]"),
+    field("beta", "nan", r"config\.beta = nan must be in \[0, 1\]"),
+    field("lr", "-0.01", r"config\.lr = -0\.01 must be a finite number >= 0", workdir="run"),
+    field("lr", "inf", r"config\.lr = inf must be a finite number"),
+    field("momentum", "1.0", r"config\.momentum = 1\.0 must be in \[0, 1\)"),
+    field("weight_decay", "-1", r"config\.weight_decay = -1\.0 must be a finite number >= 0"),
+    field("fl_client_fraction", "0", r"config\.fl_client_fraction = 0\.0 must be in \(0, 1\]"),
+    field("fl_client_fraction", "1.5", r"config\.fl_client_fraction = 1\.5 must be in \(0, 1\]"),
+    field("num_partitions", "0", r"config\.num_partitions = 0 must be >= 1"),
+    field("subsample", "1.5", r"config\.subsample = 1\.5 must be in \[0, 1\]"),
+    field("subsample", "-0.5", r"config\.subsample = -0\.5 must be in \[0, 1\]"),
+    field("eval_every", "0", r"config\.eval_every = 0 must be >= 1", workdir="empty"),
+    field("checkpoint_every", "-2", r"config\.checkpoint_every = -2 must be >= 0"),
+    field("checkpoint_every", "3", r"checkpoint_every = 3 is not a multiple of config\.eval_every"),
+    field("keep_checkpoints", "0", r"config\.keep_checkpoints = 0 must be >= 1"),
+    field("batch_size", "0", r"config\.batch_size = 0 must be >= 1"),
+    field("num_nodes", "0", r"config\.num_nodes = 0: .*at least 2 nodes"),
+    field("num_nodes", "1", r"config\.num_nodes = 1: .*at least 2 nodes", workdir="run"),
+    field("num_nodes", "-3", r"config\.num_nodes = -3"),
+    field("ticks", "-1", r"config\.ticks = -1 must be >= 0"),
+    field("interval_lo", "0", r"config\.interval_lo = 0 must be >= 1"),
+    bad("interval_lo_above_hi", "--config.interval_lo=12", "--config.interval_hi=8",
+        expect=r"config\.interval_hi = 8 is below config\.interval_lo = 12"),
+    field("first_tick", "soon", r"config\.first_tick = 'soon' must be a non-negative integer"),
+    field("send_every", "0", r"config\.send_every = 0 must be >= 1"),
+    field("threshold", "-1", r"config\.threshold = -1 must be >= 0"),
+    field("degree", "0", r"config\.degree = 0 must be >= 1"),
+    field("edge_prob", "0", r"config\.edge_prob = 0\.0 must be in \(0, 1\]"),
+    field("rewire_prob", "2", r"config\.rewire_prob = 2\.0 must be in \[0, 1\]"),
+    field("attach", "0", r"config\.attach = 0 must be >= 1"),
+    field("alpha", "0", r"config\.alpha = 0\.0 must be a finite number > 0"),
+    field("shards_per_node", "0", r"config\.shards_per_node = 0 must be >= 1"),
+    field("label_subsets", "a-b", r"config\.label_subsets = 'a-b': cannot read 'a-b'"),
+    field("label_subsets", "5-3", r"config\.label_subsets = '5-3': cannot read '5-3'"),
+    field("test_per_class", "0", r"config\.test_per_class = 0 must be >= 1"),
+    field("synthetic_train", "0", r"config\.synthetic_train = 0 must be >= 1"),
+    field("seed", "-1", r"config\.seed = -1 must be in \[0, 2\*\*32\)"),
+    field("vc_blend", "2", r"config\.vc_blend = 2\.0 must be in \[0, 1\]"),
+    field("vc_eps", "-1e-4", r"config\.vc_eps = -0\.0001 must be a finite number >= 0"),
+    field("vc_ddof", "-1", r"config\.vc_ddof = -1 must be >= 0"),
+    field("vc_strength", "1.5", r"config\.vc_strength = 1\.5 must be in \[0, 1\]"),
+    field("fl_round_ticks", "0", r"config\.fl_round_ticks = 0 must be >= 1"),
+    field("fl_local_steps", "8", r"config\.fl_local_steps = 8 does not fit a round"),
+    field("trim_fraction", "0.5", r"config\.trim_fraction = 0\.5 must be in \[0, 0\.5\)"),
+    field("sync_local_steps", "0", r"config\.sync_local_steps = 0 must be >= 1"),
+    field("target_accuracy", "2", r"config\.target_accuracy = 2\.0 must be in \[0, 1\]"),
+    field("eval_nodes", "0", r"config\.eval_nodes = 0 must be >= 1"),
+    field("slots", "-1", r"config\.slots = -1 must be >= 0"),
+    field("wandb_mode", "sometimes", r"unknown W&B mode 'sometimes'"),
+    bad("wandb_without_project", "--config.wandb=True", "--config.wandb_project=",
+        expect=r"config\.wandb_project is empty"),
+    bad("two_problems", "--config.beta=2", "--config.lr=-1",
+        expect=r"config\.lr = -1\.0 .*; config\.beta = 2\.0"),
+    # ---------------------------------------------------------------- names
+    field("algorithms", "gossip,bogus", r"unknown algorithm\(s\) \['bogus'\]", workdir="run"),
+    field("algorithms", "", r"config\.algorithms is empty"),
+    field("algorithms", "gossip,gossip", r"lists an algorithm twice"),
+    field("model", "mpl", r"unknown model 'mpl' \(config\.model\) \(did you mean 'mlp'\?\)"),
+    field("optimizer", "sgdd", r"unknown optimizer 'sgdd'"),
+    field("partition", "random", r"unknown partition scheme 'random'"),
+    field("topology", "mesh", r"unknown topology 'mesh'"),
+    field("init", "zeros", r"unknown initializer 'zeros'"),
+    field("lr_schedule", "cosine", r"unknown lr schedule 'cosine'"),
+    field("conv_impl", "fft", r"unknown conv_impl 'fft'"),
+    field("weighting", "equal", r"unknown weighting 'equal'"),
+    field("vc_target", "mean", r"unknown variance-correction target 'mean'"),
+    field("dataset", "../etc", r"config\.dataset = '\.\./etc' is not a dataset name"),
+    # ---------------------------------------------------------------- input files
+    field("data_dir", "{inputs}/no_such_dir",
+          r"config\.data_dir = '\S+no_such_dir' does not exist"),
+    field("data_dir", "{inputs}/tiny.py", r"config\.data_dir = '\S+tiny\.py' is not a directory"),
+    field("data_dir", "{inputs}/data_empty", r"config\.data_dir = '\S+' is an empty directory"),
+    bad("edge_list_unset", "--config.topology=edge_list",
+        expect=r"config\.topology = 'edge_list' needs config\.edge_list"),
+    bad("edge_list_missing", "--config.topology=edge_list", "--config.edge_list={inputs}/nope.txt",
+        expect=r"config\.edge_list = '\S+nope\.txt': no such file"),
+    bad("edge_list_directory", "--config.topology=edge_list", "--config.edge_list={inputs}",
+        expect=r"config\.edge_list = '\S+' is a directory"),
+    bad("edge_list_malformed", "--config.topology=edge_list",
+        "--config.edge_list={inputs}/malformed.txt",
+        expect=r"malformed\.txt: malformed line 2: 'x y'", workdir="empty"),
+    bad("edge_list_self_loop", "--config.topology=edge_list",
+        "--config.edge_list={inputs}/self_loop.txt", expect=r"self-loop at node 2"),
+    bad("edge_list_out_of_range", "--config.topology=edge_list",
+        "--config.edge_list={inputs}/out_of_range.txt",
+        expect=r"node id 7 out of range for n=4 .*out_of_range\.txt, line 2\)"),
+    bad("edge_list_disconnected", "--config.topology=edge_list",
+        "--config.edge_list={inputs}/disconnected.txt", expect=r"graph is disconnected"),
+    bad("edge_list_empty", "--config.topology=edge_list", "--config.edge_list={inputs}/empty.txt",
+        expect=r"no edges among n=4 nodes"),
+    bad("edge_list_binary", "--config.topology=edge_list", "--config.edge_list={inputs}/binary.py",
+        expect=r"edge list \S+binary\.py cannot be read: not UTF-8 text"),
+    bad("corrupt_idx_files", "--config.dataset=fashion_mnist", "--config.data_dir={inputs}/idx",
+        expect=r"train-images-idx3-ubyte: bad IDX magic number", workdir="empty"),
+    # ---------------------------------------------------------------- graph and data
+    bad("random_regular_degree_too_big", "--config.topology=random_regular", "--config.degree=9",
+        expect=r"config\.topology = 'random_regular' \(num_nodes=4\): .*degree d=9"),
+    bad("random_regular_odd", "--config.topology=random_regular", "--config.degree=3",
+        "--config.num_nodes=5", expect=r"n \* d must be even"),
+    field("topology", "torus", r"config\.topology = 'torus' \(num_nodes=4\): degenerate torus"),
+    bad("erdos_renyi_disconnected", "--config.topology=erdos_renyi", "--config.edge_prob=0.01",
+        "--config.num_nodes=40", expect=r"G\(n=40, p=0\.01\) was disconnected"),
+    field("threshold", "3", r"config\.threshold = 3 exceeds the in-degree 2 of node 0",
+          workdir="empty"),
+    field("batch_size", "500", r"config\.batch_size = 500 is larger than node 0's data \(200 "),
+    bad("batch_larger_than_shards", "--config.partition=shards", "--config.batch_size=60",
+        expect=r"batch_size = 60 is larger than node \d+'s data \(50 training examples"),
+    field("test_per_class", "50", r"config\.test_per_class = 50 but class \d+ .* only 10 images"),
+    bad("too_many_shards", "--config.partition=shards", "--config.shards_per_node=100",
+        expect=r"config\.partition = 'shards' .*shards_per_node=100"),
+    bad("dirichlet_split_too_small", "--config.partition=dirichlet_split",
+        "--config.num_nodes=30", "--config.topology=complete",
+        expect=r"config\.partition = 'dirichlet_split' .*min_size"),
+    bad("label_subset_without_data", "--config.partition=label_subsets",
+        "--config.label_subsets=0-4,12", expect=r"subset \[12\] has labels \[12\]"),
+    # ---------------------------------------------------------------- the workdir
+    bad("workdir_is_a_file", expect=r"workdir \S+tiny\.py is a file",
+        workdir_flag="{inputs}/tiny.py"),
+    bad("workdir_below_a_file", expect=r"cannot be created: \S+tiny\.py is not a directory",
+        workdir_flag="{inputs}/tiny.py/run"),
+    bad("workdir_in_proc", expect=r"workdir /proc/vanish is under /proc",
+        workdir_flag="/proc/vanish"),
+    bad("workdir_proc_self", expect=r"is under /proc", workdir_flag="/proc/self"),
+    bad("workdir_dev_null", expect=r"workdir /dev/null is under /dev", workdir_flag="/dev/null"),
+    bad("workdir_empty_flag", expect=r"--workdir is empty", workdir_flag=""),
+    bad("workdir_broken_symlink", expect=r"is a broken symbolic link",
+        workdir_flag="{inputs}/dangling"),
+    bad("corrupt_run_config", expect=r"run_config\.json is corrupt \(Expecting",
+        workdir="corrupt_run_config"),
+    bad("run_config_without_hash", expect=r"run_config\.json is corrupt or unreadable \(KeyError",
+        workdir="run_config_without_hash"),
+    bad("run_config_is_a_directory", expect=r"run_config\.json is not a file",
+        workdir="run_config_is_a_directory"),
+    bad("corrupt_summary", expect=r"summary\.json is corrupt", workdir="corrupt_summary"),
+    bad("summary_not_an_object", expect=r"summary\.json is corrupt \(a JSON list",
+        workdir="summary_not_an_object"),
+    bad("corrupt_config_json", expect=r"config\.json is corrupt", workdir="corrupt_config_json"),
+    bad("corrupt_metrics_line", expect=r"metrics\.jsonl is corrupt \(.* at line 2\)",
+        workdir="corrupt_metrics_line"),
+    bad("metrics_not_utf8", expect=r"metrics\.jsonl is corrupt \(not UTF-8",
+        workdir="metrics_not_utf8"),
+    bad("algorithm_dir_is_a_file", expect=r"gossip is not a directory", workdir="algorithm_file"),
+    bad("checkpoints_is_a_file", expect=r"checkpoints is not a directory",
+        workdir="checkpoints_file"),
+    bad("changed_config", "--config.lr=0.02",
+        expect=r"holds a run with a different config: the config changed", workdir="run"),
+    bad("every_checkpoint_damaged",
+        expect=r"every checkpoint in \S+gossip/checkpoints is damaged \(4: its state folder is "
+               r"missing; 2: a file of it is truncated\); .*nothing was changed",
+        workdir="all_checkpoints_damaged"),
+]
+
+
+def _set(path: Path, text: str | bytes) -> None:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+
+
+def _truncate_arrays(step_dir: Path) -> None:
+    for f in step_dir.rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(f.read_bytes()[:10])
+
+
+# Workdirs made from a copy of the finished run (or from nothing), by name.
+SETUPS: dict[str, Callable[[Path], None]] = {
+    "corrupt_run_config": lambda w: _set(w / "run_config.json", '{"config_hash": '),
+    "run_config_without_hash": lambda w: _set(w / "run_config.json", '{"hash": "x"}'),
+    "run_config_is_a_directory": lambda w: (w / "run_config.json").unlink()
+    or (w / "run_config.json").mkdir(),
+    "corrupt_summary": lambda w: _set(w / "summary.json", '{"gossip": {"final_acc": 0.1,'),
+    "summary_not_an_object": lambda w: _set(w / "summary.json", "[1, 2]"),
+    "corrupt_config_json": lambda w: _set(w / "config.json", "{]"),
+    "corrupt_metrics_line": lambda w: _set(w / "metrics.jsonl", "\n".join(
+        ["{garbage" if i == 1 else line
+         for i, line in enumerate((w / "metrics.jsonl").read_text().split("\n"))])),
+    "metrics_not_utf8": lambda w: _set(w / "metrics.jsonl", b'{"tick": 0}\n\xff\xfe\n'),
+    "algorithm_file": lambda w: shutil.rmtree(w / "gossip") or _set(w / "gossip", "x"),
+    "checkpoints_file": lambda w: shutil.rmtree(w / "gossip" / "checkpoints")
+    or _set(w / "gossip" / "checkpoints", "x"),
+    "all_checkpoints_damaged": lambda w: shutil.rmtree(w / "gossip/checkpoints/4/state")
+    or _truncate_arrays(w / "gossip/checkpoints/2/state"),
+}
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def tree_hash(path: Path) -> str | None:
+    """sha256 over every name and file content below `path` (None: `path` does not exist)."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    h = hashlib.sha256()
+    for p in sorted([path, *path.rglob("*")]) if path.is_dir() else [path]:
+        h.update(str(p.relative_to(path) if p != path else ".").encode())
+        if p.is_file():
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def cli_env(base: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "VANISH_DEBUG"}
+    env.update(VANISH_TCMALLOC="0", JAX_PLATFORMS="cpu", WANDB_MODE="disabled",
+               # Real runs after the first load its compiled steps (the same programs).
+               JAX_COMPILATION_CACHE_DIR=str(base / "jax_cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 240
+            ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vanish.run", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+@dataclasses.dataclass
+class Outcome:
+    proc: subprocess.CompletedProcess
+    workdir: Path
+    before: str | None  # tree hash before the run (None: did not exist)
+    after: str | None
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("bad_input")
+    (d / "tiny.py").write_text(TINY)
+    for name, text in {**CONFIG_FILES, **EDGE_LISTS}.items():
+        (d / name).write_text(text)
+    (d / "binary.py").write_bytes(b"\xff\xfe\x00\x81binary")
+    (d / "data_empty").mkdir()
+    (d / "idx").mkdir()
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (d / "idx" / stem).write_bytes(b"\x01\x02\x03\x04garbage")
+    (d / "dangling").symlink_to(d / "no_such_target")
+    return d
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as executor:
+        yield executor
+
+
+@pytest.fixture(scope="module")
+def finished_run(inputs, pool) -> concurrent.futures.Future:
+    """A finished run of the tiny config (checkpoints at ticks 2 and 4), made in the pool."""
+    def make() -> Path:
+        workdir = inputs / "finished"
+        proc = run_cli([f"--config={inputs / 'tiny.py'}", f"--workdir={workdir}"],
+                       cli_env(inputs))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert checkpoint.all_steps(workdir / "gossip") == [2, 4]
+        return workdir
+
+    return pool.submit(make)
+
+
+def run_case(case: Case, inputs: Path, finished: concurrent.futures.Future) -> Outcome:
+    workdir = inputs / "cases" / re.sub(r"[^\w.=-]", "_", case.id)
+    if case.workdir == "empty":
+        workdir.mkdir(parents=True)
+    elif case.workdir == "run" or case.workdir in SETUPS:
+        shutil.copytree(finished.result(), workdir, symlinks=True)
+        SETUPS.get(case.workdir, lambda w: None)(workdir)
+    else:
+        assert case.workdir == "new", case.workdir
+    fill = dict(inputs=str(inputs), workdir=str(workdir))
+    args = [flag.format(**fill) for flag in case.flags]
+    if case.config is not None:
+        args.insert(0, f"--config={inputs / case.config}" if case.config else "--config=")
+    if case.workdir_flag is not None:
+        args.insert(1 if case.config is not None else 0,
+                    f"--workdir={case.workdir_flag.format(**fill)}")
+    before = tree_hash(workdir)
+    t0 = time.perf_counter()
+    proc = run_cli(args, cli_env(inputs))
+    return Outcome(proc, workdir, before, tree_hash(workdir), time.perf_counter() - t0)
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, inputs, pool, finished_run) -> dict[str, Outcome]:
+    """Runs every selected case (WORKERS at a time) once for the module."""
+    wanted = {item.callspec.params["case"].id for item in request.session.items
+              if item.module is sys.modules[__name__] and hasattr(item, "callspec")
+              and "case" in item.callspec.params}
+    t0 = time.perf_counter()
+    futures = {c.id: pool.submit(run_case, c, inputs, finished_run)
+               for c in CASES if c.id in wanted}
+    done = {k: f.result() for k, f in futures.items()}
+    print(f"\n{len(done)} bad-input cases in {time.perf_counter() - t0:.1f} s "
+          f"({WORKERS} at a time)")
+    return done
+
+
+def test_case_ids_are_unique_and_the_readme_counts_them():
+    assert len({c.id for c in CASES}) == len(CASES) >= 80
+    readme = (ROOT / "README.md").read_text()
+    assert f"tests/test_bad_input.py feeds {len(CASES)} bad inputs" in readme
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_and_loses_nothing(case: Case, outcomes: dict[str, Outcome]):
+    out = outcomes[case.id]
+    stderr = out.proc.stderr
+    assert out.proc.returncode == 1, (out.proc.returncode, stderr[-3000:])
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("vanish: error: ")]
+    assert len(errors) == 1, stderr[-3000:]
+    assert re.search(case.expect, errors[0]), errors[0]
+    if out.before is None:
+        assert not out.workdir.exists(), f"{out.workdir} was created"
+    else:
+        assert out.after == out.before, f"{out.workdir} changed"
+
+
+# ------------------------------------------------------------------------- beside the table
+
+
+def test_choices_match_the_registries():
+    from vanish import algorithms, models, partition, topology, variance
+
+    assert config.CHOICES["algorithms"] == algorithms.NAMES
+    assert config.CHOICES["model"] == tuple(models.MODELS)
+    assert config.CHOICES["init"] == tuple(models.INITIALIZERS)
+    assert config.CHOICES["conv_impl"] == ("auto", *models.CONV_IMPLS)
+    assert config.CHOICES["partition"] == tuple(partition.SCHEMES)
+    assert config.CHOICES["topology"] == topology.TOPOLOGIES
+    assert config.CHOICES["weighting"] == topology.WEIGHTINGS
+    assert config.CHOICES["vc_target"] == variance.TARGETS
+    from vanish import nodes
+
+    for name in config.CHOICES["optimizer"]:
+        for schedule in config.CHOICES["lr_schedule"]:
+            nodes.make_optimizer(name, schedule=schedule)
+    with pytest.raises(ValueError):
+        nodes.make_optimizer("nope")
+
+
+def test_every_field_has_exactly_one_rule_and_every_experiment_passes():
+    assert set(config.FIELD_RULES) == set(config.default_config())
+    config.validate(config.default_config())
+    config.validate(config.paper_config())
+    for path in sorted((ROOT / "experiments").glob("*/config.py")):
+        assert config.problems(config.load_config_file(str(path))) == [], path
+
+
+def test_the_front_end_does_not_import_jax(inputs):
+    """A bad field is refused before jax (and the engine) are imported: that is what keeps
+    each case above at a fraction of a second."""
+    code = ("import sys; from vanish import cli; sys.argv = ['vanish', '--config=%s', "
+            "'--workdir=%s', '--config.beta=2']\ntry:\n    cli.cli()\nexcept SystemExit as e:\n"
+            "    print(e.code); print('jax' in sys.modules)" % (inputs / "tiny.py", inputs / "w"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env=cli_env(inputs))
+    assert proc.stdout.split()[-1] == "False", proc.stdout + proc.stderr
+    assert "config.beta = 2.0" in proc.stdout
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(inputs, finished_run, pool):
+    workdir = inputs / "fallback"
+    shutil.copytree(finished_run.result(), workdir)
+    shutil.rmtree(workdir / "gossip" / "checkpoints" / "4" / "state")
+    want = (finished_run.result() / "summary.json").read_text()
+    proc = pool.submit(run_cli, [f"--config={inputs / 'tiny.py'}", f"--workdir={workdir}"],
+                       cli_env(inputs)).result()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert re.search(r"checkpoint \S+gossip/checkpoints/4 is damaged \(its state folder is "
+                     r"missing\); resuming from checkpoint 2 instead", proc.stderr), proc.stderr
+    assert (workdir / "summary.json").read_text() == want  # the same result as straight through
+    assert checkpoint.all_steps(workdir / "gossip") == [2, 4]
+
+
+def _state(seed: int):
+    rng = np.random.default_rng(seed)
+    return {"w": rng.standard_normal((64, 32)).astype(np.float32), "tick": seed}
+
+
+@pytest.mark.parametrize("fault", [
+    ValueError("RESOURCE_EXHAUSTED: Error writing \"w/0\" in OCDBT database: Failed to write "
+               "737079 bytes to file 20: No space left on device [os_error_code='28']"),
+    OSError(errno.ENOSPC, "No space left on device"),
+    OSError(errno.EROFS, "Read-only file system"),
+], ids=["tensorstore_enospc", "enospc", "erofs"])
+def test_a_failed_checkpoint_write_is_one_error_and_keeps_the_previous(tmp_path, monkeypatch,
+                                                                       fault):
+    """The writer fails half way (a partial temporary directory is left, as orbax leaves it):
+    CheckpointWriteError names the directory and the intact previous step, which restores."""
+    import orbax.checkpoint as ocp
+
+    checkpoint.save(tmp_path, 10, _state(10))
+    before = tree_hash(checkpoint.checkpoint_dir(tmp_path) / "10")
+
+    def failing_save(self, step, *args, **kwargs):
+        partial = checkpoint.checkpoint_dir(tmp_path) / f"{step}.orbax-checkpoint-tmp"
+        partial.mkdir()
+        (partial / "half").write_bytes(b"\0" * 100)
+        raise fault
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", failing_save)
+    with pytest.raises(checkpoint.CheckpointWriteError,
+                       match=r"could not write checkpoint 20 to \S+checkpoints: .*; the previous "
+                             r"checkpoint \(step 10\) is intact"):
+        checkpoint.save(tmp_path, 20, _state(20))
+    monkeypatch.undo()
+    assert checkpoint.all_steps(tmp_path) == [10]
+    assert tree_hash(checkpoint.checkpoint_dir(tmp_path) / "10") == before
+    restored, _ = checkpoint.restore(tmp_path, _state(0))
+    np.testing.assert_array_equal(restored["w"], _state(10)["w"])
+    checkpoint.save(tmp_path, 20, _state(20))  # with space again: saves, leftovers cleared
+    assert checkpoint.all_steps(tmp_path) == [10, 20]
+
+
+def test_a_failure_that_is_not_the_disk_keeps_its_type(tmp_path, monkeypatch):
+    import orbax.checkpoint as ocp
+
+    def failing_save(self, *args, **kwargs):
+        raise TypeError("a bug, not bad input")
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", failing_save)
+    with pytest.raises(TypeError, match="a bug"):
+        checkpoint.save(tmp_path, 1, _state(1))
+
+
+def _arrays(state_dir: Path) -> list[np.ndarray]:
+    import jax
+    import orbax.checkpoint as ocp
+
+    with warnings.catch_warnings():  # "sharding info not provided": plain host arrays wanted
+        warnings.simplefilter("ignore")
+        return jax.tree.leaves(ocp.PyTreeCheckpointer().restore(state_dir))
+
+
+def _mount(*args: str) -> bool:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+def test_a_full_disk_during_checkpointing_is_one_line(inputs, finished_run, pool):
+    """A real 5 MiB tmpfs: the tick-2 checkpoint (3.2 MB) fits, the tick-4 one does not."""
+    disk = inputs / "tiny_disk"
+    disk.mkdir()
+    if not _mount("-t", "tmpfs", "-o", "size=5m", "tmpfs", str(disk)):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        finished_run.result()  # its compiled steps are in the cache now
+        workdir = disk / "run"
+        proc = pool.submit(run_cli, [f"--config={inputs / 'tiny.py'}", f"--workdir={workdir}"],
+                           cli_env(inputs)).result()
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert re.search(r"vanish: error: could not write checkpoint 4 to \S+/run/gossip/"
+                         r"checkpoints: no space left on device; the previous checkpoint \(step "
+                         r"2\) is intact", proc.stderr), proc.stderr[-3000:]
+        assert checkpoint.all_steps(workdir / "gossip") == [2]
+        intact = _arrays(workdir / "gossip/checkpoints/2/state")
+        for a, b in zip(intact, _arrays(finished_run.result() / "gossip/checkpoints/2/state")):
+            np.testing.assert_array_equal(a, b)  # the same state as the finished run's tick 2
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_read_only_workdir_is_refused_before_any_work(inputs, finished_run, pool):
+    """A finished run on a read-only bind mount (root), else a folder without write permission
+    (other users): refused at once, every file as it was."""
+    source, workdir = inputs / "ro_source", inputs / "ro"
+    shutil.copytree(finished_run.result(), source)
+    workdir.mkdir()
+    mounted = _mount("--bind", "-o", "ro", str(source), str(workdir))
+    if not mounted:
+        if os.geteuid() == 0:
+            pytest.skip("cannot bind-mount read-only here")
+        workdir.rmdir()
+        workdir = source
+        workdir.chmod(0o555)
+    try:
+        before = tree_hash(workdir)
+        procs = [pool.submit(run_cli, [f"--config={inputs / 'tiny.py'}", f"--workdir={w}"],
+                             cli_env(inputs)) for w in (workdir, workdir / "sub" / "dir")]
+        for proc in (p.result() for p in procs):
+            assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+            assert re.search(r"vanish: error: workdir \S+ cannot be written: \S+ro\S* is (on a "
+                             r"read-only file system|not writable)", proc.stderr), proc.stderr
+        assert tree_hash(workdir) == before
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(workdir)], check=True)
+        else:
+            workdir.chmod(0o755)
