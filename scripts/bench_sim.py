@@ -112,14 +112,16 @@ def main() -> None:
     ap.add_argument("--ticks", type=int, default=40)
     ap.add_argument("--big-ticks", type=int, default=10, help="ticks timed at N >= 5000")
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--big-warmup", type=int, default=3, help="warm-up ticks at N >= 5000")
     ap.add_argument("--no-phases", action="store_true")
     ap.add_argument("--one", default="", help=argparse.SUPPRESS)  # child: "n,model"
     ap.add_argument("--out", default="bench_sim.json")
     args = ap.parse_args()
     if args.one:
         n, model = args.one.split(",")
-        ticks = args.big_ticks if int(n) >= 5000 else args.ticks
-        print("ROW " + json.dumps(one(int(n), model, ticks, args.warmup, not args.no_phases)))
+        big = int(n) >= 5000
+        ticks, warmup = (args.big_ticks, args.big_warmup) if big else (args.ticks, args.warmup)
+        print("ROW " + json.dumps(one(int(n), model, ticks, warmup, not args.no_phases)))
         return
     import jax
 
@@ -132,7 +134,7 @@ def main() -> None:
         for n in (int(v) for v in sizes.split(",") if v):
             cmd = [sys.executable, os.path.abspath(__file__), "--one", f"{n},{model}",
                    "--ticks", str(args.ticks), "--big-ticks", str(args.big_ticks),
-                   "--warmup", str(args.warmup)] + (["--no-phases"] if args.no_phases else [])
+                   "--warmup", str(args.warmup), "--big-warmup", str(args.big_warmup)] + (["--no-phases"] if args.no_phases else [])
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
             if proc.returncode or not lines:
