@@ -160,7 +160,8 @@ def components(cfg: ml_collections.ConfigDict, name: str, dataset: Dataset) -> C
     degree = np.asarray(topo.degree)
     threshold = degree if int(cfg.threshold) <= 0 else np.full(n, int(cfg.threshold))
     threshold = np.maximum(threshold, 1)
-    merge_slots = int(cfg.merge_slots) if int(cfg.merge_slots) > 0 else work.slots
+    merge_slots = (int(cfg.merge_slots) if int(cfg.merge_slots) > 0
+                   else min(n, schedule.choose_merge_slots(sched.counts_per_tick())))
     # Message buffers: the most a node can hold at a tick's end (threshold - 1 + in-degree).
     capacity = int(threshold.max() - 1 + max(topo.max_degree, 1))
     algo = algorithm(cfg, name, merge_slots=merge_slots, inbox_capacity=capacity)

@@ -163,6 +163,19 @@ def choose_slots(counts: np.ndarray, overhead: float = 2.0, max_slots: int | Non
     return int(ks[np.argmin(cost)])
 
 
+def choose_merge_slots(counts: np.ndarray) -> int:
+    """Rows per merge group: 1.5x the mean trainers of a busy tick, a multiple of 8.
+
+    In steady state a node merges about once per training interval (threshold = degree), so
+    merges per tick track trainers per tick; the margin keeps the rare overflow group (tick 0,
+    where every node trains) out of the common path.
+    """
+    busy = counts[counts > 0]
+    if busy.size == 0:
+        return 8
+    return int(8 * -(-int(np.ceil(1.5 * busy.mean())) // 8))
+
+
 def pack(sched: Schedule, slots: int, end_of_tick: np.ndarray | None = None) -> WorkList:
     """Packs the schedule into chunks of `slots` nodes.
 
