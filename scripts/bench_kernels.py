@@ -5,7 +5,8 @@
 Every figure is paired with a baseline measured in the same run (machines are noisy):
   1. training: node-steps/s of the vmapped step vs a Python loop of jitted single-node steps
      (batch 32), MLP and LeNet-5, plus achieved GFLOP/s vs a 2048^2 fp32 matmul;
-  2. mixing: one sparse mix of N=1024 LeNet-5 models vs an elementwise pass (scripts/bench_mixing.py);
+  2. mixing: one sparse mix of N=1024 LeNet-5 models vs an elementwise pass
+     (scripts/bench_mixing.py);
   3. variance correction of the same stack vs the elementwise pass (scripts/bench_variance.py).
 Targets (issue #2): LeNet-5 vectorized >= 1.0x the loop at N >= 64 and MLP >= 3x at N = 256 on
 the 2-core CPU (>= 25x for LeNet-5 at N = 1024 on a GPU); mixing and correction <= 3x elementwise.
@@ -72,8 +73,8 @@ def bench_training(name: str, n: int, loop_nodes: int, repeats: int) -> dict[str
     m = min(n, loop_nodes)
     # Both donate params and optimizer state, as the engine does (the update is in place).
     one = jax.jit(nodes.make_train_step(loop_model, tx), donate_argnums=(0, 1))
-    states = [[jax.tree.map(lambda a: a[i : i + 1], params),
-               jax.tree.map(lambda a: a[i : i + 1], opt)] for i in range(m)]
+    states = [[jax.tree.map(lambda a, i=i: a[i : i + 1], params),
+               jax.tree.map(lambda a, i=i: a[i : i + 1], opt)] for i in range(m)]
 
     def loop() -> list[Any]:
         for i, s in enumerate(states):
@@ -137,14 +138,16 @@ def main() -> None:
         result["mixing"] = rows = bench_mixing.run(n=n_mix)
         print(f"\nmixing N={n_mix} LeNet-5 stack, random 8-regular:")
         for r in rows:
-            print(f"  {r['name']:28} {r['ms']:9.1f} ms {r['ratio_vs_elementwise']:6.2f}x elementwise")
+            print(f"  {r['name']:28} {r['ms']:9.1f} ms "
+                  f"{r['ratio_vs_elementwise']:6.2f}x elementwise")
     if "var" not in skip:
         from scripts import bench_variance
 
         result["variance"] = rows = bench_variance.run(n=n_mix)
         print(f"\nvariance correction N={n_mix} LeNet-5 stack:")
         for r in rows:
-            print(f"  {r['name']:28} {r['ms']:9.1f} ms {r['ratio_vs_elementwise']:6.2f}x elementwise")
+            print(f"  {r['name']:28} {r['ms']:9.1f} ms "
+                  f"{r['ratio_vs_elementwise']:6.2f}x elementwise")
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     print(f"\nwrote {args.out}")

@@ -30,7 +30,7 @@ def test_vectorized_step_equals_per_node_loop(name):
     one = jax.jit(nodes.make_train_step(ref_model, tx))
     p0 = nodes.init_params(model, jax.random.PRNGKey(0), 3, (28, 28, 1))
     for i in range(3):
-        p = jax.tree.map(lambda a: a[i : i + 1], p0)
+        p = jax.tree.map(lambda a, i=i: a[i : i + 1], p0)
         o = nodes.init_opt_state(tx, p)
         for _ in range(2):
             r = one(p, o, x[i : i + 1], y[i : i + 1])
@@ -75,7 +75,7 @@ def test_eval_step_matches_loop():
     x, y = _batch(1, b=20)
     acc_N, loss_N = jax.jit(nodes.make_eval_step(model))(params_N, x[0], y[0])
     for i in range(3):
-        p = jax.tree.map(lambda a: a[i], params_N)
+        p = jax.tree.map(lambda a, i=i: a[i], params_N)
         loss, acc = nodes.loss_and_accuracy(model, p, x[0], y[0])
         np.testing.assert_allclose(loss_N[i], loss, rtol=1e-5)
         np.testing.assert_allclose(acc_N[i], acc)

@@ -231,7 +231,7 @@ def test_non_finite_loss_stops_naming_the_tick(tmp_path):
 def test_bad_config_values_raise_before_any_training(tmp_path, no_training, field, value):
     # 'fl' first: it does not use cfg.topology, so a late check would let it train first.
     cfg = run_cfg(**{"algorithms": "fl,gossip", field: value})
-    with pytest.raises(ValueError, match=f"unknown .*'nope'"):
+    with pytest.raises(ValueError, match="unknown .*'nope'"):
         run.train_and_evaluate(cfg, tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad" / tracking.METRICS_FILE).exists()
 

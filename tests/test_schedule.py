@@ -33,7 +33,8 @@ def test_draw_is_deterministic_and_seed_dependent():
 
 
 def test_send_every_and_trainers():
-    s = schedule.draw(5, 300, (2, 2), seed=0, send_every=3, trainers=np.array([0, 1, 1, 1, 1], bool))
+    s = schedule.draw(5, 300, (2, 2), seed=0, send_every=3,
+                      trainers=np.array([0, 1, 1, 1, 1], bool))
     assert 0 not in s.event_node
     for i in range(1, 5):
         send = s.event_send[s.event_node == i]

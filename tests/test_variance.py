@@ -347,18 +347,18 @@ def test_stacked_form_equals_per_node_loop() -> None:
     beta_N = np.array([0.5, 0.2, 0.8], np.float32)
     out_N = jax.device_get(V.mix_and_correct(self_N, sum_N, count_N, var_sum_N, beta_N, cfg))
     for i in range(n):
-        own = jax.tree.map(lambda a: a[i], self_N)
+        own = jax.tree.map(lambda a, i=i: a[i], self_N)
         want = V.average_and_correct(own, stack(recv[i]), float(beta_N[i]), cfg)
-        chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], out_N), want,
+        chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], out_N), want,
                                     rtol=1e-6, atol=1e-7)
     # the readable API vmaps over nodes too (same number of received models each)
     recv_same = [recv[0], recv[2], recv[0]]
     vmapped = jax.device_get(jax.vmap(V.average_and_correct, in_axes=(0, 0, None, None))(
         self_N, stack([stack(r) for r in recv_same]), 0.5, cfg))
     for i in range(n):
-        own = jax.tree.map(lambda a: a[i], self_N)
+        own = jax.tree.map(lambda a, i=i: a[i], self_N)
         want = V.average_and_correct(own, stack(recv_same[i]), 0.5, cfg)
-        chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], vmapped), want,
+        chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], vmapped), want,
                                     rtol=1e-6, atol=1e-7)
 
 

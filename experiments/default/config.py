@@ -15,15 +15,15 @@ network); elsewhere `--config.data_dir=<folder with the four *-ubyte[.gz] files>
 `--config.dataset=synthetic` for a data-free smoke run. Writes metrics.jsonl,
 summary.md, accuracy.png and variance.png into the workdir; re-running resumes.
 
-Runtime: 2 min 47 s wall for the README command from a fresh clone on an idle 2-core
-machine (tcmalloc preloaded, pip install included; identical results). Earlier: 6 min 14 s wall for the whole command on the shared 2-core CPU of
-development, while other jobs held the load average at 6-8 (this process averaged 0.57
-of a core; 3 min 33 s CPU time, 1.6 GB peak memory); median rates under that load: fl
-~35, gossip ~9, gossip_vc ~16 ticks/s. An idle 2-core machine should be faster; the
-timing is an upper bound, not a benchmark.
+Runtime: 2 min 47 s wall for the README command from a fresh clone on an idle 2-core machine
+(tcmalloc preloaded, pip install included; identical results). Earlier: 6 min 14 s wall for
+the whole command on the shared 2-core CPU of development, while other jobs held the load
+average at 6-8 (this process averaged 0.57 of a core; 3 min 33 s CPU time, 1.6 GB peak
+memory); median rates under that load: fl ~35, gossip ~9, gossip_vc ~16 ticks/s. An idle
+2-core machine should be faster; the timing is an upper bound, not a benchmark.
 
 Expected result (measured, seed 0; docs/RESULTS.md): final mean node accuracy at tick
-1500: fl 0.826, gossip 0.590, gossip_vc 0.822; fl and gossip_vc reach the 0.75 target at
+1500: fl 0.824, gossip 0.590, gossip_vc 0.822; fl and gossip_vc reach the 0.75 target at
 tick 400, plain gossip never does. Plain gossip's test loss stays within 1% of
 ln(10) = 2.30 (chance) from tick 50 to 600 while its kernel variances sit at 0.016 of
 their initial values (~1/64: the average of 64 independent initialisations), then slowly

@@ -14,13 +14,14 @@ each in runs/paper_scale/sweep/num_nodes=<n>:
   python -m experiments.sweep --sweep experiments/paper_scale/sweep.yaml
 or `wandb sweep experiments/paper_scale/sweep.yaml`, then `wandb agent <id>`.
 
-Runtime on the shared 2-core CPU: cost per tick grows about linearly with N (every node
-merges its inbox every tick; ~N/10 nodes train per tick). Measured rates (ticks 20-40 of
-a 40-tick run at N = 1000, ticks 100-200 of a 200-tick paper_iid run at N = 50, other jobs
-running): N = 50: fl 3.9, gossip 5.3, gossip_vc 5.6 ticks/s; N = 1000: fl 0.26, gossip_vc
-0.29 ticks/s with 7.8 GB peak memory. So 10,000 ticks of the three algorithms take ~1.6 h
-at N = 50 and ~30 h at N = 1000, about 2.5 days for the whole sweep: run the large sizes
-on an accelerator (`pip install 'vanish[gpu]'`; not timed here), or cut `--config.ticks`.
+Runtime on the idle 2-core CPU (engine v2, scripts/bench_sim.py, docs/bench_sim.json): a
+tick costs its trainings + deliveries + merges, ~N/10 node-steps per tick at 150-180
+node-steps/s, so ticks/s ~ 1700 / N. Measured (gossip_vc): N = 50: 29.8 ticks/s; N = 200:
+8.24; N = 1000: 1.79 ticks/s with 2.24 GB peak memory (0.69 GB of state), plus 2.8 s per
+evaluation of all 1000 nodes. So 10,000 ticks of one algorithm take ~6 min at N = 50 and
+~1 h 45 min at N = 1000 (evaluation every 50 ticks included), and the whole sweep (five
+sizes x fl, gossip, gossip_vc) about 10 h on this machine: run it size by size in the
+background (it checkpoints and resumes), or cut `--config.ticks`.
 
 Expected result (the paper's claim; not measured at this length here): fl and gossip_vc
 reach the target in roughly the same number of ticks at every N; plain gossip needs more
