@@ -142,7 +142,9 @@ def test_trimmed_mean_inbox_holds_exactly_the_sent_models(tiny_data):
 
 
 def test_trimmed_mean_rule_is_one_file_plus_one_registry_line():
-    assert algorithms.REGISTRY["gossip_trim"].func is trimmed_mean.make
+    assert algorithms.factory("gossip_trim").func is trimmed_mean.make
+    assert algorithms.REGISTRY["gossip_trim"][0] == "trimmed_mean"  # its file
+    assert "gossip_trim" in config.CHOICES["algorithms"]  # the config check reads the registry
     assert algorithms.get("gossip_trim_vc", base.Hyper()).name == "gossip_trim_vc"
 
 

@@ -32,13 +32,15 @@ from typing import Any
 
 import ml_collections
 
+from vanish import algorithms  # the registry's names only: imports no JAX
+
 # Names each choice field accepts. This module imports nothing heavy (no jax), so the command
-# line refuses a bad config in a fraction of a second; tests/test_bad_input.py checks every
-# tuple against the registry it mirrors (algorithms.NAMES, models.MODELS, topology.TOPOLOGIES,
-# partition.SCHEMES, ...): a new algorithm, model or scheme is also one name here.
+# line refuses a bad config in a fraction of a second. Algorithm names come from the registry
+# itself (vanish/algorithms/__init__.py imports its rules lazily); the other tuples mirror
+# their registries (models.MODELS, topology.TOPOLOGIES, partition.SCHEMES, ...), which
+# tests/test_bad_input.py checks: a new model or scheme is also one name here.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "algorithms": ("single", "fl", "fl_sched", "gossip", "gossip_vc", "gossip_part",
-                   "gossip_trim", "gossip_trim_vc", "dpsgd", "dpsgd_vc"),
+    "algorithms": algorithms.NAMES,
     "partition": ("iid", "dirichlet_weights", "dirichlet_split", "shards", "label_subsets"),
     "model": ("mlp", "lenet5", "caffe_lenet", "cifar_cnn"),
     "conv_impl": ("auto", "xla", "banded"),
@@ -170,7 +172,8 @@ def paper_config() -> ml_collections.ConfigDict:
 def parse_algorithms(text: str) -> list[str]:
     names = [a.strip() for a in str(text).split(",") if a.strip()]
     if not names:
-        raise ConfigError("config.algorithms is empty; e.g. --config.algorithms=fl,gossip,gossip_vc")
+        raise ConfigError(
+            "config.algorithms is empty; e.g. --config.algorithms=fl,gossip,gossip_vc")
     bad = [a for a in names if a not in ALGORITHMS]
     if bad:
         raise ConfigError(f"unknown algorithm(s) {bad}; choose from {', '.join(ALGORITHMS)}")
@@ -494,7 +497,7 @@ def _type_problem(field: str, default: Any, value: Any) -> str | None:
 def problems(cfg: ml_collections.ConfigDict) -> list[str]:
     """Everything wrong with `cfg`, one message per problem (empty: the config is valid)."""
     defaults = default_config()
-    found = [f"unknown config field {key!r}{did_you_mean(key, FIELD_RULES)} (the fields and "
+    found: list[str | None] = [f"unknown config field {key!r}{did_you_mean(key, FIELD_RULES)} (the fields and "
              "their defaults are in vanish/config.py)"
              for key in cfg.keys() if key not in FIELD_RULES]
     missing = [key for key in FIELD_RULES if key not in cfg]

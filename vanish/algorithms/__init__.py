@@ -1,40 +1,56 @@
 """Algorithms as values: each name maps to a factory Hyper -> Algorithm (see base.py).
 
+    from vanish import algorithms
     algo = algorithms.get("gossip_vc", algorithms.Hyper(correction=vc))
 
 Adding a rule is one file here plus one line in REGISTRY (docs/ARCHITECTURE.md shows the
-trimmed mean as the worked example).
+trimmed mean as the worked example). The registry names its factories by module and
+attribute and imports them on first use, so reading `NAMES` (the config check does, before
+JAX is imported) costs nothing.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable
+import importlib
+from typing import Any, Callable
 
-from vanish.algorithms import dpsgd, fedavg, gossip, partitioned, single, trimmed_mean
-from vanish.algorithms.base import Algorithm, Consts, Hyper, Sent, Tick
-
-REGISTRY: dict[str, Callable[[Hyper], Algorithm]] = {
-    "single": single.make,
-    "fl": fedavg.make,
-    "fl_sched": fedavg.make_sched,
-    "gossip": functools.partial(gossip.make, corrected=False),
-    "gossip_vc": functools.partial(gossip.make, corrected=True),
-    "gossip_part": partitioned.make,
-    "gossip_trim": functools.partial(trimmed_mean.make, corrected=False),
-    "gossip_trim_vc": functools.partial(trimmed_mean.make, corrected=True),
-    "dpsgd": functools.partial(dpsgd.make, corrected=False),
-    "dpsgd_vc": functools.partial(dpsgd.make, corrected=True),
+# name -> (module under vanish.algorithms, factory attribute, keyword arguments)
+REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "single": ("single", "make", {}),
+    "fl": ("fedavg", "make", {}),
+    "fl_sched": ("fedavg", "make_sched", {}),
+    "gossip": ("gossip", "make", {"corrected": False}),
+    "gossip_vc": ("gossip", "make", {"corrected": True}),
+    "gossip_part": ("partitioned", "make", {}),
+    "gossip_trim": ("trimmed_mean", "make", {"corrected": False}),
+    "gossip_trim_vc": ("trimmed_mean", "make", {"corrected": True}),
+    "dpsgd": ("dpsgd", "make", {"corrected": False}),
+    "dpsgd_vc": ("dpsgd", "make", {"corrected": True}),
 }
 NAMES: tuple[str, ...] = tuple(REGISTRY)
-# Algorithms that read the variance-correction fields of the config.
-CORRECTED: frozenset[str] = frozenset({"gossip_vc", "gossip_trim_vc", "dpsgd_vc"})
 
 
-def get(name: str, hp: Hyper) -> Algorithm:
+def factory(name: str) -> Callable[..., Any]:
+    """The registered factory of `name`: a callable Hyper -> Algorithm."""
     if name not in REGISTRY:
         raise KeyError(f"unknown algorithm {name!r}; choose from {', '.join(NAMES)}")
-    return REGISTRY[name](hp)
+    module, attr, kwargs = REGISTRY[name]
+    fn = getattr(importlib.import_module(f"vanish.algorithms.{module}"), attr)
+    return functools.partial(fn, **kwargs)
 
 
-__all__ = ["Algorithm", "Consts", "Hyper", "Sent", "Tick", "REGISTRY", "NAMES", "get"]
+def get(name: str, hp: Any) -> Any:
+    """Builds the Algorithm `name` (a vanish.algorithms.base.Algorithm) from hyperparameters."""
+    return factory(name)(hp)
+
+
+def __getattr__(attr: str) -> Any:  # the types of base.py, imported on first use
+    if attr in ("Algorithm", "Consts", "Hyper", "Sent", "Tick"):
+        from vanish.algorithms import base
+
+        return getattr(base, attr)
+    raise AttributeError(f"module 'vanish.algorithms' has no attribute {attr!r}")
+
+
+__all__ = ["REGISTRY", "NAMES", "factory", "get", "Algorithm", "Consts", "Hyper", "Sent", "Tick"]
