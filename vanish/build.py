@@ -22,6 +22,7 @@ from vanish import config as config_lib
 from vanish.algorithms import base
 from vanish.algorithms.partitioned import partition_ids
 from vanish.data import Dataset, balanced_subset
+from vanish.schedule import WorkList
 
 # topology name -> {keyword argument: config field}
 TOPOLOGY_ARGS: dict[str, dict[str, str]] = {
@@ -126,7 +127,7 @@ class Components:
     x_test: jax.Array
     y_test: jax.Array
     schedule: schedule.Schedule
-    work: schedule.WorkList
+    work: WorkList  # not schedule.WorkList: in here `schedule` is the field above
     model: Any
     tx: Any
     input_shape: tuple[int, ...]

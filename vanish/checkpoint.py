@@ -169,14 +169,15 @@ def save(workdir: PathLike, step: int, state: PyTree, *, keep: int | None = 2,
 def _write_failure(error: BaseException) -> str | None:
     """The reason a save failed if it was the file system's (space, read-only, permission)."""
     seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in _WRITE_FAILURES:
-            return _WRITE_FAILURES[error.errno]
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _WRITE_FAILURES:
+            return _WRITE_FAILURES[e.errno]
         for text, code in _WRITE_FAILURE_TEXT.items():
-            if text in str(error):
+            if text in str(e):
                 return _WRITE_FAILURES[code]
-        error = error.__cause__ or error.__context__
+        e = e.__cause__ or e.__context__
     return None
 
 

@@ -497,9 +497,10 @@ def _type_problem(field: str, default: Any, value: Any) -> str | None:
 def problems(cfg: ml_collections.ConfigDict) -> list[str]:
     """Everything wrong with `cfg`, one message per problem (empty: the config is valid)."""
     defaults = default_config()
-    found: list[str | None] = [f"unknown config field {key!r}{did_you_mean(key, FIELD_RULES)} (the fields and "
-             "their defaults are in vanish/config.py)"
-             for key in cfg.keys() if key not in FIELD_RULES]
+    found: list[str | None] = [
+        f"unknown config field {key!r}{did_you_mean(key, FIELD_RULES)} (the fields and "
+        "their defaults are in vanish/config.py)"
+        for key in cfg.keys() if key not in FIELD_RULES]
     missing = [key for key in FIELD_RULES if key not in cfg]
     if missing:
         found.append(f"the config lacks field(s) {', '.join(missing)}; build configs from "

@@ -91,7 +91,7 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+        return tuple(self.x_train.shape[1:])
 
 
 # ----------------------------------------------------------------------------- IDX files

@@ -82,9 +82,9 @@ def device_plan(work: schedule.WorkList) -> Plan:
 class Engine:
     """State, compiled step and run_ticks of one algorithm (no config, no metrics)."""
 
-    def __init__(self, algorithm: base.Algorithm, train_step: Callable, tx: Any,
-                 init_params: Callable[[], PyTree], work: schedule.WorkList, consts: base.Consts,
-                 *, batch_size: int, train_key: jax.Array, fuse: int = 0,
+    def __init__(self, algorithm: base.Algorithm, train_step: Callable[..., nodes.TrainStep],
+                 tx: Any, init_params: Callable[[], PyTree], work: schedule.WorkList,
+                 consts: base.Consts, *, batch_size: int, train_key: jax.Array, fuse: int = 0,
                  reset_opt: bool = False, merge_slots: int = 8, shard: bool = False):
         self.algorithm, self.tx, self.work = algorithm, tx, work
         self._init_params = init_params
@@ -101,8 +101,8 @@ class Engine:
                                  bool(reset_opt), int(merge_slots))
         self._step = jax.jit(step, donate_argnums=(0,))
 
-        def scan(s, c, p, end):
-            def body(s, _):
+        def scan(s: SimState, c: base.Consts, p: Plan, end: jax.Array) -> SimState:
+            def body(s: SimState, _: None) -> tuple[SimState, None]:
                 return jax.lax.cond(s.chunk < end, lambda s: step(s, c, p), lambda s: s, s), None
             return jax.lax.scan(body, s, None, length=self.fuse)[0]
 
@@ -176,8 +176,9 @@ def shard_state(state: SimState, mesh: jax.sharding.Mesh) -> Any:
         state)
 
 
-def _chunk_step(algo: base.Algorithm, train_step, tx, batch_size: int, reset_opt: bool,
-                merge_slots: int, state: SimState, consts: base.Consts, plan: Plan) -> SimState:
+def _chunk_step(algo: base.Algorithm, train_step: Callable[..., nodes.TrainStep], tx: Any,
+                batch_size: int, reset_opt: bool, merge_slots: int, state: SimState,
+                consts: base.Consts, plan: Plan) -> SimState:
     c = state.chunk
     tick, node_K, valid_K = plan.tick[c], plan.node[c], plan.valid[c]
     send_K, last = plan.send[c], plan.last[c]
@@ -203,7 +204,7 @@ def _chunk_step(algo: base.Algorithm, train_step, tx, batch_size: int, reset_opt
     params, inbox, merged = algo.end_of_tick(params, inbox, consts,
                                              base.Tick(tick, last, round_end, tick_key))
     if reset_opt:  # fresh optimizer state for the merged rows only
-        def body(o, idx_M, valid_M):
+        def body(o: PyTree, idx_M: jax.Array, valid_M: jax.Array) -> PyTree:
             fresh = jax.vmap(tx.init)(base.take(params, idx_M))
             return base.put(o, jnp.where(valid_M, idx_M, n), fresh)
 

@@ -215,6 +215,7 @@ def make_model(
     if name != "mlp":
         impl = default_conv_impl() if conv_impl == "auto" else conv_impl
         if impl not in CONV_IMPLS:
-            raise ValueError(f"unknown conv_impl {conv_impl!r}; choose 'auto' or one of {CONV_IMPLS}")
+            raise ValueError(
+                f"unknown conv_impl {conv_impl!r}; choose 'auto' or one of {CONV_IMPLS}")
         kwargs["conv_impl"] = impl
     return cls(**kwargs)

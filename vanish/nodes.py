@@ -104,7 +104,8 @@ def loss_and_accuracy(
     model: nn.Module, params: PyTree, x_B: jax.Array, y_B: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """Mean softmax cross-entropy and accuracy of one model on one batch."""
-    logits = model.apply({"params": params}, x_B)
+    # flax types apply() as `Any | tuple[Any, variables]` (the tuple only with mutable=...).
+    logits: jax.Array = model.apply({"params": params}, x_B)  # type: ignore[assignment]
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_B).mean()
     acc = (jnp.argmax(logits, -1) == y_B).mean()
     return loss, acc
@@ -126,7 +127,7 @@ def make_train_step(
     K nodes that train this tick). Jit it where it is used, donating params and state.
     """
 
-    def step_one(params: PyTree, opt_state: PyTree, x_B: jax.Array, y_B: jax.Array):
+    def step_one(params: PyTree, opt_state: PyTree, x_B: jax.Array, y_B: jax.Array) -> TrainStep:
         def loss_fn(p: PyTree) -> jax.Array:
             return loss_and_accuracy(model, p, x_B, y_B)[0]
 
@@ -146,7 +147,8 @@ def make_eval_step(
     batched over nodes, so convolutions see one input and N kernels (no grouped conv).
     """
 
-    def eval_one(params: PyTree, x_T: jax.Array, y_T: jax.Array):
+    def eval_one(params: PyTree, x_T: jax.Array,
+                 y_T: jax.Array) -> tuple[jax.Array, jax.Array]:
         loss, acc = loss_and_accuracy(model, params, x_T, y_T)
         return acc, loss
 

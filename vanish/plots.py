@@ -32,7 +32,7 @@ DEFAULT_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def _load(records: Records) -> list[Mapping[str, Any]]:
+def _load(records: Records) -> Sequence[Mapping[str, Any]]:
     if isinstance(records, (str, os.PathLike)):
         return tracking.read_jsonl(records)
     return list(records)

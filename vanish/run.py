@@ -15,10 +15,13 @@ is written: the command line checks what it can before importing jax (vanish/cli
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # `python -m vanish.run`: the light front end checks the flags, the
-    from vanish.cli import cli  # config and the workdir before jax and the engine (below) load,
+# `python -m vanish.run`: the light front end checks the flags, the config and the workdir
+# before jax and the engine (below) load, then runs train_and_evaluate from this module
+# imported as vanish.run; it never returns. (Not named `cli`: this module defines cli below.)
+if __name__ == "__main__":
+    from vanish.cli import cli as front_end
 
-    cli()  # then runs train_and_evaluate from this module imported as vanish.run; never returns
+    front_end()
 
 import hashlib
 import json

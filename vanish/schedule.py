@@ -91,7 +91,8 @@ def draw(
     # Enough draws that even the shortest gaps cover the horizon; one matrix, no node loop.
     m = max(1, -(-max(ticks - int(start.min()), 0) // lo) + 1)
     gaps = rng.integers(lo, hi + 1, size=(n, m))
-    times = start[:, None] + np.concatenate([np.zeros((n, 1), np.int64), np.cumsum(gaps, 1)[:, :-1]], 1)
+    times = start[:, None] + np.concatenate(
+        [np.zeros((n, 1), np.int64), np.cumsum(gaps, 1)[:, :-1]], 1)
     ordinal = np.broadcast_to(np.arange(m), (n, m))
     keep = times < ticks
     if trainers is not None:
@@ -140,7 +141,8 @@ class WorkList:
         extra = length - len(self)
         if extra < 0:
             raise ValueError(f"cannot pad {len(self)} chunks down to {length}")
-        tick = np.concatenate([self.tick, np.full(extra, self.tick[-1] if len(self) else 0, np.int32)])
+        tick = np.concatenate(
+            [self.tick, np.full(extra, self.tick[-1] if len(self) else 0, np.int32)])
         pad2 = lambda a, v: np.concatenate([a, np.full((extra, self.slots), v, a.dtype)])  # noqa: E731
         return WorkList(
             tick, pad2(self.node, 0), pad2(self.valid, False), pad2(self.send, False),

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vanish import build, engine, metrics, nodes
+from vanish import build, engine, metrics, nodes, topology
 from vanish.data import Dataset
 from vanish.engine import SimState, choose_fuse, node_mesh, shard_state  # noqa: F401 (API)
 
@@ -66,6 +66,6 @@ class Simulation:
         return state, m
 
 
-def build_topology(cfg: ml_collections.ConfigDict, algorithm: str):
+def build_topology(cfg: ml_collections.ConfigDict, algorithm: str) -> topology.Topology:
     """The graph an algorithm runs on (checks a config's topology before any work)."""
     return build.topology_for(cfg, build.algorithm(cfg, algorithm))

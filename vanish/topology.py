@@ -158,6 +158,8 @@ def _weights(scheme: str, n: int, senders: np.ndarray, receivers: np.ndarray,
              degree: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # float64 arithmetic, then one rounding to f32, keeps row sums within ~1e-7 of 1.
     deg = degree.astype(np.float64)
+    ew: np.ndarray
+    sw: np.ndarray
     if scheme == "uniform":
         ew = 1.0 / (deg[receivers] + 1.0)
         sw = 1.0 / (deg + 1.0)
@@ -231,8 +233,9 @@ def _connected_draw(draw: Callable[[int], nx.Graph], seed: int, what: str, hint:
     """Redraws deterministically from `seed` until connected, at most MAX_CONNECT_TRIES times."""
     for attempt in range(MAX_CONNECT_TRIES):
         # Attempt 0 uses the seed itself: a connected draw equals networkx's own for that seed.
-        s = seed if attempt == 0 else np.random.SeedSequence([seed % 2**64, attempt])
-        g = draw(int(s if attempt == 0 else s.generate_state(1)[0]))
+        s = (seed if attempt == 0
+             else np.random.SeedSequence([seed % 2**64, attempt]).generate_state(1)[0])
+        g = draw(int(s))
         if nx.is_connected(g):
             return g
     raise TopologyError(f"{what} was disconnected in all {MAX_CONNECT_TRIES} draws from "
@@ -254,7 +257,8 @@ def _need(cond: bool, msg: str) -> None:
 def ring(n: int, *, weighting: str = "uniform") -> Topology:
     """Cycle 0-1-...-(n-1)-0 (n = 2 is a single edge, n = 1 a lone node)."""
     nodes = np.arange(n)
-    edges = np.stack([nodes, (nodes + 1) % n], 1) if n > 1 else []
+    edges: np.ndarray | list[tuple[int, int]] = (
+        np.stack([nodes, (nodes + 1) % n], 1) if n > 1 else [])
     return _build("ring", n, edges, weighting=weighting)
 
 
@@ -364,8 +368,8 @@ def from_edge_list(path: str | os.PathLike[str], n: int | None = None, directed:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror
+    except (OSError, UnicodeDecodeError) as err:
+        why = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else err.strerror
         raise TopologyError(f"edge list {path} cannot be read: {why}") from None
     for lineno, raw in enumerate(text.split("\n"), start=1):
         parts = raw.split("#", 1)[0].split()

@@ -117,8 +117,10 @@ class MetricWriter(abc.ABC):
     def write_image(self, step: int, key: str, path: PathLike) -> None:
         """`path`: a PNG file already on disk."""
 
-    def flush(self) -> None:
-        pass
+    # A hook with a no-op default, deliberately not abstract: writers that buffer nothing
+    # (console, jsonl, wandb) do not override it.
+    def flush(self) -> None:  # noqa: B027
+        """Pushes out anything buffered."""
 
     def close(self) -> None:
         self.flush()

@@ -351,10 +351,12 @@ def _corrected_leaf(x_self: Array, x_sum: Array, count_b: Array, beta_b: Array,
     stats = _mean_vars(to_stats, config.ddof)
     mean, var = stats[0]
     if not needs_self:
+        assert others is not None  # needs_others here (target != 'none'), checked above
         target = others
     elif not needs_others:
         target = stats[1][1]
     else:
+        assert c is not None and others is not None  # both: target='blend', checked above
         target = c * stats[1][1] + (1.0 - c) * others
     x_mix = _mix(x_self, x_sum, count_b, beta_b)
     return _rescale_stacked(x_mix, mean, var, target, config)
@@ -402,11 +404,14 @@ def mix_and_correct(self_N: PyTree, received_sum_N: PyTree, received_count_N: Ar
     safe_count = jnp.where(active, count, 1)
     beta = jnp.asarray(beta)
 
+    # flatten_up_to also checks that each tree has self_N's structure. (jaxlib ships no type
+    # stubs for its C++ PyTreeDef, so mypy sees an unresolved type without this method.)
     leaves, treedef = jax.tree.flatten(self_N)
-    sums = treedef.flatten_up_to(received_sum_N)
-    var_sums = (treedef.flatten_up_to(received_var_sum_N) if received_var_sum_N is not None
-                else [None] * len(leaves))
-    mask = treedef.flatten_up_to(correctable_mask(self_N, config, stacked=True))
+    sums = treedef.flatten_up_to(received_sum_N)  # type: ignore[attr-defined]
+    var_sums = (treedef.flatten_up_to(received_var_sum_N)  # type: ignore[attr-defined]
+                if received_var_sum_N is not None else [None] * len(leaves))
+    mask = treedef.flatten_up_to(  # type: ignore[attr-defined]
+        correctable_mask(self_N, config, stacked=True))
 
     out = []
     for x_self, x_sum, v_sum, correct in zip(leaves, sums, var_sums, mask):
@@ -419,7 +424,7 @@ def mix_and_correct(self_N: PyTree, received_sum_N: PyTree, received_count_N: Ar
         else:
             x_new = _mix(x_self, x_sum, count_b, b)
         out.append(jnp.where(_node_bcast(active, nd), x_new, x_self))
-    return treedef.unflatten(out)
+    return jax.tree.unflatten(treedef, out)
 
 
 @functools.partial(jax.jit, static_argnames=('config',))

@@ -133,7 +133,7 @@ def for_selected(mask_N: jax.Array, slots: int, body: Callable[[PyTree, jax.Arra
     idx = jnp.nonzero(mask_N, size=n, fill_value=n)[0].astype(jnp.int32)
     idx = jnp.concatenate([idx, jnp.full((slots,), n, jnp.int32)])
 
-    def step(g, c):
+    def step(g: jax.Array, c: PyTree) -> PyTree:
         idx_M = lax.dynamic_slice(idx, (g * slots,), (slots,))
         return body(c, idx_M, idx_M < n)
 
@@ -149,7 +149,8 @@ def merge_selected(params_N: PyTree, inbox: PyTree, merged_N: jax.Array, slots: 
     gives the cleared rows. Cost ~ merges * model size (see the module docstring).
     """
 
-    def body(c, idx_M, valid_M):
+    def body(c: tuple[PyTree, PyTree], idx_M: jax.Array,
+             valid_M: jax.Array) -> tuple[PyTree, PyTree]:
         p, ib = c
         ib_M = take(ib, idx_M)
         new_M = merge(take(p, idx_M), ib_M, valid_M)

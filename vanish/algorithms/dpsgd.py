@@ -24,7 +24,7 @@ def sync_mix(params_N: PyTree, graph: Graph, corr: variance.CorrectionConfig) ->
     target_N = mixing.mix(var_N, graph)
     mask = variance.correctable_mask(params_N, corr, stacked=True)
 
-    def fix(x_N, t_N, correct):
+    def fix(x_N: jax.Array, t_N: jax.Array, correct: bool) -> jax.Array:
         if not correct:
             return x_N
         return jax.vmap(lambda x, t: variance.rescale(x, t, corr))(x_N, t_N)

@@ -29,7 +29,7 @@ def round_end(params_N: PyTree, inbox: gossip.Inbox, consts: base.Consts,
               tick: base.Tick) -> tuple[PyTree, gossip.Inbox, jax.Array]:
     n = base.num_nodes(params_N)
 
-    def adopt(args):
+    def adopt(args: tuple[PyTree, gossip.Inbox]) -> tuple[PyTree, gossip.Inbox]:
         p, ib = args
         cnt = ib.count[0]
         mean = jax.tree.map(lambda t: t[0] / jnp.maximum(cnt, 1).astype(t.dtype), ib.total)

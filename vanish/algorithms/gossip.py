@@ -22,7 +22,9 @@ PyTree = Any
 
 class Inbox(NamedTuple):
     total: PyTree  # sum of received models (structure of params_N)
-    count: jax.Array  # [N] messages since the last merge (duplicates count)
+    # [N] messages since the last merge (duplicates count). The field shadows tuple.count
+    # (hence the ignore); a rename would change the leaf paths that checkpoints record.
+    count: jax.Array  # type: ignore[assignment]
     var_total: PyTree  # pytree of [N]: sum of the received models' per-layer variances
 
 
@@ -53,7 +55,7 @@ def end_of_tick(corr: variance.CorrectionConfig, slots: int, params_N: PyTree, i
                 consts: base.Consts, tick: base.Tick) -> tuple[PyTree, Inbox, jax.Array]:
     merged_N = tick.last & (inbox.count >= consts.threshold) & (inbox.count > 0)
 
-    def merge(p_M, ib_M: Inbox, valid_M):
+    def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array) -> PyTree:
         return variance.mix_and_correct(p_M, ib_M.total, ib_M.count, ib_M.var_total,
                                         consts.beta, corr, active_N=valid_M)
 

@@ -20,7 +20,9 @@ PyTree = Any
 
 class Inbox(NamedTuple):
     total: PyTree  # sum of received (masked) models
-    count: jax.Array  # [N] messages since the last merge
+    # The field shadows tuple.count (hence the ignore); a rename would change the leaf
+    # paths that checkpoints record.
+    count: jax.Array  # type: ignore[assignment]  # [N] messages since the last merge
     coord_count: PyTree  # per-coordinate number of receipts (structure of params_N)
 
 
@@ -33,9 +35,9 @@ def partition_ids(params: PyTree, num_partitions: int, seed: int = 0) -> PyTree:
     """Fixed random assignment of every coordinate of one model to one of P partitions."""
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-    return treedef.unflatten(
-        [jax.random.randint(k, x.shape[1:], 0, num_partitions).astype(jnp.int8)
-         for k, x in zip(keys, leaves)])
+    return jax.tree.unflatten(
+        treedef, [jax.random.randint(k, x.shape[1:], 0, num_partitions).astype(jnp.int8)
+                  for k, x in zip(keys, leaves)])
 
 
 def message_masks(part_ids: PyTree, event_ord_K: jax.Array, keys_K: jax.Array,
@@ -45,10 +47,12 @@ def message_masks(part_ids: PyTree, event_ord_K: jax.Array, keys_K: jax.Array,
         leaves, treedef = jax.tree.flatten(part_ids)
         masks = []
         for i, ids in enumerate(leaves):
-            k_K = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys_K)
-            masks.append(jax.vmap(lambda k: jax.random.bernoulli(k, subsample, ids.shape))(k_K)
-                         .astype(jnp.float32))
-        return treedef.unflatten(masks)
+            # Loop variables bound as defaults (vmap calls the lambdas here, but B023).
+            k_K = jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys_K)
+            masks.append(
+                jax.vmap(lambda k, shape=ids.shape: jax.random.bernoulli(k, subsample, shape))(k_K)
+                .astype(jnp.float32))
+        return jax.tree.unflatten(treedef, masks)
     part_K = (event_ord_K % num_partitions).astype(jnp.int8)
     return jax.tree.map(
         lambda ids: (ids[None] == nodes.per_node(part_K, ids.ndim + 1)).astype(jnp.float32),
@@ -70,8 +74,8 @@ def end_of_tick(slots: int, params_N: PyTree, inbox: Inbox, consts: base.Consts,
     merged_N = tick.last & (inbox.count >= consts.threshold) & (inbox.count > 0)
     beta = consts.beta
 
-    def merge(p_M, ib_M: Inbox, valid_M):
-        def coords(x, total, cnt):
+    def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array) -> PyTree:
+        def coords(x: jax.Array, total: jax.Array, cnt: jax.Array) -> jax.Array:
             take = nodes.per_node(valid_M, x.ndim) & (cnt > 0)
             mixed = beta * x + (1 - beta) * total / jnp.where(take, cnt, 1.0)
             return jnp.where(take, mixed, x)

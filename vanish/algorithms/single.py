@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import jax
 import jax.numpy as jnp
 
 from vanish.algorithms import base
 
+PyTree = Any
 
-def end_of_tick(params_N, inbox, consts, tick):
+
+def end_of_tick(params_N: PyTree, inbox: None, consts: base.Consts,
+                tick: base.Tick) -> tuple[PyTree, None, jax.Array]:
     del consts, tick
     return params_N, inbox, jnp.zeros((base.num_nodes(params_N),), bool)
 

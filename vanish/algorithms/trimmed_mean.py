@@ -12,7 +12,7 @@ most a node can hold at a tick's end, so no message is ever dropped.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,10 +25,12 @@ PyTree = Any
 
 class Inbox(NamedTuple):
     buf: PyTree  # [N, C, ...] received models, slots [0, count) filled
-    count: jax.Array  # [N] messages held
+    # The field shadows tuple.count (hence the ignore); a rename would change the leaf
+    # paths that checkpoints record.
+    count: jax.Array  # type: ignore[assignment]  # [N] messages held
 
 
-def make_init(capacity: int):
+def make_init(capacity: int) -> Callable[[PyTree], Inbox]:
     def init(params_N: PyTree) -> Inbox:
         n = base.num_nodes(params_N)
         buf = jax.tree.map(lambda x: jnp.zeros((n, capacity, *x.shape[1:]), x.dtype), params_N)
@@ -71,7 +73,7 @@ def end_of_tick(hp: base.Hyper, corr: variance.CorrectionConfig, params_N: PyTre
     merged_N = tick.last & (inbox.count >= consts.threshold) & (inbox.count > 0)
     beta = consts.beta
 
-    def merge(p_M, ib_M: Inbox, valid_M):
+    def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array) -> PyTree:
         cnt = ib_M.count
         mixed = jax.tree.map(
             lambda x, b: beta * x + (1 - beta) * trimmed_mean(b, cnt, hp.trim_fraction),
@@ -79,14 +81,15 @@ def end_of_tick(hp: base.Hyper, corr: variance.CorrectionConfig, params_N: PyTre
         if corr.target != "none":
             mask = variance.correctable_mask(p_M, corr, stacked=True)
 
-            def target(b, correct):  # mean variance of the held messages
+            def target(b: jax.Array, correct: bool) -> jax.Array | None:
+                # mean variance of the held messages
                 if not correct:
                     return None
                 v_MC = jax.vmap(lambda bb: variance.layer_variance(bb, corr.ddof))(b)
                 held = jnp.arange(b.shape[1])[None] < cnt[:, None]
                 return jnp.sum(jnp.where(held, v_MC, 0.0), 1) / jnp.maximum(cnt, 1)
 
-            def fix(x, b, correct):
+            def fix(x: jax.Array, b: jax.Array, correct: bool) -> jax.Array:
                 if not correct:
                     return x
                 return jax.vmap(lambda xx, tt: variance.rescale(xx, tt, corr))(x, target(b, True))
