@@ -109,7 +109,8 @@ def plan_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int,
     if cfg.masked_baseline:
         work = schedule.pack_masked(sched, end_of_tick)
     else:
-        slots = int(cfg.slots) if int(cfg.slots) > 0 else schedule.choose_slots(counts)
+        slots = (int(cfg.slots) if int(cfg.slots) > 0
+                 else schedule.choose_slots(counts, max_slots=int(cfg.max_slots)))
         work = schedule.pack(sched, slots, end_of_tick)
     return sched, work, round_ticks
 

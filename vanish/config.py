@@ -137,7 +137,9 @@ def default_config() -> ml_collections.ConfigDict:
     # Engine strategy (never changes results): chunk width and chunks fused per call.
     c.slots = 0  # 0 = chosen from the schedule
     c.fuse = 0  # 0 = per backend (1 on CPU)
-    c.merge_slots = 0  # rows per compacted merge group; 0 = the chunk width
+    c.max_slots = 128  # widest chunk chosen automatically (bounds training memory: FL trains
+    # every client at one tick; K = 1000 LeNet-5 nodes would hold ~7 GB of activations)
+    c.merge_slots = 0  # rows per compacted merge group; 0 = 1.5x the mean trainers per tick
     c.eval_nodes = 64  # nodes evaluated at once (bounds evaluation memory, not its result)
     c.masked_baseline = False  # benchmark only: train all N nodes every tick, masked
     # Scale-out: shard the node axis over all devices (jax.sharding); with
@@ -472,7 +474,8 @@ FIELD_RULES: dict[str, Rule] = {
     # Engine strategy, scale-out.
     "slots": _at_least(0, " (0 = chosen from the schedule)"),
     "fuse": _at_least(0, " (0 = per backend)"),
-    "merge_slots": _at_least(0, " (0 = the chunk width)"),
+    "merge_slots": _at_least(0, " (0 = 1.5x the mean trainers per tick)"),
+    "max_slots": _at_least(1),
     "eval_nodes": _at_least(1),
     "masked_baseline": _ok,
     "shard_nodes": _ok,

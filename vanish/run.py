@@ -58,7 +58,7 @@ class WorkdirConflictError(RuntimeError):
 # Fields that change how a run is tracked or executed but never its results.
 _RESULT_NEUTRAL = {"algorithms", "eval_every", "checkpoint_every", "keep_checkpoints", "wandb",
                    "wandb_project", "wandb_mode", "fuse", "target_accuracy", "data_dir",
-                   "download", "merge_slots", "eval_nodes"}
+                   "download", "eval_nodes"}
 
 
 def config_hash(cfg: ml_collections.ConfigDict) -> str:
