@@ -185,8 +185,12 @@ class ReferenceSim:
             self.tick += 1
 
 
-@pytest.mark.parametrize("algorithm,overrides", [("gossip", COMPLETE4), ("gossip_vc", RING4)],
-                         ids=["gossip-complete4-beta0.3", "gossip_vc-ring4-send2-randomstart"])
+@pytest.mark.parametrize(
+    "algorithm,overrides",
+    [("gossip", COMPLETE4), ("gossip_vc", RING4), ("gossip_vc", dict(COMPLETE4, merge_slots=1))],
+    # merge_slots=1: every merging node is its own group of the compacted merge loop
+    ids=["gossip-complete4-beta0.3", "gossip_vc-ring4-send2-randomstart",
+         "gossip_vc-complete4-one-row-merge-groups"])
 def test_engine_matches_reference_simulator(_sim, algorithm, overrides):
     sim = _sim(algorithm, **overrides)
     correction = (build.correction(sim.cfg) if algorithm == "gossip_vc"
