@@ -1,0 +1,195 @@
+"""The results grid from run workdirs: mean and spread over seeds, as markdown and figures.
+
+    python scripts/results_table.py runs/grid/*/ --by num_nodes --out docs/results_grid.md \
+        --figure num_nodes:docs/figures/tta_vs_n.png
+
+Every workdir below the given paths that holds summary.json and run_config.json is one run
+(one seed). Runs are grouped by the `--by` config fields (all other fields but the seed must
+agree within a group, else the script says which differ); per group and algorithm it reports
+the mean +- standard deviation over seeds of ticks to the target accuracy (a run that never
+reached it is counted and shown as "never"), final mean node accuracy, final accuracy of the
+global average model and the kernel variance ratio, and gossip's and fl's ticks to target
+divided by gossip_vc's (per seed, then averaged). Numbers are read, never typed: the table
+is regenerated from the summaries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+# Config fields that identify a run's place in the grid, never its content.
+_IGNORED = {"seed", "algorithms", "eval_every", "checkpoint_every", "keep_checkpoints", "wandb",
+            "wandb_project", "wandb_mode", "fuse", "data_dir", "download", "eval_nodes"}
+METRICS = (("ticks_to_target", "ticks to target"), ("final_acc", "final acc"),
+           ("final_global_acc", "global-model acc"), ("var_ratio", "var ratio"))
+
+
+class ResultsError(ValueError):
+    """The workdirs cannot be tabulated (none found, unreadable, or mixed configs)."""
+
+
+def find_runs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    runs: set[Path] = set()
+    for p in map(Path, paths):
+        if (p / "summary.json").is_file() and (p / "run_config.json").is_file():
+            runs.add(p)
+        elif p.is_dir():
+            runs.update(s.parent for s in p.rglob("summary.json")
+                        if (s.parent / "run_config.json").is_file())
+    if not runs:
+        raise ResultsError(f"no run workdirs (summary.json + run_config.json) under "
+                           f"{[str(p) for p in paths]}")
+    return sorted(runs)
+
+
+def load_run(workdir: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    out = []
+    for name in ("run_config.json", "summary.json"):
+        try:
+            out.append(json.loads((workdir / name).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ResultsError(f"{workdir / name}: cannot read it ({e})") from None
+    return out[0]["config"], out[1]
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float] | None:
+    if not values:
+        return None
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, math.sqrt(var)
+
+
+def aggregate(runs: Sequence[Path], by: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per (group, algorithm): seeds, stats of every metric, speed-up ratios."""
+    groups: dict[tuple[Any, ...], list[tuple[dict[str, Any], dict[str, Any], Path]]] = (
+        defaultdict(list))
+    for wd in runs:
+        cfg, summary = load_run(wd)
+        missing = [f for f in by if f not in cfg]
+        if missing:
+            raise ResultsError(f"{wd}: config has no field(s) {missing}")
+        groups[tuple(cfg[f] for f in by)].append((cfg, summary, wd))
+    rows = []
+    for key in sorted(groups, key=lambda k: tuple(str(v) for v in k)):
+        members = groups[key]
+        ref_cfg, _, ref_wd = members[0]
+        for cfg, _, wd in members[1:]:
+            differ = sorted(k for k in set(cfg) | set(ref_cfg) if k not in _IGNORED
+                            and k not in by and cfg.get(k) != ref_cfg.get(k))
+            if differ:
+                raise ResultsError(f"{wd} and {ref_wd} are in one group ({dict(zip(by, key))}) "
+                                   f"but differ in {differ}; add them to --by")
+        seeds = sorted(cfg["seed"] for cfg, _, _ in members)
+        if len(set(seeds)) != len(seeds):
+            raise ResultsError(f"group {dict(zip(by, key))} holds seed(s) twice: {seeds}")
+        algos = sorted({a for _, s, _ in members for a in s})
+        for algo in algos:
+            row: dict[str, Any] = dict(zip(by, key), algorithm=algo, seeds=len(members))
+            for metric, _ in METRICS:
+                vals = [s[algo].get(metric) for _, s, _ in members if algo in s]
+                row[metric] = _stats([float(v) for v in vals if v is not None])
+                if metric == "ticks_to_target":
+                    row["never"] = sum(v is None for v in vals)
+            for base in ("gossip", "fl"):
+                ratios = []
+                for _, s, _ in members:
+                    mine = s.get("gossip_vc", {}).get("ticks_to_target")
+                    other = s.get(base, {}).get("ticks_to_target")
+                    if algo == base and mine and other:
+                        ratios.append(other / mine)
+                row[f"{base}_over_vc"] = _stats(ratios)
+            rows.append(row)
+    return rows
+
+
+def _cell(stat: tuple[float, float] | None, digits: int) -> str:
+    if stat is None:
+        return "-"
+    mean, sd = stat
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def markdown(rows: Sequence[dict[str, Any]], by: Sequence[str]) -> str:
+    head = [*by, "algorithm", "seeds", *(label for _, label in METRICS),
+            "gossip / vc ticks", "fl / vc ticks"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        tta = _cell(r["ticks_to_target"], 0)
+        if r["never"]:
+            tta = f"{tta} (never: {r['never']}/{r['seeds']})" if r["ticks_to_target"] else "never"
+        cells = [*(str(r[f]) for f in by), r["algorithm"], str(r["seeds"]), tta,
+                 _cell(r["final_acc"], 3), _cell(r["final_global_acc"], 3),
+                 _cell(r["var_ratio"], 2), _cell(r["gossip_over_vc"], 2),
+                 _cell(r["fl_over_vc"], 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(rows: Sequence[dict[str, Any]], field: str, path: str) -> None:
+    """Ticks to target vs `field`, one line per algorithm, error bars = sd over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for algo in sorted({r["algorithm"] for r in rows}):
+        pts = [(r[field], *r["ticks_to_target"]) for r in rows
+               if r["algorithm"] == algo and r["ticks_to_target"]]
+        if not pts:
+            continue
+        pts.sort(key=lambda p: (str(type(p[0])), p[0]))
+        xs = [str(p[0]) for p in pts] if any(isinstance(p[0], str) for p in pts) else [
+            p[0] for p in pts]
+        ax.errorbar(xs, [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
+                    label=algo)
+    ax.set_xlabel(field)
+    ax.set_ylabel("ticks to target")
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("paths", nargs="+", help="workdirs or folders holding workdirs")
+    ap.add_argument("--by", default="num_nodes", help="comma-separated config fields")
+    ap.add_argument("--out", default="", help="write the markdown table here (else stdout)")
+    ap.add_argument("--json", default="", help="also write the aggregated rows as JSON")
+    ap.add_argument("--figure", action="append", default=[],
+                    help="FIELD:PATH, ticks to target vs FIELD (repeatable)")
+    args = ap.parse_args(argv)
+    by = [f.strip() for f in args.by.split(",") if f.strip()]
+    try:
+        rows = aggregate(find_runs(args.paths), by)
+        for spec in args.figure:
+            field, _, path = spec.partition(":")
+            if not path or field not in by:
+                raise ResultsError(f"--figure {spec!r}: use FIELD:PATH with FIELD one of {by}")
+            figure(rows, field, path)
+    except ResultsError as e:
+        print(f"results_table: error: {e}", file=sys.stderr)
+        return 1
+    table = markdown(rows, by)
+    if args.out:
+        Path(args.out).write_text(table)
+    else:
+        sys.stdout.write(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

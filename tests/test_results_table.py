@@ -1,0 +1,65 @@
+"""scripts/results_table.py on tiny synthetic workdirs: grouping, seed statistics, ratios."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+_SPEC = importlib.util.spec_from_file_location(
+    "results_table", Path(__file__).parents[1] / "scripts" / "results_table.py")
+rt = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(rt)
+
+
+def _workdir(root, n, seed, tta, acc=0.8, **cfg_extra):
+    wd = root / f"n{n}" / f"seed{seed}"
+    wd.mkdir(parents=True)
+    cfg = dict(seed=seed, num_nodes=n, topology="random_regular", eval_every=50, **cfg_extra)
+    (wd / "run_config.json").write_text(json.dumps(dict(config_hash="x", config=cfg)))
+    summary = {algo: dict(ticks_to_target=t, final_acc=acc, final_global_acc=acc + 0.01,
+                          var_ratio=1.0 if algo != "gossip" else 0.1)
+               for algo, t in tta.items()}
+    (wd / "summary.json").write_text(json.dumps(summary))
+    return wd
+
+
+def test_grid_statistics_and_ratios(tmp_path):
+    _workdir(tmp_path, 50, 0, dict(fl=100, gossip=300, gossip_vc=100))
+    _workdir(tmp_path, 50, 1, dict(fl=200, gossip=None, gossip_vc=200))
+    _workdir(tmp_path, 50, 2, dict(fl=300, gossip=900, gossip_vc=300))
+    _workdir(tmp_path, 100, 0, dict(fl=100, gossip=600, gossip_vc=150))
+    rows = rt.aggregate(rt.find_runs([tmp_path]), ["num_nodes"])
+    by = {(r["num_nodes"], r["algorithm"]): r for r in rows}
+    assert by[(50, "gossip_vc")]["seeds"] == 3
+    mean, sd = by[(50, "gossip_vc")]["ticks_to_target"]
+    assert mean == 200 and math.isclose(sd, 100.0)  # sample sd of 100, 200, 300
+    assert by[(50, "gossip")]["never"] == 1
+    mean, sd = by[(50, "gossip")]["ticks_to_target"]  # of the two seeds that reached it
+    assert mean == 600 and math.isclose(sd, 300 * math.sqrt(2))
+    assert by[(50, "gossip")]["gossip_over_vc"] == (3.0, 0.0)  # seeds 0 and 2; seed 1 never
+    assert by[(100, "gossip")]["gossip_over_vc"] == (4.0, 0.0)
+    assert by[(50, "fl")]["fl_over_vc"] == (1.0, 0.0)
+    table = rt.markdown(rows, ["num_nodes"])
+    assert "| 50 | gossip | 3 | 600 ± 424 (never: 1/3) |" in table
+    assert table.count("\n") == 2 + len(rows)
+
+
+def test_cli_writes_table_figure_and_json(tmp_path):
+    for s in range(2):
+        _workdir(tmp_path / "runs", 50, s, dict(fl=100 + s, gossip=400, gossip_vc=100))
+    out, fig, js = tmp_path / "t.md", tmp_path / "f.png", tmp_path / "r.json"
+    assert rt.main([str(tmp_path / "runs"), "--out", str(out), "--json", str(js),
+                    "--figure", f"num_nodes:{fig}"]) == 0
+    assert "gossip_vc" in out.read_text() and fig.stat().st_size > 1000
+    assert len(json.loads(js.read_text())) == 3
+
+
+def test_mixed_configs_in_one_group_are_refused(tmp_path, capsys):
+    _workdir(tmp_path, 50, 0, dict(gossip_vc=100), partition="iid")
+    _workdir(tmp_path, 50, 1, dict(gossip_vc=100), partition="dirichlet_weights")
+    assert rt.main([str(tmp_path)]) == 1
+    assert "differ in ['partition']" in capsys.readouterr().err
+    with pytest.raises(rt.ResultsError, match="no run workdirs"):
+        rt.find_runs([tmp_path / "nothing"])
