@@ -93,7 +93,8 @@ def aggregate(runs: Sequence[Path], by: Sequence[str]) -> list[dict[str, Any]]:
             raise ResultsError(f"group {dict(zip(by, key))} holds seed(s) twice: {seeds}")
         algos = sorted({a for _, s, _ in members for a in s})
         for algo in algos:
-            row: dict[str, Any] = dict(zip(by, key), algorithm=algo, seeds=len(members))
+            have = sum(algo in s for _, s, _ in members)  # an unfinished workdir may lack it
+            row: dict[str, Any] = dict(zip(by, key), algorithm=algo, seeds=have)
             for metric, _ in METRICS:
                 vals = [s[algo].get(metric) for _, s, _ in members if algo in s]
                 row[metric] = _stats([float(v) for v in vals if v is not None])
