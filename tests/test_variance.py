@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from vanish import variance as V
@@ -436,9 +436,16 @@ def test_property_variance_hits_target_mean_preserved(shape, target, beta, count
 @settings(deadline=None, max_examples=30)
 @given(shape=st.sampled_from(PROPERTY_SHAPES), ddof=st.sampled_from([0, 1]),
        target=st.floats(1e-4, 1e2), offset=st.floats(-10, 10), seed=st.integers(0, 2**31 - 1))
+@example(shape=(2, 3), ddof=0, target=1e-4, offset=4.0, seed=1)  # failed CI once: float32 limit
 def test_property_rescale_hits_any_target(shape, ddof, target, offset, seed):
     x = (np.random.default_rng(seed).standard_normal(shape) + offset).astype(np.float32)
     y = np.asarray(V.rescale(x, target, V.CorrectionConfig(ddof=ddof)), np.float64)
-    assert np.var(y, ddof=ddof) == pytest.approx(target, rel=1e-5)
+    # 1e-5 relative, plus what float32 storage of y itself allows: each element is rounded by
+    # up to eps * |value|, which moves the variance by ~2 sd * that (it dominates when the
+    # mean is large against the target sd, e.g. mean 4, sd 0.01).
+    delta = np.finfo(np.float32).eps * (abs(float(y.mean())) + np.sqrt(target))
+    bound = 1e-5 * target + 2 * np.sqrt(target) * delta + delta**2
+    assert abs(np.var(y, ddof=ddof) - target) <= bound, (np.var(y, ddof=ddof), target, bound)
     x64 = x.astype(np.float64)
-    assert abs(y.mean() - x64.mean()) <= 1e-6 * (abs(x64.mean()) + x64.std())
+    assert abs(y.mean() - x64.mean()) <= (1e-6 * (abs(x64.mean()) + x64.std())
+                                          + np.finfo(np.float32).eps * np.abs(y).max())
