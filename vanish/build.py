@@ -115,6 +115,13 @@ def plan_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int,
     return sched, work, round_ticks
 
 
+def partition_for(cfg: ml_collections.ConfigDict, y: np.ndarray,
+                  n_clients: int) -> partition.Partition:
+    """The configured partition of labels `y` over `n_clients` training nodes."""
+    return partition.make_partition(cfg.partition, y, n_clients, seed=int(cfg.seed),
+                                    **_kwargs(cfg, PARTITION_ARGS.get(cfg.partition, {})))
+
+
 @dataclasses.dataclass
 class Components:
     """Everything a Simulation is made of, built from one config."""
@@ -151,8 +158,7 @@ def components(cfg: ml_collections.ConfigDict, name: str, dataset: Dataset) -> C
     if has_server:
         is_client[0] = False
     y = np.asarray(dataset.y_train)
-    part = partition.make_partition(cfg.partition, y, int(is_client.sum()), seed=int(cfg.seed),
-                                    **_kwargs(cfg, PARTITION_ARGS.get(cfg.partition, {})))
+    part = partition_for(cfg, y, int(is_client.sum()))
     if has_server:  # the server holds no data; give it the first client's row (never used)
         part = _prepend_node(part)
     label_hist = partition.label_histogram(part, y, dataset.num_classes)[is_client]

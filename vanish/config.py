@@ -280,12 +280,15 @@ def _seed(field: str, value: Any, cfg: ml_collections.ConfigDict) -> str | None:
     return None if 0 <= value < 2**32 else f"config.seed = {value} must be in [0, 2**32)"
 
 
-def _algorithms(field: str, value: Any, cfg: ml_collections.ConfigDict) -> str | None:
-    try:
-        parse_algorithms(value)
-    except ConfigError as e:
-        return str(e)
-    return None
+def _parses(parse: Callable[[Any], Any]) -> Rule:
+    """The rule of a field that has its own parser: the parser's ConfigError is the message."""
+    def rule(field: str, value: Any, cfg: ml_collections.ConfigDict) -> str | None:
+        try:
+            parse(value)
+        except ConfigError as e:
+            return str(e)
+        return None
+    return rule
 
 
 _DATASET_NAME = re.compile(r"[a-z0-9_]+(/[a-z0-9_.]+)?(:[0-9.*]+)?")
@@ -324,14 +327,6 @@ def _data_dir(field: str, value: Any, cfg: ml_collections.ConfigDict) -> str | N
         return f"config.data_dir = {value!r} cannot be read: {e.strerror}"
     if empty and cfg.get("download") is not True:
         return f"config.data_dir = {value!r} is an empty directory"
-    return None
-
-
-def _label_subsets(field: str, value: Any, cfg: ml_collections.ConfigDict) -> str | None:
-    try:
-        parse_label_subsets(value)
-    except ConfigError as e:
-        return str(e)
     return None
 
 
@@ -405,7 +400,7 @@ def _wandb_project(field: str, value: Any, cfg: ml_collections.ConfigDict) -> st
 
 FIELD_RULES: dict[str, Rule] = {
     "seed": _seed,
-    "algorithms": _algorithms,
+    "algorithms": _parses(parse_algorithms),
     # Data.
     "dataset": _dataset,
     "data_dir": _data_dir,
@@ -415,7 +410,7 @@ FIELD_RULES: dict[str, Rule] = {
     "partition": _one_of("partition scheme"),
     "alpha": _finite_at_least(0, strict=True),
     "shards_per_node": _at_least(1),
-    "label_subsets": _label_subsets,
+    "label_subsets": _parses(parse_label_subsets),
     "test_per_class": _at_least(1),
     # Model and optimiser.
     "model": _one_of("model"),

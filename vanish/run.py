@@ -426,10 +426,8 @@ def check_data(cfg: ml_collections.ConfigDict, dataset: data_lib.Dataset,
             f"config.test_per_class = {cfg.test_per_class} but class {int(per_class.argmin())} "
             f"of the {dataset.name} test set has only {int(per_class.min())} images")
     clients = int(cfg.num_nodes) if set(algorithms) - {"single"} else 1
-    kwargs = build._kwargs(cfg, build.PARTITION_ARGS.get(cfg.partition, {}))
     try:
-        part = partition_lib.make_partition(cfg.partition, np.asarray(dataset.y_train), clients,
-                                            seed=int(cfg.seed), **kwargs)
+        part = build.partition_for(cfg, np.asarray(dataset.y_train), clients)
     except partition_lib.PartitionError as e:
         raise partition_lib.PartitionError(
             f"config.partition = {cfg.partition!r} ({clients} nodes, {len(dataset.y_train)} "

@@ -140,9 +140,19 @@ def for_selected(mask_N: jax.Array, slots: int, body: Callable[[PyTree, jax.Arra
     return lax.fori_loop(0, (count + slots - 1) // slots, step, carry)
 
 
+def zeros(tree: PyTree) -> PyTree:
+    """Cleared inbox rows: every leaf zero (the accumulator inboxes)."""
+    return jax.tree.map(jnp.zeros_like, tree)
+
+
+def ready_to_merge(count_N: jax.Array, consts: Consts, tick: Tick) -> jax.Array:
+    """[N] bool: at a tick's last chunk, nodes holding >= threshold (and > 0) messages."""
+    return tick.last & (count_N >= consts.threshold) & (count_N > 0)
+
+
 def merge_selected(params_N: PyTree, inbox: PyTree, merged_N: jax.Array, slots: int,
                    merge: Callable[[PyTree, PyTree, jax.Array], PyTree],
-                   empty: Callable[[PyTree], PyTree]) -> tuple[PyTree, PyTree]:
+                   empty: Callable[[PyTree], PyTree] = zeros) -> tuple[PyTree, PyTree]:
     """Node-local merges of the nodes in merged_N: params <- merge(params, inbox), inbox emptied.
 
     merge(params_M, inbox_M, valid_M) -> params_M works on gathered rows; `empty(inbox_M)`

@@ -35,7 +35,7 @@ def round_end(params_N: PyTree, inbox: gossip.Inbox, consts: base.Consts,
         mean = jax.tree.map(lambda t: t[0] / jnp.maximum(cnt, 1).astype(t.dtype), ib.total)
         new = mixing.broadcast(mean, n)
         p = jax.tree.map(lambda old, x: jnp.where(cnt > 0, x, old), p, new)
-        return p, gossip.empty(ib)
+        return p, base.zeros(ib)
 
     params_N, inbox = jax.lax.cond(tick.round_end, adopt, lambda a: a, (params_N, inbox))
     return params_N, inbox, consts.is_client & tick.round_end

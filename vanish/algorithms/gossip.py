@@ -47,19 +47,16 @@ def emit(corr: variance.CorrectionConfig, inbox: Inbox, sent: base.Sent,
     return Inbox(total, count, var_total)
 
 
-def empty(inbox_M: PyTree) -> PyTree:
-    return jax.tree.map(jnp.zeros_like, inbox_M)
-
 
 def end_of_tick(corr: variance.CorrectionConfig, slots: int, params_N: PyTree, inbox: Inbox,
                 consts: base.Consts, tick: base.Tick) -> tuple[PyTree, Inbox, jax.Array]:
-    merged_N = tick.last & (inbox.count >= consts.threshold) & (inbox.count > 0)
+    merged_N = base.ready_to_merge(inbox.count, consts, tick)
 
     def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array) -> PyTree:
         return variance.mix_and_correct(p_M, ib_M.total, ib_M.count, ib_M.var_total,
                                         consts.beta, corr, active_N=valid_M)
 
-    params_N, inbox = base.merge_selected(params_N, inbox, merged_N, slots, merge, empty)
+    params_N, inbox = base.merge_selected(params_N, inbox, merged_N, slots, merge)
     return params_N, inbox, merged_N
 
 

@@ -71,7 +71,7 @@ def emit(hp: base.Hyper, inbox: Inbox, sent: base.Sent, consts: base.Consts) -> 
 
 def end_of_tick(slots: int, params_N: PyTree, inbox: Inbox, consts: base.Consts,
                 tick: base.Tick) -> tuple[PyTree, Inbox, jax.Array]:
-    merged_N = tick.last & (inbox.count >= consts.threshold) & (inbox.count > 0)
+    merged_N = base.ready_to_merge(inbox.count, consts, tick)
     beta = consts.beta
 
     def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array) -> PyTree:
@@ -82,8 +82,7 @@ def end_of_tick(slots: int, params_N: PyTree, inbox: Inbox, consts: base.Consts,
 
         return jax.tree.map(coords, p_M, ib_M.total, ib_M.coord_count)
 
-    empty = lambda ib_M: jax.tree.map(jnp.zeros_like, ib_M)  # noqa: E731
-    params_N, inbox = base.merge_selected(params_N, inbox, merged_N, slots, merge, empty)
+    params_N, inbox = base.merge_selected(params_N, inbox, merged_N, slots, merge)
     return params_N, inbox, merged_N
 
 

@@ -70,7 +70,7 @@ def trimmed_mean(buf_MC: jax.Array, count_M: jax.Array, fraction: float) -> jax.
 
 def end_of_tick(hp: base.Hyper, corr: variance.CorrectionConfig, params_N: PyTree, inbox: Inbox,
                 consts: base.Consts, tick: base.Tick) -> tuple[PyTree, Inbox, jax.Array]:
-    merged_N = tick.last & (inbox.count >= consts.threshold) & (inbox.count > 0)
+    merged_N = base.ready_to_merge(inbox.count, consts, tick)
     beta = consts.beta
 
     def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array) -> PyTree:
@@ -81,10 +81,7 @@ def end_of_tick(hp: base.Hyper, corr: variance.CorrectionConfig, params_N: PyTre
         if corr.target != "none":
             mask = variance.correctable_mask(p_M, corr, stacked=True)
 
-            def target(b: jax.Array, correct: bool) -> jax.Array | None:
-                # mean variance of the held messages
-                if not correct:
-                    return None
+            def target(b: jax.Array) -> jax.Array:  # mean variance of the held messages
                 v_MC = jax.vmap(lambda bb: variance.layer_variance(bb, corr.ddof))(b)
                 held = jnp.arange(b.shape[1])[None] < cnt[:, None]
                 return jnp.sum(jnp.where(held, v_MC, 0.0), 1) / jnp.maximum(cnt, 1)
@@ -92,7 +89,7 @@ def end_of_tick(hp: base.Hyper, corr: variance.CorrectionConfig, params_N: PyTre
             def fix(x: jax.Array, b: jax.Array, correct: bool) -> jax.Array:
                 if not correct:
                     return x
-                return jax.vmap(lambda xx, tt: variance.rescale(xx, tt, corr))(x, target(b, True))
+                return jax.vmap(lambda xx, tt: variance.rescale(xx, tt, corr))(x, target(b))
 
             mixed = jax.tree.map(fix, mixed, ib_M.buf, mask)
         ok = valid_M & (cnt > 0)
