@@ -1,0 +1,103 @@
+"""Runs the issue #10 results grid cell by cell, seed by seed; resumable across sessions.
+
+    nohup taskset -c 1 python scripts/run_grid.py > runs/grid/grid.log 2>&1 &
+    python scripts/run_grid.py --list            # cells, their state, nothing run
+    python scripts/run_grid.py --only alpha0.1_n50 --seeds 0
+
+Each (cell, seed) is one `python -m vanish.run` in runs/grid/<cell>/seed<s> (checkpoints
+every 1000 ticks, so a stopped run resumes where it was); a finished one (its summary.json
+reports the planned final tick for every algorithm) is skipped. The table and figures are
+built from the workdirs by scripts/results_table.py, never from this script's output.
+Cells run in the order below: the cheap N = 50 cells first, then the sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent
+ALGORITHMS = "fl,gossip,gossip_vc"
+
+
+class Cell(NamedTuple):
+    name: str
+    config: str  # experiments/<name>/config.py
+    overrides: tuple[str, ...]
+    ticks: int
+
+
+def _cells() -> list[Cell]:
+    iid, noniid = "experiments/paper_iid/config.py", "experiments/paper_noniid/config.py"
+    topo, scale = "experiments/paper_topology/config.py", "experiments/paper_scale/config.py"
+    cells = [Cell("iid_n50", iid, (), 3000)]
+    cells += [Cell(f"alpha{a}_n50", noniid, (f"--config.alpha={a}",), 3000)
+              for a in ("0.1", "0.5", "5.0")]
+    cells += [Cell(f"rr{d}_n50", topo, ("--config.topology=random_regular",
+                                        f"--config.degree={d}"), 3000) for d in (3, 16)]
+    cells += [Cell(f"{t}_n50", topo, (f"--config.topology={t}", "--config.degree=8"), 3000)
+              for t in ("ring", "erdos_renyi", "barabasi_albert", "watts_strogatz")]
+    # Sizes: LeNet-5 where this CPU affords 3 seeds, the MLP beyond (said in RESULTS.md).
+    cells += [Cell(f"lenet_n{n}", scale, (f"--config.num_nodes={n}",), 3000) for n in (100, 200)]
+    cells += [Cell(f"mlp_n{n}", scale, (f"--config.num_nodes={n}", "--config.model=mlp"), 3000)
+              for n in (50, 100, 200, 500, 1000)]
+    return cells
+
+
+CELLS = _cells()
+
+
+def done(workdir: Path, ticks: int) -> bool:
+    try:
+        summary = json.loads((workdir / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return all(summary.get(a, {}).get("final_tick") == ticks for a in ALGORITHMS.split(","))
+
+
+def command(cell: Cell, seed: int, workdir: Path) -> list[str]:
+    return [sys.executable, "-m", "vanish.run", "--config", cell.config,
+            "--workdir", str(workdir), f"--config.seed={seed}", f"--config.ticks={cell.ticks}",
+            f"--config.algorithms={ALGORITHMS}", "--config.eval_every=50",
+            "--config.checkpoint_every=1000", *cell.overrides]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", default=str(ROOT / "runs" / "grid"))
+    p.add_argument("--only", default="", help="comma-separated cell names (default: all)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--list", action="store_true", help="print cells and their state only")
+    args = p.parse_args(argv)
+    names = {c.name for c in CELLS}
+    only = [s for s in args.only.split(",") if s]
+    unknown = sorted(set(only) - names)
+    if unknown:
+        p.error(f"unknown cells {unknown}; known: {sorted(names)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for cell in CELLS:
+        if only and cell.name not in only:
+            continue
+        for seed in seeds:
+            workdir = Path(args.root) / cell.name / f"seed{seed}"
+            state = "done" if done(workdir, cell.ticks) else "todo"
+            print(f"{cell.name:22s} seed {seed}: {state}", flush=True)
+            if args.list or state == "done":
+                continue
+            workdir.parent.mkdir(parents=True, exist_ok=True)
+            log = workdir.parent / f"seed{seed}.log"
+            with open(log, "a") as f:
+                rc = subprocess.call(command(cell, seed, workdir), cwd=ROOT, stdout=f,
+                                     stderr=subprocess.STDOUT)
+            print(f"{cell.name:22s} seed {seed}: exit {rc} (log {log})", flush=True)
+            if rc:
+                return rc
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
