@@ -25,6 +25,10 @@ REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
     "gossip_part": ("partitioned", "make", {}),
     "gossip_trim": ("trimmed_mean", "make", {"corrected": False}),
     "gossip_trim_vc": ("trimmed_mean", "make", {"corrected": True}),
+    "gossip_median": ("robust", "make", {"rule": "median", "corrected": False}),
+    "gossip_median_vc": ("robust", "make", {"rule": "median", "corrected": True}),
+    "gossip_krum": ("robust", "make", {"rule": "krum", "corrected": False}),
+    "gossip_krum_vc": ("robust", "make", {"rule": "krum", "corrected": True}),
     "dpsgd": ("dpsgd", "make", {"corrected": False}),
     "dpsgd_vc": ("dpsgd", "make", {"corrected": True}),
 }

@@ -5,9 +5,15 @@ received models themselves, not their sum, so this rule's inbox is a buffer of
 `inbox_capacity` messages per node. At a merge, every coordinate's received values are
 sorted, floor(trim_fraction * m) are cut at each end (m = messages held) and the rest
 averaged; the node then mixes `beta * own + (1 - beta) * trimmed mean`. `gossip_trim_vc`
-rescales each kernel to the mean variance of the received models afterwards (SPEC 2).
+rescales each kernel afterwards (SPEC 2) to the TRIMMED mean of the held models' per-layer
+variances (the same rule applied to the variances; until issue #9 it was their plain mean,
+which one Byzantine sender can move arbitrarily far).
 Memory: N * capacity models; the builder sizes capacity to threshold - 1 + in-degree, the
 most a node can hold at a tick's end, so no message is ever dropped.
+
+The buffer (`Inbox`, `make_init`, `emit`) and the merge (`buffered_merge`: mix with any
+robust aggregate of the held messages, optionally rescale to the same aggregate of their
+variances) are shared with the median and Krum rules of `robust.py`.
 """
 
 from __future__ import annotations
@@ -68,28 +74,67 @@ def trimmed_mean(buf_MC: jax.Array, count_M: jax.Array, fraction: float) -> jax.
     return total / jnp.maximum(m - 2 * t, 1)[:, 0].astype(buf_MC.dtype)
 
 
-def end_of_tick(hp: base.Hyper, corr: variance.CorrectionConfig, params_N: PyTree, inbox: Inbox,
-                consts: base.Consts, tick: base.Tick) -> tuple[PyTree, Inbox, jax.Array]:
+class Aggregate(NamedTuple):
+    """A robust aggregate of the held messages of M nodes (what `buffered_merge` mixes in).
+
+    model: [M, ...] per leaf, the aggregated model of each node.
+    reduce: [M, C] per-message values (e.g. per-layer variances) -> [M], aggregated by the
+        same rule (the `_vc` rules' target variance).
+    """
+
+    model: PyTree
+    reduce: Callable[[jax.Array], jax.Array]
+
+
+# (buf [M, C, ...] per leaf, count [M]) -> Aggregate; rows with count 0 may hold anything.
+AggregateFn = Callable[[PyTree, jax.Array], Aggregate]
+
+
+def trimmed_aggregate(fraction: float) -> AggregateFn:
+    """The coordinate-wise trimmed mean, leaf by leaf, and of the per-message values."""
+
+    def aggregate(buf_MC: PyTree, count_M: jax.Array) -> Aggregate:
+        return Aggregate(jax.tree.map(lambda b: trimmed_mean(b, count_M, fraction), buf_MC),
+                         lambda v_MC: trimmed_mean(v_MC, count_M, fraction))
+
+    return aggregate
+
+
+def target_variance(buf_MC: jax.Array, reduce: Callable[[jax.Array], jax.Array],
+                    ddof: int) -> jax.Array:
+    """[M] the `_vc` target of one leaf: its held messages' variances aggregated by `reduce`.
+
+    buf_MC: [M, C, ...] one leaf of the buffers; the per-message variances ([M, C], with
+    `ddof`) of every slot go to `reduce`, which reads only the held ones.
+    """
+    return reduce(jax.vmap(lambda b: variance.layer_variance(b, ddof))(buf_MC))
+
+
+def buffered_merge(hp: base.Hyper, corr: variance.CorrectionConfig, aggregate: AggregateFn,
+                   params_N: PyTree, inbox: Inbox, consts: base.Consts,
+                   tick: base.Tick) -> tuple[PyTree, Inbox, jax.Array]:
+    """The robust merge: params <- beta * own + (1 - beta) * aggregate(held messages).
+
+    Only nodes ready to merge (`base.ready_to_merge`, so count > 0) change; their buffers are
+    emptied. With `corr.target != 'none'` each correctable kernel of the mix is rescaled to
+    `aggregate(...).reduce` of the held messages' variances (`target_variance`); the
+    target kinds 'others' / 'self' / 'blend' are not told apart (always the received one).
+    """
     merged_N = base.ready_to_merge(inbox.count, consts, tick)
     beta = consts.beta
 
     def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array) -> PyTree:
         cnt = ib_M.count
-        mixed = jax.tree.map(
-            lambda x, b: beta * x + (1 - beta) * trimmed_mean(b, cnt, hp.trim_fraction),
-            p_M, ib_M.buf)
+        agg = aggregate(ib_M.buf, cnt)
+        mixed = jax.tree.map(lambda x, a: beta * x + (1 - beta) * a, p_M, agg.model)
         if corr.target != "none":
             mask = variance.correctable_mask(p_M, corr, stacked=True)
-
-            def target(b: jax.Array) -> jax.Array:  # mean variance of the held messages
-                v_MC = jax.vmap(lambda bb: variance.layer_variance(bb, corr.ddof))(b)
-                held = jnp.arange(b.shape[1])[None] < cnt[:, None]
-                return jnp.sum(jnp.where(held, v_MC, 0.0), 1) / jnp.maximum(cnt, 1)
 
             def fix(x: jax.Array, b: jax.Array, correct: bool) -> jax.Array:
                 if not correct:
                     return x
-                return jax.vmap(lambda xx, tt: variance.rescale(xx, tt, corr))(x, target(b))
+                t_M = target_variance(b, agg.reduce, corr.ddof)
+                return jax.vmap(lambda xx, tt: variance.rescale(xx, tt, corr))(x, t_M)
 
             mixed = jax.tree.map(fix, mixed, ib_M.buf, mask)
         ok = valid_M & (cnt > 0)
@@ -103,7 +148,8 @@ def end_of_tick(hp: base.Hyper, corr: variance.CorrectionConfig, params_N: PyTre
 
 def make(hp: base.Hyper, *, corrected: bool = False) -> base.Algorithm:
     corr = hp.correction if corrected else variance.CorrectionConfig(target="none")
+    aggregate = trimmed_aggregate(hp.trim_fraction)
     return base.Algorithm(
         name="gossip_trim_vc" if corrected else "gossip_trim",
         init=make_init(hp.inbox_capacity), emit=emit,
-        end_of_tick=lambda p, ib, c, t: end_of_tick(hp, corr, p, ib, c, t))
+        end_of_tick=lambda p, ib, c, t: buffered_merge(hp, corr, aggregate, p, ib, c, t))
