@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vanish import algorithms, models, nodes, partition, schedule, topology, variance
+from vanish import algorithms, models, network, nodes, partition, schedule, topology, variance
 from vanish import config as config_lib
 from vanish.algorithms import base
 from vanish.algorithms.partitioned import partition_ids
@@ -82,8 +82,14 @@ def topology_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm) -> topolo
 
 
 def plan_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int,
-             is_client: np.ndarray) -> tuple[schedule.Schedule, schedule.WorkList, int]:
-    """The training schedule and its packed work plan; returns (schedule, work, round_ticks)."""
+             is_client: np.ndarray, net: network.Plan | None = None
+             ) -> tuple[schedule.Schedule, schedule.WorkList, int]:
+    """The training schedule and its packed work plan; returns (schedule, work, round_ticks).
+
+    Under a network plan: stragglers train at their own interval (gossip schedule), and with
+    delays every tick gets a chunk (arrivals are delivered at a tick's last chunk). Churn
+    does not change the plan: offline trainers are masked on the device.
+    """
     ticks, seed = int(cfg.ticks), int(cfg.seed)
     if algo.schedule == "every_tick":
         sched = schedule.draw(n, ticks, (1, 1), seed=seed, first_tick=0,
@@ -96,15 +102,22 @@ def plan_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int,
                                    fraction=float(cfg.fl_client_fraction), trainers=is_client)
     else:
         first = cfg.first_tick if cfg.first_tick == "random" else int(cfg.first_tick)
-        sched = schedule.draw(n, ticks, (int(cfg.interval_lo), int(cfg.interval_hi)), seed=seed,
-                              first_tick=first, send_every=int(cfg.send_every),
-                              trainers=is_client)
+        lo, hi = int(cfg.interval_lo), int(cfg.interval_hi)
+        node_interval = None
+        if net is not None and net.stragglers.any():
+            s_lo, s_hi = net.straggler_interval
+            node_interval = (np.where(net.stragglers, s_lo, lo), np.where(net.stragglers, s_hi, hi))
+        sched = schedule.draw(n, ticks, (lo, hi), seed=seed, first_tick=first,
+                              send_every=int(cfg.send_every), trainers=is_client,
+                              node_interval=node_interval)
         round_ticks = int(cfg.fl_round_ticks)
     if round_ticks < 1:
         raise config_lib.ConfigError(f"round length must be >= 1 tick, got {round_ticks}")
     end_of_tick = None
     if algo.schedule in ("every_tick", "fl_rounds") or algo.topology == "star":
         end_of_tick = (np.arange(ticks) + 1) % round_ticks == 0
+    if net is not None and net.max_delay > 0:
+        end_of_tick = np.ones(ticks, bool)
     counts = sched.counts_per_tick()
     if cfg.masked_baseline:
         work = schedule.pack_masked(sched, end_of_tick)
@@ -147,6 +160,7 @@ class Components:
     reset_opt: bool
     shard: bool
     eval_nodes: int
+    network: network.Plan | None  # faults and dynamics; None = fault-free
 
 
 def components(cfg: ml_collections.ConfigDict, name: str, dataset: Dataset) -> Components:
@@ -164,14 +178,30 @@ def components(cfg: ml_collections.ConfigDict, name: str, dataset: Dataset) -> C
     label_hist = partition.label_histogram(part, y, dataset.num_classes)[is_client]
     x_test, y_test = balanced_subset(dataset.x_test, dataset.y_test, int(cfg.test_per_class),
                                      int(cfg.seed))
-    sched, work, round_ticks = plan_for(cfg, algo, n, is_client)
-    degree = np.asarray(topo.degree)
+    net = network.plan_for(cfg, topo, is_client, star=has_server)
+    if net is not None and algo.schedule == "every_tick":
+        raise config_lib.ConfigError(
+            f"{name} mixes synchronously over the whole graph every round; the fault and "
+            f"dynamics options (drop_prob, delay, churn_*, stragglers, peer_k, redraw_every, "
+            f"byzantine) are modelled for the message-passing algorithms only")
+    sched, work, round_ticks = plan_for(cfg, algo, n, is_client, net)
+    if net is not None:
+        net = network.with_queue(net, work)
+    degree = network.expected_arrivals(net, topo, cfg)
     threshold = degree if int(cfg.threshold) <= 0 else np.full(n, int(cfg.threshold))
     threshold = np.maximum(threshold, 1)
     merge_slots = (int(cfg.merge_slots) if int(cfg.merge_slots) > 0
                    else min(n, schedule.choose_merge_slots(sched.counts_per_tick())))
     # Message buffers: the most a node can hold at a tick's end (threshold - 1 + in-degree).
-    capacity = int(threshold.max() - 1 + max(topo.max_degree, 1))
+    # Delays: up to (hi - lo + 1) send ticks' messages arrive at once; uniform peer sampling
+    # has no fixed in-degree (4k + 4 covers all but rare bursts; the excess is dropped).
+    fan_in = max(topo.max_degree, 1)
+    if net is not None and net.spec.peer == "uniform":
+        fan_in = 4 * int(cfg.peer_k) + 4
+    if net is not None and net.max_delay > 0:
+        lo_d, hi_d = config_lib.parse_range(cfg.delay, "delay")
+        fan_in *= hi_d - lo_d + 1
+    capacity = int(threshold.max() - 1 + fan_in)
     algo = algorithm(cfg, name, merge_slots=merge_slots, inbox_capacity=capacity)
     model = models.make_model(cfg.model, num_classes=dataset.num_classes,
                               conv_impl=cfg.conv_impl, init=cfg.init)
@@ -191,14 +221,15 @@ def components(cfg: ml_collections.ConfigDict, name: str, dataset: Dataset) -> C
         y_train=jnp.asarray(dataset.y_train), part=part.device_arrays(),
         threshold=jnp.asarray(threshold, jnp.int32),
         beta=jnp.float32(0.0 if has_server else float(cfg.beta)),
-        is_client=jnp.asarray(is_client), round_ticks=jnp.int32(round_ticks), part_ids=part_ids)
+        is_client=jnp.asarray(is_client), round_ticks=jnp.int32(round_ticks), part_ids=part_ids,
+        net=None if net is None else net.net)
     return Components(
         name=name, algorithm=algo, topology=topo, is_client=is_client, partition=part,
         label_hist=label_hist, x_test=jnp.asarray(x_test), y_test=jnp.asarray(y_test),
         schedule=sched, work=work, model=model, tx=tx, input_shape=input_shape, consts=consts,
         keys=keys, batch_size=int(cfg.batch_size), merge_slots=merge_slots,
         fuse=int(cfg.fuse), reset_opt=bool(cfg.reset_opt_on_merge), shard=bool(cfg.shard_nodes),
-        eval_nodes=int(cfg.eval_nodes))
+        eval_nodes=int(cfg.eval_nodes), network=net)
 
 
 def _prepend_node(part: partition.Partition) -> partition.Partition:

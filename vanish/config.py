@@ -53,6 +53,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
                  "edge_list"),
     "weighting": ("uniform", "metropolis", "max_degree"),
     "vc_target": ("others", "self", "blend", "none"),
+    "peer_mode": ("neighbors", "uniform"),
+    "byzantine_attack": ("sign_flip", "noise", "constant"),
     "wandb_mode": ("", "online", "offline", "disabled"),
 }
 ALGORITHMS = CHOICES["algorithms"]
@@ -126,6 +128,21 @@ def default_config() -> ml_collections.ConfigDict:
     c.trim_fraction = 0.2
     # Synchronous D-PSGD.
     c.sync_local_steps = 1
+    # Faults and dynamics (vanish/network.py; README "Faults"). All off by default.
+    c.drop_prob = 0.0  # each message lost with this probability
+    c.drop_file = ""  # 'src dst p' lines: per-edge loss probabilities (others: drop_prob)
+    c.delay = "0"  # ticks a message travels: D, or a range 'lo-hi' drawn per message
+    c.churn_up = 100.0  # on/off Markov churn: mean online period (ticks)
+    c.churn_down = 0.0  # mean offline period (ticks); 0 = no churn. Offline share d/(u+d)
+    c.churn_trace = ""  # 'node start end' lines: node offline over [start, end) (not Markov)
+    c.stragglers = 0.0  # fraction of nodes training at straggler_interval instead
+    c.straggler_interval = ""  # 'lo-hi' ticks; '' = 3x interval_lo..interval_hi
+    c.peer_k = 0  # peer sampling: send to k peers instead of all neighbours (0 = all)
+    c.peer_mode = "neighbors"  # neighbors (k random out-neighbours) | uniform (k of all)
+    c.redraw_every = 0  # ticks; > 0 redraws the graph from its family (fixed shapes)
+    c.byzantine = 0.0  # fraction of nodes sending corrupted models
+    c.byzantine_attack = "sign_flip"  # sign_flip (-s * model) | noise (N(0, s^2)) | constant
+    c.byzantine_scale = 1.0  # s
     # Evaluation, tracking, checkpoints.
     c.eval_every = 100
     c.target_accuracy = 0.7
@@ -182,6 +199,20 @@ def parse_algorithms(text: str) -> list[str]:
     if len(set(names)) != len(names):
         raise ConfigError(f"config.algorithms lists an algorithm twice: {names}")
     return names
+
+
+def parse_range(text: Any, field: str) -> tuple[int, int]:
+    """'3' -> (3, 3); '2-5' -> (2, 5): an inclusive range of non-negative integer ticks."""
+    value = str(text).strip()
+    try:
+        lo, _, hi = value.partition("-")
+        r = (int(lo), int(hi) if hi else int(lo))
+    except ValueError:
+        raise ConfigError(f"config.{field} = {text!r} must be an integer or a range 'lo-hi' of "
+                          f"ticks (e.g. 3 or 2-5)") from None
+    if not 0 <= r[0] <= r[1]:
+        raise ConfigError(f"config.{field} = {text!r} must satisfy 0 <= lo <= hi")
+    return r
 
 
 def parse_label_subsets(text: str) -> list[list[int]]:
@@ -398,6 +429,48 @@ def _wandb_project(field: str, value: Any, cfg: ml_collections.ConfigDict) -> st
     return None
 
 
+def _readable_file(field: str, value: Any, cfg: ml_collections.ConfigDict) -> str | None:
+    if not str(value).strip():
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        return f"config.{field} = {value!r}: no such file"
+    if not os.access(path, os.R_OK):
+        return f"config.{field} = {value!r} is not readable"
+    return None
+
+
+def _churn_down(field: str, value: Any, cfg: ml_collections.ConfigDict) -> str | None:
+    if not (math.isfinite(value) and value >= 0):
+        return f"config.churn_down = {value!r} must be a finite number >= 0 (0 = no churn)"
+    if value > 0 and str(cfg.get("churn_trace", "")).strip():
+        return ("config.churn_down and config.churn_trace both set: choose the Markov model "
+                "or the trace file")
+    if 0 < value < 1:
+        return f"config.churn_down = {value!r}: a mean offline period is >= 1 tick (or 0)"
+    return None
+
+
+def _straggler_interval(field: str, value: Any, cfg: ml_collections.ConfigDict) -> str | None:
+    if not str(value).strip():
+        return None
+    try:
+        lo, _ = parse_range(value, field)
+    except ConfigError as e:
+        return str(e)
+    return None if lo >= 1 else f"config.{field} = {value!r}: a training interval is >= 1 tick"
+
+
+def _peer_k(field: str, value: Any, cfg: ml_collections.ConfigDict) -> str | None:
+    if value < 0:
+        return f"config.peer_k = {value} must be >= 0 (0 = every neighbour)"
+    n = cfg.get("num_nodes")
+    if cfg.get("peer_mode") == "uniform" and _is_int(n) and value > n - 1:
+        return (f"config.peer_k = {value}: uniform peer sampling picks k of the other "
+                f"{n - 1} nodes")
+    return None
+
+
 FIELD_RULES: dict[str, Rule] = {
     "seed": _seed,
     "algorithms": _parses(parse_algorithms),
@@ -458,6 +531,21 @@ FIELD_RULES: dict[str, Rule] = {
     "subsample": _between(0, 1),
     "trim_fraction": _between(0, 0.5, hi_open=True),
     "sync_local_steps": _at_least(1),
+    # Faults and dynamics.
+    "drop_prob": _between(0, 1),
+    "drop_file": _readable_file,
+    "delay": _parses(lambda v: parse_range(v, "delay")),
+    "churn_up": _finite_at_least(1),
+    "churn_down": _churn_down,
+    "churn_trace": _readable_file,
+    "stragglers": _between(0, 1),
+    "straggler_interval": _straggler_interval,
+    "peer_k": _peer_k,
+    "peer_mode": _one_of("peer sampling mode"),
+    "redraw_every": _at_least(0, " (0 = a fixed graph)"),
+    "byzantine": _between(0, 1, hi_open=True),
+    "byzantine_attack": _one_of("Byzantine attack"),
+    "byzantine_scale": _finite_at_least(0),
     # Evaluation, tracking, checkpoints.
     "eval_every": _at_least(1),
     "target_accuracy": _between(0, 1),

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vanish import nodes, partition, schedule
+from vanish import network, nodes, partition, schedule
 from vanish.algorithms import base
 
 PyTree = Any
@@ -54,6 +54,11 @@ class SimState(NamedTuple):
     loss_n: jax.Array  # [N] number of terms in loss_sum
     key: jax.Array  # root key of training randomness (uint32[2])
     chunk: jax.Array  # int32: index of the next work-plan chunk
+    # Under a network plan (vanish/network.py), else None (no leaves: fault-free states and
+    # their checkpoints are unchanged): [3] int32 messages sent / delivered / dropped, and
+    # the ring of messages in flight (delays only).
+    net_stats: jax.Array | None = None
+    queue: network.Queue | None = None
 
 
 class Plan(NamedTuple):
@@ -85,8 +90,10 @@ class Engine:
     def __init__(self, algorithm: base.Algorithm, train_step: Callable[..., nodes.TrainStep],
                  tx: Any, init_params: Callable[[], PyTree], work: schedule.WorkList,
                  consts: base.Consts, *, batch_size: int, train_key: jax.Array, fuse: int = 0,
-                 reset_opt: bool = False, merge_slots: int = 8, shard: bool = False):
+                 reset_opt: bool = False, merge_slots: int = 8, shard: bool = False,
+                 network_spec: network.Spec | None = None):
         self.algorithm, self.tx, self.work = algorithm, tx, work
+        self.network_spec = network_spec
         self._init_params = init_params
         self.fuse = choose_fuse(fuse)
         self.mesh = node_mesh(consts.is_client.shape[0]) if shard else None
@@ -98,7 +105,7 @@ class Engine:
             self.consts = jax.device_put(consts, rep)
             self.plan = jax.device_put(self.plan, rep)
         step = functools.partial(_chunk_step, algorithm, train_step, tx, int(batch_size),
-                                 bool(reset_opt), int(merge_slots))
+                                 bool(reset_opt), int(merge_slots), network_spec)
         self._step = jax.jit(step, donate_argnums=(0,))
 
         def scan(s: SimState, c: base.Consts, p: Plan, end: jax.Array) -> SimState:
@@ -135,6 +142,14 @@ class Engine:
             key=jnp.array(self.train_key, copy=True),
             chunk=jnp.int32(0),
         )
+        spec = self.network_spec
+        if spec is not None:
+            state = state._replace(net_stats=jnp.zeros((3,), jnp.int32))
+            if spec.queue:
+                net = self.consts.net
+                width = spec.uniform_k if spec.peer == "uniform" else net.out_nbr.shape[2]
+                state = state._replace(queue=network.init_queue(spec, params, self.work.slots,
+                                                                width))
         if self.mesh is None:
             return state
         return jax.device_put(state, shard_state(state, self.mesh))
@@ -177,12 +192,15 @@ def shard_state(state: SimState, mesh: jax.sharding.Mesh) -> Any:
 
 
 def _chunk_step(algo: base.Algorithm, train_step: Callable[..., nodes.TrainStep], tx: Any,
-                batch_size: int, reset_opt: bool, merge_slots: int, state: SimState,
-                consts: base.Consts, plan: Plan) -> SimState:
+                batch_size: int, reset_opt: bool, merge_slots: int,
+                spec: network.Spec | None, state: SimState, consts: base.Consts,
+                plan: Plan) -> SimState:
     c = state.chunk
     tick, node_K, valid_K = plan.tick[c], plan.node[c], plan.valid[c]
     send_K, last = plan.send[c], plan.last[c]
     n = state.train_count.shape[0]
+    if spec is not None and spec.churn:  # offline nodes neither train nor send
+        valid_K = valid_K & network.online(consts.net, tick, node_K)
     # 1. Train the chunk's nodes, one step each, on batches drawn by (tick, node) keys.
     tick_key = jax.random.fold_in(state.key, tick)
     keys_K = jax.vmap(lambda i: jax.random.fold_in(tick_key, i))(node_K)
@@ -197,12 +215,29 @@ def _chunk_step(algo: base.Algorithm, train_step: Callable[..., nodes.TrainStep]
     train_count = state.train_count.at[slot].add(1, mode="drop")
     loss_sum = state.loss_sum.at[slot].add(out.loss, mode="drop")
     loss_n = state.loss_n.at[slot].add(1, mode="drop")
-    # 2. Send, 3. end of tick: the algorithm's.
-    inbox = algo.emit(state.inbox, base.Sent(out.params, node_K, send_K & valid_K, keys_K,
-                                             event_ord_K), consts)
+    # 2. Send (through the network layer when there is one), 3. end of tick: the algorithm's.
+    sent = base.Sent(out.params, node_K, send_K & valid_K, keys_K, event_ord_K)
+    net_stats, queue, online_N = state.net_stats, state.queue, None
+    if spec is None:
+        inbox = algo.emit(state.inbox, sent, consts)
+    else:
+        sent, arrive_KD, stats = network.prepare(spec, consts.net, consts.graph, tick, sent)
+        assert state.net_stats is not None
+        if spec.queue:  # in flight until the arrival tick's last chunk
+            assert state.queue is not None
+            queue = network.enqueue(state.queue, c % spec.queue, sent, arrive_KD)
+            inbox, delivered = network.deliver(algo.emit, queue, state.inbox, consts, tick,
+                                               last, n)
+            stats = stats.at[1].add(delivered)
+        else:
+            inbox = algo.emit(state.inbox, sent, consts)
+        net_stats = state.net_stats + stats
+        if spec.churn:
+            online_N = network.online(consts.net, tick, jnp.arange(n))
     round_end = last & ((tick + 1) % consts.round_ticks == 0)
     params, inbox, merged = algo.end_of_tick(params, inbox, consts,
-                                             base.Tick(tick, last, round_end, tick_key))
+                                             base.Tick(tick, last, round_end, tick_key,
+                                                       online_N))
     if reset_opt:  # fresh optimizer state for the merged rows only
         def body(o: PyTree, idx_M: jax.Array, valid_M: jax.Array) -> PyTree:
             fresh = jax.vmap(tx.init)(base.take(params, idx_M))
@@ -212,4 +247,5 @@ def _chunk_step(algo: base.Algorithm, train_step: Callable[..., nodes.TrainStep]
     return SimState(
         tick=state.tick, params=params, opt_state=opt_state, inbox=inbox,
         train_count=train_count, merges=state.merges + merged.astype(jnp.int32),
-        loss_sum=loss_sum, loss_n=loss_n, key=state.key, chunk=c + 1)
+        loss_sum=loss_sum, loss_n=loss_n, key=state.key, chunk=c + 1, net_stats=net_stats,
+        queue=queue)

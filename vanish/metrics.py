@@ -33,6 +33,9 @@ TRAIN_LOSS = "train_loss"
 SERVER_ACC = "server_acc"
 GLOBAL_ACC, GLOBAL_LOSS = "global_acc", "global_loss"
 TICKS_PER_S = "ticks_per_s"
+MSGS_SENT, MSGS_DELIVERED, MSGS_DROPPED = "msgs_sent", "msgs_delivered", "msgs_dropped"
+NODES_ONLINE = "nodes_online"
+MERGES_MIN, MERGES_MEAN, MERGES_MAX = "merges_min", "merges_mean", "merges_max"
 VAR_PREFIX, VAR_RATIO_PREFIX = "var/", "var_ratio/"
 # Summary names.
 FINAL_ACC, TICKS_TO_TARGET, VAR_RATIO = "final_acc", "ticks_to_target", "var_ratio"
@@ -103,6 +106,15 @@ def to_row(out: dict[str, Any], eval_nodes: np.ndarray, *, has_server: bool) -> 
     for path, v in out["layer_var"].items():
         m[f"{VAR_PREFIX}{path}"] = float(v)
     return m
+
+
+def network_row(stats: np.ndarray, online_N: np.ndarray, merges_N: np.ndarray,
+                is_client: np.ndarray) -> dict[str, Any]:
+    """Message counts so far, clients online now, per-node merge counts (network plans)."""
+    m = np.asarray(merges_N)[is_client]
+    return {MSGS_SENT: int(stats[0]), MSGS_DELIVERED: int(stats[1]), MSGS_DROPPED: int(stats[2]),
+            NODES_ONLINE: int(np.asarray(online_N)[is_client].sum()),
+            MERGES_MIN: int(m.min()), MERGES_MEAN: float(m.mean()), MERGES_MAX: int(m.max())}
 
 
 def variance_ratios(row: dict[str, Any], var0: dict[str, float]) -> dict[str, float]:

@@ -281,7 +281,17 @@ def push_from(acc_N: PyTree, count_N: jax.Array, tree_K: PyTree, sender_K: jax.A
     n = graph.self_weight.shape[0]
     ok_KD = graph.out_valid[sender_K] & valid_K.astype(bool)[:, None]
     # Index n is out of bounds: mode='drop' discards padding slots and invalid senders.
-    dest_KD = jnp.where(ok_KD, graph.out_nbr[sender_K], n)
+    return push_to(acc_N, count_N, tree_K, jnp.where(ok_KD, graph.out_nbr[sender_K], n))
+
+
+def push_to(acc_N: PyTree, count_N: jax.Array, tree_K: PyTree,
+            dest_KD: jax.Array) -> tuple[PyTree, jax.Array]:
+    """Adds tree_K[k] to acc_N[dest_KD[k, j]] for every j, counting one model per delivery.
+
+    The routed form of `push_from`: destinations come from the network layer (drops, peer
+    sampling, churn, redrawn graphs: vanish/network.py); ids >= N (no delivery) are dropped.
+    Cost ~ K * D rows.
+    """
     count_N = count_N.at[dest_KD.reshape(-1)].add(
         jnp.ones(dest_KD.size, count_N.dtype), mode="drop")
 

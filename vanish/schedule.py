@@ -59,6 +59,7 @@ def draw(
     first_tick: str | int = 0,
     send_every: int = 1,
     trainers: np.ndarray | None = None,
+    node_interval: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Schedule:
     """Draws every node's training ticks for [0, ticks).
 
@@ -73,6 +74,8 @@ def draw(
         "random" (each node's first tick is drawn from U{0..hi-1}).
       send_every: a node sends after its P-th, 2P-th, ... training event (P = send_every).
       trainers: optional bool [n]; nodes marked False never train (e.g. the FL server).
+      node_interval: optional per-node (lo [n], hi [n]) overriding `interval` (stragglers);
+        without it the draws are those of the scalar range, bit for bit.
     """
     lo, hi = (int(v) for v in interval)
     if not 1 <= lo <= hi:
@@ -89,8 +92,15 @@ def draw(
     else:
         raise ConfigError(f"first_tick must be a non-negative int or 'random', got {first_tick!r}")
     # Enough draws that even the shortest gaps cover the horizon; one matrix, no node loop.
-    m = max(1, -(-max(ticks - int(start.min()), 0) // lo) + 1)
-    gaps = rng.integers(lo, hi + 1, size=(n, m))
+    if node_interval is None:
+        m = max(1, -(-max(ticks - int(start.min()), 0) // lo) + 1)
+        gaps = rng.integers(lo, hi + 1, size=(n, m))
+    else:
+        lo_n, hi_n = (np.asarray(a, np.int64) for a in node_interval)
+        if lo_n.shape != (n,) or hi_n.shape != (n,) or not np.all((1 <= lo_n) & (lo_n <= hi_n)):
+            raise ConfigError("node_interval needs [n] arrays with 1 <= lo <= hi")
+        m = max(1, -(-max(ticks - int(start.min()), 0) // int(lo_n.min())) + 1)
+        gaps = rng.integers(lo_n[:, None], hi_n[:, None] + 1, size=(n, m))
     times = start[:, None] + np.concatenate(
         [np.zeros((n, 1), np.int64), np.cumsum(gaps, 1)[:, :-1]], 1)
     ordinal = np.broadcast_to(np.arange(m), (n, m))

@@ -41,10 +41,14 @@ class Simulation:
         self.engine = engine.Engine(
             c.algorithm, nodes.make_train_step(c.model, c.tx), c.tx, init, c.work, c.consts,
             batch_size=c.batch_size, train_key=c.keys["train"], fuse=c.fuse,
-            reset_opt=c.reset_opt, merge_slots=c.merge_slots, shard=c.shard)
+            reset_opt=c.reset_opt, merge_slots=c.merge_slots, shard=c.shard,
+            network_spec=None if c.network is None else c.network.spec)
+        self.network = c.network
+        # Accuracy is the honest nodes' (Byzantine nodes' own models are not the result).
+        self.eval_mask = c.is_client if c.network is None else c.is_client & ~c.network.byzantine
         self.fuse, self.mesh, self.consts = self.engine.fuse, self.engine.mesh, self.engine.consts
         self._eval = metrics.make_evaluator(c.model, c.eval_nodes)
-        self._weight = jnp.asarray(c.is_client, jnp.float32)
+        self._weight = jnp.asarray(self.eval_mask, jnp.float32)
         if self.mesh is not None:
             self._weight = jax.device_put(self._weight, engine._replicated(self.mesh))
 
@@ -60,7 +64,11 @@ class Simulation:
         out = jax.device_get(self._eval(
             state.params, self.x_test, self.y_test, self._weight, state.train_count,
             state.merges, state.loss_sum, state.loss_n))
-        m = metrics.to_row(out, self.is_client, has_server=self.algo.topology == "star")
+        m = metrics.to_row(out, self.eval_mask, has_server=self.algo.topology == "star")
+        if self.network is not None:
+            m.update(metrics.network_row(jax.device_get(state.net_stats),
+                                         self.network.online_at(int(state.tick)),
+                                         jax.device_get(state.merges), self.is_client))
         state = state._replace(loss_sum=jnp.zeros_like(state.loss_sum),
                                loss_n=jnp.zeros_like(state.loss_n))
         return state, m

@@ -58,6 +58,7 @@ class Consts(NamedTuple):
     is_client: jax.Array  # [N] bool: nodes that train (FL: all but the server)
     round_ticks: jax.Array  # int32: FL / D-PSGD round length
     part_ids: PyTree  # partitioned gossip: coordinate -> partition id, else None
+    net: Any = None  # vanish.network.Net: faults and dynamics; None = the fault-free network
 
 
 class Sent(NamedTuple):
@@ -68,6 +69,9 @@ class Sent(NamedTuple):
     send: jax.Array  # [K] bool: the slot is valid and sends after this event
     key: jax.Array  # [K] per-(tick, node) keys
     event_ord: jax.Array  # [K] the sender's training-event ordinal (before this one)
+    # [K, D] int32 receivers of each slot's message (>= N: none), routed by the engine's
+    # network layer (vanish/network.py); None: every out-neighbour of a sending slot.
+    dest: jax.Array | None = None
 
 
 class Tick(NamedTuple):
@@ -77,6 +81,7 @@ class Tick(NamedTuple):
     last: jax.Array  # bool: the final chunk of this tick
     round_end: jax.Array  # bool: last and (tick + 1) % round_ticks == 0
     key: jax.Array  # this tick's key
+    online: jax.Array | None = None  # [N] bool under churn (vanish/network.py), else None
 
 
 class Algorithm(NamedTuple):
@@ -138,6 +143,15 @@ def for_selected(mask_N: jax.Array, slots: int, body: Callable[[PyTree, jax.Arra
         return body(c, idx_M, idx_M < n)
 
     return lax.fori_loop(0, (count + slots - 1) // slots, step, carry)
+
+
+def destinations(sent: Sent, graph: Graph) -> jax.Array:
+    """[K, D] receivers of the sent messages (ids >= N: not delivered)."""
+    if sent.dest is not None:
+        return sent.dest
+    n = graph.self_weight.shape[0]
+    ok = graph.out_valid[sent.node] & sent.send[:, None]
+    return jnp.where(ok, graph.out_nbr[sent.node], n)
 
 
 def zeros(tree: PyTree) -> PyTree:

@@ -34,11 +34,13 @@ def round_end(params_N: PyTree, inbox: gossip.Inbox, consts: base.Consts,
         cnt = ib.count[0]
         mean = jax.tree.map(lambda t: t[0] / jnp.maximum(cnt, 1).astype(t.dtype), ib.total)
         new = mixing.broadcast(mean, n)
-        p = jax.tree.map(lambda old, x: jnp.where(cnt > 0, x, old), p, new)
+        take = cnt > 0 if tick.online is None else (cnt > 0) & tick.online  # churn: offline
+        p = jax.tree.map(lambda old, x: jnp.where(base._rows(take, old), x, old), p, new)
         return p, base.zeros(ib)
 
     params_N, inbox = jax.lax.cond(tick.round_end, adopt, lambda a: a, (params_N, inbox))
-    return params_N, inbox, consts.is_client & tick.round_end
+    merged = consts.is_client & tick.round_end
+    return params_N, inbox, merged if tick.online is None else merged & tick.online
 
 
 def client_weights(key: jax.Array, is_client_N: jax.Array, fraction: float) -> jax.Array:

@@ -4,7 +4,7 @@
 
 Plain gossip is target 'none'; `gossip_vc` rescales each merged kernel to the mean variance of
 the received models (SPEC section 2). The inbox is a fixed-shape accumulator, so a send is a
-scatter-add over the sender's out-edges (`mixing.push_from`) and a merge needs no buffers.
+scatter-add over the message's routed receivers (`mixing.push_to`) and a merge needs no buffers.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ def emit(corr: variance.CorrectionConfig, inbox: Inbox, sent: base.Sent,
         var_K = variance.correctable_variance(sent.params, corr)
     else:  # the target does not read received variances: send zeros, skip the reductions
         var_K = jax.tree.map(lambda v: jnp.zeros(sent.node.shape, v.dtype), inbox.var_total)
-    (total, var_total), count = mixing.push_from(
-        (inbox.total, inbox.var_total), inbox.count, (sent.params, var_K), sent.node,
-        sent.send, consts.graph)
+    (total, var_total), count = mixing.push_to(
+        (inbox.total, inbox.var_total), inbox.count, (sent.params, var_K),
+        base.destinations(sent, consts.graph))
     return Inbox(total, count, var_total)
 
 

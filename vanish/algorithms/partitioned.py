@@ -63,9 +63,9 @@ def emit(hp: base.Hyper, inbox: Inbox, sent: base.Sent, consts: base.Consts) -> 
     masks_K = message_masks(consts.part_ids, sent.event_ord, sent.key, hp.num_partitions,
                             hp.subsample)
     payload_K = jax.tree.map(jnp.multiply, sent.params, masks_K)
-    (total, coord_count), count = mixing.push_from(
-        (inbox.total, inbox.coord_count), inbox.count, (payload_K, masks_K), sent.node,
-        sent.send, consts.graph)
+    (total, coord_count), count = mixing.push_to(
+        (inbox.total, inbox.coord_count), inbox.count, (payload_K, masks_K),
+        base.destinations(sent, consts.graph))
     return Inbox(total, count, coord_count)
 
 

@@ -46,11 +46,10 @@ def make_init(capacity: int) -> Callable[[PyTree], Inbox]:
 
 
 def emit(inbox: Inbox, sent: base.Sent, consts: base.Consts) -> Inbox:
-    g = consts.graph
     n, cap = inbox.count.shape[0], jax.tree.leaves(inbox.buf)[0].shape[1]
-    k, d = g.out_nbr[sent.node].shape
-    ok = (g.out_valid[sent.node] & sent.send[:, None]).reshape(-1)
-    dest = jnp.where(ok, g.out_nbr[sent.node].reshape(-1), n)
+    dest_KD = base.destinations(sent, consts.graph)
+    k, d = dest_KD.shape
+    dest = dest_KD.reshape(-1)
     # Messages to the same receiver within this chunk take consecutive slots.
     same = (dest[:, None] == dest[None, :]) & jnp.tri(k * d, k=-1, dtype=bool)
     pos = inbox.count[jnp.minimum(dest, n - 1)] + jnp.sum(same, axis=1)

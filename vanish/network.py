@@ -1,0 +1,457 @@
+"""The network layer: who receives a sent model, when, and what it carries (faults, dynamics).
+
+    plan = network.plan_for(cfg, topo, is_client, star=False)   # host: None = fault-free
+    valid_K &= network.online(net, tick, node_K)                 # device: churn masks training
+    sent, arrive_KD, stats = network.prepare(plan.spec, net, graph, tick, sent)
+
+Every fault is a plan drawn on the host from the seed (churn intervals, straggler and
+Byzantine nodes, redrawn graphs) or a mask drawn on the device from the per-(tick, node)
+keys (drops, peer choices, delays, noise). Their values are arrays in `Net`, an argument
+of the compiled step, of shapes fixed by (N, ticks, degree): churn is a [ticks, N/32] bitmap
+of offline bits that masks training on the device (the work plan is the fault-free one),
+so changing a probability, a rate, a fraction or a trace never recompiles; only the static
+`Spec` (which features are on, the in-flight ring's length, the fan-out of uniform peer
+sampling, the attack kind) is part of the program. Stragglers change the training schedule
+itself (like interval_lo / interval_hi), hence the work plan. A fault-free config builds no
+plan and runs the fault-free program.
+
+Semantics (the reference simulator of SPEC section 3, extended):
+  * drops: each message (sender, receiver, tick) is lost with its edge's probability;
+  * delays: a message sent at tick t reaches the receiver's inbox at tick t + d (d fixed or
+    U{lo..hi} per message), before that tick's merges; it carries the model as sent;
+  * churn: while offline a node neither trains, sends nor receives (messages arriving then
+    are lost); it comes back with the model it had. FL clients offline at a round's end do
+    not adopt the server's model;
+  * stragglers: a fraction of nodes train every U{lo..hi} ticks of their own range;
+  * peer sampling: a send goes to k of the sender's out-neighbours ('neighbors') or to k
+    peers drawn uniformly from the whole network ('uniform'), instead of all neighbours;
+  * time-varying topology: the graph is redrawn from its family every R ticks (epoch e uses
+    the seed (seed, e); epoch 0 is the configured graph), padded to one shape;
+  * Byzantine nodes send a corrupted model (noise of scale s, -s * model, or the constant
+    s in every coordinate) and keep training honestly; accuracy is reported over honest
+    nodes.
+Counts: messages sent (after peer sampling), delivered, and dropped (lost on the link or at
+an offline receiver) are carried in the state's `net_stats`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vanish import schedule as schedule_lib
+from vanish.algorithms import base
+from vanish.config import ConfigError, parse_range
+from vanish.topology import Graph, Topology
+
+PyTree = Any
+ATTACKS = ("sign_flip", "noise", "constant")
+PEER_MODES = ("neighbors", "uniform")
+# Key streams derived from a sender's per-(tick, node) key (training uses the key itself).
+_PEER, _DROP, _DELAY, _NOISE = 0x9EE2, 0xD209, 0xDE1A, 0xB12A
+
+
+class Spec(NamedTuple):
+    """The static part of a network plan (part of the compiled program)."""
+
+    peer: str  # 'all' | 'neighbors' | 'uniform'
+    uniform_k: int  # fan-out of 'uniform' peer sampling
+    attack: str  # 'none' | one of ATTACKS
+    queue: int  # in-flight chunk entries (0: no delays)
+    churn: bool
+    redraw: bool
+
+
+class Net(NamedTuple):
+    """The device arrays of a network plan (values: changing them never recompiles)."""
+
+    drop: jax.Array  # [N, D] f32 loss probability per out-slot ([N, 1] for uniform peers)
+    peer_k: jax.Array  # int32: 'neighbors' fan-out
+    out_nbr: jax.Array  # [E, N, D] int32 out-neighbours per topology epoch
+    out_valid: jax.Array  # [E, N, D] bool
+    redraw_every: jax.Array  # int32 ticks per epoch
+    offline: jax.Array  # [T, ceil(N / 32)] uint32: bit i % 32 of word i // 32 = i offline
+    byzantine: jax.Array  # [N] bool
+    attack_scale: jax.Array  # f32
+    delay_lo: jax.Array  # int32
+    delay_hi: jax.Array  # int32
+
+
+class Queue(NamedTuple):
+    """Messages in flight: entry q holds one chunk's routed sends (ring of `Spec.queue`)."""
+
+    params: PyTree  # [Q, K, ...]
+    node: jax.Array  # [Q, K]
+    key: jax.Array  # [Q, K, 2]
+    event_ord: jax.Array  # [Q, K]
+    dest: jax.Array  # [Q, K, D] receivers (>= N: none)
+    arrive: jax.Array  # [Q, K, D] arrival tick (-1: none)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A host-side network plan: the static spec, the device arrays and the host views."""
+
+    spec: Spec
+    net: Net
+    offline: np.ndarray  # [T, N] bool: node offline at tick (host view)
+    stragglers: np.ndarray  # [N] bool
+    straggler_interval: tuple[int, int]
+    byzantine: np.ndarray  # [N] bool
+    max_delay: int
+
+    def online_at(self, tick: int) -> np.ndarray:
+        """[N] bool: the nodes online at `tick` (host view, for metrics; past the horizon:
+        as at its last tick)."""
+        if self.offline.shape[0] == 0:
+            return np.ones(self.offline.shape[1], bool)
+        return ~self.offline[min(max(tick, 0), self.offline.shape[0] - 1)]
+
+    def queue_length(self, work: schedule_lib.WorkList) -> int:
+        """Ring entries so that no chunk's entry is overwritten before its last arrival."""
+        if self.max_delay == 0 and self.spec.queue == 0:
+            return 0
+        if len(work) == 0:
+            return 1
+        reach = np.searchsorted(work.tick, work.tick + self.max_delay, side="right")
+        return int(max(1, (reach - np.arange(len(work))).max()))
+
+
+# ---------------------------------------------------------------------------------- host
+
+def _read_lines(path: str, what: str, width: int) -> list[tuple[int, list[str]]]:
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{what} {path!r}: cannot read it ({e.strerror or e})") from None
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != width:
+            raise ConfigError(f"{what} {path!r} line {i}: expected {width} fields, got "
+                              f"{line!r}")
+        rows.append((i, parts))
+    return rows
+
+
+def read_churn_trace(path: str, n: int, ticks: int) -> np.ndarray:
+    """[ticks, n] offline: 'node start end' lines, node (a client index) offline over
+    [start, end) (overlapping periods merge; periods past the horizon are cut)."""
+    out = np.zeros((ticks, n), bool)
+    for i, (node, start, end) in _read_lines(path, "churn_trace", 3):
+        try:
+            v, s, e = int(node), int(start), int(end)
+        except ValueError:
+            raise ConfigError(f"churn_trace {path!r} line {i}: 'node start end' must be "
+                              f"integers, got {node} {start} {end}") from None
+        if not 0 <= v < n:
+            raise ConfigError(f"churn_trace {path!r} line {i}: node {v} is not in [0, {n})")
+        if not 0 <= s < e:
+            raise ConfigError(f"churn_trace {path!r} line {i}: need 0 <= start < end, got "
+                              f"{s} {e}")
+        out[s:e, v] = True
+    return out
+
+
+def markov_churn(n: int, ticks: int, mean_up: float, mean_down: float,
+                 rng: np.random.Generator) -> np.ndarray:
+    """[ticks, n] offline: an on/off Markov chain per node, started in its stationary state.
+
+    Each tick an online node goes offline with probability 1 / mean_up and an offline one
+    comes back with probability 1 / mean_down (geometric periods with those means), so the
+    long-run offline fraction is mean_down / (mean_up + mean_down).
+    """
+    online = rng.random(n) >= mean_down / (mean_up + mean_down)
+    offline = np.empty((ticks, n), bool)
+    for t in range(ticks):
+        offline[t] = ~online
+        u = rng.random(n)
+        online = np.where(online, u >= 1.0 / mean_up, u < 1.0 / mean_down)
+    return offline
+
+
+def read_drop_file(path: str, topo: Topology, default: float) -> np.ndarray:
+    """[N, Do] per out-slot loss probabilities: 'src dst p' lines, other edges `default`."""
+    table = topo.neighbor_table()
+    drop = np.full(table.out_nbr.shape, default, np.float32)
+    slot = {(int(s), int(r)): j for s in range(topo.n)
+            for j, r in enumerate(table.out_nbr[s]) if table.out_valid[s, j]}
+    for i, (src, dst, p) in _read_lines(path, "drop_file", 3):
+        try:
+            s, r, q = int(src), int(dst), float(p)
+        except ValueError:
+            raise ConfigError(f"drop_file {path!r} line {i}: 'src dst p' must be two integers "
+                              f"and a probability, got {src} {dst} {p}") from None
+        if (s, r) not in slot:
+            raise ConfigError(f"drop_file {path!r} line {i}: {s} -> {r} is not an edge of the "
+                              f"{topo.name} topology")
+        if not 0.0 <= q <= 1.0:
+            raise ConfigError(f"drop_file {path!r} line {i}: probability {q} is not in [0, 1]")
+        drop[s, slot[(s, r)]] = q
+    return drop
+
+
+def pack_bits(offline: np.ndarray) -> np.ndarray:
+    """[T, N] bool -> [T, ceil(N / 32)] uint32, bit i % 32 of word i // 32 (at least 1 x 1)."""
+    t, n = offline.shape
+    w = max(1, -(-n // 32))
+    padded = np.zeros((max(t, 1), w * 32), bool)
+    padded[:t, :n] = offline
+    weights = (np.uint64(1) << np.arange(32, dtype=np.uint64))
+    return (padded.reshape(max(t, 1), w, 32) * weights).sum(-1).astype(np.uint32)
+
+
+def _epochs(cfg: Any, topo: Topology, redraw: int) -> tuple[np.ndarray, np.ndarray]:
+    from vanish import build, topology  # build reads the config (lazy: it imports us)
+
+    tables = [topo.neighbor_table()]
+    if redraw:
+        if not topology._FACTORY[cfg.topology][3]:
+            raise ConfigError(f"redraw_every: the {cfg.topology!r} topology has no random "
+                              f"draw to redraw; use random_regular, erdos_renyi, "
+                              f"watts_strogatz or barabasi_albert")
+        kwargs = build._kwargs(cfg, build.TOPOLOGY_ARGS.get(cfg.topology, {}))
+        for e in range(1, -(-int(cfg.ticks) // redraw)):
+            seed = int(np.random.SeedSequence([int(cfg.seed), e]).generate_state(1)[0])
+            drawn = topology.make(cfg.topology, topo.n, seed=seed, weighting=cfg.weighting,
+                                  **kwargs)
+            tables.append(drawn.neighbor_table())
+    d = max(tab.out_nbr.shape[1] for tab in tables)
+    nbr = np.zeros((len(tables), topo.n, d), np.int32)
+    valid = np.zeros((len(tables), topo.n, d), bool)
+    for e, tab in enumerate(tables):
+        w = tab.out_nbr.shape[1]
+        nbr[e, :, :w], valid[e, :, :w] = tab.out_nbr, tab.out_valid
+    return nbr, valid
+
+
+def is_faulty(cfg: Any) -> bool:
+    """Whether the config asks for any network fault or dynamic (else: no plan)."""
+    return bool(cfg.drop_prob > 0 or cfg.drop_file or parse_range(cfg.delay, "delay")[1] > 0
+                or cfg.churn_down > 0 or cfg.churn_trace or cfg.stragglers > 0
+                or cfg.peer_k > 0 or cfg.redraw_every > 0 or cfg.byzantine > 0)
+
+
+def plan_for(cfg: Any, topo: Topology, is_client: np.ndarray, *, star: bool) -> Plan | None:
+    """The network plan of one algorithm's run (None when the config is fault-free).
+
+    Client-indexed choices (offline periods, stragglers, Byzantine nodes) are drawn over
+    the clients, so gossip and FL runs of one config share them (FL's node 0 is the server:
+    never offline, never Byzantine). Peer sampling, redrawn graphs and the drop file apply to
+    graph algorithms; a star (FL) keeps its edges and uses drop_prob.
+    """
+    if not is_faulty(cfg):
+        return None
+    n, ticks, seed = topo.n, int(cfg.ticks), int(cfg.seed)
+    clients = np.flatnonzero(is_client)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xFA17]))
+    # Churn (per client), stragglers, Byzantine nodes: drawn in this fixed order.
+    offline = np.zeros((ticks, n), bool)
+    churn = bool(cfg.churn_trace) or cfg.churn_down > 0
+    if cfg.churn_trace:
+        offline[:, clients] = read_churn_trace(cfg.churn_trace, clients.size, ticks)
+    elif cfg.churn_down > 0:
+        offline[:, clients] = markov_churn(clients.size, ticks, float(cfg.churn_up),
+                                           float(cfg.churn_down), rng)
+
+    def pick(fraction: float, salt: int) -> np.ndarray:
+        r = np.random.default_rng(np.random.SeedSequence([seed, salt]))
+        chosen = np.zeros(n, bool)
+        m = int(round(fraction * clients.size))
+        chosen[clients[np.sort(r.permutation(clients.size)[:m])]] = True
+        return chosen
+
+    stragglers = pick(float(cfg.stragglers), 0x57A6)
+    byzantine = pick(float(cfg.byzantine), 0xB1A5)
+    lo, hi = parse_range(cfg.delay, "delay")
+    peer = "all"
+    if cfg.peer_k > 0 and not star:
+        peer = cfg.peer_mode
+    redraw = int(cfg.redraw_every) if not star else 0
+    if redraw and cfg.drop_file:
+        raise ConfigError("drop_file names edges of one graph; it cannot be combined with "
+                          "redraw_every (the graph changes every epoch)")
+    nbr, valid = _epochs(cfg, topo, redraw) if not star else _epochs(cfg, topo, 0)
+    if peer == "uniform":
+        drop = np.full((n, 1), float(cfg.drop_prob), np.float32)
+    elif cfg.drop_file and not star:
+        drop = read_drop_file(cfg.drop_file, topo, float(cfg.drop_prob))
+        drop = np.pad(drop, ((0, 0), (0, nbr.shape[2] - drop.shape[1])))
+    else:
+        drop = np.full((n, nbr.shape[2]), float(cfg.drop_prob), np.float32)
+    spec = Spec(peer=peer, uniform_k=int(cfg.peer_k) if peer == "uniform" else 0,
+                attack=cfg.byzantine_attack if cfg.byzantine > 0 else "none",
+                queue=0, churn=churn, redraw=bool(redraw))
+    net = Net(drop=jnp.asarray(drop), peer_k=jnp.int32(int(cfg.peer_k)),
+              out_nbr=jnp.asarray(nbr), out_valid=jnp.asarray(valid),
+              redraw_every=jnp.int32(max(redraw, 1)),
+              offline=jnp.asarray(pack_bits(offline if churn else offline[:0, :0])),
+              byzantine=jnp.asarray(byzantine),
+              attack_scale=jnp.float32(float(cfg.byzantine_scale)),
+              delay_lo=jnp.int32(lo), delay_hi=jnp.int32(hi))
+    s_lo, s_hi = parse_range(cfg.straggler_interval, "straggler_interval") \
+        if cfg.straggler_interval else (3 * int(cfg.interval_lo), 3 * int(cfg.interval_hi))
+    return Plan(spec=spec, net=net, offline=offline, stragglers=stragglers,
+                straggler_interval=(s_lo, s_hi), byzantine=byzantine, max_delay=hi)
+
+
+def with_queue(plan: Plan, work: schedule_lib.WorkList) -> Plan:
+    """The plan with its in-flight ring sized for `work` (delays only)."""
+    if plan.max_delay == 0:
+        return plan
+    return dataclasses.replace(plan, spec=plan.spec._replace(queue=plan.queue_length(work)))
+
+
+def expected_arrivals(plan: Plan | None, topo: Topology, cfg: Any) -> np.ndarray:
+    """[N] messages a node expects per training interval: the default merge threshold.
+
+    All neighbours: its in-degree (SPEC section 3). Peer sampling to k of d out-neighbours:
+    in-degree * min(k, d) / d (k on a regular graph); uniform peers: k.
+    """
+    if plan is None or plan.spec.peer == "all":
+        return np.asarray(topo.degree)
+    k = int(cfg.peer_k)
+    if plan.spec.peer == "uniform":
+        return np.full(topo.n, k)
+    out_deg = np.bincount(topo.senders, minlength=topo.n).astype(np.float64)
+    mean_share = np.zeros(topo.n)
+    for s, r in zip(topo.senders, topo.receivers):
+        mean_share[r] += min(k, out_deg[s]) / out_deg[s]
+    return np.maximum(np.rint(mean_share), 1).astype(np.int64)
+
+
+# -------------------------------------------------------------------------------- device
+
+def online(net: Net, tick: jax.Array, node: jax.Array) -> jax.Array:
+    """bool, broadcast shape of (tick, node): whether `node` is online at `tick` (ticks past
+    the horizon read its last row; node ids >= N read as online only if their bit is 0)."""
+    t = jnp.clip(tick, 0, net.offline.shape[0] - 1)
+    word = jnp.clip(node // 32, 0, net.offline.shape[1] - 1)
+    bits = net.offline[t, word]
+    return ((bits >> (node % 32).astype(jnp.uint32)) & jnp.uint32(1)) == 0
+
+
+def _keys(key_K: jax.Array, salt: int) -> jax.Array:
+    return jax.vmap(lambda k: jax.random.fold_in(k, salt))(key_K)
+
+
+def corrupt(spec: Spec, net: Net, sent: base.Sent) -> PyTree:
+    """The models Byzantine senders put on the wire (honest senders' unchanged)."""
+    if spec.attack == "none":
+        return sent.params
+    bad_K = net.byzantine[sent.node]
+    s = net.attack_scale
+    leaves, treedef = jax.tree.flatten(sent.params)
+    keys = _keys(sent.key, _NOISE)
+    out = []
+    for i, x in enumerate(leaves):
+        if spec.attack == "sign_flip":
+            y = -s * x
+        elif spec.attack == "constant":
+            y = jnp.full_like(x, s)
+        else:  # noise
+            k_i = jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys)
+            y = s * jax.vmap(lambda k, shape=x.shape[1:]: jax.random.normal(k, shape))(k_i)
+        out.append(jnp.where(bad_K.reshape((-1,) + (1,) * (x.ndim - 1)), y.astype(x.dtype), x))
+    return jax.tree.unflatten(treedef, out)
+
+
+def route(spec: Spec, net: Net, graph: Graph, tick: jax.Array, sent: base.Sent
+          ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(dest_KD, arrive_KD, stats[3]) of the sent messages: receivers (>= N: lost), arrival
+    ticks, and counts (sent, delivered now, dropped)."""
+    n = graph.self_weight.shape[0]
+    node_K, send_K = sent.node, sent.send
+    if spec.peer == "uniform":
+        r = jax.vmap(lambda k: jax.random.randint(k, (spec.uniform_k,), 0, n - 1))(
+            _keys(sent.key, _PEER))
+        nbr = (r + (r >= node_K[:, None])).astype(jnp.int32)  # uniform over the others
+        ok = jnp.broadcast_to(send_K[:, None], nbr.shape)
+    else:
+        e = jnp.minimum(tick // net.redraw_every, net.out_nbr.shape[0] - 1) if spec.redraw \
+            else jnp.int32(0)
+        nbr, ok = net.out_nbr[e][node_K], net.out_valid[e][node_K] & send_K[:, None]
+        if spec.peer == "neighbors":  # k of the valid out-slots, uniformly
+            u = jax.vmap(lambda k: jax.random.uniform(k, (nbr.shape[1],)))(
+                _keys(sent.key, _PEER))
+            rank = jnp.argsort(jnp.argsort(jnp.where(ok, u, 2.0), axis=1), axis=1)
+            ok &= rank < net.peer_k
+    shape = nbr.shape
+    sent_n = jnp.sum(ok.astype(jnp.int32))
+    u = jax.vmap(lambda k: jax.random.uniform(k, (shape[1],)))(_keys(sent.key, _DROP))
+    drop = net.drop[node_K] if net.drop.shape[1] == shape[1] else \
+        jnp.broadcast_to(net.drop[node_K][:, :1], shape)
+    ok_link = ok & ~(u < drop)
+    if spec.queue:
+        d = jax.vmap(lambda k: jax.random.randint(k, (shape[1],), net.delay_lo,
+                                                  net.delay_hi + 1))(_keys(sent.key, _DELAY))
+        arrive = tick + d.astype(jnp.int32)
+    else:
+        arrive = jnp.broadcast_to(tick, shape).astype(jnp.int32)
+    if spec.churn:
+        ok_link &= online(net, arrive, nbr)
+    dest = jnp.where(ok_link, nbr, n).astype(jnp.int32)
+    kept = jnp.sum(ok_link.astype(jnp.int32))
+    delivered_now = jnp.int32(0) if spec.queue else kept
+    stats = jnp.stack([sent_n, delivered_now, sent_n - kept]).astype(jnp.int32)
+    return dest, jnp.where(ok_link, arrive, -1), stats
+
+
+def prepare(spec: Spec, net: Net, graph: Graph, tick: jax.Array,
+            sent: base.Sent) -> tuple[base.Sent, jax.Array, jax.Array]:
+    """The sent slots as the network delivers them: corrupted payloads, routed receivers."""
+    dest, arrive, stats = route(spec, net, graph, tick, sent)
+    return sent._replace(params=corrupt(spec, net, sent), dest=dest), arrive, stats
+
+
+def init_queue(spec: Spec, params_N: PyTree, slots: int, width: int) -> Queue:
+    q = spec.queue
+    return Queue(
+        params=jax.tree.map(lambda x: jnp.zeros((q, slots, *x.shape[1:]), x.dtype), params_N),
+        node=jnp.zeros((q, slots), jnp.int32),
+        key=jnp.zeros((q, slots, 2), jnp.uint32),
+        event_ord=jnp.zeros((q, slots), jnp.int32),
+        dest=jnp.zeros((q, slots, width), jnp.int32),
+        arrive=jnp.full((q, slots, width), -1, jnp.int32))
+
+
+def enqueue(queue: Queue, slot: jax.Array, sent: base.Sent, arrive: jax.Array) -> Queue:
+    def put(buf: jax.Array, x: jax.Array) -> jax.Array:
+        return jax.lax.dynamic_update_index_in_dim(buf, x.astype(buf.dtype), slot, 0)
+
+    assert sent.dest is not None
+    return Queue(jax.tree.map(put, queue.params, sent.params), put(queue.node, sent.node),
+                 put(queue.key, sent.key),
+                 put(queue.event_ord, sent.event_ord), put(queue.dest, sent.dest),
+                 put(queue.arrive, arrive))
+
+
+def deliver(emit: Any, queue: Queue, inbox: PyTree, consts: base.Consts, tick: jax.Array,
+            last: jax.Array, n: int) -> tuple[PyTree, jax.Array]:
+    """At a tick's last chunk, hands every in-flight message arriving now to `emit`.
+
+    Returns (inbox, messages delivered). Cost ~ the entries holding an arrival this tick.
+    """
+    due_Q = last & jnp.any(queue.arrive == tick, axis=(1, 2))
+
+    def body(c: tuple[PyTree, jax.Array], idx_M: jax.Array,
+             valid_M: jax.Array) -> tuple[PyTree, jax.Array]:
+        ib, count = c
+        q = jnp.minimum(idx_M[0], queue.arrive.shape[0] - 1)
+        now = queue.arrive[q] == tick
+        dest = jnp.where(now, queue.dest[q], n)
+        sent = base.Sent(params=jax.tree.map(lambda x: x[q], queue.params),
+                         node=queue.node[q], send=jnp.any(now, axis=1), key=queue.key[q],
+                         event_ord=queue.event_ord[q], dest=dest)
+        return emit(ib, sent, consts), count + jnp.sum(now.astype(jnp.int32))
+
+    return base.for_selected(due_Q, 1, body, (inbox, jnp.int32(0)))
