@@ -33,7 +33,7 @@ WANDB_SWEEP_SCHEMA = ROOT / "tests" / "wandb_sweep_schema" / "schema.json"  # se
 CONFIGS = sorted(EXPERIMENTS.glob("*/config.py"))
 SWEEPS = sorted(EXPERIMENTS.glob("*/sweep.yaml"))
 TICK_EXPERIMENTS = ["default", "paper_iid", "paper_noniid", "paper_topology", "paper_scale",
-                    "cifar10"]
+                    "cifar10", "robustness"]
 NON_TICK = {"variance_demo": "python -m experiments.variance_demo.run --workdir runs/variance_demo"}
 DEFAULTS = config_lib.default_config()
 # Fields the end-to-end test shrinks (sizes only), unless the sweep sets them.
@@ -183,6 +183,38 @@ def test_topology_config_derives_graph_density_from_degree():
     swept = sweep_lib.apply(cfg, {"degree": 16})
     assert swept.attach == 8 and swept.edge_prob == pytest.approx(16 / 49)
     assert cfg.attach == 4  # apply() copies; the original is untouched
+
+
+def test_robustness_points_are_valid_one_factor_configs():
+    from scripts import run_robustness as rr
+    from vanish import network
+
+    cfg = sweep_lib.load_config(EXPERIMENTS / "robustness" / "config.py")
+    assert cfg.ticks == rr.TICKS and cfg.algorithms == rr.ALGORITHMS and cfg.model == "mlp"
+    names = [p.name for p in rr.POINTS]
+    assert len(set(names)) == len(names) and names[0] == "baseline"
+    changed = {}
+    for point in rr.POINTS:
+        argv = rr.command(point, 1, Path("runs/x"))
+        assert argv[1:6] == ["-m", "vanish.run", "--config", rr.CONFIG, "--workdir"]
+        cfg_p = parse_like_cli(["python", "experiments/sweep.py", "--config", rr.CONFIG,
+                                *argv[7:]])
+        assert cfg_p.seed == 1 and config_lib.problems(cfg_p) == [], point.name
+        assert cfg_p.algorithms == point.algorithms
+        for algorithm in config_lib.parse_algorithms(cfg_p.algorithms):
+            build.algorithm(cfg_p, algorithm)
+        assert network.is_faulty(cfg_p) == (point.name != "baseline"), point.name
+        diff = {k for k, v in cfg_p.to_dict().items() if v != cfg[k]} - {"seed", "algorithms",
+                                                                           "peer_mode"}
+        assert len(diff) == (point.name != "baseline"), (point.name, diff)  # one factor
+        changed[point.name] = {k: cfg_p[k] for k in diff}
+    # Offline shares down / (up + down) of 20 / 50 / 80 %; fl is not run under peer sampling.
+    for share in (20, 50, 80):
+        down = changed[f"churn{share}"]["churn_down"]
+        assert down / (cfg.churn_up + down) == pytest.approx(share / 100)
+    assert [changed[f"peer{k}"]["peer_k"] for k in (1, 2, 8)] == [1, 2, 8]
+    assert cfg.degree == 8 and cfg.peer_mode == "neighbors"  # peer8: every neighbour
+    assert all("fl" not in p.algorithms.split(",") for p in rr.POINTS if p.name.startswith("peer"))
 
 
 # ------------------------------------------------------------------------------- (b) sweeps

@@ -1,0 +1,1 @@
+"""Experiment 'robustness': see config.py."""

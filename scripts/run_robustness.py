@@ -1,0 +1,103 @@
+"""Runs the robustness experiment (issue #9) point by point, seed by seed; resumable.
+
+    nohup taskset -c 1 python scripts/run_robustness.py > runs/robustness/robustness.log 2>&1 &
+    python scripts/run_robustness.py --list           # points, their state, nothing run
+    python scripts/run_robustness.py --only churn50,peer1 --seeds 0,1,2
+
+One factor at a time from the fault-free point of experiments/robustness/config.py (its
+docstring says what is measured): churn at an offline share of 20 / 50 / 80 % (churn_up =
+80, churn_down = 20 / 80 / 320), message loss drop_prob = 0.1 / 0.3 / 0.5, and peer sampling
+to k = 1 / 2 / 8 of the 8 neighbours (gossip and gossip_vc only: fl's star has no peers to
+sample). `baseline` is churn 0 %, drop 0 and all neighbours at once, shared by the axes.
+Each (point, seed) is one `python -m vanish.run` in runs/robustness/<point>/seed<s>
+(checkpoints every 500 ticks, so a stopped run resumes where it was); a finished one (its
+summary.json reports the planned final tick for every algorithm of the point) is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = "experiments/robustness/config.py"
+ALGORITHMS = "fl,gossip,gossip_vc"  # the config's; peer-sampling points drop fl
+GOSSIP_ONLY = "gossip,gossip_vc"
+TICKS = 2000  # the config's ticks (tests check that they agree)
+
+
+class Point(NamedTuple):
+    name: str
+    overrides: tuple[str, ...]
+    algorithms: str
+
+
+def _points() -> list[Point]:
+    points = [Point("baseline", (), ALGORITHMS)]
+    # Offline share down / (up + down) with churn_up = 80 (set in the config).
+    points += [Point(f"churn{share}", (f"--config.churn_down={down}",), ALGORITHMS)
+               for share, down in ((20, "20.0"), (50, "80.0"), (80, "320.0"))]
+    points += [Point(f"drop{p}", (f"--config.drop_prob={p}",), ALGORITHMS)
+               for p in ("0.1", "0.3", "0.5")]
+    points += [Point(f"peer{k}", (f"--config.peer_k={k}", "--config.peer_mode=neighbors",
+                                  f"--config.algorithms={GOSSIP_ONLY}"), GOSSIP_ONLY)
+               for k in (1, 2, 8)]
+    return points
+
+
+POINTS = _points()
+
+
+def done(workdir: Path, point: Point, ticks: int = TICKS) -> bool:
+    try:
+        summary = json.loads((workdir / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return all(summary.get(a, {}).get("final_tick") == ticks
+               for a in point.algorithms.split(","))
+
+
+def command(point: Point, seed: int, workdir: Path) -> list[str]:
+    return [sys.executable, "-m", "vanish.run", "--config", CONFIG, "--workdir", str(workdir),
+            f"--config.seed={seed}", *point.overrides]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", default=str(ROOT / "runs" / "robustness"))
+    p.add_argument("--only", default="", help="comma-separated point names (default: all)")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--list", action="store_true", help="print points and their state only")
+    args = p.parse_args(argv)
+    names = [pt.name for pt in POINTS]
+    only = [s for s in args.only.split(",") if s]
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        p.error(f"unknown points {unknown}; known: {names}")
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    for point in POINTS:
+        if only and point.name not in only:
+            continue
+        for seed in seeds:
+            workdir = Path(args.root) / point.name / f"seed{seed}"
+            state = "done" if done(workdir, point) else "todo"
+            print(f"{point.name:10s} seed {seed}: {state}", flush=True)
+            if args.list or state == "done":
+                continue
+            workdir.parent.mkdir(parents=True, exist_ok=True)
+            log = workdir.parent / f"seed{seed}.log"
+            with open(log, "a") as f:
+                rc = subprocess.call(command(point, seed, workdir), cwd=ROOT, stdout=f,
+                                     stderr=subprocess.STDOUT)
+            print(f"{point.name:10s} seed {seed}: exit {rc} (log {log})", flush=True)
+            if rc:
+                return rc
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
