@@ -241,15 +241,17 @@ def is_faulty(cfg: Any) -> bool:
                 or cfg.peer_k > 0 or cfg.redraw_every > 0 or cfg.byzantine > 0)
 
 
-def plan_for(cfg: Any, topo: Topology, is_client: np.ndarray, *, star: bool) -> Plan | None:
+def plan_for(cfg: Any, topo: Topology, is_client: np.ndarray, *, star: bool,
+             force: bool = False) -> Plan | None:
     """The network plan of one algorithm's run (None when the config is fault-free).
 
     Client-indexed choices (offline periods, stragglers, Byzantine nodes) are drawn over
     the clients, so gossip and FL runs of one config share them (FL's node 0 is the server:
     never offline, never Byzantine). Peer sampling, redrawn graphs and the drop file apply to
-    graph algorithms; a star (FL) keeps its edges and uses drop_prob.
+    graph algorithms; a star (FL) keeps its edges and uses drop_prob. `force` builds a plan
+    for a fault-free config too (its zero faults must equal no plan: tests).
     """
-    if not is_faulty(cfg):
+    if not (force or is_faulty(cfg)):
         return None
     n, ticks, seed = topo.n, int(cfg.ticks), int(cfg.seed)
     clients = np.flatnonzero(is_client)
@@ -372,9 +374,10 @@ def route(spec: Spec, net: Net, graph: Graph, tick: jax.Array, sent: base.Sent
     n = graph.self_weight.shape[0]
     node_K, send_K = sent.node, sent.send
     if spec.peer == "uniform":
-        r = jax.vmap(lambda k: jax.random.randint(k, (spec.uniform_k,), 0, n - 1))(
-            _keys(sent.key, _PEER))
-        nbr = (r + (r >= node_K[:, None])).astype(jnp.int32)  # uniform over the others
+        # k distinct peers, uniform over the other nodes: the top k of random scores (O(K N)).
+        u = jax.vmap(lambda k: jax.random.uniform(k, (n,)))(_keys(sent.key, _PEER))
+        u = jnp.where(jnp.arange(n)[None] == node_K[:, None], -1.0, u)
+        nbr = jax.lax.top_k(u, spec.uniform_k)[1].astype(jnp.int32)
         ok = jnp.broadcast_to(send_K[:, None], nbr.shape)
     else:
         e = jnp.minimum(tick // net.redraw_every, net.out_nbr.shape[0] - 1) if spec.redraw \

@@ -38,8 +38,9 @@ def round_end(params_N: PyTree, inbox: gossip.Inbox, consts: base.Consts,
         p = jax.tree.map(lambda old, x: jnp.where(base._rows(take, old), x, old), p, new)
         return p, base.zeros(ib)
 
+    received = inbox.count[0] > 0  # (a dropped-out round adopts nothing: no merge counted)
     params_N, inbox = jax.lax.cond(tick.round_end, adopt, lambda a: a, (params_N, inbox))
-    merged = consts.is_client & tick.round_end
+    merged = consts.is_client & tick.round_end & received
     return params_N, inbox, merged if tick.online is None else merged & tick.online
 
 
