@@ -148,7 +148,7 @@ class DelayedReference(ReferenceSim):
                     self.next_train[i] += gaps[k - 1] if k - 1 < len(gaps) else math.inf
                     if k % self.send_every == 0:
                         self.pending += [(t + self.delay, r, self.params[i]) for r in self.out[i]]
-            for arrive, r, p in [m for m in self.pending if m[0] == t]:
+            for _arrive, r, p in [m for m in self.pending if m[0] == t]:
                 self.buffers[r].append(p)
             self.pending = [m for m in self.pending if m[0] != t]
             for i in range(self.n):
