@@ -351,20 +351,24 @@ def test_byzantine_payloads(dataset):
             np.testing.assert_allclose(y[bad], want(x[bad]))
 
 
-def test_median_keeps_accuracy_where_averaging_collapses_under_sign_flips(dataset):
-    """20% of 20 nodes send -4 x their model: plain averaging is dragged to chance, the
-    coordinate-wise median is not (honest nodes' accuracy; measured 0.85 vs 0.10, clean 0.99).
-    With degree 5 instead of 10 (up to 2 of 5 received models flipped) the median collapses
-    too: each merge then takes the honest extreme nearest zero and shrinks the model."""
-    over = dict(num_nodes=20, degree=10, ticks=160, byzantine=0.2,
+def test_median_keeps_accuracy_where_averaging_collapses_under_sign_flips():
+    """20% of 20 nodes send -4 x their model: plain averaging (and its variance-corrected
+    form) is dragged to chance, the coordinate-wise median is not (honest nodes' accuracy;
+    measured 0.65 vs 0.10 here; 0.85 vs 0.10 on 28x28 images, a 4 min test). Small 7x7
+    images keep the median's sort over 19 buffered models cheap. With degree 5 instead of
+    10 (up to 2 of 5 received models flipped) the median collapses too: each merge then takes
+    the honest extreme nearest zero and shrinks the model."""
+    small = data.load("synthetic", num_train=600, num_test=200, seed=0, image_shape=(7, 7, 1),
+                      noise=1.5)
+    over = dict(num_nodes=20, degree=10, ticks=160, byzantine=0.2, merge_slots=8,
                 byzantine_attack="sign_flip", byzantine_scale=4.0)
     acc = {}
     for name in ("gossip", "gossip_median"):
-        sim = simulation.Simulation(cfg_of(**over), name, dataset)
+        sim = simulation.Simulation(cfg_of(**over), name, small)
         _, m = sim.evaluate(sim.run_ticks(sim.init_state(), 0, 160))
         acc[name] = m["acc_mean"]
     assert acc["gossip"] < 0.2, acc  # chance is 0.1
-    assert acc["gossip_median"] > 0.7 and acc["gossip_median"] > acc["gossip"] + 0.4, acc
+    assert acc["gossip_median"] > 0.5 and acc["gossip_median"] > acc["gossip"] + 0.4, acc
 
 
 # ----------------------------------------------------- no recompilation, determinism, resume
