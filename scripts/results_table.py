@@ -68,12 +68,23 @@ def _stats(values: Sequence[float]) -> tuple[float, float] | None:
     return mean, math.sqrt(var)
 
 
+def _defaults() -> dict[str, Any]:
+    try:
+        from vanish import config
+    except ImportError:  # the script also reads workdirs without vanish installed
+        return {}
+    return dict(config.default_config().to_dict())
+
+
 def aggregate(runs: Sequence[Path], by: Sequence[str]) -> list[dict[str, Any]]:
     """One row per (group, algorithm): seeds, stats of every metric, speed-up ratios."""
     groups: dict[tuple[Any, ...], list[tuple[dict[str, Any], dict[str, Any], Path]]] = (
         defaultdict(list))
+    defaults = _defaults()
     for wd in runs:
         cfg, summary = load_run(wd)
+        # A field added to vanish after a run was made has its default value in that run.
+        cfg = {**{k: v for k, v in defaults.items() if k not in cfg}, **cfg}
         missing = [f for f in by if f not in cfg]
         if missing:
             raise ResultsError(f"{wd}: config has no field(s) {missing}")
