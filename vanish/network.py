@@ -114,7 +114,7 @@ class Plan:
 
     def queue_length(self, work: schedule_lib.WorkList) -> int:
         """Ring entries so that no chunk's entry is overwritten before its last arrival."""
-        if self.max_delay == 0 and self.spec.queue == 0:
+        if self.max_delay == 0:
             return 0
         if len(work) == 0:
             return 1
@@ -183,8 +183,8 @@ def read_drop_file(path: str, topo: Topology, default: float) -> np.ndarray:
     """[N, Do] per out-slot loss probabilities: 'src dst p' lines, other edges `default`."""
     table = topo.neighbor_table()
     drop = np.full(table.out_nbr.shape, default, np.float32)
-    slot = {(int(s), int(r)): j for s in range(topo.n)
-            for j, r in enumerate(table.out_nbr[s]) if table.out_valid[s, j]}
+    snd_E, slot_E = np.nonzero(table.out_valid)
+    slot = dict(zip(zip(snd_E.tolist(), table.out_nbr[snd_E, slot_E].tolist()), slot_E.tolist()))
     for i, (src, dst, p) in _read_lines(path, "drop_file", 3):
         try:
             s, r, q = int(src), int(dst), float(p)
@@ -325,9 +325,8 @@ def expected_arrivals(plan: Plan | None, topo: Topology, cfg: Any) -> np.ndarray
     if plan.spec.peer == "uniform":
         return np.full(topo.n, k)
     out_deg = np.bincount(topo.senders, minlength=topo.n).astype(np.float64)
-    mean_share = np.zeros(topo.n)
-    for s, r in zip(topo.senders, topo.receivers):
-        mean_share[r] += min(k, out_deg[s]) / out_deg[s]
+    share = np.minimum(k, out_deg[topo.senders]) / out_deg[topo.senders]  # per edge
+    mean_share = np.bincount(topo.receivers, weights=share, minlength=topo.n)
     return np.maximum(np.rint(mean_share), 1).astype(np.int64)
 
 
