@@ -9,6 +9,13 @@ every 1000 ticks, so a stopped run resumes where it was); a finished one (its su
 reports the planned final tick for every algorithm) is skipped. The table and figures are
 built from the workdirs by scripts/results_table.py, never from this script's output.
 Cells run in the order below: the cheap N = 50 cells first, then the sizes.
+
+Workdirs (checkpoints, full metrics) stay out of git and may not outlive the machine, so each
+finished run is archived into docs/grid/<cell>/seed<s>/ (run_config.json, summary.json and a
+metrics.jsonl cut to the curves' keys, ~20 KB): that folder is committed, results_table.py
+reads it, and a run already archived counts as done.
+
+    python scripts/run_grid.py --archive         # archive finished workdirs, nothing run
 """
 
 from __future__ import annotations
@@ -20,8 +27,13 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+from vanish.metrics import kernel_var_ratio
+
 ROOT = Path(__file__).resolve().parent.parent
 ALGORITHMS = "fl,gossip,gossip_vc"
+ARCHIVE = ROOT / "docs" / "grid"
+# The metrics.jsonl keys kept in the archive: enough for accuracy-vs-tick figures.
+CURVE_KEYS = ("algorithm", "tick", "acc_mean", "acc_min", "acc_max", "global_acc", "var_ratio")
 
 
 class Cell(NamedTuple):
@@ -59,6 +71,23 @@ def done(workdir: Path, ticks: int) -> bool:
     return all(summary.get(a, {}).get("final_tick") == ticks for a in ALGORITHMS.split(","))
 
 
+def archive(workdir: Path, dest: Path) -> None:
+    """Copies a finished run's config, summary and cut-down curves to `dest` (committed)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("run_config.json", "summary.json"):
+        (dest / name).write_text((workdir / name).read_text())
+    lines = []
+    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            cut = {k: rec[k] for k in CURVE_KEYS if k in rec}
+            ratio = kernel_var_ratio(rec)
+            if ratio is not None:
+                cut["var_ratio"] = ratio
+            lines.append(json.dumps(cut))
+    (dest / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
 def command(cell: Cell, seed: int, workdir: Path) -> list[str]:
     return [sys.executable, "-m", "vanish.run", "--config", cell.config,
             "--workdir", str(workdir), f"--config.seed={seed}", f"--config.ticks={cell.ticks}",
@@ -71,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=str(ROOT / "runs" / "grid"))
     p.add_argument("--only", default="", help="comma-separated cell names (default: all)")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--archive-root", default=str(ARCHIVE))
     p.add_argument("--list", action="store_true", help="print cells and their state only")
+    p.add_argument("--archive", action="store_true",
+                   help="archive finished workdirs into --archive-root only; run nothing")
     args = p.parse_args(argv)
     names = {c.name for c in CELLS}
     only = [s for s in args.only.split(",") if s]
@@ -84,9 +116,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for seed in seeds:
             workdir = Path(args.root) / cell.name / f"seed{seed}"
-            state = "done" if done(workdir, cell.ticks) else "todo"
+            kept = Path(args.archive_root) / cell.name / f"seed{seed}"
+            if done(workdir, cell.ticks) and not done(kept, cell.ticks):
+                archive(workdir, kept)
+            state = "done" if done(kept, cell.ticks) else "todo"
             print(f"{cell.name:22s} seed {seed}: {state}", flush=True)
-            if args.list or state == "done":
+            if args.list or args.archive or state == "done":
                 continue
             workdir.parent.mkdir(parents=True, exist_ok=True)
             log = workdir.parent / f"seed{seed}.log"
@@ -96,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{cell.name:22s} seed {seed}: exit {rc} (log {log})", flush=True)
             if rc:
                 return rc
+            if done(workdir, cell.ticks):
+                archive(workdir, kept)
     return 0
 
 
