@@ -27,7 +27,8 @@ from typing import Any
 
 # Config fields that identify a run's place in the grid, never its content.
 _IGNORED = {"seed", "algorithms", "eval_every", "checkpoint_every", "keep_checkpoints", "wandb",
-            "wandb_project", "wandb_mode", "fuse", "data_dir", "download", "eval_nodes"}
+            "wandb_project", "wandb_mode", "fuse", "data_dir", "download", "eval_nodes",
+            "shard_nodes", "distributed", "coordinator_address", "num_processes", "process_id"}
 METRICS = (("ticks_to_target", "ticks to target"), ("final_acc", "final acc"),
            ("final_global_acc", "global-model acc"), ("var_ratio", "var ratio"))
 

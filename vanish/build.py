@@ -10,6 +10,7 @@ field feeds which argument, so adding a topology or a partition scheme is one ta
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import jax
@@ -23,6 +24,8 @@ from vanish.algorithms import base
 from vanish.algorithms.partitioned import partition_ids
 from vanish.data import Dataset, balanced_subset
 from vanish.schedule import WorkList
+
+log = logging.getLogger(__name__)
 
 # topology name -> {keyword argument: config field}
 TOPOLOGY_ARGS: dict[str, dict[str, str]] = {
@@ -81,10 +84,34 @@ def topology_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm) -> topolo
                          **_kwargs(cfg, TOPOLOGY_ARGS.get(cfg.topology, {})))
 
 
+def devices_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int) -> int:
+    """How many devices split the node axis (config.shard_nodes; see engine.py)."""
+    mode, count = str(cfg.shard_nodes), jax.device_count()
+    if mode == "false" or count == 1:
+        return 1
+    reason = None
+    if not algo.shardable:
+        reason = f"{algo.name} reads all nodes' state at once and is not written for shards"
+    elif n % count:
+        reason = (f"{n} nodes cannot be split evenly over {count} devices; choose num_nodes "
+                  f"as a multiple of {count} (FL adds one server node)")
+    elif cfg.masked_baseline:
+        reason = "masked_baseline is a single-device benchmark"
+    if reason is None:
+        return count
+    if mode == "true" or jax.process_count() > 1:  # several processes cannot fall back
+        raise config_lib.ConfigError(f"config.shard_nodes = {mode!r}: {reason}")
+    log.warning("shard_nodes='auto': %s; running on one of the %d devices", reason, count)
+    return 1
+
+
 def plan_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int,
-             is_client: np.ndarray, net: network.Plan | None = None
+             is_client: np.ndarray, net: network.Plan | None = None, devices: int = 1
              ) -> tuple[schedule.Schedule, schedule.WorkList, int]:
     """The training schedule and its packed work plan; returns (schedule, work, round_ticks).
+
+    devices > 1: the plan for the node axis split over that many devices, each chunk a
+    block of ceil(K / devices) slots per device (`schedule.pack_per_device`).
 
     Under a network plan: stragglers train at their own interval (gossip schedule), and with
     delays every tick gets a chunk (arrivals are delivered at a tick's last chunk). Churn
@@ -124,7 +151,10 @@ def plan_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int,
     else:
         slots = (int(cfg.slots) if int(cfg.slots) > 0
                  else schedule.choose_slots(counts, max_slots=int(cfg.max_slots)))
-        work = schedule.pack(sched, slots, end_of_tick)
+        if devices > 1:
+            work = schedule.pack_per_device(sched, -(-slots // devices), devices, end_of_tick)
+        else:
+            work = schedule.pack(sched, slots, end_of_tick)
     return sched, work, round_ticks
 
 
@@ -184,7 +214,8 @@ def components(cfg: ml_collections.ConfigDict, name: str, dataset: Dataset) -> C
             f"{name} mixes synchronously over the whole graph every round; the fault and "
             f"dynamics options (drop_prob, delay, churn_*, stragglers, peer_k, redraw_every, "
             f"byzantine) are modelled for the message-passing algorithms only")
-    sched, work, round_ticks = plan_for(cfg, algo, n, is_client, net)
+    devices = devices_for(cfg, algo, n)
+    sched, work, round_ticks = plan_for(cfg, algo, n, is_client, net, devices)
     if net is not None:
         net = network.with_queue(net, work)
     degree = network.expected_arrivals(net, topo, cfg)
@@ -228,7 +259,7 @@ def components(cfg: ml_collections.ConfigDict, name: str, dataset: Dataset) -> C
         label_hist=label_hist, x_test=jnp.asarray(x_test), y_test=jnp.asarray(y_test),
         schedule=sched, work=work, model=model, tx=tx, input_shape=input_shape, consts=consts,
         keys=keys, batch_size=int(cfg.batch_size), merge_slots=merge_slots,
-        fuse=int(cfg.fuse), reset_opt=bool(cfg.reset_opt_on_merge), shard=bool(cfg.shard_nodes),
+        fuse=int(cfg.fuse), reset_opt=bool(cfg.reset_opt_on_merge), shard=devices > 1,
         eval_nodes=int(cfg.eval_nodes), network=net)
 
 

@@ -42,6 +42,7 @@ from vanish import algorithms  # the registry's names only: imports no JAX
 CHOICES: dict[str, tuple[str, ...]] = {
     "algorithms": algorithms.NAMES,
     "partition": ("iid", "dirichlet_weights", "dirichlet_split", "shards", "label_subsets"),
+    "shard_nodes": ("auto", "true", "false"),
     "model": ("mlp", "lenet5", "caffe_lenet", "cifar_cnn"),
     "conv_impl": ("auto", "xla", "banded"),
     "init": ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal",
@@ -159,11 +160,20 @@ def default_config() -> ml_collections.ConfigDict:
     c.merge_slots = 0  # rows per compacted merge group; 0 = 1.5x the mean trainers per tick
     c.eval_nodes = 64  # nodes evaluated at once (bounds evaluation memory, not its result)
     c.masked_baseline = False  # benchmark only: train all N nodes every tick, masked
-    # Scale-out: shard the node axis over all devices (jax.sharding); with
-    # distributed=True, jax.distributed.initialize() first joins a multi-host run (its
-    # coordinator, process count and id come from the environment / cluster auto-detection).
-    c.shard_nodes = False
+    # Scale-out (never changes results beyond float summation order): split the node axis
+    # over every visible device, each training its own nodes (engine.py). 'auto': when more
+    # than one device is visible and the nodes split evenly (else one device, with a
+    # warning); 'true': always (an uneven split is an error); 'false': one device.
+    c.shard_nodes = "auto"
+    # Multi-host: distributed=True joins a run of several processes through
+    # jax.distributed.initialize() before anything else. Coordinator 'host:port', process
+    # count and this process's id: these fields, else VANISH_COORDINATOR /
+    # VANISH_NUM_PROCESSES / VANISH_PROCESS_ID, else JAX's cluster auto-detection (SLURM,
+    # TPU pods, ...). Process 0 writes metrics and checkpoints; every process restores.
     c.distributed = False
+    c.coordinator_address = ""
+    c.num_processes = 0  # 0 = from the environment
+    c.process_id = -1  # -1 = from the environment
     return c
 
 
@@ -561,8 +571,11 @@ FIELD_RULES: dict[str, Rule] = {
     "max_slots": _at_least(1),
     "eval_nodes": _at_least(1),
     "masked_baseline": _ok,
-    "shard_nodes": _ok,
+    "shard_nodes": _one_of("shard_nodes mode"),
     "distributed": _ok,
+    "coordinator_address": _ok,
+    "num_processes": _at_least(0, " (0 = from the environment)"),
+    "process_id": _at_least(-1, " (-1 = from the environment)"),
 }
 
 

@@ -23,6 +23,15 @@ Merges were not planned ahead on the host: which node merges when is known from 
 but a planned merge list must be split across chunks by a host-side dependency analysis; the
 on-device compaction gives the same cost with one mechanism and no extra plan (the flag pass
 over N int32 flags reads 4 KB at N = 1000, less than one LeNet-5 row of 247 KB).
+Scale-out (shard=True): the node axis is split over a 1-D mesh 'nodes' of every device (all
+hosts after jax.distributed.initialize), and the whole chunk step runs under `shard_map`:
+each device holds N/D nodes and a per-device work plan (`schedule.pack_per_device`: block d
+of every chunk lists device d's trainers), so it trains only its own K/D slots. What
+crosses devices is what the rules need: the sent models once per chunk (`all_gather`, then
+each device scatters into its own inboxes: `Sent.dest` made local), the FL server's row at
+a round end (`base.node_row`, a psum), all models at a D-PSGD round (`base.all_nodes`), and
+the network counters (psum). Results do not depend on the device count up to the order of
+floating-point sums in an inbox (tested to 1e-6).
 How many chunks run per compiled call (`fuse`) is a per-backend choice that never changes
 results: 1 on XLA:CPU (a Python loop of jitted calls; loops inside compiled code measured
 2.6-4x slower there), a `lax.scan` over `fuse` chunks on accelerators.
@@ -36,6 +45,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from vanish import network, nodes, partition, schedule
 from vanish.algorithms import base
@@ -84,6 +94,12 @@ def device_plan(work: schedule.WorkList) -> Plan:
                                             padded.last)))
 
 
+AXIS = "nodes"  # the mesh axis of the node dimension
+# SimState fields whose leaves carry the node axis (split over devices); the others are
+# replicated scalars, keys, counters and the in-flight ring (which holds gathered messages).
+NODE_FIELDS = ("params", "opt_state", "inbox", "train_count", "merges", "loss_sum", "loss_n")
+
+
 class Engine:
     """State, compiled step and run_ticks of one algorithm (no config, no metrics)."""
 
@@ -96,16 +112,32 @@ class Engine:
         self.network_spec = network_spec
         self._init_params = init_params
         self.fuse = choose_fuse(fuse)
-        self.mesh = node_mesh(consts.is_client.shape[0]) if shard else None
+        n = int(consts.is_client.shape[0])
+        self.mesh = node_mesh(n) if shard else None
+        self.devices = 1 if self.mesh is None else int(self.mesh.size)
+        # Several XLA:CPU devices share one thread pool: with many sharded steps in flight, the
+        # devices that finished a step wait in the next step's all-gather on every pool
+        # thread while a slower one still needs a thread for its merge loop (observed as a
+        # rendezvous deadlock with 8 fake devices). One step in flight at a time there.
+        self._sync = self.mesh is not None and jax.default_backend() == "cpu"
+        if work.slots % self.devices:
+            raise ValueError(f"a sharded work plan has {self.devices} blocks per chunk "
+                             f"(schedule.pack_per_device); got {work.slots} columns")
         self.train_key = train_key
         self.consts = consts
         self.plan = device_plan(work)
+        axis = None if self.mesh is None else AXIS
+        step = functools.partial(_chunk_step, algorithm, train_step, tx, int(batch_size),
+                                 bool(reset_opt), int(merge_slots), network_spec, axis)
         if self.mesh is not None:
             rep = _replicated(self.mesh)
-            self.consts = jax.device_put(consts, rep)
-            self.plan = jax.device_put(self.plan, rep)
-        step = functools.partial(_chunk_step, algorithm, train_step, tx, int(batch_size),
-                                 bool(reset_opt), int(merge_slots), network_spec)
+            self.consts = _put_global(consts, rep)
+            self.plan = _put_global(self.plan, rep)
+            specs = state_specs(jax.eval_shape(self._init_local))
+            plan_spec = Plan(*(P(None, AXIS) if f in ("node", "valid", "send") else P()
+                               for f in Plan._fields))  # type: ignore[arg-type]
+            step = jax.shard_map(step, mesh=self.mesh, in_specs=(specs, P(), plan_spec),
+                                 out_specs=specs, check_vma=False)
         self._step = jax.jit(step, donate_argnums=(0,))
 
         def scan(s: SimState, c: base.Consts, p: Plan, end: jax.Array) -> SimState:
@@ -123,9 +155,9 @@ class Engine:
         """An explicit (transfer-guard friendly) int32 on the state's devices."""
         if self.mesh is None:
             return jax.device_put(np.int32(value))
-        return jax.device_put(np.int32(value), _replicated(self.mesh))
+        return _put_global(np.int32(value), _replicated(self.mesh))
 
-    def init_state(self) -> SimState:
+    def _init_local(self) -> SimState:
         params = self._init_params()
         n = self.n
         state = SimState(
@@ -150,9 +182,22 @@ class Engine:
                 width = spec.uniform_k if spec.peer == "uniform" else net.out_nbr.shape[2]
                 state = state._replace(queue=network.init_queue(spec, params, self.work.slots,
                                                                 width))
+        return state
+
+    def init_state(self) -> SimState:
         if self.mesh is None:
-            return state
-        return jax.device_put(state, shard_state(state, self.mesh))
+            return self._init_local()
+        # Built by a jit whose outputs are already split: every process makes only its own
+        # shards (no host array of all N models, which also works across hosts).
+        shapes = jax.eval_shape(self._init_local)
+        return jax.jit(self._init_local, out_shardings=self.shardings(shapes))()
+
+    def shardings(self, state: Any) -> Any:
+        """NamedShardings of a state (or its shapes): node-axis fields split, others replicated."""
+        assert self.mesh is not None
+        mesh = self.mesh
+        return jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, spec),
+                            state_specs(state), is_leaf=lambda x: isinstance(x, P))
 
     def run_ticks(self, state: SimState, t0: int, t1: int) -> SimState:
         """Runs ticks [t0, t1); asynchronous (returns before the device is done)."""
@@ -161,6 +206,8 @@ class Engine:
         if self.fuse == 1:
             for _ in range(c1 - c0):
                 state = self._step(state, self.consts, self.plan)
+                if self._sync:
+                    state = jax.block_until_ready(state)
         elif c1 > c0:
             end = self._scalar(c1)
             for _ in range(-(-(c1 - c0) // self.fuse)):
@@ -175,30 +222,62 @@ def node_mesh(n: int) -> jax.sharding.Mesh:
         raise ValueError(
             f"shard_nodes: {n} nodes cannot be split evenly over {devices.size} devices; "
             f"choose num_nodes as a multiple of {devices.size} (FL adds one server node)")
-    return jax.sharding.Mesh(devices, ("nodes",))
+    return jax.sharding.Mesh(devices, (AXIS,))
 
 
 def _replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.sharding.NamedSharding(mesh, P())
+
+
+def _put_global(tree: PyTree, sharding: jax.sharding.Sharding) -> PyTree:
+    """Host values (the same on every process) as global arrays with `sharding`."""
+    def put(x: Any) -> jax.Array:
+        a = np.asarray(x)
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+    return jax.tree.map(put, tree)
+
+
+def state_specs(state: Any) -> Any:
+    """PartitionSpecs of a SimState (or its shapes): NODE_FIELDS split over 'nodes'."""
+    return SimState(**{f: jax.tree.map(lambda _, f=f: P(AXIS) if f in NODE_FIELDS else P(),
+                                       getattr(state, f)) for f in SimState._fields})
 
 
 def shard_state(state: SimState, mesh: jax.sharding.Mesh) -> Any:
-    """Shardings for a state: leaves with the leading node axis split over 'nodes'."""
-    n = state.train_count.shape[0]
-    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("nodes"))
-    return jax.tree.map(
-        lambda x: split if getattr(x, "ndim", 0) >= 1 and x.shape[0] == n else _replicated(mesh),
-        state)
+    """Shardings for a state: NODE_FIELDS split over 'nodes', the rest replicated."""
+    return jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, spec), state_specs(state),
+                        is_leaf=lambda x: isinstance(x, P))
+
+
+def _localize(sent: base.Sent, offset: jax.Array, n: int) -> base.Sent:
+    """Receivers as rows of this device's nodes; other devices' nodes -> n (dropped)."""
+    assert sent.dest is not None
+    local = sent.dest - offset
+    return sent._replace(dest=jnp.where((local >= 0) & (local < n), local, n))
+
+
+def _local_consts(consts: base.Consts, offset: jax.Array, n: int) -> base.Consts:
+    """The per-node consts the rules read by local row (graph and partition stay global)."""
+    rows = lambda x: jax.lax.dynamic_slice_in_dim(x, offset, n)  # noqa: E731
+    return consts._replace(threshold=rows(consts.threshold), is_client=rows(consts.is_client))
 
 
 def _chunk_step(algo: base.Algorithm, train_step: Callable[..., nodes.TrainStep], tx: Any,
                 batch_size: int, reset_opt: bool, merge_slots: int,
-                spec: network.Spec | None, state: SimState, consts: base.Consts,
-                plan: Plan) -> SimState:
+                spec: network.Spec | None, axis: str | None, state: SimState,
+                consts: base.Consts, plan: Plan) -> SimState:
+    """One chunk. axis=None: the whole node axis here. axis='nodes' (under shard_map): this
+    device's n = N / D nodes, from global row `offset`; plan rows are this device's block."""
     c = state.chunk
     tick, node_K, valid_K = plan.tick[c], plan.node[c], plan.valid[c]
     send_K, last = plan.send[c], plan.last[c]
     n = state.train_count.shape[0]
+    offset = jnp.int32(0) if axis is None else jax.lax.axis_index(axis).astype(jnp.int32) * n
+    if axis is not None:
+        local_consts = _local_consts(consts, offset, n)
+        row_K = jnp.where(valid_K, node_K - offset, 0)
+    else:
+        local_consts, row_K = consts, node_K
     if spec is not None and spec.churn:  # offline nodes neither train nor send
         valid_K = valid_K & network.online(consts.net, tick, node_K)
     # 1. Train the chunk's nodes, one step each, on batches drawn by (tick, node) keys.
@@ -206,38 +285,52 @@ def _chunk_step(algo: base.Algorithm, train_step: Callable[..., nodes.TrainStep]
     keys_K = jax.vmap(lambda i: jax.random.fold_in(tick_key, i))(node_K)
     idx_KB = partition.sample_indices_for_keys(keys_K, consts.part, node_K, batch_size)
     x_KB, y_KB = consts.x_train[idx_KB], consts.y_train[idx_KB]
-    out = train_step(nodes.tree_take(state.params, node_K),
-                     nodes.tree_take(state.opt_state, node_K), x_KB, y_KB)
-    params = nodes.tree_put(state.params, node_K, out.params, valid_K)
-    opt_state = nodes.tree_put(state.opt_state, node_K, out.opt_state, valid_K)
-    slot = jnp.where(valid_K, node_K, n)  # padding slots scatter out of bounds (dropped)
-    event_ord_K = state.train_count[node_K]
+    out = train_step(nodes.tree_take(state.params, row_K),
+                     nodes.tree_take(state.opt_state, row_K), x_KB, y_KB)
+    params = nodes.tree_put(state.params, row_K, out.params, valid_K)
+    opt_state = nodes.tree_put(state.opt_state, row_K, out.opt_state, valid_K)
+    slot = jnp.where(valid_K, row_K, n)  # padding slots scatter out of bounds (dropped)
+    event_ord_K = state.train_count[row_K]
     train_count = state.train_count.at[slot].add(1, mode="drop")
     loss_sum = state.loss_sum.at[slot].add(out.loss, mode="drop")
     loss_n = state.loss_n.at[slot].add(1, mode="drop")
     # 2. Send (through the network layer when there is one), 3. end of tick: the algorithm's.
     sent = base.Sent(out.params, node_K, send_K & valid_K, keys_K, event_ord_K)
-    net_stats, queue, online_N = state.net_stats, state.queue, None
-    if spec is None:
-        inbox = algo.emit(state.inbox, sent, consts)
-    else:
+    net_stats, queue, online_N, arrive_KD = state.net_stats, state.queue, None, None
+    if spec is not None:
         sent, arrive_KD, stats = network.prepare(spec, consts.net, consts.graph, tick, sent)
+        if axis is not None:
+            stats = jax.lax.psum(stats, axis)
+        if spec.churn:
+            online_N = network.online(consts.net, tick, offset + jnp.arange(n))
+    emit = algo.emit
+    if axis is not None:
+        # Every device's sent models to every device, once per chunk; each then scatters
+        # only into its own inboxes.
+        if sent.dest is None:
+            sent = sent._replace(dest=base.destinations(sent, consts.graph))
+        sent, arrive_KD = jax.lax.all_gather((sent, arrive_KD), axis, tiled=True)
+
+        def emit(ib: PyTree, s: base.Sent, cs: base.Consts) -> PyTree:
+            return algo.emit(ib, _localize(s, offset, n), cs)
+    if spec is None:
+        inbox = emit(state.inbox, sent, local_consts)
+    else:
         assert state.net_stats is not None
         if spec.queue:  # in flight until the arrival tick's last chunk
-            assert state.queue is not None
+            assert state.queue is not None and arrive_KD is not None
             queue = network.enqueue(state.queue, c % spec.queue, sent, arrive_KD)
-            inbox, delivered = network.deliver(algo.emit, queue, state.inbox, consts, tick,
-                                               last, n)
+            n_all = n if axis is None else n * jax.lax.axis_size(axis)
+            inbox, delivered = network.deliver(emit, queue, state.inbox, local_consts, tick,
+                                               last, n_all)
             stats = stats.at[1].add(delivered)
         else:
-            inbox = algo.emit(state.inbox, sent, consts)
+            inbox = emit(state.inbox, sent, local_consts)
         net_stats = state.net_stats + stats
-        if spec.churn:
-            online_N = network.online(consts.net, tick, jnp.arange(n))
     round_end = last & ((tick + 1) % consts.round_ticks == 0)
-    params, inbox, merged = algo.end_of_tick(params, inbox, consts,
+    params, inbox, merged = algo.end_of_tick(params, inbox, local_consts,
                                              base.Tick(tick, last, round_end, tick_key,
-                                                       online_N))
+                                                       online_N, axis, offset))
     if reset_opt:  # fresh optimizer state for the merged rows only
         def body(o: PyTree, idx_M: jax.Array, valid_M: jax.Array) -> PyTree:
             fresh = jax.vmap(tx.init)(base.take(params, idx_M))

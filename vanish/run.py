@@ -58,7 +58,10 @@ class WorkdirConflictError(RuntimeError):
 # Fields that change how a run is tracked or executed but never its results.
 _RESULT_NEUTRAL = {"algorithms", "eval_every", "checkpoint_every", "keep_checkpoints", "wandb",
                    "wandb_project", "wandb_mode", "fuse", "target_accuracy", "data_dir",
-                   "download", "eval_nodes"}
+                   "download", "eval_nodes",
+                   # Where it runs: results do not depend on the device or process count.
+                   "shard_nodes", "distributed", "coordinator_address", "num_processes",
+                   "process_id"}
 
 
 def config_hash(cfg: ml_collections.ConfigDict) -> str:

@@ -223,6 +223,47 @@ def pack(sched: Schedule, slots: int, end_of_tick: np.ndarray | None = None) -> 
     return WorkList(tick, node, valid, send, last)
 
 
+def pack_per_device(sched: Schedule, slots: int, devices: int,
+                    end_of_tick: np.ndarray | None = None) -> WorkList:
+    """Packs the schedule for `devices` shards of the node axis, each training its own nodes.
+
+    Nodes [d n/D, (d + 1) n/D) live on device d. Chunk c holds D blocks of `slots` columns;
+    block d lists device d's trainers of tick[c] (global ids; padding repeats the block's
+    first node, marked invalid), so under `shard_map` every device reads a [slots] row of its
+    own nodes. A tick gets max_d ceil(trainers_d / slots) chunks (at least one where
+    `end_of_tick` asks), so every device sees the same ticks and `last` flags; the events of a
+    tick are the same as `pack`'s, only their split into chunks differs.
+    """
+    if slots < 1 or devices < 1 or sched.n % devices:
+        raise ValueError(f"cannot pack {sched.n} nodes for {devices} devices with {slots} slots")
+    local = sched.n // devices
+    dev = sched.event_node // local
+    group = sched.event_tick.astype(np.int64) * devices + dev
+    counts = np.bincount(group, minlength=sched.ticks * devices).reshape(sched.ticks, devices)
+    need = counts.sum(1) > 0
+    if end_of_tick is not None:
+        need = need | np.asarray(end_of_tick, bool)[: sched.ticks]
+    chunks_per_tick = np.where(need, np.maximum(1, -(-counts.max(1) // slots)), 0)
+    total = int(chunks_per_tick.sum())
+    tick = np.repeat(np.arange(sched.ticks, dtype=np.int32), chunks_per_tick)
+    first_chunk = np.concatenate([[0], np.cumsum(chunks_per_tick)[:-1]])
+    last = np.zeros(total, bool)
+    last[(first_chunk + chunks_per_tick - 1)[need]] = True
+    # Events are sorted by (tick, node), hence by (tick, device, node): rank within the group.
+    flat = counts.reshape(-1)
+    first_event = np.concatenate([[0], np.cumsum(flat)[:-1]])
+    rank = np.arange(group.size) - first_event[group]
+    chunk = first_chunk[sched.event_tick] + rank // slots
+    col = dev * slots + rank % slots
+    node = np.repeat(np.arange(devices, dtype=np.int32) * local, slots)[None].repeat(total, 0)
+    valid = np.zeros((total, devices * slots), bool)
+    send = np.zeros((total, devices * slots), bool)
+    node[chunk, col] = sched.event_node
+    valid[chunk, col] = True
+    send[chunk, col] = sched.event_send
+    return WorkList(tick, node, valid, send, last)
+
+
 def pack_masked(sched: Schedule, end_of_tick: np.ndarray | None = None) -> WorkList:
     """The naive baseline: one chunk of all N nodes per busy tick, non-trainers masked out.
 

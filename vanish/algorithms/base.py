@@ -82,6 +82,11 @@ class Tick(NamedTuple):
     round_end: jax.Array  # bool: last and (tick + 1) % round_ticks == 0
     key: jax.Array  # this tick's key
     online: jax.Array | None = None  # [N] bool under churn (vanish/network.py), else None
+    # Scale-out (vanish/engine.py): under shard_map the rule sees this device's rows of the
+    # node axis, global rows [offset, offset + n); `axis` names the mesh axis (None: all
+    # nodes are here). Rules that read other nodes' rows use node_row / all_nodes.
+    axis: str | None = None
+    offset: Any = 0  # int32 global id of local row 0
 
 
 class Algorithm(NamedTuple):
@@ -93,6 +98,9 @@ class Algorithm(NamedTuple):
     topology: str = "graph"
     schedule: str = "gossip"
     needs_partition_ids: bool = False  # Consts.part_ids (partitioned gossip)
+    # Runs with the node axis split over devices (engine scale-out); False: a rule that
+    # reads all nodes' state in a way not written for shards (the builder refuses it there).
+    shardable: bool = True
 
 
 def no_inbox(params_N: PyTree) -> None:
@@ -152,6 +160,32 @@ def destinations(sent: Sent, graph: Graph) -> jax.Array:
     n = graph.self_weight.shape[0]
     ok = graph.out_valid[sent.node] & sent.send[:, None]
     return jnp.where(ok, graph.out_nbr[sent.node], n)
+
+
+def node_row(tree_N: PyTree, tick: Tick, i: int) -> PyTree:
+    """Row of global node i of a node-stacked tree, on every device (one psum when sharded)."""
+    if tick.axis is None:
+        return jax.tree.map(lambda x: x[i], tree_N)
+    n = num_nodes(tree_N)
+    local = i - tick.offset
+    mine = (local >= 0) & (local < n)
+    row = jax.tree.map(lambda x: jnp.where(mine, x[jnp.clip(local, 0, n - 1)],
+                                           jnp.zeros_like(x[0])), tree_N)
+    return lax.psum(row, tick.axis)
+
+
+def all_nodes(tree_N: PyTree, tick: Tick) -> PyTree:
+    """Every node's rows (all-gathered when sharded): for rules that mix all of them."""
+    if tick.axis is None:
+        return tree_N
+    return lax.all_gather(tree_N, tick.axis, tiled=True)
+
+
+def own_rows(tree_all: PyTree, tick: Tick, n: int) -> PyTree:
+    """This device's n rows of an all-nodes tree (the inverse of all_nodes)."""
+    if tick.axis is None:
+        return tree_all
+    return jax.tree.map(lambda x: lax.dynamic_slice_in_dim(x, tick.offset, n), tree_all)
 
 
 def zeros(tree: PyTree) -> PyTree:

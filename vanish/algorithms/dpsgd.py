@@ -34,9 +34,12 @@ def sync_mix(params_N: PyTree, graph: Graph, corr: variance.CorrectionConfig) ->
 
 def end_of_tick(corr: variance.CorrectionConfig, params_N: PyTree, inbox: None,
                 consts: base.Consts, tick: base.Tick) -> tuple[PyTree, None, jax.Array]:
-    params_N = jax.lax.cond(tick.round_end, lambda p: sync_mix(p, consts.graph, corr),
-                            lambda p: p, params_N)
     n = base.num_nodes(params_N)
+
+    def mix(p: PyTree) -> PyTree:  # sharded: every model here, this device's rows kept
+        return base.own_rows(sync_mix(base.all_nodes(p, tick), consts.graph, corr), tick, n)
+
+    params_N = jax.lax.cond(tick.round_end, mix, lambda p: p, params_N)
     return params_N, inbox, jax.numpy.broadcast_to(tick.round_end, (n,))
 
 

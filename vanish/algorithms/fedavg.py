@@ -29,16 +29,20 @@ def round_end(params_N: PyTree, inbox: gossip.Inbox, consts: base.Consts,
               tick: base.Tick) -> tuple[PyTree, gossip.Inbox, jax.Array]:
     n = base.num_nodes(params_N)
 
+    # The server is node 0: its inbox row, on every device when the nodes are sharded.
+    server_count = base.node_row(inbox.count, tick, 0)
+
     def adopt(args: tuple[PyTree, gossip.Inbox]) -> tuple[PyTree, gossip.Inbox]:
         p, ib = args
-        cnt = ib.count[0]
-        mean = jax.tree.map(lambda t: t[0] / jnp.maximum(cnt, 1).astype(t.dtype), ib.total)
+        cnt = server_count
+        mean = jax.tree.map(lambda t: t / jnp.maximum(cnt, 1).astype(t.dtype),
+                            base.node_row(ib.total, tick, 0))
         new = mixing.broadcast(mean, n)
         take = cnt > 0 if tick.online is None else (cnt > 0) & tick.online  # churn: offline
         p = jax.tree.map(lambda old, x: jnp.where(base._rows(take, old), x, old), p, new)
         return p, base.zeros(ib)
 
-    received = inbox.count[0] > 0  # (a dropped-out round adopts nothing: no merge counted)
+    received = server_count > 0  # (a dropped-out round adopts nothing: no merge counted)
     params_N, inbox = jax.lax.cond(tick.round_end, adopt, lambda a: a, (params_N, inbox))
     merged = consts.is_client & tick.round_end & received
     return params_N, inbox, merged if tick.online is None else merged & tick.online
@@ -78,4 +82,4 @@ def make_sched(hp: base.Hyper) -> base.Algorithm:
     return base.Algorithm(
         name="fl_sched", init=base.no_inbox, emit=base.no_emit,
         end_of_tick=lambda p, ib, c, t: sched_round_end(hp.client_fraction, p, ib, c, t),
-        shared_init=True, topology="star", schedule="gossip")
+        shared_init=True, topology="star", schedule="gossip", shardable=False)
