@@ -371,7 +371,16 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     workdir = config_lib.check_workdir(workdir, algorithms)  # writable, its run files readable
     check_workdir_config(cfg, workdir, write=False)
     if cfg.distributed and jax.process_count() == 1:
-        jax.distributed.initialize()  # multi-host: coordinator etc. from the environment
+        # Multi-host: the fields, else VANISH_* environment variables, else JAX's detection.
+        env = os.environ
+        addr = cfg.coordinator_address or env.get("VANISH_COORDINATOR") or None
+        procs = int(cfg.num_processes) or int(env.get("VANISH_NUM_PROCESSES", 0)) or None
+        pid: int | None = int(cfg.process_id)
+        if pid is not None and pid < 0:
+            pid = int(env["VANISH_PROCESS_ID"]) if "VANISH_PROCESS_ID" in env else None
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts
+        jax.distributed.initialize(coordinator_address=addr, num_processes=procs,
+                                   process_id=pid)
     # The graph of every algorithm: 'fl' / 'single' ignore cfg.topology, so a bad topology
     # would otherwise surface only after they had trained.
     check_graphs(cfg, algorithms)
