@@ -111,7 +111,7 @@ def plan_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int,
     """The training schedule and its packed work plan; returns (schedule, work, round_ticks).
 
     devices > 1: the plan for the node axis split over that many devices, each chunk a
-    block of ceil(K / devices) slots per device (`schedule.pack_per_device`).
+    block of ceil(K / devices) slots per device (`schedule.pack`).
 
     Under a network plan: stragglers train at their own interval (gossip schedule), and with
     delays every tick gets a chunk (arrivals are delivered at a tick's last chunk). Churn
@@ -151,10 +151,7 @@ def plan_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int,
     else:
         slots = (int(cfg.slots) if int(cfg.slots) > 0
                  else schedule.choose_slots(counts, max_slots=int(cfg.max_slots)))
-        if devices > 1:
-            work = schedule.pack_per_device(sched, -(-slots // devices), devices, end_of_tick)
-        else:
-            work = schedule.pack(sched, slots, end_of_tick)
+        work = schedule.pack(sched, -(-slots // devices), end_of_tick, devices=devices)
     return sched, work, round_ticks
 
 

@@ -25,8 +25,8 @@ on-device compaction gives the same cost with one mechanism and no extra plan (t
 over N int32 flags reads 4 KB at N = 1000, less than one LeNet-5 row of 247 KB).
 Scale-out (shard=True): the node axis is split over a 1-D mesh 'nodes' of every device (all
 hosts after jax.distributed.initialize), and the whole chunk step runs under `shard_map`:
-each device holds N/D nodes and a per-device work plan (`schedule.pack_per_device`: block d
-of every chunk lists device d's trainers), so it trains only its own K/D slots. What
+each device holds N/D nodes and a per-device work plan (`schedule.pack(..., devices=D)`:
+block d of every chunk lists device d's trainers), so it trains only its own K/D slots. What
 crosses devices is what the rules need: the sent models once per chunk (`all_gather`, then
 each device scatters into its own inboxes: `Sent.dest` made local), the FL server's row at
 a round end (`base.node_row`, a psum), all models at a D-PSGD round (`base.all_nodes`), and
@@ -122,7 +122,7 @@ class Engine:
         self._sync = self.mesh is not None and jax.default_backend() == "cpu"
         if work.slots % self.devices:
             raise ValueError(f"a sharded work plan has {self.devices} blocks per chunk "
-                             f"(schedule.pack_per_device); got {work.slots} columns")
+                             f"(schedule.pack with devices); got {work.slots} columns")
         self.train_key = train_key
         self.consts = consts
         self.plan = device_plan(work)
@@ -133,7 +133,8 @@ class Engine:
             rep = _replicated(self.mesh)
             self.consts = _put_global(consts, rep)
             self.plan = _put_global(self.plan, rep)
-            specs = state_specs(jax.eval_shape(self._init_local))
+            self._shapes = jax.eval_shape(self._init_local)
+            specs = state_specs(self._shapes)
             plan_spec = Plan(*(P(None, AXIS) if f in ("node", "valid", "send") else P()
                                for f in Plan._fields))  # type: ignore[arg-type]
             step = jax.shard_map(step, mesh=self.mesh, in_specs=(specs, P(), plan_spec),
@@ -189,15 +190,7 @@ class Engine:
             return self._init_local()
         # Built by a jit whose outputs are already split: every process makes only its own
         # shards (no host array of all N models, which also works across hosts).
-        shapes = jax.eval_shape(self._init_local)
-        return jax.jit(self._init_local, out_shardings=self.shardings(shapes))()
-
-    def shardings(self, state: Any) -> Any:
-        """NamedShardings of a state (or its shapes): node-axis fields split, others replicated."""
-        assert self.mesh is not None
-        mesh = self.mesh
-        return jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, spec),
-                            state_specs(state), is_leaf=lambda x: isinstance(x, P))
+        return jax.jit(self._init_local, out_shardings=shard_state(self._shapes, self.mesh))()
 
     def run_ticks(self, state: SimState, t0: int, t1: int) -> SimState:
         """Runs ticks [t0, t1); asynchronous (returns before the device is done)."""

@@ -188,54 +188,27 @@ def choose_merge_slots(counts: np.ndarray) -> int:
     return int(8 * -(-int(np.ceil(1.5 * busy.mean())) // 8))
 
 
-def pack(sched: Schedule, slots: int, end_of_tick: np.ndarray | None = None) -> WorkList:
-    """Packs the schedule into chunks of `slots` nodes.
+def pack(sched: Schedule, slots: int, end_of_tick: np.ndarray | None = None, *,
+         devices: int = 1) -> WorkList:
+    """Packs the schedule into chunks of `slots` nodes (per device when `devices` > 1).
 
     Args:
       sched: the training events.
-      slots: K, the fixed chunk width.
+      slots: K, the fixed chunk width (of each device's block).
       end_of_tick: optional bool [ticks]; ticks that need their end-of-tick step even when
         nobody trains (e.g. FL round ends) get one empty chunk.
+      devices: D shards of the node axis, each training its own nodes: nodes
+        [d n/D, (d + 1) n/D) live on device d, and chunk c holds D blocks of `slots` columns,
+        block d listing device d's trainers of tick[c] (global ids; padding repeats the block's
+        first node, marked invalid), so under `shard_map` every device reads a [slots] row of
+        its own nodes. A tick gets max_d ceil(trainers_d / slots) chunks, so every device
+        sees the same ticks and `last` flags; the events of a tick do not depend on D, only
+        their split into chunks does. D = 1 is the single-device plan.
     """
     if slots < 1:
         raise ValueError(f"slots must be >= 1, got {slots}")
-    counts = sched.counts_per_tick()
-    need = counts > 0
-    if end_of_tick is not None:
-        need = need | np.asarray(end_of_tick, bool)[: sched.ticks]
-    chunks_per_tick = np.where(need, np.maximum(1, -(-counts // slots)), 0)
-    total = int(chunks_per_tick.sum())
-    tick = np.repeat(np.arange(sched.ticks, dtype=np.int32), chunks_per_tick)
-    first_chunk = np.concatenate([[0], np.cumsum(chunks_per_tick)[:-1]])
-    last = np.zeros(total, bool)
-    last[(first_chunk + chunks_per_tick - 1)[need]] = True
-    # Event e of tick t, the r-th of that tick, goes to chunk first_chunk[t] + r // K, slot r % K.
-    first_event = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.arange(sched.event_tick.size) - first_event[sched.event_tick]
-    chunk = first_chunk[sched.event_tick] + rank // slots
-    slot = rank % slots
-    node = np.zeros((total, slots), np.int32)
-    valid = np.zeros((total, slots), bool)
-    send = np.zeros((total, slots), bool)
-    node[chunk, slot] = sched.event_node
-    valid[chunk, slot] = True
-    send[chunk, slot] = sched.event_send
-    return WorkList(tick, node, valid, send, last)
-
-
-def pack_per_device(sched: Schedule, slots: int, devices: int,
-                    end_of_tick: np.ndarray | None = None) -> WorkList:
-    """Packs the schedule for `devices` shards of the node axis, each training its own nodes.
-
-    Nodes [d n/D, (d + 1) n/D) live on device d. Chunk c holds D blocks of `slots` columns;
-    block d lists device d's trainers of tick[c] (global ids; padding repeats the block's
-    first node, marked invalid), so under `shard_map` every device reads a [slots] row of its
-    own nodes. A tick gets max_d ceil(trainers_d / slots) chunks (at least one where
-    `end_of_tick` asks), so every device sees the same ticks and `last` flags; the events of a
-    tick are the same as `pack`'s, only their split into chunks differs.
-    """
-    if slots < 1 or devices < 1 or sched.n % devices:
-        raise ValueError(f"cannot pack {sched.n} nodes for {devices} devices with {slots} slots")
+    if devices < 1 or sched.n % devices:
+        raise ValueError(f"cannot split {sched.n} nodes evenly over {devices} devices")
     local = sched.n // devices
     dev = sched.event_node // local
     group = sched.event_tick.astype(np.int64) * devices + dev
@@ -249,9 +222,9 @@ def pack_per_device(sched: Schedule, slots: int, devices: int,
     first_chunk = np.concatenate([[0], np.cumsum(chunks_per_tick)[:-1]])
     last = np.zeros(total, bool)
     last[(first_chunk + chunks_per_tick - 1)[need]] = True
-    # Events are sorted by (tick, node), hence by (tick, device, node): rank within the group.
-    flat = counts.reshape(-1)
-    first_event = np.concatenate([[0], np.cumsum(flat)[:-1]])
+    # Event e, the r-th of its (tick, device) group (events are sorted by (tick, node), hence
+    # by (tick, device, node)), goes to chunk first_chunk[tick] + r // K, column d K + r % K.
+    first_event = np.concatenate([[0], np.cumsum(counts.reshape(-1))[:-1]])
     rank = np.arange(group.size) - first_event[group]
     chunk = first_chunk[sched.event_tick] + rank // slots
     col = dev * slots + rank % slots
