@@ -140,6 +140,8 @@ class Engine:
             step = jax.shard_map(step, mesh=self.mesh, in_specs=(specs, P(), plan_spec),
                                  out_specs=specs, check_vma=False)
         self._step = jax.jit(step, donate_argnums=(0,))
+        if self.mesh is not None:
+            self._replicate = jax.jit(lambda x: x, out_shardings=_replicated(self.mesh))
 
         def scan(s: SimState, c: base.Consts, p: Plan, end: jax.Array) -> SimState:
             def body(s: SimState, _: None) -> tuple[SimState, None]:
@@ -157,6 +159,12 @@ class Engine:
         if self.mesh is None:
             return jax.device_put(np.int32(value))
         return _put_global(np.int32(value), _replicated(self.mesh))
+
+    def fetch(self, x: jax.Array) -> np.ndarray:
+        """A state array on the host, whole, on every process (sharded ones are gathered)."""
+        if self.mesh is not None and not x.is_fully_addressable:
+            x = self._replicate(x)
+        return np.asarray(jax.device_get(x))
 
     def _init_local(self) -> SimState:
         params = self._init_params()

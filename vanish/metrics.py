@@ -14,6 +14,7 @@ mergeable.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -46,8 +47,14 @@ def layer_name(path: Any) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
-def make_evaluator(model: Any, nodes_per_chunk: int = 64) -> Callable[..., dict[str, Any]]:
-    """A jitted evaluation (params_N, x_T, y_T, weight_N, state) -> device dict of metrics."""
+def make_evaluator(model: Any, nodes_per_chunk: int = 64,
+                   out_sharding: jax.sharding.Sharding | None = None
+                   ) -> Callable[..., dict[str, Any]]:
+    """A jitted evaluation (params_N, x_T, y_T, weight_N, state) -> device dict of metrics.
+
+    `out_sharding`: where the metrics land; a replicated sharding over a node mesh gives
+    every process all of them (what `jax.device_get` needs when nodes span several hosts).
+    """
     eval_N = nodes.make_eval_step(model)  # vmapped over a stack of nodes
 
     def one_chunk_at_a_time(params_N: PyTree, x_T: jax.Array,
@@ -68,7 +75,7 @@ def make_evaluator(model: Any, nodes_per_chunk: int = 64) -> Callable[..., dict[
         zeros = jnp.zeros((n,), jnp.float32)
         return jax.lax.fori_loop(0, -(-n // c), body, (zeros, zeros))
 
-    @jax.jit
+    @functools.partial(jax.jit, out_shardings=out_sharding)
     def evaluate(params_N: PyTree, x_T: jax.Array, y_T: jax.Array, weight_N: jax.Array,
                  train_count: jax.Array, merges: jax.Array, loss_sum: jax.Array,
                  loss_n: jax.Array) -> dict[str, Any]:

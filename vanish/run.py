@@ -40,7 +40,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from vanish import build, checkpoint, metrics, plots, tracking
+from vanish import build, checkpoint, metrics, plots, runtime, tracking
 from vanish import config as config_lib
 from vanish import data as data_lib
 from vanish import partition as partition_lib
@@ -244,12 +244,16 @@ def run_algorithm(cfg: ml_collections.ConfigDict, algorithm: str, dataset: data_
     meta_expected = dict(config_hash=config_hash(cfg), schedule=sim.schedule.fingerprint())
     if checkpoint.latest_step(ckpt_dir) is not None:
         state, var0, start = _resume(ckpt_dir, state, algorithm, workdir, meta_expected)
+    # Several processes (multi-host): all compute, process 0 alone writes metrics and
+    # figures (checkpoints are written by all, each its own shards; orbax syncs them).
+    primary = jax.process_index() == 0
     writer = writers[algorithm] = tracking.make_writers(
         workdir, algorithm, wandb=bool(cfg.wandb), project=cfg.wandb_project,
         group=workdir.name, config=dict(cfg.to_dict(), algorithm=algorithm),
         # A fresh start writes tick 0 again: drop every row of this algorithm (left by a run
         # interrupted before its first checkpoint), not only those past the start tick.
-        wandb_mode=cfg.wandb_mode or None, resume_tick=start if start else -1)
+        wandb_mode=cfg.wandb_mode or None, resume_tick=start if start else -1,
+    ) if primary else tracking.MultiWriter([])
     ticks, every = int(cfg.ticks), max(1, int(cfg.eval_every))
     ckpt_every = int(cfg.checkpoint_every) or every
     saved = start  # the newest checkpoint's tick (0: none)
@@ -268,7 +272,8 @@ def run_algorithm(cfg: ml_collections.ConfigDict, algorithm: str, dataset: data_
         state, m = sim.evaluate(state)
         var0 = metrics.initial_variances(m)
         _write(writer, 0, m, var0, ticks_per_s=0.0)
-    bar = tracking.ProgressBar(ticks, desc=algorithm, enabled=progress, initial=start)
+    bar = tracking.ProgressBar(ticks, desc=algorithm, enabled=progress if primary else False,
+                               initial=start)
     pacer = _Pacer()
     t = start
     while t < ticks and not stop.requested:
@@ -296,6 +301,8 @@ def run_algorithm(cfg: ml_collections.ConfigDict, algorithm: str, dataset: data_
         if t > saved:
             save(t)
         raise _interrupted(stop, algorithm, t, ticks, saved)
+    # (Other processes read process 0's rows: its last row precedes the final checkpoint,
+    # whose save every process waited for.)
     records = [r for r in tracking.read_jsonl(workdir / tracking.METRICS_FILE)
                if r["algorithm"] == algorithm]
     summary = summarize(records, float(cfg.target_accuracy))
@@ -370,17 +377,11 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     algorithms = config_lib.parse_algorithms(cfg.algorithms)
     workdir = config_lib.check_workdir(workdir, algorithms)  # writable, its run files readable
     check_workdir_config(cfg, workdir, write=False)
-    if cfg.distributed and jax.process_count() == 1:
-        # Multi-host: the fields, else VANISH_* environment variables, else JAX's detection.
-        env = os.environ
-        addr = cfg.coordinator_address or env.get("VANISH_COORDINATOR") or None
-        procs = int(cfg.num_processes) or int(env.get("VANISH_NUM_PROCESSES", 0)) or None
-        pid: int | None = int(cfg.process_id)
-        if pid is not None and pid < 0:
-            pid = int(env["VANISH_PROCESS_ID"]) if "VANISH_PROCESS_ID" in env else None
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts
-        jax.distributed.initialize(coordinator_address=addr, num_processes=procs,
-                                   process_id=pid)
+    if cfg.distributed:  # first: no JAX backend may start before the processes join
+        index, count = runtime.join_processes(cfg.coordinator_address,
+                                              int(cfg.num_processes), int(cfg.process_id))
+        log.info("process %d of %d: %d of the %d devices", index, count,
+                 jax.local_device_count(), jax.device_count())
     # The graph of every algorithm: 'fl' / 'single' ignore cfg.topology, so a bad topology
     # would otherwise surface only after they had trained.
     check_graphs(cfg, algorithms)
@@ -389,21 +390,24 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     log.info("dataset %s: %d train / %d test, backend %s", dataset.name, len(dataset.y_train),
              len(dataset.y_test), jax.default_backend())
     workdir.mkdir(parents=True, exist_ok=True)  # the first write: every check has passed
-    check_workdir_config(cfg, workdir)
+    primary = jax.process_index() == 0
+    check_workdir_config(cfg, workdir, write=primary)
     writers: dict[str, tracking.MetricWriter] = {}
     try:
         summaries = {a: run_algorithm(cfg, a, dataset, workdir, writers, progress=progress)
                      for a in algorithms}
-        acc_png, var_png = plots.plot_run(workdir, target=float(cfg.target_accuracy))
-        for writer in writers.values():  # the comparison figures into every algorithm's run
-            writer.write_image(int(cfg.ticks), "accuracy", acc_png)
-            writer.write_image(int(cfg.ticks), "variance", var_png)
+        if primary:
+            acc_png, var_png = plots.plot_run(workdir, target=float(cfg.target_accuracy))
+            for writer in writers.values():  # the comparison figures into every algorithm's run
+                writer.write_image(int(cfg.ticks), "accuracy", acc_png)
+                writer.write_image(int(cfg.ticks), "variance", var_png)
     finally:
         for writer in writers.values():
             writer.close()
-    table = plots.summary_table(summaries, markdown=True)
-    (workdir / "summary.md").write_text(table + "\n")
-    log.info("results in %s (summary.md, summary.json, accuracy.png, variance.png)", workdir)
+    if primary:
+        table = plots.summary_table(summaries, markdown=True)
+        (workdir / "summary.md").write_text(table + "\n")
+        log.info("results in %s (summary.md, summary.json, accuracy.png, variance.png)", workdir)
     return summaries
 
 
@@ -460,7 +464,7 @@ def check_data(cfg: ml_collections.ConfigDict, dataset: data_lib.Dataset,
 USER_ERRORS: tuple[type[BaseException], ...] = (
     config_lib.ConfigError, WorkdirConflictError, data_lib.DatasetUnavailableError,
     checkpoint.CheckpointMismatchError, checkpoint.CheckpointDamagedError,
-    checkpoint.CheckpointWriteError, FloatingPointError)
+    checkpoint.CheckpointWriteError, FloatingPointError, runtime.DistributedError)
 
 
 def cli() -> None:

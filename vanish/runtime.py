@@ -1,7 +1,9 @@
-"""Process-level runtime choices for XLA:CPU: a malloc that keeps large buffers mapped.
+"""Process-level runtime choices: a malloc that keeps XLA:CPU's buffers mapped, and joining
+a multi-process (multi-host) run.
 
     from vanish import runtime
     runtime.reexec_with_tcmalloc(["-m", "vanish.run"])   # first thing in a CLI entry point
+    runtime.join_processes("host0:1234", 2, 0)           # before any other JAX call
 
 XLA:CPU allocates every large output / temporary buffer per call. glibc serves allocations
 above 32 MB with fresh mmaps, so each call page-faults its buffers in (measured here: a
@@ -81,3 +83,40 @@ def reexec_with_tcmalloc(argv_prefix: list[str] | None = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, args, env)
+
+
+class DistributedError(RuntimeError):
+    """A multi-process run could not be joined (JAX already started, bad coordinates)."""
+
+
+def join_processes(coordinator_address: str = "", num_processes: int = 0,
+                   process_id: int = -1) -> tuple[int, int]:
+    """Joins a run of several processes (`jax.distributed.initialize`); (index, count).
+
+    Each argument left unset ("", 0, -1) is read from VANISH_COORDINATOR,
+    VANISH_NUM_PROCESSES and VANISH_PROCESS_ID, else left to JAX's own detection (SLURM,
+    Cloud TPU, Open MPI). CPU processes exchange data with gloo collectives. Must run before
+    anything starts a JAX backend (even `jax.devices()`); a second call is a no-op.
+    """
+    import jax  # pylint: disable=import-outside-toplevel
+
+    if jax.distributed.is_initialized():
+        return jax.process_index(), jax.process_count()
+    env = os.environ
+    addr = coordinator_address or env.get("VANISH_COORDINATOR") or None
+    procs = int(num_processes) or int(env.get("VANISH_NUM_PROCESSES", 0)) or None
+    pid: int | None = int(process_id)
+    if pid is not None and pid < 0:
+        pid = int(env["VANISH_PROCESS_ID"]) if "VANISH_PROCESS_ID" in env else None
+    # Only the CPU client reads this; accelerators use their own collectives.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator_address=addr, num_processes=procs,
+                                   process_id=pid)
+    except (RuntimeError, ValueError) as e:
+        raise DistributedError(
+            f"cannot join the multi-process run (coordinator {addr}, {procs} processes, "
+            f"process id {pid}): {str(e).splitlines()[0]}. Start every process with the same "
+            "coordinator address and process count and its own process id, before any other "
+            "JAX call") from None
+    return jax.process_index(), jax.process_count()

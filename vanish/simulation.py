@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from vanish import build, engine, metrics, nodes, topology
 from vanish.data import Dataset
@@ -47,10 +48,11 @@ class Simulation:
         # Accuracy is the honest nodes' (Byzantine nodes' own models are not the result).
         self.eval_mask = c.is_client if c.network is None else c.is_client & ~c.network.byzantine
         self.fuse, self.mesh, self.consts = self.engine.fuse, self.engine.mesh, self.engine.consts
-        self._eval = metrics.make_evaluator(c.model, c.eval_nodes)
+        rep = None if self.mesh is None else engine._replicated(self.mesh)
+        self._eval = metrics.make_evaluator(c.model, c.eval_nodes, out_sharding=rep)
         self._weight = jnp.asarray(self.eval_mask, jnp.float32)
-        if self.mesh is not None:
-            self._weight = jax.device_put(self._weight, engine._replicated(self.mesh))
+        if rep is not None:
+            self._weight = engine._put_global(np.asarray(self.eval_mask, np.float32), rep)
 
     def init_state(self) -> SimState:
         return self.engine.init_state()
@@ -66,9 +68,9 @@ class Simulation:
             state.merges, state.loss_sum, state.loss_n))
         m = metrics.to_row(out, self.eval_mask, has_server=self.algo.topology == "star")
         if self.network is not None:
-            m.update(metrics.network_row(jax.device_get(state.net_stats),
+            m.update(metrics.network_row(self.engine.fetch(state.net_stats),
                                          self.network.online_at(int(state.tick)),
-                                         jax.device_get(state.merges), self.is_client))
+                                         self.engine.fetch(state.merges), self.is_client))
         state = state._replace(loss_sum=jnp.zeros_like(state.loss_sum),
                                loss_n=jnp.zeros_like(state.loss_n))
         return state, m

@@ -1,0 +1,128 @@
+"""Multi-host for real: 2 processes on localhost (gloo CPU collectives), 4 fake devices each.
+
+Three runs of the real CLI on one small config (gossip_vc and D-PSGD, 16 nodes):
+  * one process, one device: the reference;
+  * 2 processes x 4 devices from scratch (`--config.distributed=true`): every metric row
+    equals the reference's; only process 0 wrote the run files;
+  * 2 processes resuming the reference's tick-20 checkpoint (its tick-40 one deleted): every
+    process restores its own shards of a checkpoint written on one device, and the rows
+    after tick 20 equal the reference's again.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ALGORITHMS = ("gossip_vc", "dpsgd")
+FLAGS = ["--config", str(ROOT / "experiments/default/config.py"),
+         "--config.dataset=synthetic", "--config.model=mlp", "--config.num_nodes=16",
+         "--config.degree=3", "--config.synthetic_train=600", "--config.synthetic_test=200",
+         "--config.test_per_class=5", "--config.ticks=40", "--config.batch_size=8",
+         "--config.eval_every=10", "--config.checkpoint_every=20",
+         f"--config.algorithms={','.join(ALGORITHMS)}"]
+
+
+def _env(cache: Path, devices: int) -> dict:
+    return dict(os.environ, JAX_PLATFORMS="cpu", WANDB_MODE="disabled",
+                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                JAX_COMPILATION_CACHE_DIR=str(cache),
+                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _one_process(workdir: Path, cache: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "vanish.run", "--workdir", str(workdir), *FLAGS],
+                          env=_env(cache, 1), cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _two_processes(workdir: Path, cache: Path) -> list[str]:
+    port = _free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "vanish.run", "--workdir", str(workdir), *FLAGS,
+         "--config.distributed=true", f"--config.coordinator_address=localhost:{port}",
+         "--config.num_processes=2", f"--config.process_id={i}"],
+        env=_env(cache, 4), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True) for i in range(2)]
+    try:
+        logs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-3000:]
+    return logs
+
+
+def _rows(workdir: Path) -> dict:
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return {(r["algorithm"], r["tick"]): r for r in rows}
+
+
+def _assert_same_rows(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for key, row in want.items():
+        assert got[key].keys() == row.keys(), key
+        for name, value in row.items():
+            if name in ("ticks_per_s", "algorithm"):
+                continue
+            np.testing.assert_allclose(got[key][name], value, rtol=1e-6, atol=1e-6,
+                                       err_msg=f"{key} {name}")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("multiprocess")
+    cache = base / "jax_cache"
+    _one_process(base / "one", cache)
+    two_logs = _two_processes(base / "two", cache)
+    resumed = base / "resumed"
+    shutil.copytree(base / "one", resumed)
+    for algo in ALGORITHMS:
+        shutil.rmtree(resumed / algo / "checkpoints" / "40")
+    (resumed / "summary.json").unlink()
+    resumed_logs = _two_processes(resumed, cache)
+    return dict(base=base, two_logs=two_logs, resumed_logs=resumed_logs)
+
+
+def test_two_processes_equal_one(runs):
+    base = runs["base"]
+    want = _rows(base / "one")
+    assert {t for _, t in want} == {0, 10, 20, 30, 40}
+    assert want[("gossip_vc", 40)]["averaging_events"] > 0
+    _assert_same_rows(_rows(base / "two"), want)
+    for i, log in enumerate(runs["two_logs"]):  # really 2 processes x 4 devices
+        assert f"process {i} of 2: 4 of the 8 devices" in log
+
+
+def test_only_process_zero_writes_the_run_files(runs):
+    base = runs["base"]
+    two = base / "two"
+    one_rows = (base / "one" / "metrics.jsonl").read_text().splitlines()
+    assert len((two / "metrics.jsonl").read_text().splitlines()) == len(one_rows)  # no doubles
+    assert json.loads((two / "summary.json").read_text()).keys() == set(ALGORITHMS)
+    assert (two / "summary.md").is_file() and (two / "accuracy.png").is_file()
+    for algo in ALGORITHMS:  # both checkpoints, written by both processes together
+        assert sorted(p.name for p in (two / algo / "checkpoints").iterdir()) == ["20", "40"]
+
+
+def test_every_process_restores_a_checkpoint_of_another_layout(runs):
+    base = runs["base"]
+    for log in runs["resumed_logs"]:  # each process restored tick 20 (one device wrote it)
+        for algo in ALGORITHMS:
+            assert f"[{algo}] resuming at tick 20" in log
+    _assert_same_rows(_rows(base / "resumed"), _rows(base / "one"))
