@@ -68,7 +68,7 @@ class Simulation:
             state.merges, state.loss_sum, state.loss_n))
         m = metrics.to_row(out, self.eval_mask, has_server=self.algo.topology == "star")
         if self.network is not None:
-            m.update(metrics.network_row(self.engine.fetch(state.net_stats),
+            m.update(metrics.network_row(jax.device_get(state.net_stats),
                                          self.network.online_at(int(state.tick)),
                                          self.engine.fetch(state.merges), self.is_client))
         state = state._replace(loss_sum=jnp.zeros_like(state.loss_sum),
