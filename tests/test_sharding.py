@@ -48,9 +48,10 @@ SCRIPT = textwrap.dedent(
         return cfg
 
     out = {}
-    for algo, topo, extra in json.loads(sys.argv[1]):
+    # The last case: 12 nodes, which 8 devices cannot split; 'auto' takes 6 of them.
+    for algo, topo, extra in json.loads(sys.argv[1]) + [("gossip_vc", "ring", "num_nodes=12")]:
         res = {}
-        for shard in ("false", "true"):
+        for shard in ("false", "auto" if "num_nodes=12" in extra else "true"):
             cfg = cfg_for(algo, topo, extra)
             cfg.shard_nodes = shard
             sim = Simulation(cfg, algo, ds)
@@ -59,7 +60,7 @@ SCRIPT = textwrap.dedent(
             state = sim.run_ticks(state, 8, 16)
             state, m2 = sim.evaluate(state)
             k = state.params["Dense_0"]["kernel"]
-            res[shard] = dict(
+            res["true" if shard == "auto" else shard] = dict(
                 kernel=np.asarray(k)[:, :64:7, ::9].tolist(),
                 devices=len(k.sharding.device_set), metrics=[m1, m2],
                 merges=np.asarray(state.merges).tolist())
@@ -107,6 +108,17 @@ def test_results_do_not_depend_on_the_device_count(sharded, algo, topo, extra):
         assert m1.keys() == m8.keys()
         for key in m1:
             np.testing.assert_allclose(m8[key], m1[key], rtol=1e-6, atol=1e-6, err_msg=key)
+
+
+def test_auto_splits_over_the_most_devices_that_divide_n(sharded):
+    res = sharded["runs"]["gossip_vc|ring|num_nodes=12"]
+    one, six = res["false"], res["true"]
+    assert one["devices"] == 1 and six["devices"] == 6
+    assert one["merges"] == six["merges"] and sum(one["merges"]) > 0
+    np.testing.assert_allclose(six["kernel"], one["kernel"], rtol=0, atol=1e-6)
+    for m1, m6 in zip(one["metrics"], six["metrics"]):
+        for key in m1:
+            np.testing.assert_allclose(m6[key], m1[key], rtol=1e-6, atol=1e-6, err_msg=key)
 
 
 def test_each_device_trains_only_its_own_nodes(sharded):

@@ -416,6 +416,26 @@ def test_masked_baseline_matches_packed_engine(_sim, vc_reference_run):
     assert masked_metrics[-1]["averaging_events"] == metrics[-1]["averaging_events"]
 
 
+def test_memory_budget_processes_nodes_in_chunks_without_changing_results(_sim,
+                                                                          vc_reference_run):
+    """max_nodes_per_chunk = 2: training chunks, merge groups and evaluation chunks of at
+    most 2 nodes; the same trajectory up to float summation order."""
+    whole, metrics = vc_reference_run
+    full_sim, sim = _sim("gossip_vc", **RR16), _sim("gossip_vc", **RR16, max_nodes_per_chunk=2)
+    c = sim.components
+    assert sim.work.slots == 2 < full_sim.work.slots
+    assert c.merge_slots == 2 < full_sim.components.merge_slots and c.eval_nodes == 2
+    assert len(sim.work) > len(full_sim.work)  # the same events in more, narrower chunks
+    chunked, chunked_metrics = _run(sim, [0, TICKS], evaluate=True)
+    np.testing.assert_array_equal(chunked.train_count, whole.train_count)
+    np.testing.assert_array_equal(chunked.merges, whole.merges)
+    assert chunked.merges.sum() > 0
+    for a, b in zip(jax.tree.leaves(chunked.params), jax.tree.leaves(whole.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for k, v in metrics[-1].items():
+        np.testing.assert_allclose(chunked_metrics[-1][k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+
+
 # ----------------------------------------------------------------- 7. no recompilation
 
 

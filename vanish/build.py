@@ -85,22 +85,32 @@ def topology_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm) -> topolo
 
 
 def devices_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int) -> int:
-    """How many devices split the node axis (config.shard_nodes; see engine.py)."""
+    """How many devices split the node axis (config.shard_nodes; see engine.py).
+
+    'auto' uses every device when they split the n nodes evenly, else the most devices that
+    do (n = 50 on 8 devices: 5), with a note; one process only: several processes must
+    split over all their devices, so an uneven split is an error there, as under 'true'.
+    """
     mode, count = str(cfg.shard_nodes), jax.device_count()
     if mode == "false" or count == 1:
         return 1
-    reason = None
+    reason, fits = None, count
     if not algo.shardable:
         reason = f"{algo.name} reads all nodes' state at once and is not written for shards"
-    elif n % count:
-        reason = (f"{n} nodes cannot be split evenly over {count} devices; choose num_nodes "
-                  f"as a multiple of {count} (FL adds one server node)")
     elif cfg.masked_baseline:
         reason = "masked_baseline is a single-device benchmark"
+    elif n % count:
+        fits = max(d for d in range(1, count + 1) if n % d == 0)
+        reason = (f"{n} nodes cannot be split evenly over {count} devices; choose num_nodes "
+                  f"as a multiple of {count} (FL adds one server node)")
     if reason is None:
         return count
     if mode == "true" or jax.process_count() > 1:  # several processes cannot fall back
         raise config_lib.ConfigError(f"config.shard_nodes = {mode!r}: {reason}")
+    if fits > 1 and algo.shardable and not cfg.masked_baseline:
+        log.warning("shard_nodes='auto': %s; splitting them over %d of the %d devices",
+                    reason, fits, count)
+        return fits
     log.warning("shard_nodes='auto': %s; running on one of the %d devices", reason, count)
     return 1
 
@@ -151,7 +161,8 @@ def plan_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int,
     else:
         slots = (int(cfg.slots) if int(cfg.slots) > 0
                  else schedule.choose_slots(counts, max_slots=int(cfg.max_slots)))
-        work = schedule.pack(sched, -(-slots // devices), end_of_tick, devices=devices)
+        per_device = -(-slots // devices)
+        work = schedule.pack(sched, _capped(cfg, per_device), end_of_tick, devices=devices)
     return sched, work, round_ticks
 
 
@@ -185,7 +196,7 @@ class Components:
     merge_slots: int
     fuse: int
     reset_opt: bool
-    shard: bool
+    devices: int  # devices the node axis is split over (1: not split)
     eval_nodes: int
     network: network.Plan | None  # faults and dynamics; None = fault-free
 
@@ -218,8 +229,8 @@ def components(cfg: ml_collections.ConfigDict, name: str, dataset: Dataset) -> C
     degree = network.expected_arrivals(net, topo, cfg)
     threshold = degree if int(cfg.threshold) <= 0 else np.full(n, int(cfg.threshold))
     threshold = np.maximum(threshold, 1)
-    merge_slots = (int(cfg.merge_slots) if int(cfg.merge_slots) > 0
-                   else min(n, schedule.choose_merge_slots(sched.counts_per_tick())))
+    merge_slots = _capped(cfg, int(cfg.merge_slots) if int(cfg.merge_slots) > 0
+                          else min(n, schedule.choose_merge_slots(sched.counts_per_tick())))
     # Message buffers: the most a node can hold at a tick's end (threshold - 1 + in-degree).
     # Delays: up to (hi - lo + 1) send ticks' messages arrive at once; uniform peer sampling
     # has no fixed in-degree (4k + 4 covers all but rare bursts; the excess is dropped).
@@ -256,8 +267,14 @@ def components(cfg: ml_collections.ConfigDict, name: str, dataset: Dataset) -> C
         label_hist=label_hist, x_test=jnp.asarray(x_test), y_test=jnp.asarray(y_test),
         schedule=sched, work=work, model=model, tx=tx, input_shape=input_shape, consts=consts,
         keys=keys, batch_size=int(cfg.batch_size), merge_slots=merge_slots,
-        fuse=int(cfg.fuse), reset_opt=bool(cfg.reset_opt_on_merge), shard=devices > 1,
-        eval_nodes=int(cfg.eval_nodes), network=net)
+        fuse=int(cfg.fuse), reset_opt=bool(cfg.reset_opt_on_merge), devices=devices,
+        eval_nodes=_capped(cfg, int(cfg.eval_nodes)), network=net)
+
+
+def _capped(cfg: ml_collections.ConfigDict, nodes_at_once: int) -> int:
+    """`nodes_at_once` within the memory budget config.max_nodes_per_chunk (0: no cap)."""
+    cap = int(cfg.max_nodes_per_chunk)
+    return min(nodes_at_once, cap) if cap > 0 else nodes_at_once
 
 
 def _prepend_node(part: partition.Partition) -> partition.Partition:

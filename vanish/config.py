@@ -159,6 +159,10 @@ def default_config() -> ml_collections.ConfigDict:
     # every client at one tick; K = 1000 LeNet-5 nodes would hold ~7 GB of activations)
     c.merge_slots = 0  # rows per compacted merge group; 0 = 1.5x the mean trainers per tick
     c.eval_nodes = 64  # nodes evaluated at once (bounds evaluation memory, not its result)
+    # The memory budget in one number: at most this many nodes per device are trained,
+    # merged or evaluated at once (caps slots / max_slots per device, merge_slots and
+    # eval_nodes); 0 = no cap. Results change only by float summation order (tested).
+    c.max_nodes_per_chunk = 0
     c.masked_baseline = False  # benchmark only: train all N nodes every tick, masked
     # Scale-out (never changes results beyond float summation order): split the node axis
     # over every visible device, each training its own nodes (engine.py). 'auto': when more
@@ -570,6 +574,7 @@ FIELD_RULES: dict[str, Rule] = {
     "merge_slots": _at_least(0, " (0 = 1.5x the mean trainers per tick)"),
     "max_slots": _at_least(1),
     "eval_nodes": _at_least(1),
+    "max_nodes_per_chunk": _at_least(0, " (0 = no cap)"),
     "masked_baseline": _ok,
     "shard_nodes": _one_of("shard_nodes mode"),
     "distributed": _ok,

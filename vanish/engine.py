@@ -23,7 +23,7 @@ Merges were not planned ahead on the host: which node merges when is known from 
 but a planned merge list must be split across chunks by a host-side dependency analysis; the
 on-device compaction gives the same cost with one mechanism and no extra plan (the flag pass
 over N int32 flags reads 4 KB at N = 1000, less than one LeNet-5 row of 247 KB).
-Scale-out (shard=True): the node axis is split over a 1-D mesh 'nodes' of every device (all
+Scale-out (devices > 1): the node axis is split over a 1-D mesh 'nodes' of the devices (all
 hosts after jax.distributed.initialize), and the whole chunk step runs under `shard_map`:
 each device holds N/D nodes and a per-device work plan (`schedule.pack(..., devices=D)`:
 block d of every chunk lists device d's trainers), so it trains only its own K/D slots. What
@@ -106,14 +106,14 @@ class Engine:
     def __init__(self, algorithm: base.Algorithm, train_step: Callable[..., nodes.TrainStep],
                  tx: Any, init_params: Callable[[], PyTree], work: schedule.WorkList,
                  consts: base.Consts, *, batch_size: int, train_key: jax.Array, fuse: int = 0,
-                 reset_opt: bool = False, merge_slots: int = 8, shard: bool = False,
+                 reset_opt: bool = False, merge_slots: int = 8, devices: int = 1,
                  network_spec: network.Spec | None = None):
         self.algorithm, self.tx, self.work = algorithm, tx, work
         self.network_spec = network_spec
         self._init_params = init_params
         self.fuse = choose_fuse(fuse)
         n = int(consts.is_client.shape[0])
-        self.mesh = node_mesh(n) if shard else None
+        self.mesh = node_mesh(n, devices) if devices > 1 else None
         self.devices = 1 if self.mesh is None else int(self.mesh.size)
         # Several XLA:CPU devices share one thread pool: with many sharded steps in flight, the
         # devices that finished a step wait in the next step's all-gather on every pool
@@ -216,9 +216,10 @@ class Engine:
         return state._replace(tick=self._scalar(t1))
 
 
-def node_mesh(n: int) -> jax.sharding.Mesh:
-    """A 1-D mesh 'nodes' over every device (all hosts after jax.distributed.initialize)."""
-    devices = np.array(jax.devices())
+def node_mesh(n: int, count: int | None = None) -> jax.sharding.Mesh:
+    """A 1-D mesh 'nodes' over the first `count` devices (default: every device, of all
+    hosts after jax.distributed.initialize)."""
+    devices = np.array(jax.devices()[:count])
     if n % devices.size:
         raise ValueError(
             f"shard_nodes: {n} nodes cannot be split evenly over {devices.size} devices; "
