@@ -1,7 +1,8 @@
 """The results grid from run workdirs: mean and spread over seeds, as markdown and figures.
 
     python scripts/results_table.py runs/grid/*/ --by num_nodes --out docs/results_grid.md \
-        --figure num_nodes:docs/figures/tta_vs_n.png
+        --figure num_nodes:docs/figures/tta_vs_n.png --curves docs/figures/acc_vs_n.png \
+        --into docs/RESULTS.md:size
 
 Every workdir below the given paths that holds summary.json and run_config.json is one run
 (one seed). Runs are grouped by the `--by` config fields (all other fields but the seed must
@@ -10,7 +11,8 @@ the mean +- standard deviation over seeds of ticks to the target accuracy (a run
 reached it is counted and shown as "never"), final mean node accuracy, final accuracy of the
 global average model and the kernel variance ratio, and gossip's and fl's ticks to target
 divided by gossip_vc's (per seed, then averaged). Numbers are read, never typed: the table
-is regenerated from the summaries.
+is regenerated from the summaries, and `--into` writes it into a marked section of a
+markdown file. `--curves` draws accuracy vs tick per group from the runs' metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -174,6 +176,81 @@ def figure(rows: Sequence[dict[str, Any]], field: str, path: str) -> None:
     plt.close(fig)
 
 
+def load_curves(workdir: Path) -> dict[str, list[tuple[int, float]]]:
+    """{algorithm: [(tick, mean node accuracy), ...]} from a run's metrics.jsonl."""
+    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    path = workdir / "metrics.jsonl"
+    if not path.is_file():
+        raise ResultsError(f"{path}: missing (the accuracy curves need it)")
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            if "acc_mean" in r:
+                curves[r["algorithm"]].append((int(r["tick"]), float(r["acc_mean"])))
+    return dict(curves)
+
+
+def curves_figure(runs: Sequence[Path], by: Sequence[str], path: str) -> None:
+    """Accuracy vs tick, one panel per group: the mean over seeds, shaded from the lowest
+    to the highest seed, one colour per algorithm; the dotted line is the target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    groups: dict[tuple[Any, ...], list[Path]] = defaultdict(list)
+    targets: dict[tuple[Any, ...], float] = {}
+    defaults = _defaults()
+    for wd in runs:
+        cfg, _ = load_run(wd)
+        cfg = {**defaults, **cfg}
+        key = tuple(cfg.get(f) for f in by)
+        groups[key].append(wd)
+        targets[key] = float(cfg.get("target_accuracy", 0.0))
+    keys = sorted(groups, key=lambda k: tuple(str(v) for v in k))
+    cols = min(4, len(keys))
+    rows_ = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(3.4 * cols, 2.6 * rows_), squeeze=False,
+                             sharey=True)
+    for ax, key in zip(axes.flat, keys):
+        per_algo: dict[str, list[list[tuple[int, float]]]] = defaultdict(list)
+        for wd in groups[key]:
+            for algo, pts in load_curves(wd).items():
+                per_algo[algo].append(pts)
+        for algo in sorted(per_algo):
+            seeds = per_algo[algo]
+            ticks = sorted(set.intersection(*(set(t for t, _ in pts) for pts in seeds)))
+            acc = np.array([[dict(pts)[t] for t in ticks] for pts in seeds])
+            line, = ax.plot(ticks, acc.mean(0), lw=1.2, label=f"{algo} ({len(seeds)})")
+            ax.fill_between(ticks, acc.min(0), acc.max(0), color=line.get_color(), alpha=0.2,
+                            lw=0)
+        if targets[key]:
+            ax.axhline(targets[key], color="k", ls=":", lw=0.8)
+        ax.set_title(", ".join(f"{f}={v}" for f, v in zip(by, key)), fontsize=8)
+        ax.set_xlabel("tick", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(keys):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("mean node accuracy", fontsize=8)
+    axes[0][0].legend(fontsize=7, title="algorithm (seeds)", title_fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def replace_section(path: Path, name: str, text: str) -> None:
+    """Puts `text` between the markers <!-- results:NAME --> and <!-- /results:NAME --> of
+    a markdown file (the rest of the file is untouched)."""
+    begin, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+    doc = path.read_text() if path.is_file() else ""
+    i, j = doc.find(begin), doc.find(end)
+    if i < 0 or j < i:
+        raise ResultsError(f"{path}: no section markers {begin} ... {end}")
+    path.write_text(doc[:i + len(begin)] + "\n" + text + doc[j:])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("paths", nargs="+", help="workdirs or folders holding workdirs")
@@ -182,22 +259,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", default="", help="also write the aggregated rows as JSON")
     ap.add_argument("--figure", action="append", default=[],
                     help="FIELD:PATH, ticks to target vs FIELD (repeatable)")
+    ap.add_argument("--curves", default="",
+                    help="PATH: accuracy vs tick, one panel per group (needs metrics.jsonl)")
+    ap.add_argument("--into", default="",
+                    help="FILE:NAME: also put the table between <!-- results:NAME --> and "
+                         "<!-- /results:NAME --> in FILE (e.g. docs/RESULTS.md)")
     args = ap.parse_args(argv)
     by = [f.strip() for f in args.by.split(",") if f.strip()]
     try:
-        rows = aggregate(find_runs(args.paths), by)
+        runs = find_runs(args.paths)
+        rows = aggregate(runs, by)
         for spec in args.figure:
             field, _, path = spec.partition(":")
             if not path or field not in by:
                 raise ResultsError(f"--figure {spec!r}: use FIELD:PATH with FIELD one of {by}")
             figure(rows, field, path)
+        if args.curves:
+            curves_figure(runs, by, args.curves)
+        table = markdown(rows, by)
+        if args.into:
+            file, _, name = args.into.rpartition(":")
+            if not file or not name:
+                raise ResultsError(f"--into {args.into!r}: use FILE:NAME")
+            replace_section(Path(file), name, table)
     except ResultsError as e:
         print(f"results_table: error: {e}", file=sys.stderr)
         return 1
-    table = markdown(rows, by)
     if args.out:
         Path(args.out).write_text(table)
-    else:
+    elif not args.into:
         sys.stdout.write(table)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

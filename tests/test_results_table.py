@@ -63,3 +63,32 @@ def test_mixed_configs_in_one_group_are_refused(tmp_path, capsys):
     assert "differ in ['partition']" in capsys.readouterr().err
     with pytest.raises(rt.ResultsError, match="no run workdirs"):
         rt.find_runs([tmp_path / "nothing"])
+
+
+def _curves(wd, algos, final):
+    rows = [dict(algorithm=a, tick=t, acc_mean=0.1 + (final[a] - 0.1) * t / 100)
+            for a in algos for t in (0, 50, 100)]
+    (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_curves_figure_and_marked_section(tmp_path):
+    for s in range(2):
+        wd = _workdir(tmp_path / "runs", 50, s, dict(fl=100, gossip_vc=100))
+        _curves(wd, ("fl", "gossip_vc"), dict(fl=0.8, gossip_vc=0.7 + s / 10))
+    got = rt.load_curves(wd)["gossip_vc"]
+    assert [t for t, _ in got] == [0, 50, 100]
+    assert [round(a, 6) for _, a in got] == [0.1, 0.45, 0.8]
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("# R\nbefore\n<!-- results:size -->\nold table\n<!-- /results:size -->\nafter\n")
+    fig = tmp_path / "curves.png"
+    assert rt.main([str(tmp_path / "runs"), "--curves", str(fig),
+                    "--into", f"{doc}:size"]) == 0
+    assert fig.stat().st_size > 1000
+    text = doc.read_text()
+    assert "old table" not in text and text.startswith("# R\nbefore\n<!-- results:size -->\n| ")
+    assert text.endswith("|\n<!-- /results:size -->\nafter\n")
+    assert "| 50 | gossip_vc | 2 | 100 ± 0 |" in text
+    # A file without the markers is refused, and left as it was.
+    doc.write_text("no markers\n")
+    assert rt.main([str(tmp_path / "runs"), "--into", f"{doc}:size"]) == 1
+    assert doc.read_text() == "no markers\n"
