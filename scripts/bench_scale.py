@@ -166,6 +166,22 @@ def one(case: str, n: int, model: str, ticks: int, warmup: int) -> dict[str, Any
         merges=int(np.asarray(e.fetch(state.merges)).sum()))
 
 
+def scale_checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Targets read from the rows: no replicated training, flat per-device state (weak)."""
+    ok = [r for r in rows if "error" not in r]
+    checks: dict[str, Any] = {}
+    for r in ok:  # no replicated training: each device's batch is its share of the slots
+        if r["devices"] > 1:  # (one slot per device: XLA drops the batch dim, no 3-D dots)
+            key = f"{r['case']}_N{r['n']}_D{r['devices']}_dot_batch_is_K_over_D"
+            k = r["slots_per_device"]
+            checks[key] = r["dot_batches"] == ([] if k == 1 else [k])
+    weak = sorted((r for r in ok if r["scaling"] == "weak"), key=lambda r: r["devices"])
+    if len(weak) >= 2:  # per-device memory stays flat as N and D grow together
+        checks["weak_state_bytes_per_device_ratio_maxD_vs_minD"] = (
+            weak[-1]["state_bytes_per_device"] / weak[0]["state_bytes_per_device"])
+    return checks
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", default="1,2,4,8")
@@ -222,16 +238,7 @@ def main() -> None:
                       f"{(row['device_argument_bytes'] + row['device_temp_bytes']) / m:7.1f}",
                       flush=True)
             result["rows"].append(row)
-    ok = [r for r in result["rows"] if "error" not in r]
-    checks: dict[str, Any] = {}
-    for r in ok:  # no replicated training: each device's batch is its share of the slots
-        if r["devices"] > 1:
-            key = f"{r['case']}_N{r['n']}_D{r['devices']}_dot_batch_is_K_over_D"
-            checks[key] = r["dot_batches"] == [r["slots_per_device"]]
-    weak = sorted((r for r in ok if r["scaling"] == "weak"), key=lambda r: r["devices"])
-    if len(weak) >= 2:  # per-device memory stays flat as N and D grow together
-        checks["weak_state_bytes_per_device_ratio_maxD_vs_minD"] = (
-            weak[-1]["state_bytes_per_device"] / weak[0]["state_bytes_per_device"])
+    checks = scale_checks(result["rows"])
     result["checks"] = checks
     print("MB/tick: received by all devices together; need: the topology's minimum under the "
           "engine's placement; need*: under a min-cut partition; dev MB: compiled arguments + "
