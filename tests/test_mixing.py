@@ -65,6 +65,17 @@ def test_mix_equals_dense_reference(family: str, method: str) -> None:
     assert_tree_close(out, apply_w(t.dense(), tree))
 
 
+@pytest.mark.parametrize("family", ["ring", "complete", "star", "barabasi_albert"])
+def test_mix_rows_is_a_block_of_the_dense_reference(family: str) -> None:
+    """One device's rows of W @ x (sharded D-PSGD), with a traced start."""
+    t = FAMILIES[family]()
+    tree, want = make_tree(t.n), apply_w(t.dense(), make_tree(t.n))
+    rows = jax.jit(mixing.mix_rows, static_argnums=3)
+    for start, count in ((0, t.n), (1, 3), (t.n - 4, 4)):
+        out = rows(tree, t.device_graph(), jnp.int32(start), count)
+        assert_tree_close(out, {k: v[start:start + count] for k, v in want.items()})
+
+
 @pytest.mark.parametrize("family", ["star", "barabasi_albert", "exponential"])
 @pytest.mark.parametrize("method", mixing.METHODS)
 def test_mix_with_masks_equals_reference(family: str, method: str) -> None:

@@ -17,16 +17,17 @@ import pytest
 
 # Each case compiles two simulations on 8 fake devices sharing 2 cores (~10 s each), so the
 # default suite runs one case per algorithm; VANISH_FULL_SHARDING=1 runs the whole matrix
-# (4 algorithms x ring / random regular / star, plus message loss, delays and churn; all
-# pass, measured 2026-12-02).
-FULL = [(a, t, "") for a in ("gossip", "gossip_vc", "fl", "dpsgd")
+# (5 algorithms x ring / random regular / star, plus message loss, delays and churn; all
+# pass, measured 2026-12-03).
+FULL = [(a, t, "") for a in ("gossip", "gossip_vc", "fl", "dpsgd", "dpsgd_vc")
         for t in ("ring", "random_regular", "star")]
 FULL += [("gossip_vc", "random_regular", "drop_prob=0.3"),
          ("gossip_vc", "random_regular", "delay=1-3"),
          ("gossip_vc", "random_regular", "churn_up=20,churn_down=5")]
 CASES = FULL if os.environ.get("VANISH_FULL_SHARDING") else [
-    ("gossip", "ring", ""), ("gossip_vc", "random_regular", "delay=1-3"), ("fl", "star", ""),
-    ("dpsgd", "ring", "")]
+    ("gossip", "ring", "eval_nodes=1"), ("gossip_vc", "random_regular", "delay=1-3"),
+    ("fl", "star", ""),
+    ("dpsgd_vc", "ring", "")]
 
 SCRIPT = textwrap.dedent(
     """

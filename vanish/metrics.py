@@ -20,6 +20,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from vanish import mixing, nodes, variance
 
@@ -48,12 +49,14 @@ def layer_name(path: Any) -> str:
 
 
 def make_evaluator(model: Any, nodes_per_chunk: int = 64,
-                   out_sharding: jax.sharding.Sharding | None = None
-                   ) -> Callable[..., dict[str, Any]]:
+                   mesh: jax.sharding.Mesh | None = None) -> Callable[..., dict[str, Any]]:
     """A jitted evaluation (params_N, x_T, y_T, weight_N, state) -> device dict of metrics.
 
-    `out_sharding`: where the metrics land; a replicated sharding over a node mesh gives
-    every process all of them (what `jax.device_get` needs when nodes span several hosts).
+    `mesh`: the node axis is split over its axis 'nodes' (engine.py). Each device then
+    evaluates only its own nodes, `nodes_per_chunk` at a time, and the node-wide numbers
+    (means, the global average model, consensus) are combined with psums; the metrics come
+    back replicated, so every process can read them. (A plain jit of the same function
+    would all-gather every model to every device whenever nodes_per_chunk < N.)
     """
     eval_N = nodes.make_eval_step(model)  # vmapped over a stack of nodes
 
@@ -75,24 +78,56 @@ def make_evaluator(model: Any, nodes_per_chunk: int = 64,
         zeros = jnp.zeros((n,), jnp.float32)
         return jax.lax.fori_loop(0, -(-n // c), body, (zeros, zeros))
 
-    @functools.partial(jax.jit, out_shardings=out_sharding)
     def evaluate(params_N: PyTree, x_T: jax.Array, y_T: jax.Array, weight_N: jax.Array,
                  train_count: jax.Array, merges: jax.Array, loss_sum: jax.Array,
-                 loss_n: jax.Array) -> dict[str, Any]:
+                 loss_n: jax.Array, axis: str | None = None) -> dict[str, Any]:
         acc_N, loss_N = one_chunk_at_a_time(params_N, x_T, y_T)
         var = variance.layer_variance(params_N)
-        layer_var = {layer_name(path): jnp.mean(v)
-                     for path, v in jax.tree_util.tree_flatten_with_path(var)[0]}
-        avg = mixing.federated_mean(params_N, weight_N)
+        if axis is None:
+            layer_var = {layer_name(path): jnp.mean(v)
+                         for path, v in jax.tree_util.tree_flatten_with_path(var)[0]}
+            avg = mixing.federated_mean(params_N, weight_N)
+            consensus = mixing.consensus_distance(params_N)
+            psum = lambda x: x  # noqa: E731
+        else:  # this device's rows; node-wide sums by psum
+            psum = functools.partial(jax.lax.psum, axis_name=axis)
+            n_all = acc_N.shape[0] * jax.lax.axis_size(axis)
+            layer_var = {layer_name(path): psum(jnp.sum(v)) / n_all
+                         for path, v in jax.tree_util.tree_flatten_with_path(var)[0]}
+            mine, everyone = jnp.sum(weight_N), psum(jnp.sum(weight_N))
+            avg = jax.tree.map(lambda a: psum(a * mine) / jnp.where(everyone > 0, everyone, 1),
+                               mixing.federated_mean(params_N, weight_N))
+            consensus = _consensus_sharded(params_N, psum, n_all)
+            acc_N, loss_N = jax.lax.all_gather((acc_N, loss_N), axis, tiled=True)
         g_loss, g_acc = nodes.loss_and_accuracy(model, avg, x_T, y_T)
-        total_n = jnp.sum(loss_n)
+        total_n = psum(jnp.sum(loss_n))
         return dict(
             acc_N=acc_N, loss_N=loss_N, layer_var=layer_var, global_acc=g_acc,
-            global_loss=g_loss, consensus=mixing.consensus_distance(params_N),
-            merges=jnp.sum(merges), train_events=jnp.sum(train_count),
-            train_loss=jnp.sum(loss_sum) / jnp.maximum(total_n, 1), train_n=total_n)
+            global_loss=g_loss, consensus=consensus,
+            merges=psum(jnp.sum(merges)), train_events=psum(jnp.sum(train_count)),
+            train_loss=psum(jnp.sum(loss_sum)) / jnp.maximum(total_n, 1), train_n=total_n)
 
-    return evaluate
+    if mesh is None:
+        return jax.jit(evaluate)
+    split, rep = P(_NODE_AXIS), P()
+    return jax.jit(jax.shard_map(
+        functools.partial(evaluate, axis=_NODE_AXIS), mesh=mesh,
+        in_specs=(split, rep, rep, split, split, split, split, split), out_specs=rep,
+        check_vma=False))
+
+
+_NODE_AXIS = "nodes"  # engine.AXIS (metrics sits above the engine in the module order)
+
+
+def _consensus_sharded(tree_n: PyTree, psum: Callable[[jax.Array], jax.Array],
+                       n_all: int) -> jax.Array:
+    """`mixing.consensus_distance` of all nodes from this device's rows and psums."""
+    total = jnp.float32(0.0)
+    for v in jax.tree.leaves(tree_n):
+        x = v.reshape(v.shape[0], -1).astype(jnp.result_type(v.dtype, jnp.float32))
+        mean = psum(jnp.sum(x, axis=0)) / n_all
+        total = total + psum(jnp.sum((x - mean) ** 2))
+    return (total / n_all).astype(jnp.float32)
 
 
 def to_row(out: dict[str, Any], eval_nodes: np.ndarray, *, has_server: bool) -> dict[str, Any]:

@@ -207,6 +207,28 @@ def mix(tree_N: PyTree, graph: Graph, edge_mask: jax.Array | None = None,
     return jax.tree.map(leaf, tree_N)
 
 
+def mix_rows(tree_N: PyTree, graph: Graph, start: jax.Array | int, count: int) -> PyTree:
+    """Rows [start, start + count) of `mix(tree_N, graph)`, read from all N rows.
+
+    The part of a mixing step one device computes when the node axis is split over devices
+    (each holds `count` rows from `start`, after gathering everyone's models): cost
+    ~ count x degree rows, not N x degree. Padded-neighbour gather; `start` may be traced.
+
+    Example:
+      >>> mine = mix_rows(everyone_N, graph, start=offset, count=n_local)
+    """
+    take = lambda a: lax.dynamic_slice_in_dim(a, start, count)  # noqa: E731
+    nbr, w, sw = take(graph.nbr), take(graph.nbr_weight), take(graph.self_weight)
+
+    def leaf(x: jax.Array) -> jax.Array:
+        x2 = _flat(x).astype(_ctype(x.dtype))
+        own = take(x2)
+        out = _sum_gather(_rows(sw, own) * own, x2, nbr, w.astype(x2.dtype))
+        return out.reshape((count, *x.shape[1:])).astype(x.dtype)
+
+    return jax.tree.map(leaf, tree_N)
+
+
 @functools.partial(jax.jit, static_argnames=("method",))
 def push(acc_N: PyTree, count_N: jax.Array, tree_N: PyTree, send_mask_N: jax.Array,
          graph: Graph, edge_mask: jax.Array | None = None, *,

@@ -48,11 +48,14 @@ class Simulation:
         # Accuracy is the honest nodes' (Byzantine nodes' own models are not the result).
         self.eval_mask = c.is_client if c.network is None else c.is_client & ~c.network.byzantine
         self.fuse, self.mesh, self.consts = self.engine.fuse, self.engine.mesh, self.engine.consts
-        rep = None if self.mesh is None else engine._replicated(self.mesh)
-        self._eval = metrics.make_evaluator(c.model, c.eval_nodes, out_sharding=rep)
+        self._eval = metrics.make_evaluator(c.model, c.eval_nodes, mesh=self.mesh)
         self._weight = jnp.asarray(self.eval_mask, jnp.float32)
-        if rep is not None:
-            self._weight = engine._put_global(np.asarray(self.eval_mask, np.float32), rep)
+        if self.mesh is not None:  # global arrays made on every process: replicated / split
+            self.x_test, self.y_test = engine._put_global((c.x_test, c.y_test),
+                                                          engine._replicated(self.mesh))
+            self._weight = engine._put_global(
+                np.asarray(self.eval_mask, np.float32),
+                jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(engine.AXIS)))
 
     def init_state(self) -> SimState:
         return self.engine.init_state()

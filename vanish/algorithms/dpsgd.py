@@ -20,9 +20,13 @@ def sync_mix(params_N: PyTree, graph: Graph, corr: variance.CorrectionConfig) ->
     mixed_N = mixing.mix(params_N, graph)
     if corr.target == "none":
         return mixed_N
-    var_N = variance.correctable_variance(params_N, corr)
-    target_N = mixing.mix(var_N, graph)
-    mask = variance.correctable_mask(params_N, corr, stacked=True)
+    return _corrected(mixed_N, mixing.mix(variance.correctable_variance(params_N, corr), graph),
+                      corr)
+
+
+def _corrected(mixed_N: PyTree, target_N: PyTree, corr: variance.CorrectionConfig) -> PyTree:
+    """Each correctable leaf of each node rescaled to its target variance."""
+    mask = variance.correctable_mask(mixed_N, corr, stacked=True)
 
     def fix(x_N: jax.Array, t_N: jax.Array, correct: bool) -> jax.Array:
         if not correct:
@@ -32,12 +36,26 @@ def sync_mix(params_N: PyTree, graph: Graph, corr: variance.CorrectionConfig) ->
     return jax.tree.map(fix, mixed_N, target_N, mask)
 
 
+def sharded_mix(params_n: PyTree, graph: Graph, corr: variance.CorrectionConfig,
+                tick: base.Tick) -> PyTree:
+    """`sync_mix` of this device's n rows: every model is gathered, only own rows are mixed
+    (the variances travel as their [n] per-leaf values, not recomputed from all models)."""
+    n = base.num_nodes(params_n)
+    mixed_n = mixing.mix_rows(base.all_nodes(params_n, tick), graph, tick.offset, n)
+    if corr.target == "none":
+        return mixed_n
+    var_all = base.all_nodes(variance.correctable_variance(params_n, corr), tick)
+    return _corrected(mixed_n, mixing.mix_rows(var_all, graph, tick.offset, n), corr)
+
+
 def end_of_tick(corr: variance.CorrectionConfig, params_N: PyTree, inbox: None,
                 consts: base.Consts, tick: base.Tick) -> tuple[PyTree, None, jax.Array]:
     n = base.num_nodes(params_N)
 
-    def mix(p: PyTree) -> PyTree:  # sharded: every model here, this device's rows kept
-        return base.own_rows(sync_mix(base.all_nodes(p, tick), consts.graph, corr), tick, n)
+    def mix(p: PyTree) -> PyTree:
+        if tick.axis is None:
+            return sync_mix(p, consts.graph, corr)
+        return sharded_mix(p, consts.graph, corr, tick)
 
     params_N = jax.lax.cond(tick.round_end, mix, lambda p: p, params_N)
     return params_N, inbox, jax.numpy.broadcast_to(tick.round_end, (n,))
