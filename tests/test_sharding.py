@@ -66,12 +66,14 @@ SCRIPT = textwrap.dedent(
                 devices=len(k.sharding.device_set), metrics=[m1, m2],
                 merges=np.asarray(state.merges).tolist())
         out[f"{algo}|{topo}|{extra}"] = res
-    # The compiled sharded step of a LeNet-5 gossip_vc run: its dots and collectives.
+    # The compiled sharded step of a LeNet-5 gossip_vc run: its dots and collectives
+    # (and on a ring, whose sent models go to the two adjacent devices only).
     cfg = cfg_for("gossip_vc", "random_regular", "")
     cfg.model, cfg.num_nodes, cfg.slots, cfg.shard_nodes = "lenet5", 64, 16, "true"
     hlo = {}
-    for shard in ("false", "true"):
-        cfg.shard_nodes = shard
+    for shard in ("false", "true", "ring"):
+        cfg.shard_nodes = "false" if shard == "false" else "true"
+        cfg.topology = "ring" if shard == "ring" else "random_regular"
         sim = Simulation(cfg, "gossip_vc", ds)
         e = sim.engine
         txt = e._step.lower(sim.init_state(), e.consts, e.plan).compile().as_text()
@@ -81,7 +83,7 @@ SCRIPT = textwrap.dedent(
                           r"collective-permute|all-to-all)\\(", line)
             if m:
                 ops.setdefault(m.group(3), []).append([int(d) for d in m.group(2).split(",") if d])
-        hlo[shard] = dict(ops=ops, slots=e.work.slots, devices=e.devices)
+        hlo[shard] = dict(ops=ops, slots=e.work.slots, devices=e.devices, halo=e.halo)
     print("RESULT" + json.dumps(dict(runs=out, hlo=hlo)))
     """
 )
@@ -137,6 +139,16 @@ def test_each_device_trains_only_its_own_nodes(sharded):
     gathered = {shape[0] for shape in eight["ops"]["all-gather"]}
     assert gathered == {k}
     assert "all-gather" not in one["ops"]
+
+
+def test_a_ring_sends_only_to_the_adjacent_devices(sharded):
+    """Halo exchange: one ppermute per shift (+1, -1) of the K / D sent models; no gather."""
+    ring = sharded["hlo"]["ring"]
+    k = sharded["hlo"]["false"]["slots"]
+    assert ring["devices"] == 8 and ring["halo"] == [1, 7]
+    assert "all-gather" not in ring["ops"] and "all-reduce" not in ring["ops"]
+    assert {shape[0] for shape in ring["ops"]["collective-permute"]} == {k // 8}
+    assert {shape[0] for shape in ring["ops"]["dot"] if len(shape) == 3} == {k // 8}
 
 
 def test_uneven_split_is_rejected_with_a_clear_message(monkeypatch):

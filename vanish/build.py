@@ -115,6 +115,23 @@ def devices_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int) ->
     return 1
 
 
+def halo_shifts(topo: topology.Topology, devices: int, algo: base.Algorithm,
+                net: network.Plan | None) -> tuple[int, ...] | None:
+    """The device shifts (receiver's device - sender's, mod D) that the graph's edges cross
+    when node i sits on device i // (N / D); None (an all-gather) when nearly all shifts
+    occur (random graphs: a gather moves no more) or messages may leave the graph (network
+    plans, FL's star).
+    A ring or a torus needs 2 shifts: its sent models go to the two adjacent devices only.
+    """
+    if devices == 1 or net is not None or algo.topology != "graph":
+        return None
+    place = np.arange(topo.n) // (topo.n // devices)
+    shifts = set(((place[topo.receivers] - place[topo.senders]) % devices).tolist()) - {0}
+    if len(shifts) >= devices - 1:  # a ppermute per other device: no better than a gather
+        return None
+    return tuple(sorted(int(x) for x in shifts))
+
+
 def plan_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int,
              is_client: np.ndarray, net: network.Plan | None = None, devices: int = 1
              ) -> tuple[schedule.Schedule, schedule.WorkList, int]:
@@ -197,6 +214,7 @@ class Components:
     fuse: int
     reset_opt: bool
     devices: int  # devices the node axis is split over (1: not split)
+    halo: tuple[int, ...] | None  # device shifts the sent models take (None: all-gather)
     eval_nodes: int
     network: network.Plan | None  # faults and dynamics; None = fault-free
 
@@ -268,6 +286,7 @@ def components(cfg: ml_collections.ConfigDict, name: str, dataset: Dataset) -> C
         schedule=sched, work=work, model=model, tx=tx, input_shape=input_shape, consts=consts,
         keys=keys, batch_size=int(cfg.batch_size), merge_slots=merge_slots,
         fuse=int(cfg.fuse), reset_opt=bool(cfg.reset_opt_on_merge), devices=devices,
+        halo=halo_shifts(topo, devices, algo, net),
         eval_nodes=_capped(cfg, int(cfg.eval_nodes)), network=net)
 
 

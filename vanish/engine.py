@@ -27,8 +27,10 @@ Scale-out (devices > 1): the node axis is split over a 1-D mesh 'nodes' of the d
 hosts after jax.distributed.initialize), and the whole chunk step runs under `shard_map`:
 each device holds N/D nodes and a per-device work plan (`schedule.pack(..., devices=D)`:
 block d of every chunk lists device d's trainers), so it trains only its own K/D slots. What
-crosses devices is what the rules need: the sent models once per chunk (`all_gather`, then
-each device scatters into its own inboxes: `Sent.dest` made local), the FL server's row at
+crosses devices is what the rules need: the sent models once per chunk (`all_gather`, or
+on graphs whose edges reach only a few adjacent devices, such as a ring or a torus, one
+`ppermute` per device shift: `build.halo_shifts`; then each device scatters into its own
+inboxes: `Sent.dest` made local), the FL server's row at
 a round end (`base.node_row`, a psum), all models at a D-PSGD round (`base.all_nodes`), and
 the network counters (psum). Results do not depend on the device count up to the order of
 floating-point sums in an inbox (tested to 1e-6).
@@ -107,7 +109,8 @@ class Engine:
                  tx: Any, init_params: Callable[[], PyTree], work: schedule.WorkList,
                  consts: base.Consts, *, batch_size: int, train_key: jax.Array, fuse: int = 0,
                  reset_opt: bool = False, merge_slots: int = 8, devices: int = 1,
-                 network_spec: network.Spec | None = None):
+                 network_spec: network.Spec | None = None,
+                 halo: tuple[int, ...] | None = None):
         self.algorithm, self.tx, self.work = algorithm, tx, work
         self.network_spec = network_spec
         self._init_params = init_params
@@ -127,8 +130,14 @@ class Engine:
         self.consts = consts
         self.plan = device_plan(work)
         axis = None if self.mesh is None else AXIS
+        # Sent models cross devices by an all-gather, or (halo: the device shifts that the
+        # graph's edges cross, build.halo_shifts) by one ppermute per shift.
+        self.halo = None if self.mesh is None else halo
+        exchange = None if axis is None else functools.partial(_exchange, self.devices,
+                                                                self.halo)
         step = functools.partial(_chunk_step, algorithm, train_step, tx, int(batch_size),
-                                 bool(reset_opt), int(merge_slots), network_spec, axis)
+                                 bool(reset_opt), int(merge_slots), network_spec, axis,
+                                 exchange)
         if self.mesh is not None:
             rep = _replicated(self.mesh)
             self.consts = _put_global(consts, rep)
@@ -264,9 +273,21 @@ def _local_consts(consts: base.Consts, offset: jax.Array, n: int) -> base.Consts
     return consts._replace(threshold=rows(consts.threshold), is_client=rows(consts.is_client))
 
 
+def _exchange(devices: int, halo: tuple[int, ...] | None, tree: PyTree) -> PyTree:
+    """Every device's sent block to the devices that may hold its receivers: all of them
+    (all-gather, in device order), or this device's own block followed by the blocks of the
+    devices `s` places before it, for each shift s of the halo (ring, torus: 2 ppermutes)."""
+    if halo is None:
+        return jax.lax.all_gather(tree, AXIS, tiled=True)
+    blocks = [tree] + [jax.lax.ppermute(tree, AXIS, [(d, (d + s) % devices)
+                                                    for d in range(devices)]) for s in halo]
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *blocks)
+
+
 def _chunk_step(algo: base.Algorithm, train_step: Callable[..., nodes.TrainStep], tx: Any,
                 batch_size: int, reset_opt: bool, merge_slots: int,
-                spec: network.Spec | None, axis: str | None, state: SimState,
+                spec: network.Spec | None, axis: str | None,
+                exchange: Callable[[PyTree], PyTree] | None, state: SimState,
                 consts: base.Consts, plan: Plan) -> SimState:
     """One chunk. axis=None: the whole node axis here. axis='nodes' (under shard_map): this
     device's n = N / D nodes, from global row `offset`; plan rows are this device's block."""
@@ -307,11 +328,12 @@ def _chunk_step(algo: base.Algorithm, train_step: Callable[..., nodes.TrainStep]
             online_N = network.online(consts.net, tick, offset + jnp.arange(n))
     emit = algo.emit
     if axis is not None:
-        # Every device's sent models to every device, once per chunk; each then scatters
-        # only into its own inboxes.
+        # The sent models to the devices that hold receivers, once per chunk; each then
+        # scatters only into its own inboxes.
+        assert exchange is not None
         if sent.dest is None:
             sent = sent._replace(dest=base.destinations(sent, consts.graph))
-        sent, arrive_KD = jax.lax.all_gather((sent, arrive_KD), axis, tiled=True)
+        sent, arrive_KD = exchange((sent, arrive_KD))
 
         def emit(ib: PyTree, s: base.Sent, cs: base.Consts) -> PyTree:
             return algo.emit(ib, _localize(s, offset, n), cs)

@@ -43,7 +43,7 @@ class Simulation:
             c.algorithm, nodes.make_train_step(c.model, c.tx), c.tx, init, c.work, c.consts,
             batch_size=c.batch_size, train_key=c.keys["train"], fuse=c.fuse,
             reset_opt=c.reset_opt, merge_slots=c.merge_slots, devices=c.devices,
-            network_spec=None if c.network is None else c.network.spec)
+            network_spec=None if c.network is None else c.network.spec, halo=c.halo)
         self.network = c.network
         # Accuracy is the honest nodes' (Byzantine nodes' own models are not the result).
         self.eval_mask = c.is_client if c.network is None else c.is_client & ~c.network.byzantine
