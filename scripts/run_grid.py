@@ -16,11 +16,13 @@ metrics.jsonl cut to the curves' keys, ~20 KB): that folder is committed, result
 reads it, and a run already archived counts as done.
 
     python scripts/run_grid.py --archive         # archive finished workdirs, nothing run
+    python scripts/run_grid.py --tables          # docs/RESULTS.md grid sections + figures
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -61,6 +63,49 @@ def _cells() -> list[Cell]:
 
 
 CELLS = _cells()
+
+
+class Table(NamedTuple):
+    """A section of docs/RESULTS.md, built from archived cells by scripts/results_table.py."""
+
+    name: str  # the section markers <!-- results:NAME --> in docs/RESULTS.md
+    cells: tuple[str, ...]
+    by: str  # results_table --by
+    figure: str  # results_table --figure FIELD (ticks to target vs FIELD)
+
+
+TABLES = (
+    Table("noniid", ("iid_n50", "alpha0.1_n50", "alpha0.5_n50", "alpha5.0_n50"),
+          "partition,alpha", "alpha"),
+    Table("topology", ("iid_n50", "rr3_n50", "rr16_n50", "ring_n50", "erdos_renyi_n50",
+                       "barabasi_albert_n50", "watts_strogatz_n50"), "topology,degree", "degree"),
+    Table("size_lenet", ("iid_n50", "lenet_n100", "lenet_n200"), "num_nodes", "num_nodes"),
+    Table("size_mlp", tuple(f"mlp_n{n}" for n in (50, 100, 200, 500, 1000)), "num_nodes",
+          "num_nodes"),
+)
+
+
+def tables(archive: Path, results: Path, figures: Path) -> int:
+    """Regenerates every table, figure and accuracy-curve figure from the archived cells
+    (those not yet archived are left out; a table with none is skipped)."""
+    spec = importlib.util.spec_from_file_location("results_table",
+                                                  Path(__file__).parent / "results_table.py")
+    assert spec is not None and spec.loader is not None
+    rt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rt)
+    for t in TABLES:
+        have = [str(archive / c) for c in t.cells if (archive / c).is_dir()]
+        if not have:
+            print(f"{t.name}: no archived cell yet, skipped")
+            continue
+        rc = rt.main([*have, "--by", t.by, "--into", f"{results}:{t.name}",
+                      "--json", str(archive.parent / f"results_{t.name}.json"),
+                      "--figure", f"{t.figure}:{figures / f'grid_tta_{t.name}.png'}",
+                      "--curves", str(figures / f"grid_acc_{t.name}.png")])
+        print(f"{t.name}: {len(have)} of {len(t.cells)} cells -> {results} (exit {rc})")
+        if rc:
+            return rc
+    return 0
 
 
 def done(workdir: Path, ticks: int) -> bool:
@@ -104,7 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="print cells and their state only")
     p.add_argument("--archive", action="store_true",
                    help="archive finished workdirs into --archive-root only; run nothing")
+    p.add_argument("--tables", action="store_true",
+                   help="regenerate docs/RESULTS.md's grid sections and figures from the "
+                        "archive; run nothing")
     args = p.parse_args(argv)
+    if args.tables:
+        return tables(Path(args.archive_root), ROOT / "docs" / "RESULTS.md",
+                      ROOT / "docs" / "figures")
     names = {c.name for c in CELLS}
     only = [s for s in args.only.split(",") if s]
     unknown = sorted(set(only) - names)
