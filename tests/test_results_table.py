@@ -92,3 +92,27 @@ def test_curves_figure_and_marked_section(tmp_path):
     doc.write_text("no markers\n")
     assert rt.main([str(tmp_path / "runs"), "--into", f"{doc}:size"]) == 1
     assert doc.read_text() == "no markers\n"
+
+
+def test_run_grid_tables_fill_every_section_with_archived_cells(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "run_grid", Path(__file__).parents[1] / "scripts" / "run_grid.py")
+    rg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rg)
+    archive = tmp_path / "docs" / "grid"
+    for n in (50, 100):  # two archived cells of the MLP size table, two seeds each
+        for s in range(2):
+            wd = _workdir(archive / f"mlp_n{n}", n, s, dict(fl=100, gossip=None, gossip_vc=150))
+            _curves(wd, ("fl", "gossip", "gossip_vc"), dict(fl=0.8, gossip=0.3, gossip_vc=0.8))
+    for n in (50, 100):  # _workdir nests them as <cell>/n<N>/seed<s>: flatten to <cell>/seed<s>
+        for wd in (archive / f"mlp_n{n}" / f"n{n}").iterdir():
+            wd.rename(archive / f"mlp_n{n}" / wd.name)
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("".join(f"<!-- results:{t.name} -->\n<!-- /results:{t.name} -->\n"
+                           for t in rg.TABLES))
+    assert rg.tables(archive, doc, tmp_path / "figures") == 0
+    text = doc.read_text()
+    assert "| 100 | gossip | 2 | never |" in text and "| 50 | gossip_vc | 2 | 150 ± 0 |" in text
+    assert "<!-- results:noniid -->\n<!-- /results:noniid -->" in text  # no cell: untouched
+    assert (tmp_path / "figures" / "grid_acc_size_mlp.png").stat().st_size > 1000
+    assert (tmp_path / "docs" / "results_size_mlp.json").is_file()
