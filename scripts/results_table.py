@@ -109,6 +109,8 @@ def aggregate(runs: Sequence[Path], by: Sequence[str]) -> list[dict[str, Any]]:
         for algo in algos:
             have = sum(algo in s for _, s, _ in members)  # an unfinished workdir may lack it
             row: dict[str, Any] = dict(zip(by, key), algorithm=algo, seeds=have)
+            ends = [s[algo].get("final_tick") for _, s, _ in members if algo in s]
+            row["horizon"] = max((int(t) for t in ends if t is not None), default=None)
             for metric, _ in METRICS:
                 vals = [s[algo].get(metric) for _, s, _ in members if algo in s]
                 row[metric] = _stats([float(v) for v in vals if v is not None])
@@ -149,27 +151,47 @@ def markdown(rows: Sequence[dict[str, Any]], by: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(rows: Sequence[dict[str, Any]], field: str, path: str) -> None:
-    """Ticks to target vs `field`, one line per algorithm, error bars = sd over seeds."""
+def figure(rows: Sequence[dict[str, Any]], field: str, path: str,
+           by: Sequence[str] = ()) -> None:
+    """Ticks to target vs `field`, one line per algorithm, error bars = sd over seeds.
+
+    field 'group': one categorical point per group, labelled by all the `by` fields."""
+    if field == "group":
+        rows = [dict(r, group=" ".join(str(r[f]) for f in by)) for r in rows]
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for algo in sorted({r["algorithm"] for r in rows}):
-        pts = [(r[field], *r["ticks_to_target"]) for r in rows
-               if r["algorithm"] == algo and r["ticks_to_target"]]
-        if not pts:
-            continue
-        pts.sort(key=lambda p: (str(type(p[0])), p[0]))
-        xs = [str(p[0]) for p in pts] if any(isinstance(p[0], str) for p in pts) else [
-            p[0] for p in pts]
-        ax.errorbar(xs, [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
-                    label=algo)
-    ax.set_xlabel(field)
+    as_text = any(isinstance(r[field], str) for r in rows)
+    fig, ax = plt.subplots(figsize=(7, 4) if as_text else (5, 3.5))
+    x = (lambda v: str(v)) if as_text else (lambda v: v)  # noqa: E731
+    algos = sorted({r["algorithm"] for r in rows})
+    colors = {a: f"C{i}" for i, a in enumerate(algos)}  # one colour per algorithm throughout
+    for algo in algos:
+        mine = sorted((r for r in rows if r["algorithm"] == algo),
+                      key=lambda r: (str(type(r[field])), r[field]))
+        pts = [r for r in mine if r["ticks_to_target"]]
+        color = colors[algo]
+        if pts:
+            ax.errorbar([x(r[field]) for r in pts], [r["ticks_to_target"][0] for r in pts],
+                        yerr=[r["ticks_to_target"][1] for r in pts], marker="o", capsize=3,
+                        label=algo, color=color, ls=":" if as_text else "-")
+            for r in pts:  # some seeds never got there: the mean is over the others
+                if r["never"]:
+                    ax.annotate(f"{r['never']}/{r['seeds']} never",
+                                (x(r[field]), r["ticks_to_target"][0]), fontsize=7,
+                                xytext=(4, 4), textcoords="offset points", color=color)
+        missed = [r for r in mine if not r["ticks_to_target"] and r["horizon"]]
+        if missed:  # no seed got there: a hollow marker at the horizon (a lower bound)
+            ax.scatter([x(r[field]) for r in missed], [r["horizon"] for r in missed],
+                       marker="^", facecolors="none", edgecolors=color,
+                       label=f"{algo}: never (> horizon)")
+    if as_text:
+        ax.tick_params(axis="x", labelsize=7, labelrotation=30)
+    ax.set_xlabel(field if field != "group" else ", ".join(by))
     ax.set_ylabel("ticks to target")
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -258,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default="", help="write the markdown table here (else stdout)")
     ap.add_argument("--json", default="", help="also write the aggregated rows as JSON")
     ap.add_argument("--figure", action="append", default=[],
-                    help="FIELD:PATH, ticks to target vs FIELD (repeatable)")
+                    help="FIELD:PATH, ticks to target vs FIELD, or vs 'group' (every --by "
+                         "field; categorical) (repeatable)")
     ap.add_argument("--curves", default="",
                     help="PATH: accuracy vs tick, one panel per group (needs metrics.jsonl)")
     ap.add_argument("--into", default="",
@@ -271,9 +294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = aggregate(runs, by)
         for spec in args.figure:
             field, _, path = spec.partition(":")
-            if not path or field not in by:
-                raise ResultsError(f"--figure {spec!r}: use FIELD:PATH with FIELD one of {by}")
-            figure(rows, field, path)
+            if not path or field not in [*by, "group"]:
+                raise ResultsError(f"--figure {spec!r}: use FIELD:PATH with FIELD one of "
+                                   f"{by} or 'group'")
+            figure(rows, field, path, by)
         if args.curves:
             curves_figure(runs, by, args.curves)
         table = markdown(rows, by)

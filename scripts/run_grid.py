@@ -78,7 +78,7 @@ TABLES = (
     Table("noniid", ("iid_n50", "alpha0.1_n50", "alpha0.5_n50", "alpha5.0_n50"),
           "partition,alpha", "alpha"),
     Table("topology", ("iid_n50", "rr3_n50", "rr16_n50", "ring_n50", "erdos_renyi_n50",
-                       "barabasi_albert_n50", "watts_strogatz_n50"), "topology,degree", "degree"),
+                       "barabasi_albert_n50", "watts_strogatz_n50"), "topology,degree", "group"),
     Table("size_lenet", ("iid_n50", "lenet_n100", "lenet_n200"), "num_nodes", "num_nodes"),
     Table("size_mlp", tuple(f"mlp_n{n}" for n in (50, 100, 200, 500, 1000)), "num_nodes",
           "num_nodes"),
