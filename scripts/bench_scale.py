@@ -154,6 +154,7 @@ def one(case: str, n: int, model: str, ticks: int, warmup: int) -> dict[str, Any
     return dict(
         case=case, algorithm=algo, topology=topo, n=sim.n, model=model, devices=d,
         slots=work.slots, slots_per_device=work.slots // d, dot_batches=batches,
+        halo=None if e.halo is None else list(e.halo),
         collectives=kinds, chunks_per_tick=chunks_per_tick, row_bytes=row_bytes,
         moved_bytes_per_tick=moved, needed_bytes_per_tick=per_tick["contiguous"],
         needed_bytes_per_tick_partitioned=per_tick["partition"],
@@ -190,6 +191,9 @@ def main() -> None:
     ap.add_argument("--model", default="lenet5")
     ap.add_argument("--ticks", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--cases", default="gossip_vc@random_regular,gossip_vc@ring,fl@star",
+                    help="strong-scaling cases, algorithm@topology")
+    ap.add_argument("--no-weak", action="store_true", help="skip the weak-scaling runs")
     ap.add_argument("--one", default="", help=argparse.SUPPRESS)  # child: "case,n"
     ap.add_argument("--out", default="bench_scale.json")
     args = ap.parse_args()
@@ -197,7 +201,7 @@ def main() -> None:
         case, n = args.one.split(",")
         print("ROW " + json.dumps(one(case, int(n), args.model, args.ticks, args.warmup)))
         return
-    strong = ("gossip_vc@random_regular", "gossip_vc@ring", "fl@star")
+    strong = tuple(c for c in args.cases.split(",") if c)
     result: dict[str, Any] = dict(cpu_count=os.cpu_count(), machine=platform.machine(),
                                   model=args.model, rows=[])
     print(f"{'scaling':7} {'case':26} {'N':>5} {'D':>2} {'K/D':>4} {'dot batch':>9} "
@@ -207,7 +211,8 @@ def main() -> None:
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={d}",
                    JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
         runs = [("strong", c, args.n) for c in strong]
-        runs.append(("weak", "gossip_vc@random_regular", args.weak * d))
+        if not args.no_weak:
+            runs.append(("weak", "gossip_vc@random_regular", args.weak * d))
         for scaling, case, n in runs:
             if scaling == "weak" and n == args.n:  # the same run as the strong one
                 row = next(r for r in result["rows"] if r.get("case") == case
