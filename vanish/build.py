@@ -94,7 +94,7 @@ def devices_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int) ->
     mode, count = str(cfg.shard_nodes), jax.device_count()
     if mode == "false" or count == 1:
         return 1
-    reason, fits = None, count
+    reason, fits = None, 1  # fits: the most devices that split n evenly, if not all
     if not algo.shardable:
         reason = f"{algo.name} reads all nodes' state at once and is not written for shards"
     elif cfg.masked_baseline:
@@ -107,7 +107,7 @@ def devices_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int) ->
         return count
     if mode == "true" or jax.process_count() > 1:  # several processes cannot fall back
         raise config_lib.ConfigError(f"config.shard_nodes = {mode!r}: {reason}")
-    if fits > 1 and algo.shardable and not cfg.masked_baseline:
+    if fits > 1:
         log.warning("shard_nodes='auto': %s; splitting them over %d of the %d devices",
                     reason, fits, count)
         return fits
