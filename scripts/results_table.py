@@ -79,6 +79,12 @@ def _defaults() -> dict[str, Any]:
     return dict(config.default_config().to_dict())
 
 
+def _group_order(key: tuple[Any, ...]) -> tuple[tuple[int, float, str], ...]:
+    """Groups in order: numbers by value (50 before 100), then text."""
+    return tuple((0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool)
+                 else (1, 0.0, str(v)) for v in key)
+
+
 def aggregate(runs: Sequence[Path], by: Sequence[str]) -> list[dict[str, Any]]:
     """One row per (group, algorithm): seeds, stats of every metric, speed-up ratios."""
     groups: dict[tuple[Any, ...], list[tuple[dict[str, Any], dict[str, Any], Path]]] = (
@@ -93,7 +99,7 @@ def aggregate(runs: Sequence[Path], by: Sequence[str]) -> list[dict[str, Any]]:
             raise ResultsError(f"{wd}: config has no field(s) {missing}")
         groups[tuple(cfg[f] for f in by)].append((cfg, summary, wd))
     rows = []
-    for key in sorted(groups, key=lambda k: tuple(str(v) for v in k)):
+    for key in sorted(groups, key=_group_order):
         members = groups[key]
         ref_cfg, _, ref_wd = members[0]
         for cfg, _, wd in members[1:]:
@@ -230,7 +236,7 @@ def curves_figure(runs: Sequence[Path], by: Sequence[str], path: str) -> None:
         key = tuple(cfg.get(f) for f in by)
         groups[key].append(wd)
         targets[key] = float(cfg.get("target_accuracy", 0.0))
-    keys = sorted(groups, key=lambda k: tuple(str(v) for v in k))
+    keys = sorted(groups, key=_group_order)
     cols = min(4, len(keys))
     rows_ = -(-len(keys) // cols)
     fig, axes = plt.subplots(rows_, cols, figsize=(3.4 * cols, 2.6 * rows_), squeeze=False,

@@ -116,3 +116,10 @@ def test_run_grid_tables_fill_every_section_with_archived_cells(tmp_path):
     assert "<!-- results:noniid -->\n<!-- /results:noniid -->" in text  # no cell: untouched
     assert (tmp_path / "figures" / "grid_acc_size_mlp.png").stat().st_size > 1000
     assert (tmp_path / "docs" / "results_size_mlp.json").is_file()
+
+
+def test_groups_are_ordered_by_number_not_by_text(tmp_path):
+    for n in (1000, 50, 200):
+        _workdir(tmp_path, n, 0, dict(gossip_vc=100))
+    rows = rt.aggregate(rt.find_runs([tmp_path]), ["num_nodes"])
+    assert [r["num_nodes"] for r in rows] == [50, 200, 1000]
