@@ -185,6 +185,8 @@ CASES = [
     field("target_accuracy", "2", r"config\.target_accuracy = 2\.0 must be in \[0, 1\]"),
     field("eval_nodes", "0", r"config\.eval_nodes = 0 must be >= 1"),
     field("max_nodes_per_chunk", "-1", r"config\.max_nodes_per_chunk = -1 must be >= 0"),
+    field("coordinator_address", "localhost:99999",
+          r"config\.coordinator_address = 'localhost:99999' must be 'host:port' with a port"),
     field("slots", "-1", r"config\.slots = -1 must be >= 0"),
     field("wandb_mode", "sometimes", r"unknown W&B mode 'sometimes'"),
     bad("wandb_without_project", "--config.wandb=True", "--config.wandb_project=",

@@ -282,6 +282,17 @@ def _ok(field: str, value: Any, cfg: ml_collections.ConfigDict) -> str | None:
     return None
 
 
+def _host_port(field: str, value: Any, cfg: ml_collections.ConfigDict) -> str | None:
+    """'' (from the environment) or 'host:port' with a port in 1..65535."""
+    if value == "":
+        return None
+    host, _, port = str(value).rpartition(":")
+    if host and port.isdigit() and 1 <= int(port) <= 65535:
+        return None
+    return (f"config.{field} = {value!r} must be 'host:port' with a port in 1..65535 "
+            "(e.g. 'host0:1234'), or '' to read it from the environment")
+
+
 def _one_of(what: str) -> Rule:
     def rule(field: str, value: Any, cfg: ml_collections.ConfigDict) -> str | None:
         if value in CHOICES[field]:
@@ -578,7 +589,7 @@ FIELD_RULES: dict[str, Rule] = {
     "masked_baseline": _ok,
     "shard_nodes": _one_of("shard_nodes mode"),
     "distributed": _ok,
-    "coordinator_address": _ok,
+    "coordinator_address": _host_port,
     "num_processes": _at_least(0, " (0 = from the environment)"),
     "process_id": _at_least(-1, " (-1 = from the environment)"),
 }

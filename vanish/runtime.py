@@ -110,6 +110,10 @@ def join_processes(coordinator_address: str = "", num_processes: int = 0,
         pid = int(env["VANISH_PROCESS_ID"]) if "VANISH_PROCESS_ID" in env else None
     # Only the CPU client reads this; accelerators use their own collectives.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    print(f"vanish: joining {procs or 'the detected'} processes as process "
+          f"{'(detected)' if pid is None else pid} through {addr or 'the detected coordinator'};"
+          " waits (up to JAX's 5 min) until every process has started", file=sys.stderr,
+          flush=True)
     try:
         jax.distributed.initialize(coordinator_address=addr, num_processes=procs,
                                    process_id=pid)
