@@ -96,7 +96,7 @@ def device_plan(work: schedule.WorkList) -> Plan:
                                             padded.last)))
 
 
-AXIS = "nodes"  # the mesh axis of the node dimension
+AXIS = nodes.NODE_AXIS  # the mesh axis of the node dimension
 # SimState fields whose leaves carry the node axis (split over devices); the others are
 # replicated scalars, keys, counters and the in-flight ring (which holds gathered messages).
 NODE_FIELDS = ("params", "opt_state", "inbox", "train_count", "merges", "loss_sum", "loss_n")

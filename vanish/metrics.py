@@ -109,14 +109,11 @@ def make_evaluator(model: Any, nodes_per_chunk: int = 64,
 
     if mesh is None:
         return jax.jit(evaluate)
-    split, rep = P(_NODE_AXIS), P()
+    split, rep = P(nodes.NODE_AXIS), P()
     return jax.jit(jax.shard_map(
-        functools.partial(evaluate, axis=_NODE_AXIS), mesh=mesh,
+        functools.partial(evaluate, axis=nodes.NODE_AXIS), mesh=mesh,
         in_specs=(split, rep, rep, split, split, split, split, split), out_specs=rep,
         check_vma=False))
-
-
-_NODE_AXIS = "nodes"  # engine.AXIS (metrics sits above the engine in the module order)
 
 
 def _consensus_sharded(tree_n: PyTree, psum: Callable[[jax.Array], jax.Array],

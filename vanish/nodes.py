@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import optax
 
 PyTree = Any
+# The mesh axis of the stacked node dimension when it is split over devices (engine.py).
+NODE_AXIS = "nodes"
 
 
 def init_params(
