@@ -26,10 +26,10 @@ background (it checkpoints and resumes), or cut `--config.ticks`.
 Measured result (docs/RESULTS.md "Network size", scripts/run_grid.py: 3000 ticks, seeds
 0-2, target 0.8), with the MLP (`--config.model=mlp`; 3 seeds of LeNet-5 at N >= 100 did
 not fit this CPU): plain gossip's plateau grows with N (final mean node accuracy 0.78 /
-0.75 / 0.71 / 0.26 / 0.10 at N = 50 / 100 / 200 / 500 / 1000; at N = 1000 it never leaves
+0.75 / 0.71 / 0.26 / 0.11 at N = 50 / 100 / 200 / 500 / 1000; at N = 1000 it never leaves
 chance, kernel variance 0.1% of initial), while gossip_vc reaches the target at every N
-(MLP-N1000-TTA ticks at N = 1000; fl needs 0.7-1.1x its ticks). gossip / gossip_vc ticks
-to target: 5.4x at N = 50 (the one seed where plain gossip arrived), > MLP-N1000-RATIO x at
+(750 ± 229 ticks at N = 1000; fl needs 0.7-1.1x its ticks). gossip / gossip_vc ticks
+to target: 5.4x at N = 50 (the one seed where plain gossip arrived), > 4.0x at
 N = 1000 (it never did). Runtime of the MLP at N = 1000: about 35 min per seed for the
 three algorithms, pinned to one core beside other work.
 """
