@@ -76,7 +76,7 @@ class Table(NamedTuple):
 
 TABLES = (
     Table("noniid", ("iid_n50", "alpha0.1_n50", "alpha0.5_n50", "alpha5.0_n50"),
-          "partition,alpha", "alpha"),
+          "partition,alpha", "group"),
     Table("topology", ("iid_n50", "rr3_n50", "rr16_n50", "ring_n50", "erdos_renyi_n50",
                        "barabasi_albert_n50", "watts_strogatz_n50"), "topology,degree", "group"),
     Table("size_lenet", ("iid_n50", "lenet_n100", "lenet_n200"), "num_nodes", "num_nodes"),
