@@ -181,13 +181,6 @@ def all_nodes(tree_N: PyTree, tick: Tick) -> PyTree:
     return lax.all_gather(tree_N, tick.axis, tiled=True)
 
 
-def own_rows(tree_all: PyTree, tick: Tick, n: int) -> PyTree:
-    """This device's n rows of an all-nodes tree (the inverse of all_nodes)."""
-    if tick.axis is None:
-        return tree_all
-    return jax.tree.map(lambda x: lax.dynamic_slice_in_dim(x, tick.offset, n), tree_all)
-
-
 def zeros(tree: PyTree) -> PyTree:
     """Cleared inbox rows: every leaf zero (the accumulator inboxes)."""
     return jax.tree.map(jnp.zeros_like, tree)
