@@ -219,6 +219,7 @@ def _tmp_checkpoints(workdir: Path, algorithm: str) -> list[str]:
 # ----------------------------------------------------------------------------- kill -9
 
 
+@pytest.mark.slow
 def test_kill9_at_three_points_then_rerun_is_bit_identical(reference, cli, tmp_path, seed):
     rng = random.Random(seed)
     delays = [rng.uniform(0.0, 0.6), rng.uniform(0.0, 0.3)]
@@ -274,6 +275,7 @@ def _stopped(run: Cli) -> tuple[str, str, int, int, str]:
     return name, algorithm, int(tick), command
 
 
+@pytest.mark.slow
 def test_sigint_sigterm_and_a_second_signal(reference, cli, tmp_path):
     workdir = tmp_path / "run"
 

@@ -154,6 +154,7 @@ def offline_runs(wandb_dir: Path) -> dict[Path, dict[str, Any]]:
     return {p: read_wandb_run(p) for p in sorted(wandb_dir.glob("wandb/offline-run-*/*.wandb"))}
 
 
+@pytest.mark.slow
 @pytest.mark.wandb
 def test_wandb_offline_runs_hold_config_scalars_summary_and_figures(tmp_path):
     env = cli_env(tmp_path, VANISH_TCMALLOC="0")
@@ -212,6 +213,7 @@ def test_wandb_offline_runs_hold_config_scalars_summary_and_figures(tmp_path):
 # --------------------------------------------------------------------------------- TFDS
 
 
+@pytest.mark.slow
 @pytest.mark.tfds
 def test_tfds_dataset_prepared_by_tfds_loads_and_trains(tmp_path):
     data_dir = tmp_path / "tensorflow_datasets"

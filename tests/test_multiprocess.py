@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Slow (minutes): run by `python -m pytest -m slow` and by CI, not by the default command.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 ALGORITHMS = ("gossip_vc", "dpsgd")
 FLAGS = ["--config", str(ROOT / "experiments/default/config.py"),

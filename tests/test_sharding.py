@@ -89,6 +89,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+# The tests that use it are marked slow (~2 min on 2 cores): `python -m pytest -m slow`, and CI.
 @pytest.fixture(scope="module")
 def sharded() -> dict:
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
@@ -100,6 +101,7 @@ def sharded() -> dict:
     return json.loads(line[len("RESULT"):])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo,topo,extra", CASES)
 def test_results_do_not_depend_on_the_device_count(sharded, algo, topo, extra):
     res = sharded["runs"][f"{algo}|{topo}|{extra}"]
@@ -113,6 +115,7 @@ def test_results_do_not_depend_on_the_device_count(sharded, algo, topo, extra):
             np.testing.assert_allclose(m8[key], m1[key], rtol=1e-6, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.slow
 def test_auto_splits_over_the_most_devices_that_divide_n(sharded):
     res = sharded["runs"]["gossip_vc|ring|num_nodes=12"]
     one, six = res["false"], res["true"]
@@ -124,6 +127,7 @@ def test_auto_splits_over_the_most_devices_that_divide_n(sharded):
             np.testing.assert_allclose(m6[key], m1[key], rtol=1e-6, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.slow
 def test_each_device_trains_only_its_own_nodes(sharded):
     """No replicated training: every dot of the sharded step has batch K / devices."""
     one, eight = sharded["hlo"]["false"], sharded["hlo"]["true"]
@@ -141,6 +145,7 @@ def test_each_device_trains_only_its_own_nodes(sharded):
     assert "all-gather" not in one["ops"]
 
 
+@pytest.mark.slow
 def test_a_ring_sends_only_to_the_adjacent_devices(sharded):
     """Halo exchange: one ppermute per shift (+1, -1) of the K / D sent models; no gather."""
     ring = sharded["hlo"]["ring"]

@@ -24,10 +24,10 @@ fl, gossip and gossip_vc at 3000 ticks (scripts/run_grid.py, cells alpha*_n50), 
 
 Measured result (docs/RESULTS.md, 3 seeds, 3000 ticks, target 0.75): plain gossip never
 leaves the plateau (0.10) at any alpha. gossip_vc reaches the target near-IID (alpha 5:
-800 +- 87 ticks vs fl's 600 +- 50), at alpha 0.5 in 2 of 3 seeds (~2400 vs ~700) and at
-alpha 0.1 not at all (mean node accuracy 0.59); the global average of its nodes matches fl
-at every alpha (0.82-0.84 vs 0.82-0.86). The paper's "as fast as FL for non-IID data" does
-not hold here for the nodes' own models.
+800 +- 87 ticks vs fl's 600 +- 50), at alpha 0.5 in 2 of 3 seeds (2425 +- 177 vs fl's
+633 +- 58) and at alpha 0.1 not at all (mean node accuracy 0.59 vs fl's 0.85); the global
+average of its nodes stays near fl at every alpha (0.82-0.84 vs 0.81-0.86). The paper's
+"as fast as FL for non-IID data" does not hold here for the nodes' own models.
 """
 
 from vanish import config
