@@ -27,10 +27,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-# Config fields that identify a run's place in the grid, never its content.
-_IGNORED = {"seed", "algorithms", "eval_every", "checkpoint_every", "keep_checkpoints", "wandb",
-            "wandb_project", "wandb_mode", "fuse", "data_dir", "download", "eval_nodes",
-            "shard_nodes", "distributed", "coordinator_address", "num_processes", "process_id"}
+from vanish.config import RESULT_NEUTRAL
+
+# Config fields that may differ within a group: the seed (the spread) and those that never
+# change a run's trajectory, except the target, which sets the ticks to target.
+_IGNORED = (RESULT_NEUTRAL - {"target_accuracy"}) | {"seed"}
 METRICS = (("ticks_to_target", "ticks to target"), ("final_acc", "final acc"),
            ("final_global_acc", "global-model acc"), ("var_ratio", "var ratio"))
 

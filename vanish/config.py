@@ -61,6 +61,17 @@ CHOICES: dict[str, tuple[str, ...]] = {
 ALGORITHMS = CHOICES["algorithms"]
 BUILTIN_DATASETS = ("synthetic", "fashion_mnist")
 
+# Fields that change how a run is tracked, summarised or executed but never its trajectory:
+# a workdir resumes under a different value (run.config_hash leaves them out), and
+# scripts/results_table.py groups seeds across them (less target_accuracy, which moves the
+# ticks to target it tabulates).
+RESULT_NEUTRAL = frozenset({
+    "algorithms", "eval_every", "checkpoint_every", "keep_checkpoints", "wandb",
+    "wandb_project", "wandb_mode", "fuse", "target_accuracy", "data_dir", "download",
+    "eval_nodes",
+    # Where it runs: results do not depend on the device or process count.
+    "shard_nodes", "distributed", "coordinator_address", "num_processes", "process_id"})
+
 
 class ConfigError(ValueError):
     """A config value, file or combination that vanish refuses (reported as one line)."""

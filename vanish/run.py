@@ -55,17 +55,10 @@ class WorkdirConflictError(RuntimeError):
     """The workdir holds a run of a different config; nothing was touched."""
 
 
-# Fields that change how a run is tracked or executed but never its results.
-_RESULT_NEUTRAL = {"algorithms", "eval_every", "checkpoint_every", "keep_checkpoints", "wandb",
-                   "wandb_project", "wandb_mode", "fuse", "target_accuracy", "data_dir",
-                   "download", "eval_nodes",
-                   # Where it runs: results do not depend on the device or process count.
-                   "shard_nodes", "distributed", "coordinator_address", "num_processes",
-                   "process_id"}
 
 
 def config_hash(cfg: ml_collections.ConfigDict) -> str:
-    items = {k: v for k, v in cfg.to_dict().items() if k not in _RESULT_NEUTRAL}
+    items = {k: v for k, v in cfg.to_dict().items() if k not in config_lib.RESULT_NEUTRAL}
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
