@@ -24,8 +24,10 @@ sizes x fl, gossip, gossip_vc) about 10 h on this machine: run it size by size i
 background (it checkpoints and resumes), or cut `--config.ticks`.
 
 Measured result (docs/RESULTS.md "Network size", scripts/run_grid.py: 3000 ticks, seeds
-0-2, target 0.8), with the MLP (`--config.model=mlp`; 3 seeds of LeNet-5 at N >= 100 did
-not fit this CPU): plain gossip's plateau grows with N (final mean node accuracy 0.78 /
+0-2, target 0.8), with the MLP (`--config.model=mlp`; LeNet-5 only at N = 50 and 100, where
+gossip_vc matches fl's accuracy, fl needs 0.71-0.74x its ticks and plain gossip stays
+at chance; 3 seeds of LeNet-5 at N = 100 took ~55 min side by side on 2 cores):
+plain gossip's plateau grows with N (final mean node accuracy 0.78 /
 0.75 / 0.71 / 0.26 / 0.11 at N = 50 / 100 / 200 / 500 / 1000; at N = 1000 it never leaves
 chance, kernel variance 0.1% of initial), while gossip_vc reaches the target at every N
 (750 ± 229 ticks at N = 1000; fl needs 0.7-1.1x its ticks). gossip / gossip_vc ticks
