@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Slow (minutes): run by `python -m pytest -m slow` and by CI, not by the default command.
+# Slow (minutes): run by `python -m pytest -m slow -n0` and by CI, not by the default command.
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -89,7 +89,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-# The tests that use it are marked slow (~2 min on 2 cores): `python -m pytest -m slow`, and CI.
+# The tests that use it are marked slow (~2 min on 2 cores): `python -m pytest -m slow -n0`, and CI.
 @pytest.fixture(scope="module")
 def sharded() -> dict:
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",

@@ -55,8 +55,6 @@ class WorkdirConflictError(RuntimeError):
     """The workdir holds a run of a different config; nothing was touched."""
 
 
-
-
 def config_hash(cfg: ml_collections.ConfigDict) -> str:
     items = {k: v for k, v in cfg.to_dict().items() if k not in config_lib.RESULT_NEUTRAL}
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
