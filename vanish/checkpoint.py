@@ -32,6 +32,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vanish.errors import (CheckpointDamagedError, CheckpointMismatchError,  # noqa: F401
+                           CheckpointWriteError)
 logger = logging.getLogger(__name__)
 
 PyTree = Any
@@ -41,17 +43,7 @@ CHECKPOINT_DIR = 'checkpoints'
 _FORMAT = 1
 
 
-class CheckpointMismatchError(ValueError):
-    """The template's structure, shapes or dtypes differ from the stored checkpoint's."""
 
-
-class CheckpointDamagedError(RuntimeError):
-    """No checkpoint in a directory reads back; the message names each one and what is wrong."""
-
-
-class CheckpointWriteError(RuntimeError):
-    """A checkpoint could not be written (disk full, read-only, no permission); the earlier
-    checkpoints are intact."""
 
 
 # What a failed write says, from the OS or from tensorstore (orbax's writer), -> the reason.

@@ -32,6 +32,7 @@ from typing import Any
 
 import ml_collections
 
+from vanish.errors import ConfigError, WorkdirError  # noqa: F401 (re-exported)
 from vanish import algorithms  # the registry's names only: imports no JAX
 
 # Names each choice field accepts. This module imports nothing heavy (no jax), so the command
@@ -72,9 +73,6 @@ RESULT_NEUTRAL = frozenset({
     # Where it runs: results do not depend on the device or process count.
     "shard_nodes", "distributed", "coordinator_address", "num_processes", "process_id"})
 
-
-class ConfigError(ValueError):
-    """A config value, file or combination that vanish refuses (reported as one line)."""
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -270,9 +268,6 @@ def parse_label_subsets(text: str) -> list[list[int]]:
 # than a node's data) run in vanish/run.py right after those are built, still before the
 # workdir is touched.
 
-
-class WorkdirError(ConfigError):
-    """A workdir that cannot hold a run, or that holds run files vanish cannot read back."""
 
 
 # A rule gets (field, value, config) and returns what is wrong, or None. It runs only when the

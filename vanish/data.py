@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vanish.config import ConfigError
+from vanish.errors import DatasetError, DatasetUnavailableError
 from vanish.partition import (  # noqa: F401  (re-exported: data is the module callers know)
     SCHEMES,
     Partition,
@@ -56,13 +56,6 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 _IDX_DTYPES = {0x08: '>u1', 0x09: '>i1', 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 0x0E: '>f8'}
 
 
-class DatasetUnavailableError(RuntimeError):
-    """A dataset is neither on disk nor obtainable; the message says how to get it."""
-
-
-class DatasetError(ConfigError):
-    """A dataset file that is corrupt or inconsistent, or sizes the data cannot satisfy; the
-    message names the file or value."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -46,7 +46,8 @@ import numpy as np
 
 from vanish import schedule as schedule_lib
 from vanish.algorithms import base
-from vanish.config import ConfigError, parse_range
+from vanish.config import parse_range
+from vanish.errors import ConfigError
 from vanish.topology import Graph, Topology
 
 PyTree = Any

@@ -20,13 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vanish.config import ConfigError
+from vanish.errors import PartitionError
 
 SeedLike = int | np.random.Generator
 
-
-class PartitionError(ConfigError):
-    """Partition parameters the data cannot satisfy (too many shards, unknown scheme, ...)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

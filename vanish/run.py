@@ -47,12 +47,10 @@ from vanish import partition as partition_lib
 from vanish import topology as topology_lib
 from vanish.partition import format_label_histogram
 from vanish.simulation import Simulation, build_topology
+from vanish.errors import WorkdirConflictError
 
 log = logging.getLogger("vanish")
 
-
-class WorkdirConflictError(RuntimeError):
-    """The workdir holds a run of a different config; nothing was touched."""
 
 
 def config_hash(cfg: ml_collections.ConfigDict) -> str:

@@ -24,6 +24,7 @@ import ctypes.util
 import os
 import sys
 
+from vanish.errors import DistributedError
 _DIRS = (
     "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib/x86_64-linux-gnu",
     "/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib", "/opt/homebrew/lib",
@@ -84,9 +85,6 @@ def reexec_with_tcmalloc(argv_prefix: list[str] | None = None) -> None:
     sys.stderr.flush()
     os.execve(sys.executable, args, env)
 
-
-class DistributedError(RuntimeError):
-    """A multi-process run could not be joined (JAX already started, bad coordinates)."""
 
 
 def join_processes(coordinator_address: str = "", num_processes: int = 0,

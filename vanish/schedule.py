@@ -16,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from vanish.config import ConfigError  # draw's argument checks: bad input
+from vanish.errors import ConfigError  # draw's argument checks: bad input
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,15 +17,12 @@ import jax.numpy as jnp
 import networkx as nx
 import numpy as np
 
-from vanish.config import ConfigError
+from vanish.errors import TopologyError
 
 WEIGHTINGS = ("uniform", "metropolis", "max_degree")
 # Bounded resampling for random families that can come out disconnected.
 MAX_CONNECT_TRIES = 100
 
-
-class TopologyError(ConfigError):
-    """An invalid graph or generator argument; the message names the problem and the value."""
 
 
 class Graph(NamedTuple):
