@@ -1,36 +1,215 @@
 """Figures and tables from the metrics files (host only, matplotlib's Agg backend).
 
-    paths = plots.plot_run(workdir)  # workdir/metrics.jsonl -> accuracy.png, variance.png
+    paths = plots.plot_run(workdir, target=0.75, setup={'dataset': 'fashion_mnist', 'seeds': [0]})
+    plots.plot_seeds({'gossip_vc': [rows_seed0, rows_seed1]}, 'acc.png', setup=setup)
     print(plots.summary_table({'gossip': {'final_acc': 0.91, 'ticks_to_target': 1200}}))
+
+Every figure draws an algorithm with `style_for(name)`: one colour, dash pattern and marker
+per name in every figure, whatever else is plotted. `setup` is a plain mapping (dataset, model,
+num_nodes, topology, partition, seeds), formatted into the title by `format_setup`; this
+module never reads a run config.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import matplotlib
 
 matplotlib.use('Agg')  # no display on clusters / CI; must precede pyplot
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
+from matplotlib import ticker  # pylint: disable=wrong-import-position
+from matplotlib.axes import Axes  # pylint: disable=wrong-import-position
+from matplotlib.figure import Figure  # pylint: disable=wrong-import-position
 
 from vanish import metrics, tracking  # pylint: disable=wrong-import-position
 
 PathLike = str | os.PathLike[str]
 Records = Sequence[Mapping[str, Any]] | PathLike
+Spread = Literal['minmax', 'sd']
 
 VAR_RATIO_PREFIX = metrics.VAR_RATIO_PREFIX
+TICKS_HEADER = 'ticks to target'
 # (header, candidate summary keys): the first key present is shown.
 DEFAULT_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ('final acc', ('final_acc', 'final_accuracy', 'acc_mean')),
-    ('ticks to target', ('ticks_to_target', 'time_to_accuracy')),
+    (TICKS_HEADER, ('ticks_to_target', 'time_to_accuracy')),
     ('var ratio', ('var_ratio', 'final_var_ratio', 'var_ratio_mean')),
 )
+SPREAD_LABEL = {'minmax': 'band: min-max over seeds', 'sd': 'band: mean ± sd over seeds'}
 
+
+# --- one look per algorithm -------------------------------------------------------------------
+
+LineStyle = str | tuple[float, tuple[float, ...]]
+_SOLID: LineStyle = '-'
+_DASHED: LineStyle = (0, (5, 2))
+_SHORT_DASH: LineStyle = (0, (2.5, 1.5))
+_DASH_DOT: LineStyle = (0, (6, 1.5, 1.5, 1.5))
+_DOTTED: LineStyle = (0, (1, 1.5))
+_DASH_DOT_DOT: LineStyle = (0, (5, 1.5, 1.5, 1.5, 1.5, 1.5))
+
+
+class Style(NamedTuple):
+    """How one algorithm is drawn in every figure (see `style_for`)."""
+
+    color: str
+    linestyle: LineStyle
+    marker: str
+    zorder: float  # broken lines above solid ones, so a dashed line over a solid one shows both
+    slot: int  # staggers the markers of lines that run on top of each other
+
+    def line_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `Axes.plot`: colour, dashes, sparse markers, draw order."""
+        step = 0.1  # a marker every tenth of the axes diagonal, whatever the tick density
+        return dict(color=self.color, linestyle=self.linestyle, marker=self.marker,
+                    zorder=self.zorder, markevery=(step * (self.slot % 5) / 5, step),
+                    markersize=5, markeredgecolor='white', markeredgewidth=0.6, alpha=0.9,
+                    linewidth=1.8 if self.linestyle == _SOLID else 1.5)
+
+
+# The registered algorithms (vanish.algorithms.NAMES). A `_vc` variant keeps its family's hue
+# and is solid; the uncorrected rule is broken. gossip / gossip_vc, the comparison every
+# figure is about, get two hues. tab:red and the black/gray shades are left to the fallback.
+_TABLE: dict[str, tuple[str, LineStyle, str]] = {
+    'single': ('tab:gray', _DOTTED, 'x'),
+    'fl': ('tab:blue', _DASHED, 'o'),
+    'fl_sched': ('tab:blue', _DASH_DOT, 's'),
+    'gossip': ('tab:orange', _SHORT_DASH, 'v'),
+    'gossip_vc': ('tab:green', _SOLID, '^'),
+    'gossip_part': ('tab:brown', _DASH_DOT_DOT, 'D'),
+    'gossip_trim': ('tab:purple', _SHORT_DASH, 'P'),
+    'gossip_trim_vc': ('tab:purple', _SOLID, 'p'),
+    'gossip_median': ('tab:pink', _SHORT_DASH, 'X'),
+    'gossip_median_vc': ('tab:pink', _SOLID, 'h'),
+    'gossip_krum': ('tab:olive', _SHORT_DASH, '<'),
+    'gossip_krum_vc': ('tab:olive', _SOLID, '>'),
+    'dpsgd': ('tab:cyan', _SHORT_DASH, 'd'),
+    'dpsgd_vc': ('tab:cyan', _SOLID, '*'),
+}
+_FALLBACK_COLORS = ('tab:red', '#1a1a1a', '#7a5195', '#ef5675', '#003f5c', '#ffa600',
+                    '#2f9e44', '#8c564b', '#4c6ef5', '#e8590c')
+_FALLBACK_DASHES = (_SOLID, _DASHED, _SHORT_DASH, _DASH_DOT, _DASH_DOT_DOT)
+_FALLBACK_MARKERS = ('o', 's', '^', 'v', 'D', 'P', 'X', '*', 'h', '<', '>', 'p', 'd')
+
+
+def style_for(name: str) -> Style:
+    """The fixed look of algorithm `name`: from a table for the registered names, else
+    derived from a CRC-32 of the name (stable across processes, unlike `hash`), never from
+    the name's position among those plotted."""
+    if name in _TABLE:
+        color, dashes, marker = _TABLE[name]
+        slot = list(_TABLE).index(name)
+    else:
+        h = zlib.crc32(name.encode())
+        color = _FALLBACK_COLORS[h % len(_FALLBACK_COLORS)]
+        dashes = _FALLBACK_DASHES[(h // 16) % len(_FALLBACK_DASHES)]
+        marker = _FALLBACK_MARKERS[(h // 256) % len(_FALLBACK_MARKERS)]
+        slot = h % 97
+    return Style(color, dashes, marker, 2.0 if dashes == _SOLID else 2.5, slot)
+
+
+def _legend_order(names: Sequence[str]) -> list[str]:
+    # Registered names in registry order, then the others by name: one order in every legend.
+    table = list(_TABLE)
+    return sorted(names, key=lambda n: (table.index(n), '') if n in table else (len(table), n))
+
+
+# --- titles: the setup, as given -------------------------------------------------------------
+
+def format_setup(setup: Mapping[str, Any] | None) -> str:
+    """One line naming the setup, e.g. 'fashion_mnist · lenet5 · N=50 · random_regular ·
+    iid partition · 3 seeds (0, 1, 2)'; '' for None or {}.
+
+    Args:
+        setup: plain values under the keys dataset, model, num_nodes, topology, partition and
+            seeds (a sequence of seeds, or one int); any other key is shown as key=value.
+    """
+    if not setup:
+        return ''
+    parts = []
+    for key in ('dataset', 'model'):
+        if setup.get(key) not in (None, ''):
+            parts.append(str(setup[key]))
+    if setup.get('num_nodes') is not None:
+        parts.append(f"N={setup['num_nodes']}")
+    if setup.get('topology') not in (None, ''):
+        parts.append(f"{setup['topology']} topology")
+    if setup.get('partition') not in (None, ''):
+        parts.append(f"{setup['partition']} partition")
+    seeds = setup.get('seeds', setup.get('seed'))
+    if isinstance(seeds, (list, tuple)):
+        parts.append(f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} "
+                     f"({', '.join(map(str, seeds))})")
+    elif seeds is not None:
+        parts.append(f'seed {seeds}')
+    known = {'dataset', 'model', 'num_nodes', 'topology', 'partition', 'seeds', 'seed'}
+    parts += [f'{k}={v}' for k, v in setup.items() if k not in known]
+    return ' · '.join(parts)
+
+
+def _title(main: str, setup: Mapping[str, Any] | None) -> str:
+    line = format_setup(setup)
+    return f'{main}\n{line}' if line else main
+
+
+# --- log axes --------------------------------------------------------------------------------
+
+def _log_label(value: float, _pos: int | None = None) -> str:
+    if value <= 0:
+        return ''
+    if 1e-3 <= value < 1e4:
+        return f'{value:g}'
+    exp = math.floor(math.log10(value) + 1e-9)
+    coeff = value / 10.0 ** exp
+    return f'$10^{{{exp}}}$' if abs(coeff - 1) < 1e-6 else f'${coeff:g}\\times10^{{{exp}}}$'
+
+
+def log_axis(ax: Axes, axis: Literal['x', 'y'] = 'y', min_decades: float = 0.6) -> None:
+    """Makes `axis` of `ax` logarithmic with labels a reader can use; call after plotting.
+
+    Labels at every decade; also at 2 and 5 when the shown range (data and margins) is under
+    2.5 decades, and at 2, 3 and 5 under one. A range narrower than `min_decades` is widened (geometrically about
+    its centre) so that at least three labels show.
+    """
+    scale = ax.set_yscale if axis == 'y' else ax.set_xscale
+    get_lim, set_lim = (ax.get_ylim, ax.set_ylim) if axis == 'y' else (ax.get_xlim, ax.set_xlim)
+    scale('log')
+    lo, hi = get_lim()
+    if not (lo > 0 and hi > lo and math.isfinite(hi)):
+        return
+    decades = math.log10(hi / lo)
+    if decades < min_decades:
+        mid = math.sqrt(lo * hi)
+        lo, hi = mid / 10 ** (min_decades / 2), mid * 10 ** (min_decades / 2)
+        set_lim(lo, hi)
+        decades = min_decades
+    # The shown range is the data's plus margins: 2 decades of data show as ~2.3.
+    subs = (1.0,) if decades >= 2.5 else (1.0, 2.0, 5.0) if decades >= 1 else (1.0, 2.0, 3.0, 5.0)
+    target = ax.yaxis if axis == 'y' else ax.xaxis
+    target.set_major_locator(ticker.LogLocator(base=10, subs=subs, numticks=12))
+    target.set_major_formatter(ticker.FuncFormatter(_log_label))
+    target.set_minor_locator(ticker.LogLocator(base=10, subs=[float(s) for s in range(2, 10)],
+                                               numticks=12))
+    target.set_minor_formatter(ticker.NullFormatter())
+
+
+def visible_tick_labels(ax: Axes, axis: Literal['x', 'y'] = 'y') -> list[str]:
+    """The non-empty major tick labels inside the shown range of `axis` (draws the figure)."""
+    ax.figure.canvas.draw()
+    target = ax.yaxis if axis == 'y' else ax.xaxis
+    lo, hi = sorted(ax.get_ylim() if axis == 'y' else ax.get_xlim())
+    return [t.label1.get_text() for t in target.get_major_ticks()
+            if lo <= t.get_loc() <= hi and t.label1.get_visible() and t.label1.get_text()]
+
+
+# --- records ---------------------------------------------------------------------------------
 
 def _load(records: Records) -> Sequence[Mapping[str, Any]]:
     if isinstance(records, (str, os.PathLike)):
@@ -64,13 +243,55 @@ def _num(v: Any) -> float:
     return float(v) if _is_number(v) else math.nan
 
 
-def _colors(algorithms: Sequence[str]) -> dict[str, Any]:
-    # Fixed by order of appearance, so an algorithm has one colour in every figure of a run.
-    cycle = plt.rcParams['axes.prop_cycle'].by_key()['color']
-    return {alg: cycle[i % len(cycle)] for i, alg in enumerate(algorithms)}
+class SeedBand(NamedTuple):
+    """One algorithm's metric over seeds, on the ticks every seed logged."""
+
+    tick: np.ndarray
+    mean: np.ndarray
+    lo: np.ndarray  # per-tick min over seeds, or mean - sd
+    hi: np.ndarray  # per-tick max over seeds, or mean + sd
+    seeds: int
 
 
-def _save(fig: Any, out_png: PathLike) -> Path:
+def seed_band(runs: Sequence[Records], algorithm: str, metric: str = 'acc_mean',
+              spread: Spread = 'minmax') -> SeedBand | None:
+    """Mean and spread of `metric` over the runs (one per seed) of `algorithm`.
+
+    Args:
+        runs: one record set (rows or a metrics.jsonl path) per seed; the rows of `algorithm`
+            are used, or all rows if a set holds a single algorithm under another name.
+        algorithm: the algorithm whose rows to take.
+        metric: the metric to aggregate.
+        spread: 'minmax' (band from the lowest to the highest seed) or 'sd' (mean ± sample
+            standard deviation; zero width for one seed).
+    Returns:
+        The band on the ticks common to all seeds, or None if no run logged `metric`.
+    """
+    per_seed = []
+    for records in runs:
+        series = series_by_algorithm(records)
+        s = series.get(algorithm, next(iter(series.values())) if len(series) == 1 else None)
+        if s is not None and metric in s:
+            per_seed.append(dict(zip(s['tick'].tolist(), s[metric].tolist())))
+    if not per_seed:
+        return None
+    ticks = sorted(set.intersection(*(set(p) for p in per_seed)))
+    values_SxT = np.array([[p[t] for t in ticks] for p in per_seed], dtype=float).reshape(
+        len(per_seed), len(ticks))
+    mean = values_SxT.mean(axis=0)
+    if spread == 'minmax':
+        lo, hi = values_SxT.min(axis=0), values_SxT.max(axis=0)
+    elif spread == 'sd':
+        sd = values_SxT.std(axis=0, ddof=1) if len(per_seed) > 1 else np.zeros_like(mean)
+        lo, hi = mean - sd, mean + sd
+    else:
+        raise ValueError(f"spread must be 'minmax' or 'sd', not {spread!r}")
+    return SeedBand(np.array(ticks), mean, lo, hi, len(per_seed))
+
+
+# --- figures (the *_figure functions return the figure; plot_* save and close it) ------------
+
+def _save(fig: Figure, out_png: PathLike) -> Path:
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -78,28 +299,45 @@ def _save(fig: Any, out_png: PathLike) -> Path:
     return out
 
 
-def plot_accuracy(records: Records, out_png: PathLike, target: float | None = None,
-                  title: str | None = None) -> Path:
-    """Mean node accuracy vs tick per algorithm, with a min-max band; optional target line."""
+def _target_line(ax: Axes, target: float | None) -> None:
+    if target is not None:
+        ax.axhline(target, color='k', linestyle=(0, (1, 2)), linewidth=1, zorder=1.5,
+                   label=f'target {target:g}')
+
+
+def _legend(ax: Axes, **kwargs: Any) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, fontsize=8, framealpha=0.85, **kwargs)
+
+
+def accuracy_figure(records: Records, target: float | None = None, title: str | None = None,
+                    setup: Mapping[str, Any] | None = None) -> Figure:
+    """Mean node accuracy vs tick per algorithm, shaded from the worst to the best node."""
     series = series_by_algorithm(records)
-    colors = _colors(list(series))
     fig, ax = plt.subplots(figsize=(7, 4.5), layout='constrained')
-    for alg, s in series.items():
+    for alg in _legend_order(list(series)):
+        s = series[alg]
         if 'acc_mean' not in s:
             continue
-        ax.plot(s['tick'], s['acc_mean'], color=colors[alg], label=alg)
+        style = style_for(alg)
+        ax.plot(s['tick'], s['acc_mean'], label=alg, **style.line_kwargs())
         if 'acc_min' in s and 'acc_max' in s:
-            ax.fill_between(s['tick'], s['acc_min'], s['acc_max'], color=colors[alg],
-                            alpha=0.2, linewidth=0)
-    if target is not None:
-        ax.axhline(target, color='k', linestyle='--', linewidth=1, label=f'target {target:g}')
+            ax.fill_between(s['tick'], s['acc_min'], s['acc_max'], color=style.color,
+                            alpha=0.12, linewidth=0, zorder=1)
+    _target_line(ax, target)
     ax.set_xlabel('tick')
-    ax.set_ylabel('accuracy (mean, min-max band)')
-    ax.set_title(title or 'node accuracy')
+    ax.set_ylabel('node accuracy (mean; band: min-max over nodes)')
+    ax.set_title(_title(title or 'node accuracy', setup), fontsize=10)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-    return _save(fig, out_png)
+    _legend(ax, loc='lower right')
+    return fig
+
+
+def plot_accuracy(records: Records, out_png: PathLike, target: float | None = None,
+                  title: str | None = None, setup: Mapping[str, Any] | None = None) -> Path:
+    """Writes `accuracy_figure(records, target, title, setup)` to `out_png`."""
+    return _save(accuracy_figure(records, target, title, setup), out_png)
 
 
 def variance_layers(records: Records) -> list[str]:
@@ -108,43 +346,143 @@ def variance_layers(records: Records) -> list[str]:
                    if k.startswith(VAR_RATIO_PREFIX)})
 
 
-def plot_variance(records: Records, out_png: PathLike, title: str | None = None) -> Path:
-    """Per-layer weight variance relative to its initial value vs tick; one panel per layer."""
+def variance_figure(records: Records, title: str | None = None,
+                    setup: Mapping[str, Any] | None = None) -> Figure:
+    """Per-layer weight variance relative to its initial value vs tick; a log panel per layer."""
     rows = _load(records)
     layers = variance_layers(rows)
     series = series_by_algorithm(rows)
-    colors = _colors(list(series))
     ncols = min(3, max(1, len(layers)))
     nrows = max(1, math.ceil(len(layers) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False,
-                             layout='constrained')
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.2 * nrows + 0.6),
+                             squeeze=False, layout='constrained')
     for ax in axes.flat[len(layers):]:
         ax.set_axis_off()
     if not layers:
         axes[0, 0].text(0.5, 0.5, f"no '{VAR_RATIO_PREFIX}*' metrics recorded",
                         ha='center', va='center', transform=axes[0, 0].transAxes)
     for ax, layer in zip(axes.flat, layers):
-        for alg, s in series.items():
-            values = s.get(VAR_RATIO_PREFIX + layer)
+        for alg in _legend_order(list(series)):
+            values = series[alg].get(VAR_RATIO_PREFIX + layer)
             if values is None:
                 continue
             # A log axis cannot show <= 0 (e.g. a collapsed layer); leave a gap there.
-            ax.plot(s['tick'], np.where(values > 0, values, np.nan), color=colors[alg],
-                    label=alg)
-        ax.set_yscale('log')
+            ax.plot(series[alg]['tick'], np.where(values > 0, values, np.nan), label=alg,
+                    **style_for(alg).line_kwargs())
+        ax.axhline(1.0, color='gray', linewidth=0.8, zorder=1)  # the initial variance
+        log_axis(ax, 'y')
         ax.set_title(layer, fontsize=9)
-        ax.grid(alpha=0.3, which='both')
+        ax.grid(alpha=0.3, which='major')
+        ax.grid(alpha=0.12, which='minor')
     if layers:
-        fig.supxlabel('tick')
-        fig.supylabel('variance / initial')
-        axes[0, 0].legend(fontsize=8)
-    fig.suptitle(title or 'per-layer weight variance (mean over nodes, relative to initial)')
-    return _save(fig, out_png)
+        fig.supxlabel('tick', fontsize=10)
+        fig.supylabel('variance / initial (log)', fontsize=10)
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        spare = list(axes.flat[len(layers):])
+        if spare:  # an empty panel holds the legend; else it goes right of the panels
+            spare[0].legend(handles, labels, loc='center', fontsize=9, frameon=False)
+        else:
+            fig.legend(handles, labels, loc='outside right upper', fontsize=8, frameon=False)
+    fig.suptitle(_title(title or 'per-layer weight variance (mean over nodes, relative to '
+                        'initial)', setup), fontsize=10)
+    return fig
+
+
+def plot_variance(records: Records, out_png: PathLike, title: str | None = None,
+                  setup: Mapping[str, Any] | None = None) -> Path:
+    """Writes `variance_figure(records, title, setup)` to `out_png`."""
+    return _save(variance_figure(records, title, setup), out_png)
+
+
+def seeds_figure(runs: Mapping[str, Sequence[Records]], metric: str = 'acc_mean',
+                 spread: Spread = 'minmax', target: float | None = None,
+                 title: str | None = None, setup: Mapping[str, Any] | None = None,
+                 ylabel: str | None = None, log: bool = False) -> Figure:
+    """`metric` vs tick per algorithm: the mean over seeds, and a band (`seed_band`).
+
+    Args:
+        runs: {algorithm: one record set per seed}.
+        metric: the metric drawn.
+        spread: 'minmax' or 'sd' (what the band spans; said in the legend title).
+        target: a horizontal target line.
+        title: the first title line (default: the metric); the setup is the second.
+        setup: see `format_setup`.
+        ylabel: the y label (default: the metric).
+        log: a log y axis (see `log_axis`).
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout='constrained')
+    for alg in _legend_order(list(runs)):
+        band = seed_band(runs[alg], alg, metric, spread)
+        if band is None:
+            continue
+        style = style_for(alg)
+        mean, lo, hi = band.mean, band.lo, band.hi
+        if log:
+            mean, lo, hi = (np.where(v > 0, v, np.nan) for v in (mean, lo, hi))
+        ax.fill_between(band.tick, lo, hi, color=style.color, alpha=0.18, linewidth=0,
+                        zorder=1, label='_band')
+        ax.plot(band.tick, mean, label=f'{alg} ({band.seeds} seed{"s" * (band.seeds != 1)})',
+                **style.line_kwargs())
+    _target_line(ax, target)
+    if log:
+        log_axis(ax, 'y')
+    ax.set_xlabel('tick')
+    ax.set_ylabel(ylabel or metric)
+    ax.set_title(_title(title or f'{ylabel or metric}: mean over seeds', setup), fontsize=10)
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, fontsize=8, framealpha=0.85, title=SPREAD_LABEL[spread],
+                  title_fontsize=8, loc='best')
+    return fig
+
+
+def plot_seeds(runs: Mapping[str, Sequence[Records]], out_png: PathLike,
+               metric: str = 'acc_mean', spread: Spread = 'minmax',
+               target: float | None = None, title: str | None = None,
+               setup: Mapping[str, Any] | None = None, ylabel: str | None = None,
+               log: bool = False) -> Path:
+    """Writes `seeds_figure(runs, ...)` (mean and spread over seeds) to `out_png`."""
+    return _save(seeds_figure(runs, metric, spread, target, title, setup, ylabel, log), out_png)
+
+
+def variance_shrink_figure(k_values: Sequence[float],
+                           ratios_by_layer: Mapping[str, Sequence[float]],
+                           corrected: Mapping[str, Sequence[float]] | None = None,
+                           setup: Mapping[str, Any] | None = None) -> Figure:
+    """See `plot_variance_shrink`."""
+    k = np.asarray(k_values, dtype=float)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), layout='constrained')
+    # Layers are not algorithms: their own fixed order of colours, one per layer name.
+    palette = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    colors = {layer: palette[i % len(palette)] for i, layer in enumerate(ratios_by_layer)}
+    k_dense = np.geomspace(k.min(), k.max(), 100)
+    ax.plot(k_dense, 1.0 / k_dense, color='k', linestyle='--', linewidth=1, label='1/k',
+            zorder=3)
+    for layer, ratios in ratios_by_layer.items():
+        ax.plot(k, ratios, marker='o', color=colors[layer], label=layer, alpha=0.9)
+    for layer, ratios in (corrected or {}).items():
+        ax.plot(k, ratios, marker='s', linestyle=':', mfc='none',
+                color=colors.get(layer, 'gray'), label=f'{layer} (corrected)')
+    if corrected:
+        ax.axhline(1.0, color='gray', linewidth=0.8)
+    ax.set_xscale('log', base=2)
+    ax.xaxis.set_major_locator(ticker.FixedLocator(k.tolist()))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f'{v:g}'))
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    log_axis(ax, 'y')
+    ax.set_xlabel('k (models averaged)')
+    ax.set_ylabel('variance ratio (averaged / single)')
+    ax.set_title(_title('variance shrinkage by averaging', setup), fontsize=10)
+    ax.grid(alpha=0.3, which='both')
+    ax.legend(fontsize=8)
+    return fig
 
 
 def plot_variance_shrink(k_values: Sequence[float], ratios_by_layer: Mapping[str, Sequence[float]],
                          out_png: PathLike,
-                         corrected: Mapping[str, Sequence[float]] | None = None) -> Path:
+                         corrected: Mapping[str, Sequence[float]] | None = None,
+                         setup: Mapping[str, Any] | None = None) -> Path:
     """Variance ratio after averaging k models vs k, against the 1/k law of independent models.
 
     Args:
@@ -152,28 +490,14 @@ def plot_variance_shrink(k_values: Sequence[float], ratios_by_layer: Mapping[str
         ratios_by_layer: {layer: measured var(average) / var(single model), one per k}.
         out_png: output file.
         corrected: the same after variance correction (ideally 1 for every k).
+        setup: see `format_setup`.
     """
-    k = np.asarray(k_values, dtype=float)
-    fig, ax = plt.subplots(figsize=(6.5, 4.5), layout='constrained')
-    colors = _colors(list(ratios_by_layer))
-    k_dense = np.geomspace(k.min(), k.max(), 100)
-    ax.plot(k_dense, 1.0 / k_dense, color='k', linestyle='--', linewidth=1, label='1/k',
-            zorder=3)
-    for layer, ratios in ratios_by_layer.items():
-        ax.plot(k, ratios, marker='o', color=colors[layer], label=layer)
-    for layer, ratios in (corrected or {}).items():
-        ax.plot(k, ratios, marker='s', linestyle=':', mfc='none',
-                color=colors.get(layer, 'gray'), label=f'{layer} (corrected)')
-    if corrected:
-        ax.axhline(1.0, color='gray', linewidth=0.8)
-    ax.set_xscale('log', base=2)
-    ax.set_yscale('log')
-    ax.set_xlabel('k (models averaged)')
-    ax.set_ylabel('variance ratio (averaged / single)')
-    ax.set_title('variance shrinkage by averaging')
-    ax.grid(alpha=0.3, which='both')
-    ax.legend(fontsize=8)
-    return _save(fig, out_png)
+    return _save(variance_shrink_figure(k_values, ratios_by_layer, corrected, setup), out_png)
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+_TICKS_KEYS = frozenset(DEFAULT_COLUMNS[1][1])
 
 
 def _cell(summary: Mapping[str, Any], keys: Sequence[str]) -> str:
@@ -181,9 +505,17 @@ def _cell(summary: Mapping[str, Any], keys: Sequence[str]) -> str:
     if key is None:
         return '-'
     value = summary[key]
-    if value is None:  # how summaries say "target accuracy never reached"
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    if key in _TICKS_KEYS:  # None / NaN is how summaries say "target never reached"
+        if missing:
+            return 'never'
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+    if value is None:
         return 'never'
     if isinstance(value, float):
+        if math.isnan(value):
+            return '-'
         return f'{value:.4f}' if abs(value) >= 1e-3 or value == 0 else f'{value:.3e}'
     return str(value)
 
@@ -197,17 +529,29 @@ def _with_mean_var_ratio(summary: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _common_target(summaries: Mapping[str, Mapping[str, Any]]) -> float | None:
+    targets = {s.get('target_accuracy') for s in summaries.values()}
+    only = targets.pop() if len(targets) == 1 else None
+    return float(only) if isinstance(only, (int, float)) and not isinstance(only, bool) else None
+
+
 def summary_table(summaries: Mapping[str, Mapping[str, Any]], *, markdown: bool = False,
-                  columns: Sequence[tuple[str, Sequence[str]]] = DEFAULT_COLUMNS) -> str:
+                  columns: Sequence[tuple[str, Sequence[str]]] = DEFAULT_COLUMNS,
+                  target: float | None = None) -> str:
     """Algorithm -> final accuracy, ticks to target, variance ratio, as fixed-width or Markdown.
 
     Args:
         summaries: {algorithm: summary dict}.
         markdown: a GitHub Markdown table instead of aligned plain text.
         columns: (header, candidate keys) pairs; the first key present fills the cell, '-' if
-            none is, 'never' if its value is None (a target that was not reached).
+            none is. A ticks-to-target cell that is None or NaN (not reached) shows 'never'.
+        target: the accuracy target, named in the header ('ticks to 0.75'); by default the
+            summaries' common 'target_accuracy', if they have one.
     """
-    header = ['algorithm'] + [h for h, _ in columns]
+    if target is None:
+        target = _common_target(summaries)
+    header = ['algorithm'] + [f'ticks to {target:g}' if h == TICKS_HEADER and target is not None
+                              else h for h, _ in columns]
     rows = [[alg] + [_cell(_with_mean_var_ratio(s), keys) for _, keys in columns]
             for alg, s in summaries.items()]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -225,9 +569,16 @@ def summary_table(summaries: Mapping[str, Mapping[str, Any]], *, markdown: bool 
     return '\n'.join([line(header), rule, *map(line, rows)])
 
 
-def plot_run(workdir: PathLike, target: float | None = None) -> tuple[Path, Path]:
-    """Reads `workdir/metrics.jsonl`; writes accuracy.png and variance.png next to it."""
+def plot_run(workdir: PathLike, target: float | None = None,
+             setup: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+    """Reads `workdir/metrics.jsonl`; writes accuracy.png and variance.png next to it.
+
+    Args:
+        workdir: a run's workdir.
+        target: the accuracy target, drawn as a line.
+        setup: see `format_setup`; titles say only what the figure shows without it.
+    """
     workdir = Path(workdir)
     rows = tracking.read_jsonl(workdir / tracking.METRICS_FILE)
-    return (plot_accuracy(rows, workdir / 'accuracy.png', target=target),
-            plot_variance(rows, workdir / 'variance.png'))
+    return (plot_accuracy(rows, workdir / 'accuracy.png', target=target, setup=setup),
+            plot_variance(rows, workdir / 'variance.png', setup=setup))
