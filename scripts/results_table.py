@@ -158,48 +158,98 @@ def markdown(rows: Sequence[dict[str, Any]], by: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The config fields named in figure titles (vanish.plots.format_setup formats them).
+SETUP_FIELDS = ("dataset", "model", "num_nodes", "topology", "partition")
+
+
+def figure_setup(runs: Sequence[Path], by: Sequence[str] = ()) -> dict[str, Any]:
+    """What the runs share, for figure titles: every SETUP_FIELDS value that is one value
+    across the runs and not a `--by` field (those are on the axis or in the panel titles),
+    the seeds, and the target accuracy when it is one (key target_accuracy)."""
+    defaults = _defaults()
+    cfgs = [{**defaults, **load_run(wd)[0]} for wd in runs]
+    setup: dict[str, Any] = {}
+    for f in (*SETUP_FIELDS, "target_accuracy"):
+        values = {json.dumps(c.get(f)) for c in cfgs}
+        if f not in by and len(values) == 1 and cfgs and cfgs[0].get(f) not in (None, ""):
+            setup[f] = cfgs[0][f]
+    setup["seeds"] = sorted({c["seed"] for c in cfgs if "seed" in c})
+    return setup
+
+
+def _titles(setup: dict[str, Any] | None) -> tuple[dict[str, Any], float | None]:
+    shown = dict(setup or {})
+    target = shown.pop("target_accuracy", None)
+    return shown, (float(target) if target is not None else None)
+
+
 def figure(rows: Sequence[dict[str, Any]], field: str, path: str,
-           by: Sequence[str] = ()) -> None:
+           by: Sequence[str] = (), setup: dict[str, Any] | None = None) -> None:
     """Ticks to target vs `field`, one line per algorithm, error bars = sd over seeds.
 
-    field 'group': one categorical point per group, labelled by all the `by` fields."""
+    field 'group': one categorical point per group, labelled by all the `by` fields. A
+    numeric field spanning more than a factor of 8 (sizes 50 ... 1000) gets a log axis.
+    `setup` (see figure_setup) goes into the title."""
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    from vanish import plots  # matplotlib (Agg): only when a figure is asked for
+
     if field == "group":
         rows = [dict(r, group=" ".join(str(r[f]) for f in by)) for r in rows]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    shown, target = _titles(setup)
     as_text = any(isinstance(r[field], str) for r in rows)
-    fig, ax = plt.subplots(figsize=(7, 4) if as_text else (5, 3.5))
-    x = (lambda v: str(v)) if as_text else (lambda v: v)  # noqa: E731
-    algos = sorted({r["algorithm"] for r in rows})
-    colors = {a: f"C{i}" for i, a in enumerate(algos)}  # one colour per algorithm throughout
+    values = [] if as_text else [float(r[field]) for r in rows]
+    log_x = bool(values) and min(values) > 0 and max(values) / min(values) > 8
+    fig, ax = plt.subplots(figsize=(7.5, 4.8) if as_text else (6.5, 4.4), layout="constrained")
+    algos = plots.legend_order(sorted({r["algorithm"] for r in rows}))
+    # Algorithms side by side at one x (dodged), so that no error bar hides another: by a
+    # fraction of a category, or of a decade on a log axis; a linear axis is not dodged.
+    categories = list(dict.fromkeys(str(r[field]) for r in rows))  # in the groups' order
+
+    def x(value: Any, algo: str) -> float:
+        shift = algos.index(algo) - (len(algos) - 1) / 2
+        if as_text:
+            return categories.index(str(value)) + 0.08 * shift
+        return float(value) * 10 ** (0.012 * shift) if log_x else float(value)
+
     for algo in algos:
         mine = sorted((r for r in rows if r["algorithm"] == algo),
                       key=lambda r: (str(type(r[field])), r[field]))
         pts = [r for r in mine if r["ticks_to_target"]]
-        color = colors[algo]
-        if pts:
-            ax.errorbar([x(r[field]) for r in pts], [r["ticks_to_target"][0] for r in pts],
-                        yerr=[r["ticks_to_target"][1] for r in pts], marker="o", capsize=3,
-                        label=algo, color=color, ls=":" if as_text else "-")
+        style = plots.style_for(algo)
+        color = style.color
+        if pts:  # categories are not a scale: no line joins them
+            ax.errorbar([x(r[field], algo) for r in pts],
+                        [r["ticks_to_target"][0] for r in pts],
+                        yerr=[r["ticks_to_target"][1] for r in pts], marker=style.marker,
+                        capsize=3, label=algo, color=color, zorder=style.zorder, alpha=0.9,
+                        ls="none" if as_text else style.linestyle, mec="white", mew=0.6)
             for r in pts:  # some seeds never got there: the mean is over the others
                 if r["never"]:
                     ax.annotate(f"{r['never']}/{r['seeds']} never",
-                                (x(r[field]), r["ticks_to_target"][0]), fontsize=7,
+                                (x(r[field], algo), r["ticks_to_target"][0]), fontsize=7,
                                 xytext=(4, 4), textcoords="offset points", color=color)
         missed = [r for r in mine if not r["ticks_to_target"] and r["horizon"]]
         if missed:  # no seed got there: a hollow marker at the horizon (a lower bound)
-            ax.scatter([x(r[field]) for r in missed], [r["horizon"] for r in missed],
-                       marker="^", facecolors="none", edgecolors=color,
-                       label=f"{algo}: never (> horizon)")
+            ax.scatter([x(r[field], algo) for r in missed], [r["horizon"] for r in missed],
+                       marker=style.marker, s=40, facecolors="none", edgecolors=color,
+                       zorder=style.zorder, label=f"{algo}: never (drawn at the horizon)")
     if as_text:
+        ax.set_xticks(range(len(categories)), categories)
         ax.tick_params(axis="x", labelsize=7, labelrotation=30)
+        ax.set_xlim(-0.5, len(categories) - 0.5)
+    if log_x:
+        plots.log_axis(ax, "x")
+        ax.xaxis.set_major_locator(ticker.FixedLocator(sorted(set(values))))
     ax.set_xlabel(field if field != "group" else ", ".join(by))
-    ax.set_ylabel("ticks to target")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.set_ylabel(f"ticks to accuracy {target:g}" if target is not None
+                  else "ticks to target accuracy")
+    main = "ticks to target: mean over seeds, error bar ± sd"
+    ax.set_title(plots.title_with_setup(main, shown), fontsize=9)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, framealpha=0.85)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -221,13 +271,11 @@ def load_curves(workdir: Path) -> dict[str, list[tuple[int, float]]]:
 
 def curves_figure(runs: Sequence[Path], by: Sequence[str], path: str) -> None:
     """Accuracy vs tick, one panel per group: the mean over seeds, shaded from the lowest
-    to the highest seed, one colour per algorithm; the dotted line is the target."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    to the highest seed, one fixed style per algorithm (vanish.plots.style_for); the dotted
+    line is the group's target; the title names what all groups share."""
     import matplotlib.pyplot as plt
-    import numpy as np
 
+    from vanish import plots  # matplotlib (Agg): only when a figure is asked for
     groups: dict[tuple[Any, ...], list[Path]] = defaultdict(list)
     targets: dict[tuple[Any, ...], float] = {}
     defaults = _defaults()
@@ -237,33 +285,44 @@ def curves_figure(runs: Sequence[Path], by: Sequence[str], path: str) -> None:
         key = tuple(cfg.get(f) for f in by)
         groups[key].append(wd)
         targets[key] = float(cfg.get("target_accuracy", 0.0))
+    shown, _ = _titles(figure_setup(runs, by))
     keys = sorted(groups, key=_group_order)
     cols = min(4, len(keys))
     rows_ = -(-len(keys) // cols)
-    fig, axes = plt.subplots(rows_, cols, figsize=(3.4 * cols, 2.6 * rows_), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(rows_, cols, figsize=(3.6 * cols + 1.4, 2.8 * rows_ + 0.5),
+                             squeeze=False, sharey=True, layout="constrained")
+    legend: dict[str, Any] = {}
     for ax, key in zip(axes.flat, keys):
-        per_algo: dict[str, list[list[tuple[int, float]]]] = defaultdict(list)
+        per_algo: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
         for wd in groups[key]:
             for algo, pts in load_curves(wd).items():
-                per_algo[algo].append(pts)
-        for algo in sorted(per_algo):
-            seeds = per_algo[algo]
-            ticks = sorted(set.intersection(*(set(t for t, _ in pts) for pts in seeds)))
-            acc = np.array([[dict(pts)[t] for t in ticks] for pts in seeds])
-            line, = ax.plot(ticks, acc.mean(0), lw=1.2, label=f"{algo} ({len(seeds)})")
-            ax.fill_between(ticks, acc.min(0), acc.max(0), color=line.get_color(), alpha=0.2,
-                            lw=0)
+                per_algo[algo].append([dict(algorithm=algo, tick=t, acc_mean=a)
+                                       for t, a in pts])
+        for algo in plots.legend_order(list(per_algo)):
+            band = plots.seed_band(per_algo[algo], algo, "acc_mean", "minmax")
+            if band is None:
+                continue
+            style = plots.style_for(algo)
+            ax.fill_between(band.tick, band.lo, band.hi, color=style.color, alpha=0.18, lw=0,
+                            zorder=1)
+            line, = ax.plot(band.tick, band.mean, label=algo, **style.line_kwargs())
+            legend.setdefault(algo, line)
+        title = ", ".join(f"{f}={v}" for f, v in zip(by, key))
         if targets[key]:
-            ax.axhline(targets[key], color="k", ls=":", lw=0.8)
-        ax.set_title(", ".join(f"{f}={v}" for f, v in zip(by, key)), fontsize=8)
+            legend["target"] = ax.axhline(targets[key], color="k", ls=(0, (1, 2)), lw=0.9,
+                                          zorder=1.5)
+            title += f"\ntarget {targets[key]:g}, {len(groups[key])} seeds"
+        ax.set_title(title, fontsize=8)
         ax.set_xlabel("tick", fontsize=8)
         ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
     for ax in axes.flat[len(keys):]:
         ax.axis("off")
     axes[0][0].set_ylabel("mean node accuracy", fontsize=8)
-    axes[0][0].legend(fontsize=7, title="algorithm (seeds)", title_fontsize=7)
-    fig.tight_layout()
+    fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize=8,
+               title="mean over seeds;\nband: min-max\nover seeds", title_fontsize=7,
+               frameon=False)
+    fig.suptitle(plots.title_with_setup("node accuracy", shown), fontsize=9)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -304,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not path or field not in [*by, "group"]:
                 raise ResultsError(f"--figure {spec!r}: use FIELD:PATH with FIELD one of "
                                    f"{by} or 'group'")
-            figure(rows, field, path, by)
+            figure(rows, field, path, by, setup=figure_setup(runs, by))
         if args.curves:
             curves_figure(runs, by, args.curves)
         table = markdown(rows, by)

@@ -115,8 +115,9 @@ def style_for(name: str) -> Style:
     return Style(color, dashes, marker, 2.0 if dashes == _SOLID else 2.5, slot)
 
 
-def _legend_order(names: Sequence[str]) -> list[str]:
-    # Registered names in registry order, then the others by name: one order in every legend.
+def legend_order(names: Sequence[str]) -> list[str]:
+    """Registered names in registry order, then the others by name: one order in every
+    legend (and one draw order), whatever order `names` come in."""
     table = list(_TABLE)
     return sorted(names, key=lambda n: (table.index(n), '') if n in table else (len(table), n))
 
@@ -154,7 +155,8 @@ def format_setup(setup: Mapping[str, Any] | None) -> str:
     return ' · '.join(parts)
 
 
-def _title(main: str, setup: Mapping[str, Any] | None) -> str:
+def title_with_setup(main: str, setup: Mapping[str, Any] | None) -> str:
+    """`main`, and `format_setup(setup)` on a second line when there is a setup."""
     line = format_setup(setup)
     return f'{main}\n{line}' if line else main
 
@@ -171,12 +173,12 @@ def _log_label(value: float, _pos: int | None = None) -> str:
     return f'$10^{{{exp}}}$' if abs(coeff - 1) < 1e-6 else f'${coeff:g}\\times10^{{{exp}}}$'
 
 
-def log_axis(ax: Axes, axis: Literal['x', 'y'] = 'y', min_decades: float = 0.6) -> None:
+def log_axis(ax: Axes, axis: Literal['x', 'y'] = 'y', min_decades: float = 0.85) -> None:
     """Makes `axis` of `ax` logarithmic with labels a reader can use; call after plotting.
 
     Labels at every decade; also at 2 and 5 when the shown range (data and margins) is under
-    2.5 decades, and at 2, 3 and 5 under one. A range narrower than `min_decades` is widened (geometrically about
-    its centre) so that at least three labels show.
+    2.5 decades, and at 2, 3 and 5 under one. A range narrower than `min_decades` is widened
+    (geometrically about its centre): any 0.85 decades hold at least three of 1, 2, 3, 5.
     """
     scale = ax.set_yscale if axis == 'y' else ax.set_xscale
     get_lim, set_lim = (ax.get_ylim, ax.set_ylim) if axis == 'y' else (ax.get_xlim, ax.set_xlim)
@@ -316,7 +318,7 @@ def accuracy_figure(records: Records, target: float | None = None, title: str | 
     """Mean node accuracy vs tick per algorithm, shaded from the worst to the best node."""
     series = series_by_algorithm(records)
     fig, ax = plt.subplots(figsize=(7, 4.5), layout='constrained')
-    for alg in _legend_order(list(series)):
+    for alg in legend_order(list(series)):
         s = series[alg]
         if 'acc_mean' not in s:
             continue
@@ -328,7 +330,7 @@ def accuracy_figure(records: Records, target: float | None = None, title: str | 
     _target_line(ax, target)
     ax.set_xlabel('tick')
     ax.set_ylabel('node accuracy (mean; band: min-max over nodes)')
-    ax.set_title(_title(title or 'node accuracy', setup), fontsize=10)
+    ax.set_title(title_with_setup(title or 'node accuracy', setup), fontsize=10)
     ax.grid(alpha=0.3)
     _legend(ax, loc='lower right')
     return fig
@@ -362,7 +364,7 @@ def variance_figure(records: Records, title: str | None = None,
         axes[0, 0].text(0.5, 0.5, f"no '{VAR_RATIO_PREFIX}*' metrics recorded",
                         ha='center', va='center', transform=axes[0, 0].transAxes)
     for ax, layer in zip(axes.flat, layers):
-        for alg in _legend_order(list(series)):
+        for alg in legend_order(list(series)):
             values = series[alg].get(VAR_RATIO_PREFIX + layer)
             if values is None:
                 continue
@@ -383,8 +385,8 @@ def variance_figure(records: Records, title: str | None = None,
             spare[0].legend(handles, labels, loc='center', fontsize=9, frameon=False)
         else:
             fig.legend(handles, labels, loc='outside right upper', fontsize=8, frameon=False)
-    fig.suptitle(_title(title or 'per-layer weight variance (mean over nodes, relative to '
-                        'initial)', setup), fontsize=10)
+    main = title or 'per-layer weight variance (mean over nodes, relative to initial)'
+    fig.suptitle(title_with_setup(main, setup), fontsize=10)
     return fig
 
 
@@ -411,7 +413,7 @@ def seeds_figure(runs: Mapping[str, Sequence[Records]], metric: str = 'acc_mean'
         log: a log y axis (see `log_axis`).
     """
     fig, ax = plt.subplots(figsize=(7, 4.5), layout='constrained')
-    for alg in _legend_order(list(runs)):
+    for alg in legend_order(list(runs)):
         band = seed_band(runs[alg], alg, metric, spread)
         if band is None:
             continue
@@ -428,7 +430,8 @@ def seeds_figure(runs: Mapping[str, Sequence[Records]], metric: str = 'acc_mean'
         log_axis(ax, 'y')
     ax.set_xlabel('tick')
     ax.set_ylabel(ylabel or metric)
-    ax.set_title(_title(title or f'{ylabel or metric}: mean over seeds', setup), fontsize=10)
+    main = title or f'{ylabel or metric}: mean over seeds'
+    ax.set_title(title_with_setup(main, setup), fontsize=10)
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     if handles:
@@ -473,7 +476,7 @@ def variance_shrink_figure(k_values: Sequence[float],
     log_axis(ax, 'y')
     ax.set_xlabel('k (models averaged)')
     ax.set_ylabel('variance ratio (averaged / single)')
-    ax.set_title(_title('variance shrinkage by averaging', setup), fontsize=10)
+    ax.set_title(title_with_setup('variance shrinkage by averaging', setup), fontsize=10)
     ax.grid(alpha=0.3, which='both')
     ax.legend(fontsize=8)
     return fig
