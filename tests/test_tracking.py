@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import os
+import struct
 import sys
 import types
 from typing import Any
@@ -13,6 +16,7 @@ import numpy as np
 import pytest
 
 from vanish import tracking
+from vanish.errors import MetricsLogError
 
 
 class RecordingWriter(tracking.MetricWriter):
@@ -304,3 +308,262 @@ def test_progress_bar_counts_ticks_with_or_without_tqdm(monkeypatch, capsys):
     with tracking.ProgressBar(100, enabled=True) as bar:
         bar.update(5)
     assert bar.n == 5 and not bar.enabled
+
+
+# --- atomic writes, file modes -------------------------------------------------------------
+
+
+@pytest.mark.parametrize('umask,mode', [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_get_the_umask_mode_not_mkstemps(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        tracking.atomic_write_text(tmp_path / 'a.txt', 'x\n')
+        with tracking.JsonlWriter(tmp_path / 'metrics.jsonl', 'fl') as w:
+            w.write_config({'seed': 1})
+            w.write_scalars(1, {'acc_mean': 0.5})
+            w.write_summary({'final_acc': 0.5})
+        tracking.truncate_after(tmp_path / 'metrics.jsonl', 0)  # a rewrite of the log
+        tracking.write_csv(tmp_path / 'metrics.jsonl')
+    finally:
+        os.umask(old)
+    names = ['a.txt', 'config.json', 'summary.json', 'metrics.jsonl', 'metrics.csv']
+    assert {n: (tmp_path / n).stat().st_mode & 0o777 for n in names} == dict.fromkeys(
+        names, mode)
+    assert (tmp_path / 'a.txt').read_text() == 'x\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # no temporary left
+
+
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / 'summary.json'
+    tracking.atomic_write_text(path, 'old\n')
+
+    def failing_replace(src, dst):
+        raise OSError('disk gone')
+
+    monkeypatch.setattr(os, 'replace', failing_replace)
+    with pytest.raises(OSError, match='disk gone'):
+        tracking.atomic_write_text(path, 'new\n')
+    assert path.read_text() == 'old\n'
+    assert [p.name for p in tmp_path.iterdir()] == ['summary.json']
+
+
+# --- the metrics log tied to checkpoints --------------------------------------------------
+
+
+def _row(algorithm: str, tick: int, acc: float = 0.5) -> bytes:
+    return json.dumps({'algorithm': algorithm, 'tick': tick, 'acc_mean': acc}).encode() + b'\n'
+
+
+def test_eval_ticks():
+    assert tracking.eval_ticks(100, 30) == [0, 30, 60, 90, 100]
+    assert tracking.eval_ticks(90, 30) == [0, 30, 60, 90]
+    assert tracking.eval_ticks(5, 0) == [0, 1, 2, 3, 4, 5]
+
+
+def test_reconcile_drops_replayed_rows_and_cut_tail_keeping_other_lines_byte_identical(
+        tmp_path):
+    path = tmp_path / 'metrics.jsonl'
+    # Another algorithm's lines in odd spellings: kept byte for byte, never re-serialised.
+    fl = [b'{"algorithm":"fl","tick":0,  "acc_mean": 1e-1}\n',
+          b'{"tick": 10, "algorithm": "fl", "acc_mean": 0.30000000000000004}\n']
+    gossip = [_row('gossip', t) for t in (0, 10, 20, 30)]
+    path.write_bytes(fl[0] + gossip[0] + gossip[1] + fl[1] + gossip[2] + gossip[3]
+                     + b'{"algorithm": "gossip", "tick": 40, "acc')
+    rec = tracking.reconcile_log(path, 'gossip', 20, tracking.eval_ticks(40, 10))
+    assert path.read_bytes() == fl[0] + gossip[0] + gossip[1] + fl[1] + gossip[2]
+    assert rec.ok and not rec.recomputable
+    assert rec.torn_tail and rec.dropped == (30,) and rec.expected == (0, 10, 20)
+    assert [r['tick'] for r in rec.rows] == [0, 10, 20] and rec.missing == ()
+    # Nothing left to repair: the file is not rewritten (same inode).
+    inode = path.stat().st_ino
+    again = tracking.reconcile_log(path, 'gossip', 20, tracking.eval_ticks(40, 10))
+    assert again.ok and not again.torn_tail and again.dropped == ()
+    assert path.stat().st_ino == inode
+
+
+def test_reconcile_fresh_start_drops_every_row_and_keeps_a_whole_unterminated_row(tmp_path):
+    path = tmp_path / 'metrics.jsonl'
+    path.write_bytes(_row('gossip', 0) + _row('fl', 0) + _row('gossip', 10) + _row('fl', 10)[:-1])
+    rec = tracking.reconcile_log(path, 'gossip', None, [0, 10])
+    assert rec.ok and rec.expected == () and rec.dropped == (0, 10) and not rec.torn_tail
+    assert path.read_bytes() == _row('fl', 0) + _row('fl', 10)  # its newline restored
+    missing = tmp_path / 'none.jsonl'
+    rec = tracking.reconcile_log(missing, 'gossip', 10, [0, 10])
+    assert rec.missing == (0, 10) and not missing.exists()  # a check creates nothing
+
+
+def test_reconcile_reports_missing_ticks_and_builds_the_error(tmp_path):
+    path = tmp_path / 'metrics.jsonl'
+    path.write_bytes(_row('gossip', 0) + _row('fl', 10) + _row('gossip', 20) + _row('gossip', 30))
+    rec = tracking.reconcile_log(path, 'gossip', 30, tracking.eval_ticks(50, 10))
+    assert rec.missing == (10,) and not rec.ok and not rec.recomputable
+    error = tracking.metrics_log_error(rec)
+    assert isinstance(error, MetricsLogError)
+    message = str(error)
+    assert str(path) in message and 'no row for tick 10' in message
+    assert 'checkpoint at tick 30' in message
+    assert f'moving {tmp_path / "gossip"} away' in message and '--workdir' in message
+
+
+def test_reconcile_only_the_checkpoint_row_missing_is_recomputable(tmp_path):
+    path = tmp_path / 'metrics.jsonl'
+    path.write_bytes(_row('gossip', 0) + _row('gossip', 10))
+    rec = tracking.reconcile_log(path, 'gossip', 20, [0, 10, 20, 30])
+    assert rec.missing == (20,) and rec.recomputable and not rec.ok
+    # A stop between two evaluations: the checkpoint tick is no evaluation tick.
+    rec = tracking.reconcile_log(path, 'gossip', 15, [0, 10, 20, 30])
+    assert rec.ok and rec.expected == (0, 10)
+
+
+def test_reconcile_reports_damaged_lines_and_duplicates_without_dropping_them(tmp_path):
+    path = tmp_path / 'metrics.jsonl'
+    lines = [_row('gossip', 0), _row('gossip', 10), b'{"algorithm": "gossip", "ti\n',
+             _row('fl', 0), b'[1, 2]\n', _row('gossip', 20), _row('gossip', 20),
+             b'{"algorithm": "gossip", "tick": "30"}\n', _row('gossip', 40)]
+    path.write_bytes(b''.join(lines))
+    rec = tracking.reconcile_log(path, 'gossip', 30, [0, 10, 20, 30])
+    assert rec.dropped == (40,)
+    assert path.read_bytes() == b''.join(lines[:-1])  # damaged lines are kept
+    assert rec.duplicated == (20,) and rec.missing == (30,) and not rec.recomputable
+    assert [n for n, _ in rec.damaged] == [3, 5, 8]
+    assert 'not JSON' in rec.damaged[0][1] and 'not a JSON object' in rec.damaged[1][1]
+    assert 'integer tick' in rec.damaged[2][1]
+    message = str(tracking.metrics_log_error(rec))
+    assert 'line 3 is not JSON' in message and 'line 5 is not a JSON object' in message
+    assert 'several rows for tick 20' in message and 'by hand' in message
+
+
+def test_summary_rows_only_from_a_verified_log(tmp_path):
+    path = tmp_path / 'metrics.jsonl'
+    path.write_bytes(_row('gossip', 20, 0.7) + _row('gossip', 0, 0.1) + _row('fl', 0)
+                     + _row('gossip', 10, 0.4))
+    rows = tracking.summary_rows(path, 'gossip', [0, 10, 20])
+    assert [(r['tick'], r['acc_mean']) for r in rows] == [(0, 0.1), (10, 0.4), (20, 0.7)]
+    with pytest.raises(MetricsLogError, match='no row for tick 30'):
+        tracking.summary_rows(path, 'gossip', [0, 10, 20, 30])
+    path.write_bytes(path.read_bytes() + b'garbage\n' + _row('gossip', 30))
+    with pytest.raises(MetricsLogError, match='line 5 is not JSON'):
+        tracking.summary_rows(path, 'gossip', [0, 10, 20, 30])
+    assert tracking.check_log(path, 'fl', [0]).damaged  # a damaged line fails every check
+
+
+def test_write_csv_one_row_per_algorithm_and_evaluation(tmp_path):
+    path = tmp_path / 'metrics.jsonl'
+    with tracking.JsonlWriter(path, 'gossip') as w:
+        w.write_scalars(10, {'acc_mean': 0.25, 'var_ratio/Dense_0/kernel': 0.5})
+        w.write_scalars(0, {'acc_mean': 0.1, 'averaging_events': 0})
+    with tracking.JsonlWriter(path, 'fl') as w:
+        w.write_scalars(0, {'acc_mean': 0.125, 'global_acc': 0.2})
+    with open(path, 'a') as f:
+        f.write('{"algorithm": "fl", "tick": 10, "acc')  # a cut last line is skipped
+    out = tracking.write_csv(path)
+    assert out == tmp_path / tracking.CSV_FILE
+    with open(out, newline='') as f:
+        table = list(csv.reader(f))
+    assert table == [
+        ['algorithm', 'tick', 'acc_mean', 'var_ratio/Dense_0/kernel', 'averaging_events',
+         'global_acc'],
+        ['gossip', '0', '0.1', '', '0', ''],
+        ['gossip', '10', '0.25', '0.5', '', ''],
+        ['fl', '0', '0.125', '', '', '0.2'],
+    ]
+    path.write_text('{"algorithm": "fl", "tick": 0}\nnot json\n{"algorithm": "fl", "tick": 1}\n')
+    with pytest.raises(MetricsLogError, match='line 2'):
+        tracking.write_csv(path)
+    assert out.read_text().startswith('algorithm,tick,acc_mean')  # the old CSV is kept
+
+
+# --- console, progress bar, TensorBoard ----------------------------------------------------
+
+
+def test_console_summary_says_never_for_a_target_not_reached(caplog):
+    w = tracking.ConsoleWriter('gossip')
+    with caplog.at_level(logging.INFO, logger='vanish.tracking'):
+        w.write_summary({'final_acc': 0.5, 'ticks_to_target': None, 'other': None})
+    assert caplog.records[0].getMessage() == (
+        '[gossip] summary final_acc 0.5 ticks_to_target never other n/a')
+
+
+def test_log_lines_do_not_break_the_progress_bar(capsys):
+    log = logging.getLogger('vanish.test_bar')
+    log.propagate = False
+    handler = logging.StreamHandler()  # the current (captured) stderr
+    log.addHandler(handler)
+    try:
+        def logged_after_bar(bar_enabled: bool) -> str:
+            with tracking.ProgressBar(100, desc='gossip', enabled=bar_enabled) as bar:
+                bar.update(30)
+                if not bar_enabled:  # a bare tqdm bar, as without ProgressBar's hook
+                    from tqdm.auto import tqdm
+                    raw = tqdm(total=100, desc='raw')
+                    raw.update(30)
+                log.warning('MESSAGE')
+                if not bar_enabled:
+                    raw.close()
+                bar.update(10)
+            return capsys.readouterr().err
+
+        err = logged_after_bar(True)
+        before = err[:err.index('MESSAGE')]
+        assert before.endswith('\r'), repr(before[-40:])  # the bar was cleared first
+        assert err.count('gossip') >= 3  # drawn, redrawn after the line, updated
+        assert handler in log.handlers  # the hook is gone with the bar
+        # The same log line next to a bar without the hook lands on the bar's line.
+        err = logged_after_bar(False)
+        assert not err[:err.index('MESSAGE')].endswith(('\r', '\n'))
+    finally:
+        log.removeHandler(handler)
+
+
+def _tb_events(logdir) -> list[Any]:
+    """Every event in a TensorBoard run folder (TFRecord: length, crc, payload, crc)."""
+    from tensorboardX.proto import event_pb2
+    events = []
+    for f in sorted(logdir.glob('events.out.tfevents.*')):
+        data, i = f.read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack('<Q', data[i:i + 8])
+            events.append(event_pb2.Event.FromString(data[i + 12:i + 12 + n]))
+            i += 12 + n + 4
+    return events
+
+
+def test_tensorboard_writer_records_scalars_text_and_images(tmp_path):
+    pytest.importorskip('tensorboardX', reason="TensorBoard is optional: pip install 'vanish[tb]'")
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(1, 1))
+    fig.savefig(tmp_path / 'acc.png', dpi=20)
+    plt.close(fig)
+    with tracking.make_writers(tmp_path, 'gossip', wandb=False, console=False, config={'a': 1},
+                               tensorboard=True, resume_tick=None) as w:
+        w.write_scalars(10, {'acc_mean': np.float32(0.5), 'var_ratio/Dense_0/kernel': 0.25})
+        w.write_scalars(20, {'acc_mean': 0.75, 'averaging_events': 3})
+        w.write_image(20, 'accuracy', tmp_path / 'acc.png')
+        w.write_summary({'final_acc': 0.75, 'ticks_to_target': None})
+    events = _tb_events(tmp_path / tracking.TENSORBOARD_DIR / 'gossip')
+    scalars = [(e.step, v.tag, v.simple_value) for e in events for v in e.summary.value
+               if v.WhichOneof('value') == 'simple_value']
+    assert scalars == [(10, 'acc_mean', 0.5), (10, 'var_ratio/Dense_0/kernel', 0.25),
+                       (20, 'acc_mean', 0.75), (20, 'averaging_events', 3.0)]
+    tags = {v.tag for e in events for v in e.summary.value}
+    assert {'accuracy', 'config/text_summary', 'summary/text_summary'} <= tags
+    images = [v.image for e in events for v in e.summary.value if v.tag == 'accuracy']
+    assert images[0].height == 20 and images[0].width == 20
+    texts = [v.tensor.string_val[0].decode() for e in events for v in e.summary.value
+             if v.tag == 'summary/text_summary']
+    assert 'ticks_to_target: never' in texts[0]
+    # A resume from tick 10 purges the replayed events from tick 11 on.
+    tracking.make_writers(tmp_path, 'gossip', wandb=False, console=False, tensorboard=True,
+                          resume_tick=10).close()
+    starts = [e for e in _tb_events(tmp_path / tracking.TENSORBOARD_DIR / 'gossip')
+              if e.HasField('session_log')]
+    assert [(e.step, e.session_log.status) for e in starts] == [(11, 1)]  # 1: START
+
+
+def test_tensorboard_missing_gives_install_hint(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'tensorboardX', None)  # makes the import fail
+    with pytest.raises(ImportError, match=r"pip install 'vanish\[tb\]'"):
+        tracking.TensorBoardWriter(tmp_path)
+    with pytest.raises(ImportError, match='tensorboardX'):
+        tracking.make_writers(tmp_path, 'fl', wandb=False, console=False, tensorboard=True)
+    assert not (tmp_path / tracking.TENSORBOARD_DIR).exists()
