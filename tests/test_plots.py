@@ -182,7 +182,7 @@ def test_an_algorithm_keeps_its_style_across_figures_and_orders():
     only_gossip = [r for r in rows if r['algorithm'] == 'gossip']  # one algorithm: any name
     seeds = {'dpsgd': [only_gossip], 'gossip_vc': [rows, rows], 'fl': [rows]}
     figs = [plots.accuracy_figure(rows), plots.variance_figure(reordered),
-            plots.seeds_figure(seeds)]
+            plots.seeds_figure(seeds), plots.accuracy_figure(reordered)]
     try:
         drawn = [drawn_styles(f) for f in figs]
     finally:
@@ -191,11 +191,13 @@ def test_an_algorithm_keeps_its_style_across_figures_and_orders():
     assert set(drawn[0]) == {'fl', 'gossip', 'gossip_vc'}
     assert set(drawn[1]) == {'gossip_vc', 'my_new_rule'}
     assert set(drawn[2]) == {'dpsgd', 'gossip_vc', 'fl'}
+    assert drawn[3] == drawn[1]  # the same runs in another kind of figure
     for d in drawn:
         for name, got in d.items():
             assert got == expected(name), name
     # gossip_vc is first in one figure and last in another, and looks the same in all three.
-    assert drawn[0]['gossip_vc'] == drawn[1]['gossip_vc'] == drawn[2]['gossip_vc']
+    assert drawn[0]['gossip_vc'] == drawn[1]['gossip_vc'] == drawn[2]['gossip_vc'] == (
+        drawn[3]['gossip_vc'])
     assert drawn[0]['fl'][0] != drawn[0]['gossip_vc'][0]
 
 

@@ -123,3 +123,89 @@ def test_groups_are_ordered_by_number_not_by_text(tmp_path):
         _workdir(tmp_path, n, 0, dict(gossip_vc=100))
     rows = rt.aggregate(rt.find_runs([tmp_path]), ["num_nodes"])
     assert [r["num_nodes"] for r in rows] == [50, 200, 1000]
+
+
+def _captured_figures(monkeypatch):
+    """The figures the script saves, kept for inspection (closing a figure keeps its artists)."""
+    from matplotlib.figure import Figure
+
+    saved = {}
+    real = Figure.savefig
+
+    def savefig(fig, path, *args, **kwargs):
+        saved[Path(path).name] = fig
+        return real(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return saved
+
+
+def test_figures_use_the_fixed_styles_and_name_the_setup(tmp_path, monkeypatch):
+    import numpy as np
+    from matplotlib import colors as mcolors
+
+    from vanish import plots
+
+    def look(name):
+        return mcolors.to_rgba(plots.style_for(name).color)
+
+    setup = dict(dataset="fashion_mnist", model="mlp", partition="iid", target_accuracy=0.75)
+    final = {}
+    for n in (50, 1000):
+        for s in range(2):
+            final[n, s] = dict(fl=0.8, gossip_vc=0.6 + 0.2 * s)
+            wd = _workdir(tmp_path / "runs", n, s, dict(gossip_vc=100 + 50 * s, fl=80),
+                          **setup)
+            _curves(wd, ("gossip_vc", "fl"), final[n, s])  # gossip_vc first in the files
+    saved = _captured_figures(monkeypatch)
+    assert rt.main([str(tmp_path / "runs"), "--figure", f"num_nodes:{tmp_path / 'tta.png'}",
+                    "--curves", str(tmp_path / "acc.png"), "--out", str(tmp_path / "t.md")]) == 0
+    setup_line = ("fashion_mnist · mlp · random_regular topology · iid partition · "
+                  "2 seeds (0, 1)")  # num_nodes is on the x axis, so not in the title
+
+    tta = saved["tta.png"].axes[0]
+    assert tta.get_title().split("\n")[1] == setup_line
+    assert tta.get_ylabel() == "ticks to accuracy 0.75"
+    assert tta.get_xscale() == "log"  # 50 ... 1000
+    bars = {c.get_label(): c.lines[0] for c in tta.containers}
+    assert set(bars) == {"fl", "gossip_vc"}
+    for name, line in bars.items():
+        assert mcolors.to_rgba(line.get_color()) == look(name)
+        assert line.get_marker() == plots.style_for(name).marker
+    np.testing.assert_allclose(np.asarray(bars["gossip_vc"].get_ydata(), float), [125, 125])
+
+    curves = saved["acc.png"]
+    assert curves.get_suptitle() == f"node accuracy\n{setup_line}"
+    for ax, n in zip(curves.axes, (50, 1000)):
+        assert ax.get_title() == f"num_nodes={n}\ntarget 0.75, 2 seeds"
+        lines = {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+        assert list(lines) == ["fl", "gossip_vc"]  # legend order, not file order
+        for name, line in lines.items():
+            assert mcolors.to_rgba(line.get_color()) == look(name)
+        # The gossip_vc band spans the two seeds' curves: 0.1 -> 0.6 and 0.1 -> 0.8.
+        (band,) = [c for c in ax.collections
+                   if np.allclose(c.get_facecolor()[0][:3], look("gossip_vc")[:3])]
+        verts = band.get_paths()[0].vertices
+        for tick, lo, hi in ((0, 0.1, 0.1), (50, 0.35, 0.45), (100, 0.6, 0.8)):
+            ys = verts[np.isclose(verts[:, 0], tick), 1]
+            np.testing.assert_allclose([ys.min(), ys.max()], [lo, hi])
+        np.testing.assert_allclose(lines["gossip_vc"].get_ydata(), [0.1, 0.4, 0.7])
+
+
+def test_categorical_figure_dodges_the_algorithms(tmp_path, monkeypatch):
+    from vanish import plots
+
+    for topo in ("ring", "random_regular"):
+        for s in range(2):
+            _workdir(tmp_path / topo, 50, s, dict(fl=100, gossip_vc=200), topology_=topo)
+    saved = _captured_figures(monkeypatch)
+    rows = rt.aggregate(rt.find_runs([tmp_path]), ["topology_"])
+    rt.figure(rows, "group", str(tmp_path / "g.png"), ["topology_"])
+    ax = saved["g.png"].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["random_regular", "ring"]
+    bars = {c.get_label(): c.lines[0] for c in ax.containers}
+    assert list(bars["fl"].get_xdata()) == [-0.04, 0.96]  # side by side, not on top
+    assert list(bars["gossip_vc"].get_xdata()) == [0.04, 1.04]
+    assert bars["fl"].get_linestyle() == "None"  # categories are not joined by a line
+    assert ax.get_title() == "ticks to target: mean over seeds, error bar ± sd"  # no setup
+    assert plots.style_for("fl").marker == bars["fl"].get_marker()
