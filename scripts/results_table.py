@@ -201,7 +201,7 @@ def figure(rows: Sequence[dict[str, Any]], field: str, path: str,
     as_text = any(isinstance(r[field], str) for r in rows)
     values = [] if as_text else [float(r[field]) for r in rows]
     log_x = bool(values) and min(values) > 0 and max(values) / min(values) > 8
-    fig, ax = plt.subplots(figsize=(7.5, 4.8) if as_text else (6.5, 4.4), layout="constrained")
+    fig, ax = plt.subplots(figsize=(9, 4.8) if as_text else (8, 4.4), layout="constrained")
     algos = plots.legend_order(sorted({r["algorithm"] for r in rows}))
     # Algorithms side by side at one x (dodged), so that no error bar hides another: by a
     # fraction of a category, or of a decade on a log axis; a linear axis is not dodged.
@@ -234,7 +234,7 @@ def figure(rows: Sequence[dict[str, Any]], field: str, path: str,
         if missed:  # no seed got there: a hollow marker at the horizon (a lower bound)
             ax.scatter([x(r[field], algo) for r in missed], [r["horizon"] for r in missed],
                        marker=style.marker, s=40, facecolors="none", edgecolors=color,
-                       zorder=style.zorder, label=f"{algo}: never (drawn at the horizon)")
+                       zorder=style.zorder, label=f"{algo}: never\n(drawn at the horizon)")
     if as_text:
         ax.set_xticks(range(len(categories)), categories)
         ax.tick_params(axis="x", labelsize=7, labelrotation=30)
@@ -248,8 +248,9 @@ def figure(rows: Sequence[dict[str, Any]], field: str, path: str,
     main = "ticks to target: mean over seeds, error bar ± sd"
     ax.set_title(plots.title_with_setup(main, shown), fontsize=9)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, framealpha=0.85)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:  # outside: inside, it would cover the points at the horizon or the top
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
