@@ -1,7 +1,9 @@
-"""Tests for vanish.checkpoint: bit-identical round trips, pruning, mismatches, crashed saves."""
+"""Tests for vanish.checkpoint: bit-identical round trips, pruning, mismatches, crashed saves,
+damaged checkpoints (orbax's real files corrupted) and the fallback past them."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from typing import Any, NamedTuple
@@ -170,3 +172,102 @@ def test_crashed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     checkpoint.save(tmp_path, 20, make_state(seed=4, tick=20))
     assert checkpoint.all_steps(tmp_path) == [10, 20]
     assert sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir()) == ['10', '20']
+
+
+# --- damaged checkpoints: fall back to the newest one that reads back ------------------------
+
+
+def big_state(tick: int) -> dict[str, Any]:
+    """A state whose largest file orbax writes is the array data of `w`."""
+    return {'w': jnp.arange(4000, dtype=jnp.float32) * (tick + 1), 'b': np.arange(5) + tick,
+            'tick': tick}
+
+
+def array_file(workdir, step: int):
+    """The largest data file of checkpoint `step` (orbax: state/ocdbt.process_0/d/<hash>)."""
+    files = [p for p in (checkpoint.checkpoint_dir(workdir) / str(step) / 'state').rglob('*')
+             if p.is_file() and p.parent.name == 'd']
+    largest = max(files, key=lambda p: p.stat().st_size)
+    assert largest.parent.parent.name.startswith('ocdbt.process_'), largest
+    return largest
+
+
+@pytest.mark.parametrize('corrupt,why', [
+    (lambda p: p.write_bytes(b'\x00garbage'), 'a file of it is truncated'),
+    (lambda p: p.write_bytes(bytes(p.stat().st_size)), 'a file of it is corrupt'),
+    (lambda p: p.unlink(), 'missing or truncated'),
+], ids=['garbage', 'zeroed', 'removed'])
+def test_one_damaged_array_file_falls_back_to_the_previous_checkpoint(
+        tmp_path, caplog, corrupt, why):
+    for tick in [10, 20]:
+        checkpoint.save(tmp_path, tick, big_state(tick))
+    corrupt(array_file(tmp_path, 20))
+    with pytest.raises(Exception) as raw:  # what orbax raises for it (a bare Exception too)
+        checkpoint.restore(tmp_path, big_state(0), step=20)
+    assert not isinstance(raw.value, checkpoint.CheckpointMismatchError)
+    with caplog.at_level(logging.WARNING, logger='vanish.checkpoint'):
+        state, meta, step, damaged = checkpoint.restore_latest_intact(tmp_path, big_state(0))
+    assert step == 10 and meta == {}
+    assert_bit_identical(state, big_state(10))
+    assert [s for s, _ in damaged] == [20] and why in damaged[0][1], damaged
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f'{os.sep}20 is damaged' in w and 'checkpoint 10 instead' in w
+               for w in warnings), warnings
+
+
+def test_a_flipped_bit_is_caught_by_the_checksums(tmp_path):
+    for tick in [10, 20]:
+        checkpoint.save(tmp_path, tick, big_state(tick))
+    path = array_file(tmp_path, 20)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointDamagedError, match=r"\['w'\] reads back different"):
+        checkpoint.restore(tmp_path, big_state(0), step=20)
+    _, _, step, damaged = checkpoint.restore_latest_intact(tmp_path, big_state(0))
+    assert step == 10 and damaged == [(20, "['w'] reads back different from what was saved "
+                                           '(a file of it is corrupt)')]
+
+
+def test_every_checkpoint_damaged_raises_naming_each(tmp_path):
+    for tick in [10, 20]:
+        checkpoint.save(tmp_path, tick, big_state(tick))
+        array_file(tmp_path, tick).write_bytes(b'\x00garbage')
+    with pytest.raises(checkpoint.CheckpointDamagedError) as info:
+        checkpoint.restore_latest_intact(tmp_path, big_state(0))
+    message = str(info.value)
+    assert '20: a file of it is truncated; 10: a file of it is truncated' in message
+    assert str(checkpoint.checkpoint_dir(tmp_path)) in message
+
+
+def test_a_mismatch_or_a_bug_is_not_taken_for_damage(tmp_path, monkeypatch):
+    for tick in [10, 20]:
+        checkpoint.save(tmp_path, tick, big_state(tick))
+    with pytest.raises(checkpoint.CheckpointMismatchError):
+        checkpoint.restore_latest_intact(tmp_path, {**big_state(0), 'b': np.arange(6)})
+
+    def buggy(*args, **kwargs):
+        raise TypeError('a bug, not a damaged file')
+
+    monkeypatch.setattr(checkpoint, '_check_manifest', buggy)
+    with pytest.raises(TypeError, match='a bug'):
+        checkpoint.restore_latest_intact(tmp_path, big_state(0))
+
+
+def test_checksums_cover_every_leaf_and_old_checkpoints_without_them_restore(tmp_path):
+    state = make_state(seed=1, tick=3)
+    sums = checkpoint.checksums(state)
+    assert sorted(sums) == sorted(checkpoint.manifest(state))
+    assert checkpoint.checksums(make_state(seed=2, tick=3)) != sums
+    key = jax.random.key(0)  # a typed PRNG key is checksummed by its key data
+    assert checkpoint.checksums({'k': key}) == checkpoint.checksums(
+        {'k': jax.random.key_data(key)})
+    # A checkpoint written before checksums existed: its meta has none, and it restores.
+    real = checkpoint.checksums
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(checkpoint, 'checksums', lambda tree: {})
+    checkpoint.save(tmp_path, 3, state)
+    monkeypatch.undo()
+    assert checkpoint.checksums is real
+    restored, _ = checkpoint.restore(tmp_path, make_state(seed=0))
+    assert_bit_identical(restored, state)

@@ -10,7 +10,10 @@ template (NamedTuples, flax.struct dataclasses, dicts, optax EmptyState); it wri
 into `<step>.orbax-checkpoint-tmp-*` and renames it only when complete, and prunes old steps only
 after that, so a crash mid-save leaves the previous checkpoints intact and is ignored on restore.
 Orbax casts silently to the template's dtype, so every checkpoint also stores a manifest (path,
-dtype, shape of each leaf) that `restore` checks first and that names any mismatch.
+dtype, shape of each leaf) that `restore` checks first and that names any mismatch. Orbax also
+reads a flipped bit back silently, so it stores a checksum of each leaf's bytes too, which
+`restore` verifies; `restore_latest_intact` falls back past damaged checkpoints (unreadable or
+failing their checksums) to the newest one that reads back, with a warning naming each.
 
 Layout: `workdir/checkpoints/<step>/{state, meta}`; `meta` holds the manifest and the caller's
 JSON metadata.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -92,6 +96,41 @@ def manifest(tree: PyTree) -> dict[str, list[Any]]:
     return out
 
 
+def _leaf_digest(leaf: Any) -> str | None:
+    """sha256 (16 hex digits) of a leaf's bytes; None when this process holds only part of it."""
+    if isinstance(leaf, jax.Array):
+        if not leaf.is_fully_addressable:  # sharded over processes: orbax's checks only
+            return None
+        if jax.numpy.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+    data = np.ascontiguousarray(np.asarray(leaf)).reshape(-1).view(np.uint8)
+    return hashlib.sha256(data.data).hexdigest()[:16]
+
+
+def checksums(tree: PyTree) -> dict[str, str]:
+    """{key path: sha256 prefix of the leaf's bytes} (what `restore` verifies the data with:
+    orbax reads a flipped bit back silently). Leaves split over processes are left out."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    out = {}
+    for path, leaf in leaves:
+        digest = _leaf_digest(leaf)
+        if digest is not None:
+            out[jax.tree_util.keystr(path)] = digest
+    return out
+
+
+def _check_data(stored: Mapping[str, str], state: PyTree, where: Path) -> None:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(state)
+    for path, leaf in leaves:
+        key = jax.tree_util.keystr(path)
+        if key in stored:
+            digest = _leaf_digest(leaf)
+            if digest is not None and digest != stored[key]:
+                raise CheckpointDamagedError(
+                    f'checkpoint {where}: {key} reads back different from what was saved '
+                    '(a file of it is corrupt)')
+
+
 def _check_manifest(stored: Mapping[str, list[Any]], wanted: Mapping[str, list[Any]],
                     where: Path) -> None:
     problems = [f'missing from checkpoint: {k}' for k in wanted if k not in stored]
@@ -130,7 +169,7 @@ def save(workdir: PathLike, step: int, state: PyTree, *, keep: int | None = 2,
     if keep is not None and keep < 1:
         raise ValueError(f'keep must be >= 1 or None, got {keep}')
     meta = {'format': _FORMAT, 'step': step, 'manifest': manifest(state),
-            'metadata': dict(metadata or {})}
+            'checksums': checksums(state), 'metadata': dict(metadata or {})}
     try:
         json.dumps(meta)
     except TypeError as e:
@@ -246,6 +285,9 @@ def restore(workdir: PathLike, template: PyTree,
     Raises:
         FileNotFoundError: no such checkpoint.
         CheckpointMismatchError: structure / shape / dtype differ; nothing is loaded.
+        CheckpointDamagedError: a leaf reads back different from its checksum at save.
+        Exception, ValueError, OSError: orbax / tensorstore cannot read a file of it
+            (`restore_latest_intact` turns these into a fallback to an older checkpoint).
     """
     steps = all_steps(workdir)
     if step is None:
@@ -264,27 +306,62 @@ def restore(workdir: PathLike, template: PyTree,
             state=ocp.args.StandardRestore(template))).state
     finally:
         mngr.close()
+    # Checkpoints written before checksums were recorded have none: nothing to compare.
+    _check_data(meta.get('checksums', {}), state, checkpoint_dir(workdir) / str(step))
     return state, meta['metadata']
 
 
 def _damage(error: BaseException) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    """What is wrong with a checkpoint that raised `error` on restore, in a few words."""
+    if isinstance(error, CheckpointDamagedError):
+        return str(error).split(': ', 1)[-1]
+    chain: list[BaseException] = []
+    e: BaseException | None = error
+    while e is not None and e not in chain:  # tensorstore's reason is often the cause
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    texts = [str(c).strip() for c in chain]
     for item in ('state', 'meta'):
-        if isinstance(error, KeyError) and f'Item "{item}" was not found' in text:
+        if isinstance(error, KeyError) and f'Item "{item}" was not found' in texts[0]:
             return f'its {item} folder is missing'
-    if 'OUT_OF_RANGE' in text or 'byte range' in text.lower():
-        return 'a file of it is truncated'
-    if isinstance(error, json.JSONDecodeError):
-        return f'a metadata file of it is corrupt ({error.msg})'
-    return f'{type(error).__name__}: {text[:200]}'
+    for c, text in zip(chain, texts):
+        if 'OUT_OF_RANGE' in text or 'byte range' in text.lower():
+            return 'a file of it is truncated'
+        if isinstance(c, json.JSONDecodeError):
+            return f'a metadata file of it is corrupt ({c.msg})'
+        if 'NOT_FOUND' in text or 'Truncated' in text:  # a removed file reads as empty
+            return 'a file of it is missing or truncated'
+        if 'DATA_LOSS' in text or 'ZSTD_decompress' in text:
+            return 'a file of it is corrupt'
+        if isinstance(c, FileNotFoundError):
+            return f'a file of it is missing ({c.filename or text[:200]})'
+    if 'Encountered error while reading array' in texts[0]:
+        return 'an array file of it cannot be read'
+    first = texts[0].splitlines()[0] if texts[0] else ''
+    return f'{type(error).__name__}: {first[:200]}' if first else type(error).__name__
+
+
+def _is_damage(error: Exception) -> bool:
+    """An error of reading a checkpoint's files, as opposed to a bug: orbax raises a bare
+    `Exception` (not a subclass) for an array file that tensorstore cannot read."""
+    if isinstance(error, CheckpointMismatchError):
+        return False
+    return (type(error) is Exception  # pylint: disable=unidiomatic-typecheck
+            or isinstance(error, (KeyError, ValueError, OSError, CheckpointDamagedError)))
 
 
 def restore_latest_intact(workdir: PathLike, template: PyTree
                           ) -> tuple[PyTree, dict[str, Any], int, list[tuple[int, str]]]:
     """Restores the newest checkpoint that reads back, trying older ones past damaged ones.
 
-    A checkpoint is damaged when it cannot be read: its state or meta folder removed, a file
-    truncated or corrupt. A template mismatch is not damage (it is raised at once).
+    A checkpoint is damaged when it cannot be read (its state or meta folder removed, a file
+    truncated or corrupt: orbax raises a bare Exception for an unreadable array file) or when
+    its data differ from the checksums recorded at save (a flipped bit orbax reads silently).
+    Each damaged step skipped is logged as a warning naming it and the step used instead; the
+    caller need not log them again. A template mismatch is not damage (it is raised at once).
+    Usage (the resume of a run loop):
+
+        state, meta, step, damaged = checkpoint.restore_latest_intact(ckpt_dir, init_state)
 
     Returns:
         (state, metadata, step, damaged): `damaged` lists (step, what is wrong) for every newer
@@ -302,11 +379,14 @@ def restore_latest_intact(workdir: PathLike, template: PyTree
         try:
             with _quiet_orbax():
                 state, meta = restore(workdir, template, step)
-        except CheckpointMismatchError:
-            raise
-        except (KeyError, ValueError, OSError) as e:  # unreadable: try the next older one
+        except Exception as e:  # noqa: BLE001  unreadable: try the next older one
+            if not _is_damage(e):
+                raise
             damaged.append((step, _damage(e)))
             continue
+        for bad, why in damaged:
+            logger.warning('checkpoint %s is damaged (%s); using checkpoint %d instead',
+                           checkpoint_dir(workdir) / str(bad), why, step)
         return state, meta, step, damaged
     listed = '; '.join(f'{s}: {why}' for s, why in damaged)
     raise CheckpointDamagedError(
