@@ -567,3 +567,12 @@ def test_tensorboard_missing_gives_install_hint(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match='tensorboardX'):
         tracking.make_writers(tmp_path, 'fl', wandb=False, console=False, tensorboard=True)
     assert not (tmp_path / tracking.TENSORBOARD_DIR).exists()
+
+
+def test_writer_keeps_a_whole_row_that_only_lacks_its_newline(tmp_path):
+    path = tmp_path / 'metrics.jsonl'
+    path.write_bytes(_row('fl', 1)[:-1])  # killed between the row and its newline
+    assert [r['tick'] for r in tracking.read_jsonl(path)] == [1]
+    with tracking.JsonlWriter(path, 'fl') as w:
+        w.write_scalars(2, {'acc_mean': 0.2})
+    assert [r['tick'] for r in tracking.read_jsonl(path)] == [1, 2]

@@ -253,13 +253,20 @@ class JsonlWriter(MetricWriter):
 
 
 def _drop_partial_tail(path: Path) -> None:
+    """Ends the file with a newline: a last line cut mid-write is removed, a whole row that
+    only lacks its newline (as `read_jsonl` reads it) is kept and terminated."""
     if not path.exists():
         return
     with open(path, 'rb+') as f:
         data = f.read()
-        if data and not data.endswith(b'\n'):
+        if not data or data.endswith(b'\n'):
+            return
+        start = data.rfind(b'\n') + 1
+        if _parse_line(data[start:]).problem is None:
+            f.write(b'\n')
+        else:
             logger.warning('%s: dropping a partial last line (interrupted write)', path)
-            f.truncate(data.rfind(b'\n') + 1)
+            f.truncate(start)
 
 
 def read_jsonl(path: PathLike) -> list[dict[str, Any]]:
