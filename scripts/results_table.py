@@ -204,14 +204,17 @@ def figure(rows: Sequence[dict[str, Any]], field: str, path: str,
     fig, ax = plt.subplots(figsize=(9, 4.8) if as_text else (8, 4.4), layout="constrained")
     algos = plots.legend_order(sorted({r["algorithm"] for r in rows}))
     # Algorithms side by side at one x (dodged), so that no error bar hides another: by a
-    # fraction of a category, or of a decade on a log axis; a linear axis is not dodged.
+    # fraction of a category, of a decade on a log axis, or of the range on a linear one.
+    span = max(values) - min(values) if values else 0.0
     categories = list(dict.fromkeys(str(r[field]) for r in rows))  # in the groups' order
 
     def x(value: Any, algo: str) -> float:
         shift = algos.index(algo) - (len(algos) - 1) / 2
         if as_text:
             return categories.index(str(value)) + 0.08 * shift
-        return float(value) * 10 ** (0.012 * shift) if log_x else float(value)
+        if log_x:
+            return float(value) * 10 ** (0.012 * shift)
+        return float(value) + 0.012 * span * shift
 
     for algo in algos:
         mine = sorted((r for r in rows if r["algorithm"] == algo),
@@ -241,7 +244,9 @@ def figure(rows: Sequence[dict[str, Any]], field: str, path: str,
         ax.set_xlim(-0.5, len(categories) - 0.5)
     if log_x:
         plots.log_axis(ax, "x")
+    if values and (log_x or len(set(values)) <= 8):  # ticks at the measured values only
         ax.xaxis.set_major_locator(ticker.FixedLocator(sorted(set(values))))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel(field if field != "group" else ", ".join(by))
     ax.set_ylabel(f"ticks to accuracy {target:g}" if target is not None
                   else "ticks to target accuracy")

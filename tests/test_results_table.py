@@ -166,7 +166,8 @@ def test_figures_use_the_fixed_styles_and_name_the_setup(tmp_path, monkeypatch):
     tta = saved["tta.png"].axes[0]
     assert tta.get_title().split("\n")[1] == setup_line
     assert tta.get_ylabel() == "ticks to accuracy 0.75"
-    assert tta.get_xscale() == "log"  # 50 ... 1000
+    assert tta.get_xscale() == "log"  # 50 ... 1000, labelled where measured
+    assert plots.visible_tick_labels(tta, "x") == ["50", "1000"]
     bars = {c.get_label(): c.lines[0] for c in tta.containers}
     assert set(bars) == {"fl", "gossip_vc"}
     for name, line in bars.items():
