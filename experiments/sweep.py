@@ -3,13 +3,13 @@
     wandb sweep experiments/paper_noniid/sweep.yaml          # prints the sweep id
     wandb agent <entity>/<project>/<sweep id>                # from the repository root
     python -m experiments.sweep --sweep experiments/paper_noniid/sweep.yaml   # no W&B needed
-    python -m experiments.sweep --config experiments/paper_noniid/config.py --config.alpha=0.1
+    python -m experiments.sweep --config experiments/paper_noniid/config.py --config.data.alpha=0.1
 
 How the flags reach the run (the one mechanism every sweep.yaml uses): a swept parameter
-is named `config.<field>`, e.g. `config.alpha: {values: [0.1, 0.5, 5.0]}`, and the command
-ends in `${args}`, which W&B expands to `--config.alpha=0.1`: exactly the override flags
+is named `config.<field>`, e.g. `config.data.alpha: {values: [0.1, 0.5, 5.0]}`, and the command
+ends in `${args}`, which W&B expands to `--config.data.alpha=0.1`: exactly the override flags
 of `vanish.run` (ml_collections parses them with the field's type). `${args_no_hyphens}`
-would give `config.alpha=0.1`, which absl rejects, so it is not used.
+would give `config.data.alpha=0.1`, which absl rejects, so it is not used.
 
 Why a program of its own instead of `python -m vanish.run`: `vanish.run` resumes from its
 workdir and refuses a changed config there, so every combination needs its own workdir,
@@ -247,7 +247,7 @@ def main(argv: Sequence[str]) -> None:
     if os.environ.get("WANDB_SWEEP_ID"):  # started by `wandb agent`: report into its run
         import wandb
 
-        cfg.wandb = False
+        cfg.run.wandb = False
         run = wandb.init(config=cfg.to_dict())
     try:
         workdir, summaries = run_combination(cfg, params, root)

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import make_sim, override
 from vanish import config, data
 from vanish.algorithms import fedavg, partitioned
-from vanish.simulation import Simulation
 
 
 @pytest.mark.parametrize("fraction,expected", [(1.0, 8), (0.5, 4), (0.3, 2), (0.01, 1)])
@@ -48,12 +48,12 @@ def test_partition_masks_round_robin_cover_every_coordinate_once():
 
 def _opt_after_tick0(reset: bool):
     cfg = config.default_config()
-    cfg.dataset, cfg.model, cfg.batch_size = "synthetic", "mlp", 8
-    cfg.synthetic_train, cfg.synthetic_test, cfg.test_per_class = 600, 200, 5
-    cfg.num_nodes, cfg.topology, cfg.ticks = 4, "complete", 5
-    cfg.reset_opt_on_merge = reset
+    cfg.data.name, cfg.model.name, cfg.optim.batch_size = "synthetic", "mlp", 8
+    cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = 600, 200, 5
+    cfg.topology.num_nodes, cfg.topology.name, cfg.run.ticks = 4, "complete", 5
+    cfg.optim.reset_on_merge = reset
     ds = data.load("synthetic", num_train=600, num_test=200)
-    sim = Simulation(cfg, "gossip", ds)
+    sim = make_sim(cfg, "gossip", ds)
     state = sim.run_ticks(sim.init_state(), 0, 1)  # all train at tick 0, send, and merge
     assert np.all(np.asarray(state.merges) == 1)
     return jax.tree.leaves(state.opt_state)
@@ -71,20 +71,18 @@ def test_optimizer_state_is_kept_across_merges_unless_reset():
 # --------------------------------------------------- registry contract, trimmed mean, guards
 
 from jax_cache import compile_cache  # noqa: E402
-from vanish import algorithms, build, simulation  # noqa: E402
+from vanish import algorithms, build  # noqa: E402
 from vanish.algorithms import base, trimmed_mean  # noqa: E402
 
 
 def _tiny_cfg(**overrides):
     cfg = config.default_config()
-    cfg.dataset, cfg.synthetic_train, cfg.synthetic_test, cfg.test_per_class = (
+    cfg.data.name, cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = (
         "synthetic", 400, 100, 3)
-    cfg.model, cfg.batch_size, cfg.lr = "mlp", 8, 0.05
-    cfg.num_nodes, cfg.topology, cfg.degree = 6, "random_regular", 3
-    cfg.ticks, cfg.interval_lo, cfg.interval_hi, cfg.fl_round_ticks = 20, 2, 4, 5
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
-    return cfg
+    cfg.model.name, cfg.optim.batch_size, cfg.optim.lr = "mlp", 8, 0.05
+    cfg.topology.num_nodes, cfg.topology.name, cfg.topology.degree = 6, "random_regular", 3
+    cfg.run.ticks, cfg.schedule.interval_lo, cfg.schedule.interval_hi = 20, 2, 4
+    return override(cfg, fl_round_ticks=5, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +93,7 @@ def tiny_data(tmp_path_factory):
 
 @pytest.mark.parametrize("name", algorithms.NAMES)
 def test_every_registered_algorithm_runs_without_host_transfers_or_recompiles(name, tiny_data):
-    sim = simulation.Simulation(_tiny_cfg(), name, tiny_data)
+    sim = make_sim(_tiny_cfg(), name, tiny_data)
     assert isinstance(sim.algo, base.Algorithm) and sim.algo.name == name
     state = sim.run_ticks(sim.init_state(), 0, 10)
     state, m = sim.evaluate(state)
@@ -124,7 +122,7 @@ def test_trimmed_mean_equals_numpy_on_explicit_buffers():
 
 
 def test_trimmed_mean_inbox_holds_exactly_the_sent_models(tiny_data):
-    sim = simulation.Simulation(_tiny_cfg(ticks=1, first_tick="0"), "gossip_trim", tiny_data)
+    sim = make_sim(_tiny_cfg(ticks=1, first_tick="0"), "gossip_trim", tiny_data)
     state = sim.init_state()
     sent_params = jax.tree.map(lambda x: x + 1.0, state.params)  # any distinct models
     k = sim.n
@@ -142,18 +140,33 @@ def test_trimmed_mean_inbox_holds_exactly_the_sent_models(tiny_data):
 
 
 def test_trimmed_mean_rule_is_one_file_plus_one_registry_line():
-    assert algorithms.factory("gossip_trim").func is trimmed_mean.make
-    assert algorithms.REGISTRY["gossip_trim"][0] == "trimmed_mean"  # its file
-    assert "gossip_trim" in config.CHOICES["algorithms"]  # the config check reads the registry
-    assert algorithms.get("gossip_trim_vc", base.Hyper()).name == "gossip_trim_vc"
+    assert algorithms.factory("gossip_trim") is trimmed_mean.make
+    assert algorithms.REGISTRY["gossip_trim"].factory == "trimmed_mean:make"  # its file
+    assert "gossip_trim" in config.default_config().algorithm_args  # its knobs: a section
+    algo = algorithms.make("gossip_trim_vc", fraction=0.1)
+    assert algo.name == "gossip_trim_vc" and algo.caps.message_buffers and algo.caps.corrected
+
+
+def test_every_registry_line_declares_the_knobs_its_factory_takes():
+    import inspect
+
+    for name, entry in algorithms.REGISTRY.items():
+        params = inspect.signature(algorithms.factory(name)).parameters
+        for knob, spec in entry.knobs.items():
+            assert knob in params, (name, knob)
+            assert params[knob].default == spec.default, (name, knob)  # one default
+        assert set(entry.fixed) <= set(params), name
 
 
 def test_reference_mode_corrects_biases_like_dfl_torch():
-    cfg = _tiny_cfg(vc_reference=True)
-    corr = build.correction(cfg)
+    def correction(cfg):
+        return build.experiment(cfg, dataset=data.load("synthetic", num_train=400,
+                                                       num_test=100)).correction
+
+    corr = correction(_tiny_cfg(vc_reference=True))
     assert (corr.ddof, corr.eps, corr.correct_biases) == (1, 1e-4, True)
-    assert not build.correction(_tiny_cfg()).correct_biases
-    assert build.correction(_tiny_cfg(correct_biases=True)).correct_biases
+    assert not correction(_tiny_cfg()).correct_biases
+    assert correction(_tiny_cfg(correct_biases=True)).correct_biases
     from vanish import variance
 
     m = variance.correctable_mask({"Dense_0": {"kernel": jnp.zeros((1, 4, 3)),

@@ -45,18 +45,18 @@ from vanish import config
 def get_config():
     c = config.default_config()
     c.algorithms = "gossip"
-    c.dataset = "synthetic"
-    c.synthetic_train, c.synthetic_test, c.test_per_class = 200, 100, 5
-    c.model, c.batch_size, c.lr = "mlp", 8, 0.05
-    c.num_nodes, c.topology, c.degree = 4, "ring", 2
-    c.ticks, c.eval_every, c.keep_checkpoints = 4, 2, 2
-    c.interval_lo, c.interval_hi = 1, 2
+    c.data.name = "synthetic"
+    c.data.synthetic_train, c.data.synthetic_test, c.data.test_per_class = 200, 100, 5
+    c.model.name, c.optim.batch_size, c.optim.lr = "mlp", 8, 0.05
+    c.topology.num_nodes, c.topology.name, c.topology.degree = 4, "ring", 2
+    c.run.ticks, c.run.eval_every, c.run.keep_checkpoints = 4, 2, 2
+    c.schedule.interval_lo, c.schedule.interval_hi = 1, 2
     return c
 '''
 CONFIG_FILES = {
     "syntax.py": "def get_config(:\n",
     "typeerror.py": ("from vanish import config\n\ndef get_config():\n"
-                     "    c = config.default_config()\n    c.lr = 'fast'\n    return c\n"),
+                     "    c = config.default_config()\n    c.optim.lr = 'fast'\n    return c\n"),
     "no_get_config.py": "x = 1\n",
     "not_a_configdict.py": "def get_config():\n    return 3\n",
     "import_error.py": "import vanish_no_such_module\n",
@@ -66,7 +66,7 @@ CONFIG_FILES = {
                        "    c = config.default_config()\n    c.colour = 'red'\n    return c\n"),
     "few_fields.py": ("import ml_collections\n\ndef get_config():\n"
                       "    return ml_collections.ConfigDict(dict(seed=0))\n"),
-    "bad_value.py": TINY.replace("return c", "c.beta = 3.0\n    return c"),
+    "bad_value.py": TINY.replace("return c", "c.schedule.beta = 3.0\n    return c"),
 }
 EDGE_LISTS = {"malformed.txt": "0 1\nx y\n", "self_loop.txt": "0 1\n1 2\n2 2\n",
               "out_of_range.txt": "0 1\n1 7\n", "disconnected.txt": "0 1\n2 3\n",
@@ -99,16 +99,16 @@ CASES = [
     bad("unknown_field_noprefix", "--noconfig.wandbb", expect=r"unknown config field 'wandbb'"),
     bad("nested_field", "--config.lr.x=1", expect=r"config\.lr is a value, not a group"),
     bad("unknown_flag", "--wrkdir=/tmp/x", expect=r"Unknown command line flag 'wrkdir'"),
-    bad("lr_not_a_number", "--config.lr=abc",
+    bad("lr_not_a_number", "--config.optim.lr=abc",
         expect=r"--config\.lr=abc: config\.lr takes a number, not 'abc'"),
-    bad("num_nodes_not_an_integer", "--config.num_nodes=1.5",
+    bad("num_nodes_not_an_integer", "--config.topology.num_nodes=1.5",
         expect=r"config\.num_nodes takes an integer, not '1\.5'"),
-    bad("ticks_empty", "--config.ticks=", expect=r"config\.ticks takes an integer, not ''"),
+    bad("ticks_empty", "--config.run.ticks=", expect=r"config\.ticks takes an integer, not ''"),
     bad("seed_word", "--config.seed=zero", expect=r"config\.seed takes an integer, not 'zero'"),
-    bad("wandb_not_a_bool", "--config.wandb=maybe",
+    bad("wandb_not_a_bool", "--config.run.wandb=maybe",
         expect=r"config\.wandb takes True or False, not 'maybe'"),
-    bad("missing_value", "--config.lr", expect=r"Missing value for flag --config\.lr"),
-    bad("override_before_config", "--config.lr=0.1", "--config={inputs}/tiny.py",
+    bad("missing_value", "--config.optim.lr", expect=r"Missing value for flag --config\.lr"),
+    bad("override_before_config", "--config.optim.lr=0.1", "--config={inputs}/tiny.py",
         expect=r"Found --config\.lr=0\.1 in argv before a value for --config", config=None),
     bad("missing_config", expect=r"missing --config", config=None),
     bad("missing_workdir", expect=r"missing --workdir", workdir_flag=None),
@@ -158,7 +158,7 @@ CASES = [
     field("num_nodes", "-3", r"config\.num_nodes = -3"),
     field("ticks", "-1", r"config\.ticks = -1 must be >= 0"),
     field("interval_lo", "0", r"config\.interval_lo = 0 must be >= 1"),
-    bad("interval_lo_above_hi", "--config.interval_lo=12", "--config.interval_hi=8",
+    bad("interval_lo_above_hi", "--config.schedule.interval_lo=12", "--config.schedule.interval_hi=8",
         expect=r"config\.interval_hi = 8 is below config\.interval_lo = 12"),
     field("first_tick", "soon", r"config\.first_tick = 'soon' must be a non-negative integer"),
     field("send_every", "0", r"config\.send_every = 0 must be >= 1"),
@@ -189,9 +189,9 @@ CASES = [
           r"config\.coordinator_address = 'localhost:99999' must be 'host:port' with a port"),
     field("slots", "-1", r"config\.slots = -1 must be >= 0"),
     field("wandb_mode", "sometimes", r"unknown W&B mode 'sometimes'"),
-    bad("wandb_without_project", "--config.wandb=True", "--config.wandb_project=",
+    bad("wandb_without_project", "--config.run.wandb=True", "--config.run.wandb_project=",
         expect=r"config\.wandb_project is empty"),
-    bad("two_problems", "--config.beta=2", "--config.lr=-1",
+    bad("two_problems", "--config.schedule.beta=2", "--config.optim.lr=-1",
         expect=r"config\.lr = -1\.0 .*; config\.beta = 2\.0"),
     # ---------------------------------------------------------------- names
     field("algorithms", "gossip,bogus", r"unknown algorithm\(s\) \['bogus'\]", workdir="run"),
@@ -212,49 +212,49 @@ CASES = [
           r"config\.data_dir = '\S+no_such_dir' does not exist"),
     field("data_dir", "{inputs}/tiny.py", r"config\.data_dir = '\S+tiny\.py' is not a directory"),
     field("data_dir", "{inputs}/data_empty", r"config\.data_dir = '\S+' is an empty directory"),
-    bad("edge_list_unset", "--config.topology=edge_list",
+    bad("edge_list_unset", "--config.topology.name=edge_list",
         expect=r"config\.topology = 'edge_list' needs config\.edge_list"),
-    bad("edge_list_missing", "--config.topology=edge_list", "--config.edge_list={inputs}/nope.txt",
+    bad("edge_list_missing", "--config.topology.name=edge_list", "--config.topology.edge_list={inputs}/nope.txt",
         expect=r"config\.edge_list = '\S+nope\.txt': no such file"),
-    bad("edge_list_directory", "--config.topology=edge_list", "--config.edge_list={inputs}",
+    bad("edge_list_directory", "--config.topology.name=edge_list", "--config.topology.edge_list={inputs}",
         expect=r"config\.edge_list = '\S+' is a directory"),
-    bad("edge_list_malformed", "--config.topology=edge_list",
-        "--config.edge_list={inputs}/malformed.txt",
+    bad("edge_list_malformed", "--config.topology.name=edge_list",
+        "--config.topology.edge_list={inputs}/malformed.txt",
         expect=r"malformed\.txt: malformed line 2: 'x y'", workdir="empty"),
-    bad("edge_list_self_loop", "--config.topology=edge_list",
-        "--config.edge_list={inputs}/self_loop.txt", expect=r"self-loop at node 2"),
-    bad("edge_list_out_of_range", "--config.topology=edge_list",
-        "--config.edge_list={inputs}/out_of_range.txt",
+    bad("edge_list_self_loop", "--config.topology.name=edge_list",
+        "--config.topology.edge_list={inputs}/self_loop.txt", expect=r"self-loop at node 2"),
+    bad("edge_list_out_of_range", "--config.topology.name=edge_list",
+        "--config.topology.edge_list={inputs}/out_of_range.txt",
         expect=r"node id 7 out of range for n=4 .*out_of_range\.txt, line 2\)"),
-    bad("edge_list_disconnected", "--config.topology=edge_list",
-        "--config.edge_list={inputs}/disconnected.txt", expect=r"graph is disconnected"),
-    bad("edge_list_empty", "--config.topology=edge_list", "--config.edge_list={inputs}/empty.txt",
+    bad("edge_list_disconnected", "--config.topology.name=edge_list",
+        "--config.topology.edge_list={inputs}/disconnected.txt", expect=r"graph is disconnected"),
+    bad("edge_list_empty", "--config.topology.name=edge_list", "--config.topology.edge_list={inputs}/empty.txt",
         expect=r"no edges among n=4 nodes"),
-    bad("edge_list_binary", "--config.topology=edge_list", "--config.edge_list={inputs}/binary.py",
+    bad("edge_list_binary", "--config.topology.name=edge_list", "--config.topology.edge_list={inputs}/binary.py",
         expect=r"edge list \S+binary\.py cannot be read: not UTF-8 text"),
-    bad("corrupt_idx_files", "--config.dataset=fashion_mnist", "--config.data_dir={inputs}/idx",
+    bad("corrupt_idx_files", "--config.data.name=fashion_mnist", "--config.data.data_dir={inputs}/idx",
         expect=r"train-images-idx3-ubyte: bad IDX magic number", workdir="empty"),
     # ---------------------------------------------------------------- graph and data
-    bad("random_regular_degree_too_big", "--config.topology=random_regular", "--config.degree=9",
+    bad("random_regular_degree_too_big", "--config.topology.name=random_regular", "--config.topology.degree=9",
         expect=r"config\.topology = 'random_regular' \(num_nodes=4\): .*degree d=9"),
-    bad("random_regular_odd", "--config.topology=random_regular", "--config.degree=3",
-        "--config.num_nodes=5", expect=r"n \* d must be even"),
+    bad("random_regular_odd", "--config.topology.name=random_regular", "--config.topology.degree=3",
+        "--config.topology.num_nodes=5", expect=r"n \* d must be even"),
     field("topology", "torus", r"config\.topology = 'torus' \(num_nodes=4\): degenerate torus"),
-    bad("erdos_renyi_disconnected", "--config.topology=erdos_renyi", "--config.edge_prob=0.01",
-        "--config.num_nodes=40", expect=r"G\(n=40, p=0\.01\) was disconnected"),
+    bad("erdos_renyi_disconnected", "--config.topology.name=erdos_renyi", "--config.topology.edge_prob=0.01",
+        "--config.topology.num_nodes=40", expect=r"G\(n=40, p=0\.01\) was disconnected"),
     field("threshold", "3", r"config\.threshold = 3 exceeds the in-degree 2 of node 0",
           workdir="empty"),
     field("batch_size", "500", r"config\.batch_size = 500 is larger than node 0's data \(200 "),
-    bad("batch_larger_than_shards", "--config.partition=shards", "--config.batch_size=60",
+    bad("batch_larger_than_shards", "--config.data.partition=shards", "--config.optim.batch_size=60",
         expect=r"batch_size = 60 is larger than node \d+'s data \(50 training examples"),
     field("test_per_class", "50", r"config\.test_per_class = 50 but class \d+ .* only 10 images"),
-    bad("too_many_shards", "--config.partition=shards", "--config.shards_per_node=100",
+    bad("too_many_shards", "--config.data.partition=shards", "--config.data.shards_per_node=100",
         expect=r"config\.partition = 'shards' .*shards_per_node=100"),
-    bad("dirichlet_split_too_small", "--config.partition=dirichlet_split",
-        "--config.num_nodes=30", "--config.topology=complete",
+    bad("dirichlet_split_too_small", "--config.data.partition=dirichlet_split",
+        "--config.topology.num_nodes=30", "--config.topology.name=complete",
         expect=r"config\.partition = 'dirichlet_split' .*min_size"),
-    bad("label_subset_without_data", "--config.partition=label_subsets",
-        "--config.label_subsets=0-4,12", expect=r"subset \[12\] has labels \[12\]"),
+    bad("label_subset_without_data", "--config.data.partition=label_subsets",
+        "--config.data.label_subsets=0-4,12", expect=r"subset \[12\] has labels \[12\]"),
     # ---------------------------------------------------------------- the workdir
     bad("workdir_is_a_file", expect=r"workdir \S+tiny\.py is a file",
         workdir_flag="{inputs}/tiny.py"),
@@ -284,7 +284,7 @@ CASES = [
     bad("algorithm_dir_is_a_file", expect=r"gossip is not a directory", workdir="algorithm_file"),
     bad("checkpoints_is_a_file", expect=r"checkpoints is not a directory",
         workdir="checkpoints_file"),
-    bad("changed_config", "--config.lr=0.02",
+    bad("changed_config", "--config.optim.lr=0.02",
         expect=r"holds a run with a different config: the config changed", workdir="run"),
     bad("every_checkpoint_damaged",
         expect=r"every checkpoint in \S+gossip/checkpoints is damaged \(4: its state folder is "
@@ -496,12 +496,12 @@ def test_the_front_end_does_not_import_jax(inputs):
     """A bad field is refused before jax (and the engine) are imported: that is what keeps
     each case above at a fraction of a second."""
     code = ("import sys; from vanish import cli; sys.argv = ['vanish', '--config=%s', "
-            "'--workdir=%s', '--config.beta=2']\ntry:\n    cli.cli()\nexcept SystemExit as e:\n"
+            "'--workdir=%s', '--config.schedule.beta=2']\ntry:\n    cli.cli()\nexcept SystemExit as e:\n"
             "    print(e.code); print('jax' in sys.modules)" % (inputs / "tiny.py", inputs / "w"))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, cwd=ROOT, env=cli_env(inputs))
     assert proc.stdout.split()[-1] == "False", proc.stdout + proc.stderr
-    assert "config.beta = 2.0" in proc.stdout
+    assert "config.schedule.beta = 2.0" in proc.stdout
 
 
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(inputs, finished_run, pool):

@@ -183,7 +183,7 @@ def test_topology_config_derives_graph_density_from_degree():
     cfg = sweep_lib.load_config(EXPERIMENTS / "paper_topology" / "config.py")
     swept = sweep_lib.apply(cfg, {"degree": 16})
     assert swept.attach == 8 and swept.edge_prob == pytest.approx(16 / 49)
-    assert cfg.attach == 4  # apply() copies; the original is untouched
+    assert cfg.topology.attach == 4  # apply() copies; the original is untouched
 
 
 def test_robustness_points_are_valid_one_factor_configs():
@@ -191,7 +191,7 @@ def test_robustness_points_are_valid_one_factor_configs():
     from vanish import network
 
     cfg = sweep_lib.load_config(EXPERIMENTS / "robustness" / "config.py")
-    assert cfg.ticks == rr.TICKS and cfg.algorithms == rr.ALGORITHMS and cfg.model == "mlp"
+    assert cfg.run.ticks == rr.TICKS and cfg.algorithms == rr.ALGORITHMS and cfg.model.name == "mlp"
     names = [p.name for p in rr.POINTS]
     assert len(set(names)) == len(names) and names[0] == "baseline"
     changed = {}
@@ -212,9 +212,9 @@ def test_robustness_points_are_valid_one_factor_configs():
     # Offline shares down / (up + down) of 20 / 50 / 80 %; fl is not run under peer sampling.
     for share in (20, 50, 80):
         down = changed[f"churn{share}"]["churn_down"]
-        assert down / (cfg.churn_up + down) == pytest.approx(share / 100)
+        assert down / (cfg.network.churn_up + down) == pytest.approx(share / 100)
     assert [changed[f"peer{k}"]["peer_k"] for k in (1, 2, 8)] == [1, 2, 8]
-    assert cfg.degree == 8 and cfg.peer_mode == "neighbors"  # peer8: every neighbour
+    assert cfg.topology.degree == 8 and cfg.network.peer_mode == "neighbors"  # peer8: every neighbour
     assert all("fl" not in p.algorithms.split(",") for p in rr.POINTS if p.name.startswith("peer"))
 
 
@@ -261,9 +261,9 @@ def test_sweep_is_valid_for_wandb_and_a_random_draw_parses(path):
 
 def test_wandb_sweep_check_catches_what_wandb_rejects():
     good = {"method": "random", "metric": {"name": "final_acc", "goal": "maximize"},
-            "parameters": {"config.lr": {"min": 0.001, "max": 0.1},
+            "parameters": {"config.optim.lr": {"min": 0.001, "max": 0.1},
                            "config.seed": {"values": [0, 1]},
-                           "config.num_nodes": {"distribution": "int_uniform", "min": 8,
+                           "config.topology.num_nodes": {"distribution": "int_uniform", "min": 8,
                                                 "max": 64}}}
     assert wandb_sweep_violations(good) == []
     params = sample_combination(good, random.Random(0))
@@ -271,7 +271,7 @@ def test_wandb_sweep_check_catches_what_wandb_rejects():
     cfg = parse_like_cli(["python", "experiments/sweep.py", "--config",
                           "experiments/default/config.py",
                           *(f"--config.{k}={v}" for k, v in params.items())])
-    assert (cfg.lr, cfg.num_nodes) == (params["lr"], params["num_nodes"])
+    assert (cfg.optim.lr, cfg.topology.num_nodes) == (params["lr"], params["num_nodes"])
 
     def problems(**changes):
         return wandb_sweep_violations({**good, **changes})
@@ -286,7 +286,7 @@ def test_wandb_sweep_check_catches_what_wandb_rejects():
     assert problems(parameters={})  # nothing swept
     assert problems(parameters={"config.seed": {"vals": [0, 1]}})  # no values / value
     assert problems(parameters={"config.seed": {"values": []}})
-    assert problems(parameters={"config.lr": {"min": 0.1, "max": 0.01}})
+    assert problems(parameters={"config.optim.lr": {"min": 0.1, "max": 0.01}})
     assert problems(parameters={"config.seed": {"values": [0, 1], "probabilities": [0.9]}})
     assert problems(paramters=good["parameters"])  # a typo in a top-level key
 
@@ -295,7 +295,7 @@ def test_sweep_rejects_unprefixed_and_empty_parameters():
     with pytest.raises(ValueError, match="config.<field>"):
         sweep_lib.swept_values({"parameters": {"alpha": {"values": [0.1]}}})
     with pytest.raises(ValueError, match="empty"):
-        sweep_lib.swept_values({"parameters": {"config.alpha": {"values": []}}})
+        sweep_lib.swept_values({"parameters": {"config.data.alpha": {"values": []}}})
     with pytest.raises(KeyError, match="alhpa"):
         sweep_lib.apply(DEFAULTS, {"alhpa": 0.1})
     with pytest.raises(TypeError):
@@ -303,8 +303,8 @@ def test_sweep_rejects_unprefixed_and_empty_parameters():
 
 
 def test_grid_order_and_workdir_names():
-    sweep = {"parameters": {"config.topology": {"values": ["ring", "erdos_renyi"]},
-                            "config.degree": {"values": [3, 8]}}}
+    sweep = {"parameters": {"config.topology.name": {"values": ["ring", "erdos_renyi"]},
+                            "config.topology.degree": {"values": [3, 8]}}}
     points = sweep_lib.grid(sweep)
     assert points[:2] == [{"topology": "ring", "degree": 3}, {"topology": "ring", "degree": 8}]
     assert len(points) == 4
@@ -333,7 +333,7 @@ def test_local_grid_runs_every_combination_in_its_own_workdir(tmp_path, monkeypa
     assert {c[2] for c in calls} == {tmp_path}
     cfg, params, _ = calls[-1]
     assert params == {"topology": "ring", "degree": 16}
-    assert (cfg.topology, cfg.degree, cfg.attach) == ("ring", 16, 8)
+    assert (cfg.topology.name, cfg.topology.degree, cfg.topology.attach) == ("ring", 16, 8)
     assert "topology=erdos_renyi,degree=3" in results
 
 
@@ -368,7 +368,7 @@ def test_first_sweep_combination_runs_end_to_end(tmp_path, monkeypatch):
     assert params == {"alpha": 0.1}
     cfg = sweep_lib.apply(sweep_lib.load_config(sweep_lib.sweep_config_path(sweep)), params)
     cfg = sweep_lib.apply(cfg, {k: v for k, v in TINY.items() if k not in params})
-    assert cfg.partition == "dirichlet_weights" and cfg.alpha == 0.1 and not cfg.wandb
+    assert cfg.data.partition == "dirichlet_weights" and cfg.data.alpha == 0.1 and not cfg.run.wandb
     workdir, summaries = sweep_lib.run_combination(cfg, params, tmp_path)
     assert workdir == tmp_path / "alpha=0.1"
     algorithms = config_lib.parse_algorithms(cfg.algorithms)

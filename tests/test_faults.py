@@ -48,14 +48,14 @@ from vanish import config
 
 def get_config():
     c = config.default_config()
-    c.dataset = "synthetic"
-    c.synthetic_train, c.synthetic_test, c.test_per_class = 800, 200, 5
-    c.model, c.batch_size, c.lr, c.momentum = "mlp", 8, 0.05, 0.9
-    c.num_nodes, c.topology, c.degree = 8, "random_regular", 3
-    c.ticks, c.eval_every, c.checkpoint_every, c.keep_checkpoints = {TICKS}, {EVERY}, 0, 2
-    c.interval_lo, c.interval_hi, c.send_every, c.first_tick = 2, 4, 2, "random"
+    c.data.name = "synthetic"
+    c.data.synthetic_train, c.data.synthetic_test, c.data.test_per_class = 800, 200, 5
+    c.model.name, c.optim.batch_size, c.optim.lr, c.optim.momentum = "mlp", 8, 0.05, 0.9
+    c.topology.num_nodes, c.topology.name, c.topology.degree = 8, "random_regular", 3
+    c.run.ticks, c.run.eval_every, c.run.checkpoint_every, c.run.keep_checkpoints = {TICKS}, {EVERY}, 0, 2
+    c.schedule.interval_lo, c.schedule.interval_hi, c.schedule.send_every, c.schedule.first_tick = 2, 4, 2, "random"
     c.algorithms = "{','.join(ALGORITHMS)}"
-    c.wandb = False
+    c.run.wandb = False
     return c
 '''
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from jax_cache import compile_cache
+from helpers import make_sim
 from vanish import config, data
 
 FIXTURE = Path(__file__).parent / "golden" / "metrics.json"
@@ -26,25 +27,25 @@ EXACT = ("averaging_events", "training_events")
 
 def golden_cfg(algorithm):
     cfg = config.default_config()
-    cfg.dataset, cfg.synthetic_train, cfg.synthetic_test, cfg.test_per_class = (
+    cfg.data.name, cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = (
         "synthetic", 600, 200, 5)
-    cfg.model, cfg.batch_size, cfg.lr, cfg.momentum = "mlp", 8, 0.05, 0.9
-    cfg.num_nodes, cfg.topology, cfg.degree = 6, "random_regular", 3
-    cfg.ticks, cfg.eval_every, cfg.interval_lo, cfg.interval_hi = 40, 10, 2, 4
-    cfg.fl_round_ticks, cfg.num_partitions = 5, 3
+    cfg.model.name, cfg.optim.batch_size, cfg.optim.lr, cfg.optim.momentum = "mlp", 8, 0.05, 0.9
+    cfg.topology.num_nodes, cfg.topology.name, cfg.topology.degree = 6, "random_regular", 3
+    cfg.run.ticks, cfg.run.eval_every, cfg.schedule.interval_lo, cfg.schedule.interval_hi = 40, 10, 2, 4
+    cfg.algorithm_args.fl.round_ticks, cfg.algorithm_args.gossip_part.num_partitions = 5, 3
+    cfg.algorithm_args.fl_sched.round_ticks = 5
     cfg.algorithms = algorithm
     return cfg
 
 
 def run_golden(algorithm, dataset):
-    from vanish import simulation  # noqa: F811
 
     cfg = golden_cfg(algorithm)
-    sim = simulation.Simulation(cfg, algorithm, dataset)
+    sim = make_sim(cfg, algorithm, dataset)
     state = sim.init_state()
     rows = []
-    for t0 in range(0, cfg.ticks, cfg.eval_every):
-        state = sim.run_ticks(state, t0, t0 + cfg.eval_every)
+    for t0 in range(0, cfg.run.ticks, cfg.run.eval_every):
+        state = sim.run_ticks(state, t0, t0 + cfg.run.eval_every)
         state, m = sim.evaluate(state)
         rows.append({k: v for k, v in m.items()
                      if k in EXACT or k.startswith(("acc_", "loss_", "var/")) or k == "consensus"})

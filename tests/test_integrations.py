@@ -1,6 +1,6 @@
 """The real third-party integrations, end to end through the CLI (no stand-in modules).
 
-* Weights & Biases: `python -m vanish.run ... --config.wandb=True` in offline mode, then the
+* Weights & Biases: `python -m vanish.run ... --config.run.wandb=True` in offline mode, then the
   offline runs are read back from their `.wandb` transaction logs with wandb's own protobuf
   records (`wandb.proto.wandb_internal_pb2.Record`): one run per algorithm in one group, the
   config, the scalars at exactly the evaluation ticks, the summary, the two figures; a rerun
@@ -44,13 +44,13 @@ from vanish import config
 def get_config():
     c = config.default_config()
     c.algorithms = "{",".join(ALGORITHMS)}"
-    c.dataset = "synthetic"
-    c.synthetic_train, c.synthetic_test, c.test_per_class = 600, 200, 5
-    c.model, c.batch_size, c.lr = "mlp", 8, 0.05
-    c.num_nodes, c.topology, c.degree = 4, "ring", 2
-    c.interval_lo, c.interval_hi = 2, 4
-    c.ticks, c.eval_every, c.checkpoint_every = {TICKS}, {EVAL_EVERY}, 0
-    c.wandb = False
+    c.data.name = "synthetic"
+    c.data.synthetic_train, c.data.synthetic_test, c.data.test_per_class = 600, 200, 5
+    c.model.name, c.optim.batch_size, c.optim.lr = "mlp", 8, 0.05
+    c.topology.num_nodes, c.topology.name, c.topology.degree = 4, "ring", 2
+    c.schedule.interval_lo, c.schedule.interval_hi = 2, 4
+    c.run.ticks, c.run.eval_every, c.run.checkpoint_every = {TICKS}, {EVAL_EVERY}, 0
+    c.run.wandb = False
     return c
 '''
 
@@ -160,7 +160,7 @@ def test_wandb_offline_runs_hold_config_scalars_summary_and_figures(tmp_path):
     env = cli_env(tmp_path, VANISH_TCMALLOC="0")
     wandb_dir = Path(env["WANDB_DIR"])
     workdir = tmp_path / "exp"
-    run_cli(tmp_path, workdir, "--config.wandb=True", "--config.wandb_project=vanish-test",
+    run_cli(tmp_path, workdir, "--config.run.wandb=True", "--config.run.wandb_project=vanish-test",
             env=env)
     runs = offline_runs(wandb_dir)
     assert not list(workdir.glob("wandb")), "WANDB_DIR was not honoured"
@@ -203,7 +203,7 @@ def test_wandb_offline_runs_hold_config_scalars_summary_and_figures(tmp_path):
         assert sorted(images) == ["accuracy", "variance"]
     # Rerunning the finished job (here only fl, to be quick) adds no W&B run: fl continues
     # its own (offline, the continuation is a second log of the same run id).
-    run_cli(tmp_path, workdir, "--config.wandb=True", "--config.wandb_project=vanish-test",
+    run_cli(tmp_path, workdir, "--config.run.wandb=True", "--config.run.wandb_project=vanish-test",
             "--config.algorithms=fl", env=env)
     again = {p: r for p, r in offline_runs(wandb_dir).items() if p not in runs}
     assert [r["run"].run_id for r in again.values()] == [run_ids["fl"]]
@@ -231,10 +231,10 @@ def test_tfds_dataset_prepared_by_tfds_loads_and_trains(tmp_path):
     assert seen["mean"] == [0.1307] and seen["std"] == [0.3081]  # mnist's published constants
     assert seen["x_sum"] == pytest.approx(seen["x_sum_expected"], rel=1e-5)
     assert seen["band_ok"], "images and labels were not kept together"
-    # The CLI on it (tcmalloc as a user gets it), through --config.dataset / data_dir flags.
+    # The CLI on it (tcmalloc as a user gets it), through --config.data.name / data_dir flags.
     workdir = tmp_path / "mnist_run"
-    out = run_cli(tmp_path, workdir, "--config.dataset=mnist", f"--config.data_dir={data_dir}",
-                  "--config.algorithms=gossip_vc", "--config.test_per_class=3",
+    out = run_cli(tmp_path, workdir, "--config.data.name=mnist", f"--config.data.data_dir={data_dir}",
+                  "--config.algorithms=gossip_vc", "--config.data.test_per_class=3",
                   env=cli_env(tmp_path))
     assert "dataset mnist: 60 train / 30 test" in out
     rows = tracking.read_jsonl(workdir / tracking.METRICS_FILE)

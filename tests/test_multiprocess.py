@@ -2,7 +2,7 @@
 
 Three runs of the real CLI on one small config (gossip_vc and D-PSGD, 16 nodes):
   * one process, one device: the reference;
-  * 2 processes x 4 devices from scratch (`--config.distributed=true`): every metric row
+  * 2 processes x 4 devices from scratch (`--config.run.distributed=true`): every metric row
     equals the reference's; only process 0 wrote the run files;
   * 2 processes resuming the reference's tick-20 checkpoint (its tick-40 one deleted): every
     process restores its own shards of a checkpoint written on one device, and the rows
@@ -26,10 +26,10 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 ALGORITHMS = ("gossip_vc", "dpsgd")
 FLAGS = ["--config", str(ROOT / "experiments/default/config.py"),
-         "--config.dataset=synthetic", "--config.model=mlp", "--config.num_nodes=16",
-         "--config.degree=3", "--config.synthetic_train=600", "--config.synthetic_test=200",
-         "--config.test_per_class=5", "--config.ticks=40", "--config.batch_size=8",
-         "--config.eval_every=10", "--config.checkpoint_every=20",
+         "--config.data.name=synthetic", "--config.model.name=mlp", "--config.topology.num_nodes=16",
+         "--config.topology.degree=3", "--config.data.synthetic_train=600", "--config.data.synthetic_test=200",
+         "--config.data.test_per_class=5", "--config.run.ticks=40", "--config.optim.batch_size=8",
+         "--config.run.eval_every=10", "--config.run.checkpoint_every=20",
          f"--config.algorithms={','.join(ALGORITHMS)}"]
 
 
@@ -57,8 +57,8 @@ def _two_processes(workdir: Path, cache: Path) -> list[str]:
     port = _free_port()
     procs = [subprocess.Popen(
         [sys.executable, "-m", "vanish.run", "--workdir", str(workdir), *FLAGS,
-         "--config.distributed=true", f"--config.coordinator_address=localhost:{port}",
-         "--config.num_processes=2", f"--config.process_id={i}"],
+         "--config.run.distributed=true", f"--config.run.coordinator_address=localhost:{port}",
+         "--config.run.num_processes=2", f"--config.run.process_id={i}"],
         env=_env(cache, 4), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True) for i in range(2)]
     try:

@@ -15,9 +15,10 @@ import pytest
 
 from jax_cache import compile_cache
 from test_simulation import ReferenceSim, _batch, _np, _take, make_cfg
-from vanish import build, checkpoint, config, data, engine, network, nodes, simulation, variance
+from helpers import make_sim
+from vanish import build, checkpoint, config, data, engine, network, nodes, variance
 from vanish.algorithms import base
-from vanish.config import ConfigError
+from vanish.errors import ConfigError
 
 TICKS = 40
 
@@ -26,7 +27,7 @@ def cfg_of(**overrides):
     base = dict(num_nodes=6, topology="random_regular", degree=3, ticks=TICKS)
     base.update(overrides)
     cfg = make_cfg(**base)
-    config.validate(cfg)
+    build.validate(cfg)
     return cfg
 
 
@@ -63,7 +64,7 @@ def model_state(state):
 
 @pytest.mark.parametrize("name", ["gossip_vc", "fl", "gossip_median"])
 def test_drop_probability_one_means_no_merge_ever(dataset, name):
-    sim = simulation.Simulation(cfg_of(drop_prob=1.0), name, dataset)
+    sim = make_sim(cfg_of(drop_prob=1.0), name, dataset)
     state = run(sim)
     stats = np.asarray(state.net_stats)
     assert int(np.sum(state.merges)) == 0
@@ -77,9 +78,11 @@ def test_zero_faults_through_the_network_layer_equal_the_fault_free_run_bit_for_
         dataset, name):
     """drop 0, no one offline, no Byzantine node: the routed program equals the plain one."""
     cfg = cfg_of()
-    plain = simulation.Simulation(cfg, name, dataset)
+    plain = make_sim(cfg, name, dataset)
     c = plain.components
-    plan = network.plan_for(cfg, c.topology, c.is_client, star=plain.algo.topology == "star",
+    exp = plain.experiment
+    plan = network.plan_for(exp.network, c.topology, c.is_client,
+                            star=plain.algo.caps.has_server, ticks=exp.run.ticks, seed=exp.seed,
                             force=True)
     # Switch on the churn mask and the attack code paths too, with nothing to act on.
     spec = plan.spec._replace(churn=True, attack="sign_flip")
@@ -96,7 +99,7 @@ def test_zero_faults_through_the_network_layer_equal_the_fault_free_run_bit_for_
 
 
 def test_drop_rate_is_the_configured_probability(dataset):
-    sim = simulation.Simulation(cfg_of(drop_prob=0.3, ticks=160), "gossip", dataset)
+    sim = make_sim(cfg_of(drop_prob=0.3, ticks=160), "gossip", dataset)
     sent, delivered, dropped = np.asarray(run(sim, (0, 160)).net_stats)
     assert sent == delivered + dropped
     # Binomial(sent, 0.3): 5 standard deviations.
@@ -105,7 +108,7 @@ def test_drop_rate_is_the_configured_probability(dataset):
 
 def test_per_edge_drop_file(dataset, tmp_path):
     cfg = cfg_of()
-    topo = simulation.build_topology(cfg, "gossip")
+    topo = build.make_topology(build.experiment(cfg, dataset=dataset), "gossip")
     s, r = int(topo.senders[0]), int(topo.receivers[0])
     f = tmp_path / "drops.txt"
     f.write_text(f"# src dst p\n{s} {r} 1.0\n")
@@ -113,7 +116,7 @@ def test_per_edge_drop_file(dataset, tmp_path):
     tab = topo.neighbor_table()
     j = int(np.flatnonzero(tab.out_nbr[s] == r)[0])
     assert table[s, j] == 1.0 and table.sum() == 1.0
-    sim = simulation.Simulation(cfg_of(drop_file=str(f)), "gossip", dataset)
+    sim = make_sim(cfg_of(drop_file=str(f)), "gossip", dataset)
     sent, delivered, dropped = np.asarray(run(sim).net_stats)
     sends_of_s = int(np.sum(sim.schedule.event_send[sim.schedule.event_node == s]))
     assert dropped == sends_of_s > 0  # exactly the messages on that edge
@@ -166,8 +169,8 @@ class DelayedReference(ReferenceSim):
     ("gossip", 3, dict(num_nodes=5, topology="ring", first_tick="random")),
 ], ids=["vc-complete4-D2", "plain-ring5-D3-randomstart"])
 def test_delay_matches_the_reference_with_a_d_tick_queue(dataset, name, delay, overrides):
-    sim = simulation.Simulation(cfg_of(delay=str(delay), **overrides), name, dataset)
-    correction = (build.correction(sim.cfg) if name == "gossip_vc"
+    sim = make_sim(cfg_of(delay=str(delay), **overrides), name, dataset)
+    correction = (sim.experiment.correction if name == "gossip_vc"
                   else variance.CorrectionConfig(target="none"))
     ref = DelayedReference(sim, correction, delay)
     state = sim.init_state()
@@ -192,7 +195,7 @@ def test_delay_matches_the_reference_with_a_d_tick_queue(dataset, name, delay, o
 
 
 def test_drawn_delays_lie_in_their_range_and_use_all_of_it(dataset):
-    sim = simulation.Simulation(cfg_of(delay="1-3"), "gossip", dataset)
+    sim = make_sim(cfg_of(delay="1-3"), "gossip", dataset)
     state = sim.init_state()
     seen = set()
     for t in range(12):
@@ -211,8 +214,8 @@ def test_drawn_delays_lie_in_their_range_and_use_all_of_it(dataset):
 def test_an_offline_node_is_frozen_and_comes_back_with_its_model(dataset, tmp_path, name):
     trace = tmp_path / "trace.txt"
     trace.write_text("1 10 30  # client 1 offline over ticks [10, 30)\n")
-    sim = simulation.Simulation(cfg_of(churn_trace=str(trace)), name, dataset)
-    node = 1 + (sim.algo.topology == "star")  # FL: node 0 is the server
+    sim = make_sim(cfg_of(churn_trace=str(trace)), name, dataset)
+    node = 1 + sim.algo.caps.has_server  # FL: node 0 is the server
     assert sim.network.online_at(9)[node] and not sim.network.online_at(10)[node]
     state = sim.init_state()
     snaps = {}
@@ -264,7 +267,7 @@ def test_online_bitmap_matches_the_host_plan():
 
 
 def test_stragglers_train_at_their_interval(dataset):
-    sim = simulation.Simulation(cfg_of(stragglers=0.5, straggler_interval="9-11", ticks=200),
+    sim = make_sim(cfg_of(stragglers=0.5, straggler_interval="9-11", ticks=200),
                                 "gossip", dataset)
     slow = sim.network.stragglers
     assert slow.sum() == 3
@@ -276,14 +279,14 @@ def test_stragglers_train_at_their_interval(dataset):
 
 
 def test_peer_sampling_with_k_equal_degree_equals_all_neighbours(dataset):
-    a = run(simulation.Simulation(cfg_of(), "gossip_vc", dataset))
-    b = run(simulation.Simulation(cfg_of(peer_k=3), "gossip_vc", dataset))
+    a = run(make_sim(cfg_of(), "gossip_vc", dataset))
+    b = run(make_sim(cfg_of(peer_k=3), "gossip_vc", dataset))
     assert_bit_identical(model_state(a), model_state(b))
 
 
 @pytest.mark.parametrize("mode", ["neighbors", "uniform"])
 def test_peer_sampling_sends_k_messages_to_valid_peers(dataset, mode):
-    sim = simulation.Simulation(cfg_of(peer_k=2, peer_mode=mode), "gossip", dataset)
+    sim = make_sim(cfg_of(peer_k=2, peer_mode=mode), "gossip", dataset)
     spec, net, graph = sim.engine.network_spec, sim.consts.net, sim.consts.graph
     tab = sim.topo.neighbor_table()
     n, k = sim.n, 16
@@ -304,7 +307,7 @@ def test_peer_sampling_sends_k_messages_to_valid_peers(dataset, mode):
 
 
 def test_redrawn_topology_routes_over_each_epochs_graph(dataset):
-    sim = simulation.Simulation(cfg_of(redraw_every=10), "gossip", dataset)
+    sim = make_sim(cfg_of(redraw_every=10), "gossip", dataset)
     net = sim.consts.net
     nbr, valid = np.asarray(net.out_nbr), np.asarray(net.out_valid)
     assert nbr.shape[0] == 4 and not all(np.array_equal(nbr[0], nbr[e]) for e in (1, 2, 3))
@@ -320,14 +323,14 @@ def test_redrawn_topology_routes_over_each_epochs_graph(dataset):
         for i, row in enumerate(np.asarray(dest)):
             assert sorted(row[row < sim.n].tolist()) == sorted(nbr[e, i][valid[e, i]].tolist())
     # A redraw period past the horizon is the fixed graph.
-    a = run(simulation.Simulation(cfg_of(), "gossip", dataset))
-    b = run(simulation.Simulation(cfg_of(redraw_every=TICKS), "gossip", dataset))
+    a = run(make_sim(cfg_of(), "gossip", dataset))
+    b = run(make_sim(cfg_of(redraw_every=TICKS), "gossip", dataset))
     assert_bit_identical(model_state(a), model_state(b))
 
 
 def test_redraw_refuses_a_deterministic_family(dataset):
     with pytest.raises(ConfigError, match="no random draw"):
-        simulation.Simulation(cfg_of(topology="ring", redraw_every=5), "gossip", dataset)
+        make_sim(cfg_of(topology="ring", redraw_every=5), "gossip", dataset)
 
 
 # ---------------------------------------------------------------------------- Byzantine
@@ -335,7 +338,7 @@ def test_redraw_refuses_a_deterministic_family(dataset):
 
 def test_byzantine_payloads(dataset):
     for attack, want in (("sign_flip", lambda x: -2.0 * x), ("constant", lambda x: 2.0 + 0 * x)):
-        sim = simulation.Simulation(cfg_of(byzantine=0.5, byzantine_attack=attack,
+        sim = make_sim(cfg_of(byzantine=0.5, byzantine_attack=attack,
                                            byzantine_scale=2.0), "gossip", dataset)
         params = sim.init_state().params
         node = jnp.arange(sim.n, dtype=jnp.int32)
@@ -364,7 +367,7 @@ def test_median_keeps_accuracy_where_averaging_collapses_under_sign_flips():
                 byzantine_attack="sign_flip", byzantine_scale=4.0)
     acc = {}
     for name in ("gossip", "gossip_median"):
-        sim = simulation.Simulation(cfg_of(**over), name, small)
+        sim = make_sim(cfg_of(**over), name, small)
         _, m = sim.evaluate(sim.run_ticks(sim.init_state(), 0, 160))
         acc[name] = m["acc_mean"]
     assert acc["gossip"] < 0.2, acc  # chance is 0.1
@@ -380,8 +383,8 @@ FAULTS_B = dict(drop_prob=0.4, delay="1-2", churn_up=50.0, churn_down=10.0, peer
 
 
 def test_no_recompilation_when_fault_values_change(dataset):
-    a = simulation.Simulation(cfg_of(**FAULTS_A), "gossip_vc", dataset)
-    b = simulation.Simulation(cfg_of(**FAULTS_B), "gossip_vc", dataset)
+    a = make_sim(cfg_of(**FAULTS_A), "gossip_vc", dataset)
+    b = make_sim(cfg_of(**FAULTS_B), "gossip_vc", dataset)
     assert a.engine.network_spec == b.engine.network_spec
     want = run(b)
     eng = a.engine
@@ -395,7 +398,7 @@ def test_no_recompilation_when_fault_values_change(dataset):
 
 
 def test_faulty_runs_are_deterministic_and_resume_through_checkpoints(dataset, tmp_path):
-    sim = simulation.Simulation(cfg_of(**FAULTS_A), "gossip_vc", dataset)
+    sim = make_sim(cfg_of(**FAULTS_A), "gossip_vc", dataset)
     whole = _np(run(sim))
     again = _np(run(sim))
     assert_bit_identical(whole, again)
@@ -408,4 +411,4 @@ def test_faulty_runs_are_deterministic_and_resume_through_checkpoints(dataset, t
 
 def test_dpsgd_refuses_fault_options(dataset):
     with pytest.raises(ConfigError, match="message-passing algorithms only"):
-        simulation.Simulation(cfg_of(drop_prob=0.1), "dpsgd", dataset)
+        make_sim(cfg_of(drop_prob=0.1), "dpsgd", dataset)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from jax_cache import compile_cache
-from vanish import algorithms, config, data, simulation, variance
+from helpers import make_sim, override
+from vanish import algorithms, config, data, variance
 from vanish.algorithms import base, robust, trimmed_mean
 
 NEW = ("gossip_median", "gossip_median_vc", "gossip_krum", "gossip_krum_vc")
@@ -195,20 +196,19 @@ def test_robust_rules_are_registered_and_allowed_by_the_config():
 
 def _tiny_cfg(**overrides):  # the small synthetic set-up of tests/test_algorithms.py
     cfg = config.default_config()
-    cfg.dataset, cfg.synthetic_train, cfg.synthetic_test, cfg.test_per_class = (
+    cfg.data.name, cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = (
         "synthetic", 400, 100, 3)
-    cfg.model, cfg.batch_size, cfg.lr = "mlp", 8, 0.05
-    cfg.num_nodes, cfg.topology, cfg.degree = 6, "random_regular", 3
-    cfg.ticks, cfg.interval_lo, cfg.interval_hi, cfg.fl_round_ticks = 20, 2, 4, 5
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
+    cfg.model.name, cfg.optim.batch_size, cfg.optim.lr = "mlp", 8, 0.05
+    cfg.topology.num_nodes, cfg.topology.name, cfg.topology.degree = 6, "random_regular", 3
+    cfg.run.ticks, cfg.schedule.interval_lo, cfg.schedule.interval_hi, cfg.algorithm_args.fl.round_ticks = 20, 2, 4, 5
+    override(cfg, **overrides)
     return cfg
 
 
 def test_median_vc_simulation_merges_to_finite_params(tmp_path):
     with compile_cache(tmp_path / "jax_cache_robust"):
         ds = data.load("synthetic", num_train=400, num_test=100, seed=0)
-        sim = simulation.Simulation(_tiny_cfg(), "gossip_median_vc", ds)
+        sim = make_sim(_tiny_cfg(), "gossip_median_vc", ds)
         assert isinstance(sim.algo.init(sim.init_state().params), trimmed_mean.Inbox)
         state = sim.run_ticks(sim.init_state(), 0, 8)
         jax.block_until_ready(state)

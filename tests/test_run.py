@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from jax_cache import compile_cache
-from vanish import checkpoint, config, run, simulation, tracking
+from helpers import make_sim, override
+from vanish import checkpoint, config, run, tracking
 
 ALGORITHMS = ("gossip", "gossip_vc")
 EVAL_TICKS = [0, 20, 40, 60]
@@ -25,16 +26,15 @@ EVAL_TICKS = [0, 20, 40, 60]
 
 def run_cfg(**overrides):
     cfg = config.default_config()
-    cfg.dataset = "synthetic"
-    cfg.synthetic_train, cfg.synthetic_test, cfg.test_per_class = 600, 200, 5
-    cfg.model, cfg.batch_size, cfg.lr, cfg.momentum = "mlp", 8, 0.05, 0.9
-    cfg.num_nodes, cfg.topology = 4, "ring"
-    cfg.ticks, cfg.eval_every, cfg.checkpoint_every, cfg.keep_checkpoints = 60, 20, 0, 2
-    cfg.interval_lo, cfg.interval_hi, cfg.send_every, cfg.first_tick = 2, 4, 2, "random"
+    cfg.data.name = "synthetic"
+    cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = 600, 200, 5
+    cfg.model.name, cfg.optim.batch_size, cfg.optim.lr, cfg.optim.momentum = "mlp", 8, 0.05, 0.9
+    cfg.topology.num_nodes, cfg.topology.name = 4, "ring"
+    cfg.run.ticks, cfg.run.eval_every, cfg.run.checkpoint_every, cfg.run.keep_checkpoints = 60, 20, 0, 2
+    cfg.schedule.interval_lo, cfg.schedule.interval_hi, cfg.schedule.send_every, cfg.schedule.first_tick = 2, 4, 2, "random"
     cfg.algorithms = ",".join(ALGORITHMS)
-    cfg.wandb = False
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
+    cfg.run.wandb = False
+    override(cfg, **overrides)
     return cfg
 
 
@@ -171,9 +171,9 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(full_run, tmp_path,
     assert (json.loads((workdir / "summary.json").read_text())
             == json.loads((full_dir / "summary.json").read_text()))
     # The final states themselves are bit-identical.
-    template = simulation.Simulation(cfg, "gossip", run.load_dataset(cfg)).init_state()
+    template = make_sim(cfg, "gossip", run.load_dataset(cfg)).init_state()
     resumed, _ = checkpoint.restore(workdir / "gossip", template)
-    template = simulation.Simulation(cfg, "gossip", run.load_dataset(cfg)).init_state()
+    template = make_sim(cfg, "gossip", run.load_dataset(cfg)).init_state()
     straight, _ = checkpoint.restore(full_dir / "gossip", template)
     for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
         np.testing.assert_array_equal(a, b)
@@ -229,7 +229,7 @@ def test_non_finite_loss_stops_naming_the_tick(tmp_path):
     ("model", "nope"),
 ])
 def test_bad_config_values_raise_before_any_training(tmp_path, no_training, field, value):
-    # 'fl' first: it does not use cfg.topology, so a late check would let it train first.
+    # 'fl' first: it does not use cfg.topology.name, so a late check would let it train first.
     cfg = run_cfg(**{"algorithms": "fl,gossip", field: value})
     with pytest.raises(ValueError, match="unknown .*'nope'"):
         run.train_and_evaluate(cfg, tmp_path / "bad", progress=False)

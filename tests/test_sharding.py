@@ -39,10 +39,10 @@ SCRIPT = textwrap.dedent(
 
     def cfg_for(algo, topo, extra):
         cfg = config.default_config()
-        cfg.dataset, cfg.model, cfg.topology, cfg.degree = "synthetic", "mlp", topo, 3
-        cfg.num_nodes = 15 if algo == "fl" else 16  # FL adds the server: 16 nodes
-        cfg.synthetic_train, cfg.synthetic_test, cfg.test_per_class = 600, 200, 5
-        cfg.ticks, cfg.batch_size = 16, 8
+        cfg.data.name, cfg.model.name, cfg.topology.name, cfg.topology.degree = "synthetic", "mlp", topo, 3
+        cfg.topology.num_nodes = 15 if algo == "fl" else 16  # FL adds the server: 16 nodes
+        cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = 600, 200, 5
+        cfg.run.ticks, cfg.optim.batch_size = 16, 8
         for kv in filter(None, extra.split(",")):
             k, v = kv.split("=")
             setattr(cfg, k, type(getattr(cfg, k))(v))
@@ -54,7 +54,7 @@ SCRIPT = textwrap.dedent(
         res = {}
         for shard in ("false", "auto" if "num_nodes=12" in extra else "true"):
             cfg = cfg_for(algo, topo, extra)
-            cfg.shard_nodes = shard
+            cfg.run.shard_nodes = shard
             sim = Simulation(cfg, algo, ds)
             state = sim.run_ticks(sim.init_state(), 0, 8)
             state, m1 = sim.evaluate(state)
@@ -69,11 +69,11 @@ SCRIPT = textwrap.dedent(
     # The compiled sharded step of a LeNet-5 gossip_vc run: its dots and collectives
     # (and on a ring, whose sent models go to the two adjacent devices only).
     cfg = cfg_for("gossip_vc", "random_regular", "")
-    cfg.model, cfg.num_nodes, cfg.slots, cfg.shard_nodes = "lenet5", 64, 16, "true"
+    cfg.model.name, cfg.topology.num_nodes, cfg.run.slots, cfg.run.shard_nodes = "lenet5", 64, 16, "true"
     hlo = {}
     for shard in ("false", "true", "ring"):
-        cfg.shard_nodes = "false" if shard == "false" else "true"
-        cfg.topology = "ring" if shard == "ring" else "random_regular"
+        cfg.run.shard_nodes = "false" if shard == "false" else "true"
+        cfg.topology.name = "ring" if shard == "ring" else "random_regular"
         sim = Simulation(cfg, "gossip_vc", ds)
         e = sim.engine
         txt = e._step.lower(sim.init_state(), e.consts, e.plan).compile().as_text()

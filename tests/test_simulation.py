@@ -1,4 +1,4 @@
-"""The tick engine (vanish/simulation.py) against SPEC section 3, closed forms, and itself.
+"""The tick engine (vanish/engine.py, through train.Simulation) against SPEC section 3, closed forms, and itself.
 
 Every Simulation is built once per module (`_sim`) and shared: building is cheap, but each
 one compiles its own chunk step, which dominates the run time of this file on CPU (a
@@ -22,23 +22,23 @@ import optax
 import pytest
 
 from jax_cache import compile_cache
-from vanish import build, config, data, nodes, partition, simulation, variance
+from helpers import make_sim, override
+from vanish import build, config, data, nodes, partition, variance
 
 TICKS = 60
 
 
 def make_cfg(**overrides):
     cfg = config.default_config()
-    cfg.dataset = "synthetic"
-    cfg.synthetic_train, cfg.synthetic_test, cfg.test_per_class = 600, 200, 5
-    cfg.model = "mlp"
-    cfg.batch_size = 8
-    cfg.lr, cfg.momentum = 0.05, 0.9
-    cfg.num_nodes, cfg.topology = 4, "ring"
-    cfg.ticks = TICKS
-    cfg.interval_lo, cfg.interval_hi = 2, 4  # busy ticks: several trainers, duplicate sends
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
+    cfg.data.name = "synthetic"
+    cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = 600, 200, 5
+    cfg.model.name = "mlp"
+    cfg.optim.batch_size = 8
+    cfg.optim.lr, cfg.optim.momentum = 0.05, 0.9
+    cfg.topology.num_nodes, cfg.topology.name = 4, "ring"
+    cfg.run.ticks = TICKS
+    cfg.schedule.interval_lo, cfg.schedule.interval_hi = 2, 4  # busy ticks: several trainers, duplicate sends
+    override(cfg, **overrides)
     return cfg
 
 
@@ -69,7 +69,7 @@ def _sim(dataset):
     def get(algorithm, **overrides):
         key = (algorithm, tuple(sorted(overrides.items())))
         if key not in cache:
-            cache[key] = simulation.Simulation(make_cfg(**overrides), algorithm, dataset)
+            cache[key] = make_sim(make_cfg(**overrides), algorithm, dataset)
         return cache[key]
 
     return get
@@ -126,7 +126,7 @@ def _batch(sim, key, tick, node):
     """The engine's batch of `node` at `tick`: key fold_in(fold_in(state.key, tick), node)."""
     k = jax.random.fold_in(jax.random.fold_in(key, tick), node)
     idx = partition.sample_indices_for_keys(
-        k[None], sim.consts.part, jnp.array([node], jnp.int32), int(sim.cfg.batch_size))[0]
+        k[None], sim.consts.part, jnp.array([node], jnp.int32), sim.experiment.optim.batch_size)[0]
     return sim.consts.x_train[idx], sim.consts.y_train[idx]
 
 
@@ -142,13 +142,13 @@ class ReferenceSim:
     """
 
     def __init__(self, sim, correction):
-        cfg, state = sim.cfg, sim.init_state()
+        exp, state = sim.experiment, sim.init_state()
         self.sim, self.n, self.key = sim, sim.n, state.key
         self.params = [_take(state.params, i) for i in range(self.n)]
         self.opt = [sim.tx.init(p) for p in self.params]
-        self.beta, self.correction = float(cfg.beta), correction
-        self.send_every = int(cfg.send_every)
-        assert int(cfg.threshold) == 0  # threshold = degree
+        self.beta, self.correction = float(exp.schedule.beta), correction
+        self.send_every = int(exp.schedule.send_every)
+        assert int(exp.schedule.threshold) == 0  # threshold = degree
         snd, rcv = np.asarray(sim.topo.senders), np.asarray(sim.topo.receivers)
         self.out = [rcv[snd == i].tolist() for i in range(self.n)]
         self.threshold = [int(np.sum(rcv == i)) for i in range(self.n)]
@@ -193,7 +193,7 @@ class ReferenceSim:
          "gossip_vc-complete4-one-row-merge-groups"])
 def test_engine_matches_reference_simulator(_sim, algorithm, overrides):
     sim = _sim(algorithm, **overrides)
-    correction = (build.correction(sim.cfg) if algorithm == "gossip_vc"
+    correction = (sim.experiment.correction if algorithm == "gossip_vc"
                   else variance.CorrectionConfig(target="none"))
     ref = ReferenceSim(sim, correction)
     state = sim.init_state()
@@ -256,7 +256,7 @@ def test_fl_sched_with_one_client_is_single_node_training(_sim):
     want, events = _single_node_reference(fl, 1, TICKS)
     assert events >= 10
     assert int(state.train_count[1]) == events and int(state.train_count[0]) == 0
-    assert int(state.merges[1]) == TICKS // int(fl.cfg.fl_round_ticks)  # one per round
+    assert int(state.merges[1]) == TICKS // int(fl.experiment.algorithm_args["fl"]["round_ticks"])  # one per round
     for got_server, got_client, w in zip(jax.tree.leaves(_take(state.params, 0)),
                                          jax.tree.leaves(_take(state.params, 1)),
                                          jax.tree.leaves(want)):
@@ -270,7 +270,7 @@ def test_fl_is_the_authors_round_loop(_sim):
     round's middle tick from the server model; the server averages them at the round's end and
     every node adopts it. Reference: a plain per-round loop with the engine's batch keys."""
     fl = _sim("fl", num_nodes=3, fl_client_fraction=0.67)
-    rounds_ticks = int(fl.cfg.fl_round_ticks)
+    rounds_ticks = int(fl.experiment.algorithm_args["fl"]["round_ticks"])
     state = fl.init_state()
     server = _take(state.params, 0)
     opt = [fl.tx.init(_take(state.params, i)) for i in range(fl.n)]
@@ -303,7 +303,7 @@ def test_complete_graph_one_round_is_closed_form_average(_sim):
     """All nodes train at tick 0 and send to all; threshold = degree = n - 1, so after the
     tick node i = beta y_i + (1 - beta) mean_{j != i} y_j, y = the models after that step."""
     sim = _sim("gossip", **COMPLETE4)
-    n, beta = sim.n, float(sim.cfg.beta)
+    n, beta = sim.n, float(sim.experiment.schedule.beta)
     assert beta != 0.5  # so that beta and 1 - beta cannot be swapped unnoticed
     assert sorted(sim.schedule.event_node[sim.schedule.event_tick == 0]) == list(range(n))
     init = sim.init_state()
@@ -356,7 +356,7 @@ def vc_reference_run(_sim):
 def test_same_seed_is_bit_identical_other_seed_differs(_sim, dataset, vc_reference_run):
     state, metrics = vc_reference_run
     # A fresh Simulation of the same config: host plan, init and trajectory all repeat.
-    again = simulation.Simulation(make_cfg(**RR16), "gossip_vc", dataset)
+    again = make_sim(make_cfg(**RR16), "gossip_vc", dataset)
     state2, metrics2 = _run(again, [0, TICKS], evaluate=True)
     _assert_trees_equal(state, state2)
     assert metrics == metrics2
@@ -378,7 +378,7 @@ def test_results_do_not_depend_on_run_ticks_segments(_sim, vc_reference_run):
 
 
 def test_fuse_scan_path_matches_python_loop(_sim, vc_reference_run):
-    """cfg.fuse = 4 runs chunks inside lax.scan; it must not change results."""
+    """cfg.run.fuse = 4 runs chunks inside lax.scan; it must not change results."""
     whole, metrics = vc_reference_run
     fused_sim = _sim("gossip_vc", **RR16, fuse=4)
     bounds = SEGMENTS[:1] + SEGMENTS[2:]

@@ -1,103 +1,826 @@
-"""The only reader of the run config: config -> components (topology, data, plan, model, ...).
+"""The only reader of the run config: check every rule, then hand down a frozen Experiment.
 
-    comp = build.components(cfg, "gossip_vc", dataset)
-    comp.algorithm, comp.topology, comp.work, comp.model, comp.tx, comp.consts
+    experiment = build.experiment(cfg)          # ConfigError (one line) or a typed Experiment
+    parts = build.components(experiment, "gossip_vc")   # one algorithm's plan, arrays, model
 
-Each component's constructor takes keyword arguments; the tables below say which config
-field feeds which argument, so adding a topology or a partition scheme is one table row.
+Everything is checked here before anything touches the disk: each field's type and range,
+the rules between fields, the names each registry owns, every file the config names (edge
+lists, churn traces, drop files: parsed and checked against the graph), the data (a batch
+no node can fill, a test set too small) and a size estimate of the state, the evaluation
+and the work list against the machine's memory. Below this module nothing sees a config:
+the Experiment's typed values are all they get. The checks are ordered cheap first, and the
+few that need JAX (the model's size) come last.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vanish import algorithms, models, network, nodes, partition, schedule, topology, variance
-from vanish import config as config_lib
-from vanish.algorithms import base
-from vanish.algorithms.partitioned import partition_ids
-from vanish.data import Dataset, balanced_subset
-from vanish.schedule import WorkList
+from vanish import (algorithms, checks, config, data, network, partition, schedule, topology,
+                    workdir)
+from vanish.algorithms import Cadence, Placement
+from vanish.errors import ConfigError, PartitionError, TopologyError
 
 log = logging.getLogger(__name__)
 
-# topology name -> {keyword argument: config field}
-TOPOLOGY_ARGS: dict[str, dict[str, str]] = {
+# ------------------------------------------------------------------------------- parsers
+
+
+def parse_algorithms(text: str) -> tuple[str, ...]:
+    """'fl, gossip_vc' -> ('fl', 'gossip_vc'); every name registered, none twice."""
+    names = [a.strip() for a in str(text).split(",") if a.strip()]
+    if not names:
+        raise ConfigError(
+            "config.algorithms is empty; e.g. --config.algorithms=fl,gossip,gossip_vc")
+    bad = [a for a in names if a not in algorithms.REGISTRY]
+    if bad:
+        hint = checks.did_you_mean(bad[0], algorithms.REGISTRY)
+        raise ConfigError(f"unknown algorithm(s) {bad}{hint} (config.algorithms); choose from "
+                          f"{', '.join(algorithms.REGISTRY)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config.algorithms lists an algorithm twice: {names}")
+    return tuple(names)
+
+
+def parse_range(text: Any, field: str) -> tuple[int, int]:
+    """'3' -> (3, 3); '2-5' -> (2, 5): an inclusive range of non-negative integer ticks."""
+    value = str(text).strip()
+    try:
+        lo, _, hi = value.partition("-")
+        r = (int(lo), int(hi) if hi else int(lo))
+    except ValueError:
+        raise ConfigError(f"config.{field} = {text!r} must be an integer or a range 'lo-hi' of "
+                          f"ticks (e.g. 3 or 2-5)") from None
+    if not 0 <= r[0] <= r[1]:
+        raise ConfigError(f"config.{field} = {text!r} must satisfy 0 <= lo <= hi")
+    return r
+
+
+def parse_label_subsets(text: str) -> list[list[int]]:
+    """'0-4,5-9' -> [[0..4], [5..9]]; '0 2 4,1 3' -> [[0,2,4],[1,3]]."""
+    subsets = []
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-"))
+                if lo > hi:
+                    raise ValueError
+                subsets.append(list(range(lo, hi + 1)))
+            elif part:
+                subsets.append([int(v) for v in part.split()])
+        except ValueError:
+            raise ConfigError(f"config.data.label_subsets = {text!r}: cannot read {part!r}; use "
+                              "ranges 'lo-hi' or space-separated labels, subsets separated by "
+                              "commas, e.g. '0-4,5-9'") from None
+    if not subsets:
+        raise ConfigError(f"config.data.label_subsets = {text!r} names no labels; e.g. '0-4,5-9'")
+    return subsets
+
+
+# --------------------------------------------------------------------------- the rule book
+#
+# A field rule gets the value (already of the field's type) and returns what is wrong as a
+# phrase after "config.<field> = <value> ", or None. Rules between fields read the others
+# through `View`. Each registry owns its names: the choices below are read from it.
+
+View = Callable[[str], Any]
+
+
+def _parses(parse: Callable[[Any], Any]) -> checks.Check:
+    def check(value: Any) -> str | None:
+        try:
+            parse(value)
+        except ConfigError as e:
+            return f"cannot be read: {e}"
+        return None
+    return check
+
+
+def _seed(value: Any) -> str | None:
+    return None if 0 <= value < 2**32 else "must be in [0, 2**32)"
+
+
+def _first_tick(value: Any) -> str | None:
+    ok = value == "random" or re.fullmatch(r"\d+", value.strip())
+    return None if ok else "must be a non-negative integer or 'random'"
+
+
+def _host_port(value: Any) -> str | None:
+    if value == "":
+        return None
+    host, _, port = str(value).rpartition(":")
+    if host and port.isdigit() and 1 <= int(port) <= 65535:
+        return None
+    return ("must be 'host:port' with a port in 1..65535 (e.g. 'host0:1234'), or '' to read "
+            "it from the environment")
+
+
+def _straggler_interval(value: Any) -> str | None:
+    if not str(value).strip():
+        return None
+    try:
+        lo, _ = parse_range(value, "network.straggler_interval")
+    except ConfigError as e:
+        return f"cannot be read: {e}"
+    return None if lo >= 1 else "is a training interval: lo must be >= 1 tick"
+
+
+_DATASET_NAME = re.compile(r"[a-z0-9_]+(/[a-z0-9_.]+)?(:[0-9.*]+)?")
+
+
+def _dataset(value: Any) -> str | None:
+    key = value.strip().lower().replace("-", "_")
+    if key in data.BUILTIN_DATASETS:
+        return None
+    builtin = f"the built-in datasets are {' and '.join(data.BUILTIN_DATASETS)}"
+    if not _DATASET_NAME.fullmatch(key):
+        return (f"is not a dataset name; {builtin}, other names are TensorFlow Datasets names "
+                "such as 'mnist' or 'cifar10'")
+    import importlib.util  # a look-up only: tensorflow_datasets is not imported here
+
+    if importlib.util.find_spec("tensorflow_datasets") is None:
+        return (f"is not known: {builtin}; other names are loaded through TensorFlow Datasets, "
+                "which is not installed (pip install 'vanish[data]')")
+    return None
+
+
+def _readable_file(value: Any) -> str | None:
+    if not str(value).strip():
+        return None
+    path = Path(value).expanduser()
+    if not path.exists():
+        return "names no file"
+    if path.is_dir():
+        return "is a directory, not a file"
+    if not os.access(path, os.R_OK):
+        return "is not readable"
+    return None
+
+
+def _model_names() -> tuple[str, ...]:
+    from vanish import models  # flax: imported when a model name is checked
+
+    return tuple(models.MODELS)
+
+
+def _model_inits() -> tuple[str, ...]:
+    from vanish import models
+
+    return tuple(models.INITIALIZERS)
+
+
+def _conv_impls() -> tuple[str, ...]:
+    from vanish import models
+
+    return ("auto", *models.CONV_IMPLS)
+
+
+def _lazy_one_of(names: Callable[[], tuple[str, ...]]) -> checks.Check:
+    return lambda value: checks.one_of(names())(value)
+
+
+FIELD_RULES: dict[str, checks.Check] = {
+    "seed": _seed,
+    "algorithms": _parses(parse_algorithms),
+    "data.name": _dataset,
+    "data.synthetic_train": checks.at_least(1),
+    "data.synthetic_test": checks.at_least(1),
+    "data.partition": checks.one_of(partition.SCHEMES),
+    "data.alpha": checks.finite_at_least(0, strict=True),
+    "data.shards_per_node": checks.at_least(1),
+    "data.label_subsets": _parses(parse_label_subsets),
+    "data.test_per_class": checks.at_least(1),
+    "model.name": _lazy_one_of(_model_names),
+    "model.conv_impl": _lazy_one_of(_conv_impls),
+    "model.init": _lazy_one_of(_model_inits),
+    "optim.name": checks.one_of(("sgd", "adam", "adamw")),
+    "optim.lr": checks.finite_at_least(0),
+    "optim.momentum": checks.between(0, 1, hi_open=True),
+    "optim.schedule": checks.one_of(("constant", "inv")),
+    "optim.weight_decay": checks.finite_at_least(0),
+    "optim.batch_size": checks.at_least(1),
+    "topology.name": checks.one_of(topology.TOPOLOGIES),
+    "topology.degree": checks.at_least(1),
+    "topology.edge_prob": checks.between(0, 1, lo_open=True),
+    "topology.rewire_prob": checks.between(0, 1),
+    "topology.attach": checks.at_least(1),
+    "topology.weighting": checks.one_of(topology.WEIGHTINGS),
+    "schedule.interval_lo": checks.at_least(1),
+    "schedule.interval_hi": checks.at_least(1),
+    "schedule.first_tick": _first_tick,
+    "schedule.send_every": checks.at_least(1),
+    "schedule.threshold": checks.at_least(0, " (0 = the node's in-degree)"),
+    "schedule.beta": checks.between(0, 1),
+    "correction.target": checks.one_of(("others", "self", "blend", "none")),
+    "correction.blend": checks.between(0, 1),
+    "correction.eps": checks.finite_at_least(0),
+    "correction.ddof": checks.at_least(0),
+    "correction.strength": checks.between(0, 1),
+    "network.drop_prob": checks.between(0, 1),
+    "network.drop_file": _readable_file,
+    "network.delay": _parses(lambda v: parse_range(v, "network.delay")),
+    "network.churn_up": checks.finite_at_least(1),
+    "network.churn_down": checks.finite_at_least(0),
+    "network.churn_trace": _readable_file,
+    "network.stragglers": checks.between(0, 1),
+    "network.straggler_interval": _straggler_interval,
+    "network.peer_k": checks.at_least(0, " (0 = every neighbour)"),
+    "network.peer_mode": checks.one_of(network.PEER_MODES),
+    "network.redraw_every": checks.at_least(0, " (0 = a fixed graph)"),
+    "network.byzantine": checks.between(0, 1, hi_open=True),
+    "network.byzantine_attack": checks.one_of(network.ATTACKS),
+    "network.byzantine_scale": checks.finite_at_least(0),
+    "run.ticks": checks.at_least(0),
+    "run.eval_every": checks.at_least(1),
+    "run.target_accuracy": checks.between(0, 1),
+    "run.checkpoint_every": checks.at_least(0, " (0 = at every evaluation)"),
+    "run.keep_checkpoints": checks.at_least(1),
+    "run.wandb_mode": checks.one_of(("", "online", "offline", "disabled")),
+    "run.slots": checks.at_least(0, " (0 = chosen from the schedule)"),
+    "run.fuse": checks.at_least(0, " (0 = per backend)"),
+    "run.max_slots": checks.at_least(1),
+    "run.merge_slots": checks.at_least(0, " (0 = 1.5x the mean trainers per tick)"),
+    "run.eval_nodes": checks.at_least(1),
+    "run.max_nodes_per_chunk": checks.at_least(0, " (0 = no cap)"),
+    "run.shard_nodes": checks.one_of(("auto", "true", "false")),
+    "run.coordinator_address": _host_port,
+    "run.num_processes": checks.at_least(0, " (0 = from the environment)"),
+    "run.process_id": checks.at_least(-1, " (-1 = from the environment)"),
+}
+
+
+def _cross_rules(get: View) -> list[str]:
+    """The rules between fields (each value already passed its own rule)."""
+    found = []
+    names = parse_algorithms(get("algorithms"))
+    n = get("topology.num_nodes")
+    graph = [a for a in names if algorithms.REGISTRY[a].caps.placement is Placement.GRAPH]
+    if n < 1:
+        found.append(f"config.topology.num_nodes = {n} must be >= 1")
+    elif n < 2 and graph:
+        found.append(f"config.topology.num_nodes = {n}: {', '.join(graph)} need(s) at least 2 "
+                     "nodes to communicate")
+    if get("topology.name") == "edge_list":
+        path = get("topology.edge_list")
+        problem = "is empty" if not path.strip() else _readable_file(path)
+        if problem:
+            found.append(f"config.topology.name = 'edge_list' needs config.topology.edge_list, "
+                         f"a readable file of 'u v' lines; config.topology.edge_list = {path!r} "
+                         f"{problem}")
+    lo, hi = get("schedule.interval_lo"), get("schedule.interval_hi")
+    if hi < lo:
+        found.append(f"config.schedule.interval_hi = {hi} is below config.schedule.interval_lo "
+                     f"= {lo} (nodes train every U{{interval_lo..interval_hi}} ticks)")
+    every, ckpt = get("run.eval_every"), get("run.checkpoint_every")
+    if ckpt and ckpt % every:
+        found.append(f"config.run.checkpoint_every = {ckpt} is not a multiple of "
+                     f"config.run.eval_every = {every} (checkpoints are written at evaluations)")
+    if get("run.wandb") and not get("run.wandb_project").strip():
+        found.append("config.run.wandb_project is empty (W&B needs a project name)")
+    if get("network.churn_down") > 0 and get("network.churn_trace").strip():
+        found.append("config.network.churn_down and config.network.churn_trace are both set: "
+                     "choose the Markov model or the trace file")
+    if 0 < get("network.churn_down") < 1:
+        found.append(f"config.network.churn_down = {get('network.churn_down')!r}: a mean "
+                     "offline period is >= 1 tick (or 0)")
+    if get("network.peer_mode") == "uniform" and get("network.peer_k") > n - 1 >= 1:
+        found.append(f"config.network.peer_k = {get('network.peer_k')}: uniform peer sampling "
+                     f"picks k of the other {n - 1} nodes")
+    if get("data.download") is not True and get("data.data_dir"):
+        path = Path(get("data.data_dir")).expanduser()
+        if not path.is_dir():
+            found.append(f"config.data.data_dir = {get('data.data_dir')!r} "
+                         f"{'is not a directory' if path.exists() else 'does not exist'}")
+        elif not any(path.iterdir()):
+            found.append(f"config.data.data_dir = {get('data.data_dir')!r} is an empty "
+                         "directory")
+    if get("data.download") is True and get("data.data_dir"):
+        path = Path(get("data.data_dir")).expanduser()
+        if path.exists() and not path.is_dir():
+            found.append(f"config.data.data_dir = {get('data.data_dir')!r} is not a directory")
+    for name in ("fl",):
+        if name in algorithms.REGISTRY:
+            r = get(f"algorithm_args.{name}.round_ticks")
+            e = get(f"algorithm_args.{name}.local_steps")
+            if r // 2 + e > r:
+                found.append(f"config.algorithm_args.{name}.local_steps = {e} does not fit a "
+                             f"round of config.algorithm_args.{name}.round_ticks = {r} ticks "
+                             "(local steps start at the round's middle tick)")
+    return found
+
+
+def _type_problem(path: str, default: Any, value: Any) -> str | None:
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "True or False"
+    elif isinstance(default, int):
+        ok, kind = checks.is_int(value), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    else:
+        return None
+    return None if ok else f"config.{path} = {value!r} must be {kind}, not {type(value).__name__}"
+
+
+def _flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if isinstance(value, (ml_collections.ConfigDict, dict)):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def moved_hint(path: str) -> str:
+    """' (now config.topology.num_nodes)' for a field name of an earlier version, else ''."""
+    new = config.OLD_NAMES.get(path)
+    return f": it is now config.{' and config.'.join(new)}" if new else ""
+
+
+def problems(cfg: Any) -> list[str]:
+    """Everything wrong with `cfg` (a ConfigDict or nested dict), one message per problem."""
+    schema = config.fields()
+    values = _flatten(cfg)
+    found: list[str] = []
+    for path in values:
+        if path not in schema:
+            hint = moved_hint(path) or checks.did_you_mean(path, schema)
+            found.append(f"unknown config field {path!r}{hint} (python -m vanish.run --list "
+                         "shows every field)")
+    missing = [p for p in schema if p not in values]
+    if missing and not found:
+        found.append(f"the config lacks field(s) {', '.join(missing)}; build configs from "
+                     "vanish.config.default_config()")
+    if found:
+        return found
+    for path, fld in schema.items():
+        value = values[path]
+        problem = _type_problem(path, fld.default, value)
+        if problem is None:
+            rule = FIELD_RULES.get(path) or _knob_rule(path)
+            phrase = rule(value) if rule else None
+            problem = f"config.{path} = {value!r} {phrase}" if phrase else None
+        if problem:
+            found.append(problem)
+    if not found:
+        found.extend(_cross_rules(values.__getitem__))
+    return found
+
+
+def _knob_rule(path: str) -> checks.Check | None:
+    parts = path.split(".")
+    if len(parts) == 3 and parts[0] == "algorithm_args":
+        entry = algorithms.REGISTRY.get(parts[1])
+        knob = entry.knobs.get(parts[2]) if entry else None
+        return knob.check if knob else None
+    return None
+
+
+def validate(cfg: Any) -> None:
+    """Raises ConfigError naming every bad field of `cfg` (one line); reads no data."""
+    found = problems(cfg)
+    if found:
+        raise ConfigError("; ".join(found))
+
+
+# ----------------------------------------------------------------------------- the values
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """How long, how often, where and how a run is measured and executed (result-neutral
+    except `ticks`)."""
+
+    ticks: int
+    eval_every: int
+    target_accuracy: float
+    checkpoint_every: int  # resolved: 0 means every evaluation
+    keep_checkpoints: int
+    wandb: bool
+    wandb_project: str
+    wandb_mode: str
+    tensorboard: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineSettings:
+    """Engine strategy: never changes results beyond float summation order."""
+
+    slots: int
+    fuse: int
+    max_slots: int
+    merge_slots: int
+    eval_nodes: int
+    max_nodes_per_chunk: int
+    masked_baseline: bool
+    shard_nodes: str
+
+    def capped(self, nodes_at_once: int) -> int:
+        """`nodes_at_once` within the memory budget max_nodes_per_chunk (0: no cap)."""
+        cap = self.max_nodes_per_chunk
+        return min(nodes_at_once, cap) if cap > 0 else nodes_at_once
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessSettings:
+    """Joining a multi-process run (read before anything starts a JAX backend)."""
+
+    distributed: bool
+    coordinator_address: str
+    num_processes: int
+    process_id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleSettings:
+    """The reference tick model."""
+
+    interval: tuple[int, int]
+    first_tick: int | str
+    send_every: int
+    threshold: int  # 0: each node's in-degree (expected arrivals under peer sampling)
+    beta: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    name: str
+    conv_impl: str
+    init: str
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimSettings:
+    name: str
+    lr: float
+    momentum: float
+    schedule: str
+    weight_decay: float
+    batch_size: int
+    reset_on_merge: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A checked run: every value the layers below need, typed, and nothing else.
+
+    `record` is the config as a plain nested dict, for the workdir and the trackers to store;
+    nothing reads it for behaviour.
+    """
+
+    algorithms: tuple[str, ...]
+    seed: int
+    dataset: data.Dataset
+    test_per_class: int
+    partition: str
+    partition_args: Mapping[str, Any]
+    graph: topology.Spec
+    model: ModelSettings
+    optim: OptimSettings
+    schedule: ScheduleSettings
+    correction: Any  # variance.CorrectionConfig
+    algorithm_args: Mapping[str, Mapping[str, Any]]
+    network: network.Settings
+    run: RunSettings
+    engine: EngineSettings
+    processes: ProcessSettings
+    record: Mapping[str, Any]
+    neutral: frozenset[str] = config.RESULT_NEUTRAL  # record fields that never change results
+
+    @property
+    def config_hash(self) -> str:
+        """The digest of the record's result-relevant fields (stored with checkpoints)."""
+        return workdir.config_hash(workdir.flatten(self.record), self.neutral)
+
+    def setup(self) -> dict[str, Any]:
+        """What a figure's title states: dataset, model, N, topology, partition, seed."""
+        part = self.partition + "".join(f" {k}={v}" for k, v in self.partition_args.items()
+                                        if k != "subsets")
+        return dict(dataset=self.dataset.name, model=self.model.name, num_nodes=self.graph.n,
+                    topology=self.graph.name, partition=part, seeds=[self.seed])
+
+
+def _get(cfg: Any) -> View:
+    flat = _flatten(cfg)
+    return flat.__getitem__
+
+
+def processes(cfg: Any) -> ProcessSettings:
+    """The multi-process settings (checked): the CLI joins before anything else runs."""
+    validate(cfg)
+    g = _get(cfg)
+    return ProcessSettings(bool(g("run.distributed")), g("run.coordinator_address"),
+                           g("run.num_processes"), g("run.process_id"))
+
+
+def _correction(g: View) -> Any:
+    from vanish import variance
+
+    skip = tuple(s.strip() for s in g("correction.skip").split(",") if s.strip())
+    fields = dict(target=g("correction.target"), blend=g("correction.blend"),
+                  strength=g("correction.strength"), skip=skip,
+                  correct_biases=bool(g("correction.biases")))
+    if g("correction.reference"):  # DFL_torch: ddof 1, eps 1e-4, every tensor rescaled
+        return variance.CorrectionConfig.reference(**dict(fields, correct_biases=True))
+    return variance.CorrectionConfig(eps=g("correction.eps"), ddof=g("correction.ddof"), **fields)
+
+
+_TOPOLOGY_ARGS: dict[str, dict[str, str]] = {  # topology -> {its argument: config field}
     "random_regular": dict(degree="degree"),
     "erdos_renyi": dict(p="edge_prob"),
     "watts_strogatz": dict(k="degree", p="rewire_prob"),
     "barabasi_albert": dict(m="attach"),
     "edge_list": dict(path="edge_list"),
 }
-# partition scheme -> {keyword argument: config field}
-PARTITION_ARGS: dict[str, dict[str, str]] = {
+_PARTITION_ARGS: dict[str, dict[str, str]] = {  # scheme -> {its argument: config field}
     "dirichlet_weights": dict(alpha="alpha"),
     "dirichlet_split": dict(alpha="alpha"),
     "shards": dict(shards_per_node="shards_per_node"),
     "label_subsets": dict(subsets="label_subsets"),
 }
-_PARSE = {"label_subsets": config_lib.parse_label_subsets}
 
 
-def _kwargs(cfg: ml_collections.ConfigDict, table: dict[str, str]) -> dict[str, Any]:
-    return {arg: _PARSE.get(field, lambda v: v)(cfg[field]) for arg, field in table.items()}
+def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
+    """Checks `cfg` whole and returns the Experiment; raises a one-line ConfigError (or a
+    subclass: TopologyError, PartitionError, DatasetError, ResourceError) otherwise.
+
+    Args:
+      cfg: a ConfigDict (or nested dict) of the schema in vanish/config.py.
+      dataset: use this dataset instead of loading `data.name` (tests, notebooks).
+    Returns:
+      The frozen Experiment. Nothing was written anywhere.
+    """
+    validate(cfg)
+    g = _get(cfg)
+    names = parse_algorithms(g("algorithms"))
+    seed = int(g("seed"))
+    t = g("topology.name")
+    graph = topology.Spec(t, int(g("topology.num_nodes")), g("topology.weighting"),
+                          {arg: g(f"topology.{f}") for arg, f in _TOPOLOGY_ARGS.get(t, {}).items()})
+    part = g("data.partition")
+    part_args = {arg: (parse_label_subsets(g(f"data.{f}")) if f == "label_subsets"
+                       else g(f"data.{f}")) for arg, f in _PARTITION_ARGS.get(part, {}).items()}
+    straggle = g("network.straggler_interval")
+    net = network.Settings(
+        drop_prob=g("network.drop_prob"), drop_file=g("network.drop_file"),
+        delay=parse_range(g("network.delay"), "network.delay"),
+        churn_up=g("network.churn_up"), churn_down=g("network.churn_down"),
+        churn_trace=g("network.churn_trace"), stragglers=g("network.stragglers"),
+        straggler_interval=parse_range(straggle, "network.straggler_interval")
+        if straggle.strip() else None,
+        peer_k=g("network.peer_k"), peer_mode=g("network.peer_mode"),
+        redraw_every=g("network.redraw_every"), byzantine=g("network.byzantine"),
+        byzantine_attack=g("network.byzantine_attack"),
+        byzantine_scale=g("network.byzantine_scale"))
+    first = g("schedule.first_tick")
+    every = g("run.eval_every")
+    exp = Experiment(
+        algorithms=names, seed=seed, dataset=None,  # type: ignore[arg-type]  (set below)
+        test_per_class=g("data.test_per_class"), partition=part, partition_args=part_args,
+        graph=graph,
+        model=ModelSettings(g("model.name"), g("model.conv_impl"), g("model.init")),
+        optim=OptimSettings(g("optim.name"), g("optim.lr"), g("optim.momentum"),
+                            g("optim.schedule"), g("optim.weight_decay"), g("optim.batch_size"),
+                            bool(g("optim.reset_on_merge"))),
+        schedule=ScheduleSettings((g("schedule.interval_lo"), g("schedule.interval_hi")),
+                                  first if first == "random" else int(first),
+                                  g("schedule.send_every"), g("schedule.threshold"),
+                                  g("schedule.beta")),
+        correction=None,
+        algorithm_args={n: {k: g(f"algorithm_args.{n}.{k}") for k in entry.knobs}
+                        for n, entry in algorithms.REGISTRY.items()},
+        network=net,
+        run=RunSettings(g("run.ticks"), every, g("run.target_accuracy"),
+                        g("run.checkpoint_every") or every, g("run.keep_checkpoints"),
+                        bool(g("run.wandb")), g("run.wandb_project"), g("run.wandb_mode"),
+                        bool(g("run.tensorboard"))),
+        engine=EngineSettings(g("run.slots"), g("run.fuse"), g("run.max_slots"),
+                              g("run.merge_slots"), g("run.eval_nodes"),
+                              g("run.max_nodes_per_chunk"), bool(g("run.masked_baseline")),
+                              g("run.shard_nodes")),
+        processes=ProcessSettings(bool(g("run.distributed")), g("run.coordinator_address"),
+                                  g("run.num_processes"), g("run.process_id")),
+        record=_plain(cfg))
+    from vanish import resources  # the size model
+
+    resources.check_plan(exp)  # the schedule, the graph and the fault plan over run.ticks
+    ds = dataset if dataset is not None else data.load(
+        g("data.name"), data_dir=g("data.data_dir") or None, download=bool(g("data.download")),
+        seed=seed, num_train=g("data.synthetic_train"), num_test=g("data.synthetic_test"))
+    exp = dataclasses.replace(exp, dataset=ds, correction=_correction(g))
+    resources.check_memory(exp)  # the stacked state (the model's size: abstract, no device)
+    for name in names:
+        check_graph(exp, name)
+    check_network(exp)
+    check_data(exp)
+    return exp
 
 
-def correction(cfg: ml_collections.ConfigDict) -> variance.CorrectionConfig:
-    skip = tuple(s.strip() for s in str(cfg.vc_skip).split(",") if s.strip())
-    fields = dict(target=cfg.vc_target, blend=cfg.vc_blend, strength=cfg.vc_strength, skip=skip,
-                  correct_biases=bool(cfg.correct_biases))
-    if cfg.vc_reference:  # DFL_torch: ddof 1, eps 1e-4, every tensor rescaled, biases too
-        return variance.CorrectionConfig.reference(**dict(fields, correct_biases=True))
-    return variance.CorrectionConfig(eps=cfg.vc_eps, ddof=cfg.vc_ddof, **fields)
+def _plain(cfg: Any) -> dict[str, Any]:
+    items = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else cfg
+    return {k: _plain(v) if isinstance(v, Mapping) else v for k, v in items.items()}
 
 
-def hyper(cfg: ml_collections.ConfigDict, *, merge_slots: int = 8,
-          inbox_capacity: int = 16) -> base.Hyper:
-    return base.Hyper(
-        correction=correction(cfg), merge_slots=merge_slots,
-        client_fraction=float(cfg.fl_client_fraction), num_partitions=int(cfg.num_partitions),
-        subsample=float(cfg.subsample), inbox_capacity=inbox_capacity,
-        trim_fraction=float(cfg.trim_fraction))
+# ------------------------------------------------------------------------ host-side checks
 
 
-def algorithm(cfg: ml_collections.ConfigDict, name: str, **hp: int) -> base.Algorithm:
-    if name not in algorithms.REGISTRY:
-        raise config_lib.ConfigError(
-            f"unknown algorithm {name!r}; choose from {', '.join(algorithms.NAMES)}")
-    return algorithms.get(name, hyper(cfg, **hp))
-
-
-def topology_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm) -> topology.Topology:
-    n = int(cfg.num_nodes)
-    if algo.topology == "isolated":
+def make_topology(exp: Experiment, name: str) -> topology.Topology:
+    """The graph algorithm `name` runs on (FL: a star whose node 0 is the server)."""
+    caps = algorithms.REGISTRY[name].caps
+    if caps.placement is Placement.ISOLATED:
         return topology.make("complete", 1)
-    if algo.topology == "star":  # node 0 is the server, 1..n the clients
-        return topology.star(n + 1, center=0)
-    return topology.make(cfg.topology, n, seed=int(cfg.seed), weighting=cfg.weighting,
-                         **_kwargs(cfg, TOPOLOGY_ARGS.get(cfg.topology, {})))
+    if caps.placement is Placement.STAR:
+        return topology.star(exp.graph.n + 1, center=0)
+    return exp.graph.make(exp.seed)
 
 
-def devices_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int) -> int:
-    """How many devices split the node axis (config.shard_nodes; see engine.py).
+def check_graph(exp: Experiment, name: str) -> None:
+    """Builds `name`'s graph (edge-list files parsed and checked); a merge threshold above a
+    node's in-degree is refused (that node could never merge)."""
+    try:
+        topo = make_topology(exp, name)
+    except TopologyError as e:
+        raise TopologyError(f"config.topology.name = {exp.graph.name!r} (num_nodes="
+                            f"{exp.graph.n}): {e}") from None
+    caps = algorithms.REGISTRY[name].caps
+    threshold = exp.schedule.threshold
+    if threshold > 0 and caps.placement is Placement.GRAPH and caps.cadence is Cadence.GOSSIP:
+        node = int(np.argmin(topo.degree))
+        if threshold > int(topo.degree[node]):
+            raise ConfigError(
+                f"config.schedule.threshold = {threshold} exceeds the in-degree "
+                f"{int(topo.degree[node])} of node {node} in {topo.name} ({name}): that node "
+                "could never merge; use a threshold <= the smallest in-degree, or 0 (each "
+                "node's own in-degree)")
+
+
+def check_network(exp: Experiment) -> None:
+    """The fault settings against the algorithms and the graph: files parsed and checked,
+    a redrawn graph that has a random family, at least one honest node."""
+    s = exp.network
+    if not s.faulty:
+        return
+    for name in exp.algorithms:
+        caps = algorithms.REGISTRY[name].caps
+        if caps.synchronous:
+            raise ConfigError(
+                f"{name} mixes synchronously over the whole graph every round; the fault and "
+                "dynamics options (config.network.*) are modelled for the message-passing "
+                "algorithms only")
+    clients = exp.graph.n
+    if s.byzantine > 0 and clients - int(round(s.byzantine * clients)) < 1:
+        raise ConfigError(f"config.network.byzantine = {s.byzantine} leaves no honest node of "
+                          f"{clients}: accuracy is measured over honest nodes")
+    if s.churn_trace:
+        network.read_churn_trace(s.churn_trace, clients, exp.run.ticks)
+    graph_algos = [a for a in exp.algorithms
+                   if algorithms.REGISTRY[a].caps.placement is Placement.GRAPH]
+    if graph_algos and s.redraw_every and not exp.graph.seeded:
+        raise ConfigError(f"config.network.redraw_every = {s.redraw_every}: the "
+                          f"{exp.graph.name!r} topology has no random draw to redraw; use "
+                          "random_regular, erdos_renyi, watts_strogatz or barabasi_albert")
+    if graph_algos and s.redraw_every and s.drop_file:
+        raise ConfigError("config.network.drop_file names edges of one graph; it cannot be "
+                          "combined with config.network.redraw_every (the graph changes)")
+    if graph_algos and s.drop_file:
+        network.read_drop_file(s.drop_file, exp.graph.make(exp.seed), s.drop_prob)
+
+
+def check_data(exp: Experiment) -> None:
+    """Refuses a partition the data cannot fill, a batch larger than a node's data, and more
+    test images per class than the test set holds."""
+    ds = exp.dataset
+    per_class = np.bincount(ds.y_test, minlength=ds.num_classes)
+    if exp.test_per_class > int(per_class.min()):
+        raise ConfigError(
+            f"config.data.test_per_class = {exp.test_per_class} but class "
+            f"{int(per_class.argmin())} of the {ds.name} test set has only "
+            f"{int(per_class.min())} images")
+    clients = exp.graph.n if set(exp.algorithms) - {"single"} else 1
+    try:
+        part = make_partition(exp, clients)
+    except PartitionError as e:
+        raise PartitionError(
+            f"config.data.partition = {exp.partition!r} ({clients} nodes, {len(ds.y_train)} "
+            f"training examples of {ds.name}): {e}") from None
+    held = (part.node_group_prob > 0).astype(np.int64) @ part.group_size.astype(np.int64)
+    node = int(np.argmin(held))
+    if exp.optim.batch_size > int(held[node]):
+        raise ConfigError(
+            f"config.optim.batch_size = {exp.optim.batch_size} is larger than node {node}'s data "
+            f"({int(held[node])} training examples of {ds.name} under partition "
+            f"{exp.partition!r} over {clients} nodes); use a smaller batch_size or fewer nodes")
+
+
+def make_partition(exp: Experiment, n_clients: int) -> partition.Partition:
+    """The configured partition of the training labels over `n_clients` training nodes."""
+    return partition.make_partition(exp.partition, np.asarray(exp.dataset.y_train), n_clients,
+                                    seed=exp.seed, **exp.partition_args)
+
+
+def upgrade(flat_old: Mapping[str, Any]) -> dict[str, Any]:
+    """A config record of an earlier version (flat field names) as today's {dotted path:
+    value}: each old field moved to its place (config.OLD_NAMES), new fields at defaults."""
+    out = workdir.flatten(config.default_config().to_dict())
+    for old, value in flat_old.items():
+        for path in config.OLD_NAMES.get(old, (old,)):
+            if path in out:
+                out[path] = value
+    return out
+
+
+def check_workdir(exp: Experiment, path: Path) -> None:
+    """Refuses a workdir that holds another experiment (WorkdirConflictError naming each
+    result-relevant field, old -> new). A record of an earlier version is read through
+    `upgrade`; a larger run.ticks extends; a smaller one than a checkpoint's is refused by
+    the loop. Only reads."""
+    stored = workdir.stored_config(path)
+    if stored is None:
+        return
+    old = upgrade(stored.config) if stored.version == 1 else workdir.flatten(stored.config)
+    diff = workdir.differences(old, workdir.flatten(exp.record), exp.neutral)
+    if diff:
+        raise workdir.conflict(path, diff)
+
+
+# -------------------------------------------------------------------- one algorithm's parts
+
+
+def round_ticks(exp: Experiment, name: str) -> int:
+    """The round length of `name` in ticks (its declared round knob; 1 without rounds)."""
+    knob = algorithms.REGISTRY[name].caps.round_knob
+    return int(exp.algorithm_args[name][knob]) if knob else 1
+
+
+def plan(exp: Experiment, name: str, n: int, is_client: np.ndarray,
+         net: network.Plan | None = None, devices: int = 1
+         ) -> tuple[schedule.Schedule, schedule.WorkList]:
+    """The training schedule of `name` and its packed work plan.
+
+    devices > 1: the plan for the node axis split over that many devices. Under a network
+    plan stragglers train at their own interval, and with delays every tick gets a chunk
+    (arrivals are delivered at a tick's last chunk). Churn masks trainers on the device.
+    """
+    caps = algorithms.REGISTRY[name].caps
+    ticks, seed, s = exp.run.ticks, exp.seed, exp.schedule
+    args = exp.algorithm_args[name]
+    if caps.cadence is Cadence.EVERY_TICK:
+        sched = schedule.draw(n, ticks, (1, 1), seed=seed, first_tick=0,
+                              send_every=s.send_every, trainers=is_client)
+    elif caps.cadence is Cadence.FL_ROUNDS:
+        sched = schedule.fl_rounds(n, ticks, round_ticks(exp, name), seed=seed,
+                                   local_steps=int(args["local_steps"]),
+                                   fraction=float(args["client_fraction"]), trainers=is_client)
+    else:
+        node_interval = None
+        if net is not None and net.stragglers.any():
+            (lo, hi), (s_lo, s_hi) = s.interval, net.straggler_interval
+            node_interval = (np.where(net.stragglers, s_lo, lo), np.where(net.stragglers, s_hi, hi))
+        sched = schedule.draw(n, ticks, s.interval, seed=seed, first_tick=s.first_tick,
+                              send_every=s.send_every, trainers=is_client,
+                              node_interval=node_interval)
+    end_of_tick = None
+    if caps.round_knob is not None:
+        end_of_tick = (np.arange(ticks) + 1) % round_ticks(exp, name) == 0
+    if net is not None and net.max_delay > 0:
+        end_of_tick = np.ones(ticks, bool)
+    e = exp.engine
+    if e.masked_baseline:
+        return sched, schedule.pack_masked(sched, end_of_tick)
+    slots = e.slots if e.slots > 0 else schedule.choose_slots(sched.counts_per_tick(),
+                                                              max_slots=e.max_slots)
+    return sched, schedule.pack(sched, e.capped(-(-slots // devices)), end_of_tick,
+                                devices=devices)
+
+
+def devices_for(exp: Experiment, name: str, n: int) -> int:
+    """How many devices split the node axis (run.shard_nodes; see engine.py).
 
     'auto' uses every device when they split the n nodes evenly, else the most devices that
     do (n = 50 on 8 devices: 5), with a note; one process only: several processes must
     split over all their devices, so an uneven split is an error there, as under 'true'.
     """
-    mode, count = str(cfg.shard_nodes), jax.device_count()
+    import jax
+
+    mode, count = exp.engine.shard_nodes, jax.device_count()
     if mode == "false" or count == 1:
         return 1
-    reason, fits = None, 1  # fits: the most devices that split n evenly, if not all
-    if not algo.shardable:
-        reason = f"{algo.name} reads all nodes' state at once and is not written for shards"
-    elif cfg.masked_baseline:
+    reason, fits = None, 1
+    if not algorithms.REGISTRY[name].caps.shardable:
+        reason = f"{name} reads all nodes' state at once and is not written for shards"
+    elif exp.engine.masked_baseline:
         reason = "masked_baseline is a single-device benchmark"
     elif n % count:
         fits = max(d for d in range(1, count + 1) if n % d == 0)
@@ -105,8 +828,8 @@ def devices_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int) ->
                   f"as a multiple of {count} (FL adds one server node)")
     if reason is None:
         return count
-    if mode == "true" or jax.process_count() > 1:  # several processes cannot fall back
-        raise config_lib.ConfigError(f"config.shard_nodes = {mode!r}: {reason}")
+    if mode == "true" or jax.process_count() > 1:
+        raise ConfigError(f"config.run.shard_nodes = {mode!r}: {reason}")
     if fits > 1:
         log.warning("shard_nodes='auto': %s; splitting them over %d of the %d devices",
                     reason, fits, count)
@@ -115,188 +838,193 @@ def devices_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int) ->
     return 1
 
 
-def halo_shifts(topo: topology.Topology, devices: int, algo: base.Algorithm,
+def halo_shifts(topo: topology.Topology, devices: int, name: str,
                 net: network.Plan | None) -> tuple[int, ...] | None:
-    """The device shifts (receiver's device - sender's, mod D) that the graph's edges cross
-    when node i sits on device i // (N / D); None (an all-gather) when nearly all shifts
-    occur (random graphs: a gather moves no more) or messages may leave the graph (network
-    plans, FL's star).
+    """The device shifts (receiver's device - sender's, mod D) the graph's edges cross when
+    node i sits on device i // (N / D); None (an all-gather) when nearly all shifts occur
+    (random graphs) or messages may leave the graph (network plans, FL's star).
     A ring or a torus needs 2 shifts: its sent models go to the two adjacent devices only.
     """
-    if devices == 1 or net is not None or algo.topology != "graph":
+    placement = algorithms.REGISTRY[name].caps.placement
+    if devices == 1 or net is not None or placement is not Placement.GRAPH:
         return None
     place = np.arange(topo.n) // (topo.n // devices)
     shifts = set(((place[topo.receivers] - place[topo.senders]) % devices).tolist()) - {0}
-    if len(shifts) >= devices - 1:  # a ppermute per other device: no better than a gather
+    if len(shifts) >= devices - 1:
         return None
     return tuple(sorted(int(x) for x in shifts))
 
 
-def plan_for(cfg: ml_collections.ConfigDict, algo: base.Algorithm, n: int,
-             is_client: np.ndarray, net: network.Plan | None = None, devices: int = 1
-             ) -> tuple[schedule.Schedule, schedule.WorkList, int]:
-    """The training schedule and its packed work plan; returns (schedule, work, round_ticks).
-
-    devices > 1: the plan for the node axis split over that many devices, each chunk a
-    block of ceil(K / devices) slots per device (`schedule.pack`).
-
-    Under a network plan: stragglers train at their own interval (gossip schedule), and with
-    delays every tick gets a chunk (arrivals are delivered at a tick's last chunk). Churn
-    does not change the plan: offline trainers are masked on the device.
-    """
-    ticks, seed = int(cfg.ticks), int(cfg.seed)
-    if algo.schedule == "every_tick":
-        sched = schedule.draw(n, ticks, (1, 1), seed=seed, first_tick=0,
-                              send_every=int(cfg.send_every), trainers=is_client)
-        round_ticks = int(cfg.sync_local_steps)
-    elif algo.schedule == "fl_rounds":
-        round_ticks = int(cfg.fl_round_ticks)
-        sched = schedule.fl_rounds(n, ticks, round_ticks, seed=seed,
-                                   local_steps=int(cfg.fl_local_steps),
-                                   fraction=float(cfg.fl_client_fraction), trainers=is_client)
-    else:
-        first = cfg.first_tick if cfg.first_tick == "random" else int(cfg.first_tick)
-        lo, hi = int(cfg.interval_lo), int(cfg.interval_hi)
-        node_interval = None
-        if net is not None and net.stragglers.any():
-            s_lo, s_hi = net.straggler_interval
-            node_interval = (np.where(net.stragglers, s_lo, lo), np.where(net.stragglers, s_hi, hi))
-        sched = schedule.draw(n, ticks, (lo, hi), seed=seed, first_tick=first,
-                              send_every=int(cfg.send_every), trainers=is_client,
-                              node_interval=node_interval)
-        round_ticks = int(cfg.fl_round_ticks)
-    if round_ticks < 1:
-        raise config_lib.ConfigError(f"round length must be >= 1 tick, got {round_ticks}")
-    end_of_tick = None
-    if algo.schedule in ("every_tick", "fl_rounds") or algo.topology == "star":
-        end_of_tick = (np.arange(ticks) + 1) % round_ticks == 0
-    if net is not None and net.max_delay > 0:
-        end_of_tick = np.ones(ticks, bool)
-    counts = sched.counts_per_tick()
-    if cfg.masked_baseline:
-        work = schedule.pack_masked(sched, end_of_tick)
-    else:
-        slots = (int(cfg.slots) if int(cfg.slots) > 0
-                 else schedule.choose_slots(counts, max_slots=int(cfg.max_slots)))
-        per_device = -(-slots // devices)
-        work = schedule.pack(sched, _capped(cfg, per_device), end_of_tick, devices=devices)
-    return sched, work, round_ticks
-
-
-def partition_for(cfg: ml_collections.ConfigDict, y: np.ndarray,
-                  n_clients: int) -> partition.Partition:
-    """The configured partition of labels `y` over `n_clients` training nodes."""
-    return partition.make_partition(cfg.partition, y, n_clients, seed=int(cfg.seed),
-                                    **_kwargs(cfg, PARTITION_ARGS.get(cfg.partition, {})))
-
-
 @dataclasses.dataclass
 class Components:
-    """Everything a Simulation is made of, built from one config."""
+    """Everything one algorithm's run is made of (built from an Experiment, on the host,
+    except the device arrays of `consts`)."""
 
     name: str
-    algorithm: base.Algorithm
+    algorithm: Any  # base.Algorithm
     topology: topology.Topology
     is_client: np.ndarray
     partition: partition.Partition
     label_hist: np.ndarray
-    x_test: jax.Array
-    y_test: jax.Array
+    x_test: Any
+    y_test: Any
     schedule: schedule.Schedule
-    work: WorkList  # not schedule.WorkList: in here `schedule` is the field above
+    work: schedule.WorkList
     model: Any
     tx: Any
     input_shape: tuple[int, ...]
-    consts: base.Consts
-    keys: dict[str, jax.Array]
+    consts: Any  # base.Consts
+    keys: dict[str, Any]
     batch_size: int
     merge_slots: int
     fuse: int
     reset_opt: bool
-    devices: int  # devices the node axis is split over (1: not split)
-    halo: tuple[int, ...] | None  # device shifts the sent models take (None: all-gather)
+    devices: int
+    halo: tuple[int, ...] | None
     eval_nodes: int
-    network: network.Plan | None  # faults and dynamics; None = fault-free
+    network: network.Plan | None
 
 
-def components(cfg: ml_collections.ConfigDict, name: str, dataset: Dataset) -> Components:
-    algo = algorithm(cfg, name)
-    topo = topology_for(cfg, algo)
+def make_model(exp: Experiment) -> Any:
+    from vanish import models
+
+    return models.make_model(exp.model.name, num_classes=exp.dataset.num_classes,
+                             conv_impl=exp.model.conv_impl, init=exp.model.init)
+
+
+def make_optimizer(exp: Experiment) -> Any:
+    from vanish import nodes
+
+    o = exp.optim
+    return nodes.make_optimizer(o.name, lr=o.lr, momentum=o.momentum, schedule=o.schedule,
+                                weight_decay=o.weight_decay)
+
+
+def components(exp: Experiment, name: str) -> Components:
+    """One algorithm's parts: its graph, partition, plan, network plan, model and arrays."""
+    import jax
+    import jax.numpy as jnp
+
+    from vanish.algorithms import base
+    from vanish.algorithms.partitioned import partition_ids
+
+    caps = algorithms.REGISTRY[name].caps
+    topo = make_topology(exp, name)
     n = topo.n
-    has_server = algo.topology == "star"
     is_client = np.ones(n, bool)
-    if has_server:
+    if caps.has_server:
         is_client[0] = False
-    y = np.asarray(dataset.y_train)
-    part = partition_for(cfg, y, int(is_client.sum()))
-    if has_server:  # the server holds no data; give it the first client's row (never used)
+    ds = exp.dataset
+    part = make_partition(exp, int(is_client.sum()))
+    if caps.has_server:  # the server holds no data; give it the first client's row (unused)
         part = _prepend_node(part)
-    label_hist = partition.label_histogram(part, y, dataset.num_classes)[is_client]
-    x_test, y_test = balanced_subset(dataset.x_test, dataset.y_test, int(cfg.test_per_class),
-                                     int(cfg.seed))
-    net = network.plan_for(cfg, topo, is_client, star=has_server)
-    if net is not None and algo.schedule == "every_tick":
-        raise config_lib.ConfigError(
-            f"{name} mixes synchronously over the whole graph every round; the fault and "
-            f"dynamics options (drop_prob, delay, churn_*, stragglers, peer_k, redraw_every, "
-            f"byzantine) are modelled for the message-passing algorithms only")
-    devices = devices_for(cfg, algo, n)
-    sched, work, round_ticks = plan_for(cfg, algo, n, is_client, net, devices)
+    label_hist = partition.label_histogram(part, np.asarray(ds.y_train), ds.num_classes)[is_client]
+    x_test, y_test = data.balanced_subset(ds.x_test, ds.y_test, exp.test_per_class, exp.seed)
+    net = network.plan_for(exp.network, topo, is_client, star=caps.has_server,
+                           ticks=exp.run.ticks, seed=exp.seed, interval=exp.schedule.interval,
+                           family=exp.graph)
+    devices = devices_for(exp, name, n)
+    sched, work = plan(exp, name, n, is_client, net, devices)
     if net is not None:
         net = network.with_queue(net, work)
-    degree = network.expected_arrivals(net, topo, cfg)
-    threshold = degree if int(cfg.threshold) <= 0 else np.full(n, int(cfg.threshold))
+    expected = network.expected_arrivals(net, topo)
+    threshold = (expected if exp.schedule.threshold <= 0
+                 else np.full(n, exp.schedule.threshold))
     threshold = np.maximum(threshold, 1)
-    merge_slots = _capped(cfg, int(cfg.merge_slots) if int(cfg.merge_slots) > 0
-                          else min(n, schedule.choose_merge_slots(sched.counts_per_tick())))
+    e = exp.engine
+    merge_slots = e.capped(e.merge_slots if e.merge_slots > 0
+                           else min(n, schedule.choose_merge_slots(sched.counts_per_tick())))
     # Message buffers: the most a node can hold at a tick's end (threshold - 1 + in-degree).
     # Delays: up to (hi - lo + 1) send ticks' messages arrive at once; uniform peer sampling
     # has no fixed in-degree (4k + 4 covers all but rare bursts; the excess is dropped).
     fan_in = max(topo.max_degree, 1)
     if net is not None and net.spec.peer == "uniform":
-        fan_in = 4 * int(cfg.peer_k) + 4
+        fan_in = 4 * exp.network.peer_k + 4
     if net is not None and net.max_delay > 0:
-        lo_d, hi_d = config_lib.parse_range(cfg.delay, "delay")
+        lo_d, hi_d = exp.network.delay
         fan_in *= hi_d - lo_d + 1
     capacity = int(threshold.max() - 1 + fan_in)
-    algo = algorithm(cfg, name, merge_slots=merge_slots, inbox_capacity=capacity)
-    model = models.make_model(cfg.model, num_classes=dataset.num_classes,
-                              conv_impl=cfg.conv_impl, init=cfg.init)
-    tx = nodes.make_optimizer(cfg.optimizer, lr=float(cfg.lr), momentum=float(cfg.momentum),
-                              schedule=cfg.lr_schedule, weight_decay=float(cfg.weight_decay))
-    input_shape = tuple(dataset.x_train.shape[1:])
-    root = jax.random.PRNGKey(int(cfg.seed))
+    algo = algorithms.make(name, **exp.algorithm_args[name], merge_slots=merge_slots,
+                           inbox_capacity=capacity, correction=exp.correction)
+    model = make_model(exp)
+    tx = make_optimizer(exp)
+    input_shape = tuple(ds.x_train.shape[1:])
+    root = jax.random.PRNGKey(exp.seed)
     keys = {k: jax.random.fold_in(root, i) for i, k in enumerate(("init", "train", "partitions"))}
     part_ids = None
-    if algo.needs_partition_ids:
+    if caps.partition_ids:
         shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, *input_shape)))["params"],
                                 root)
         part_ids = partition_ids(jax.tree.map(lambda s: jnp.zeros((1, *s.shape)), shapes),
-                                 int(cfg.num_partitions), int(cfg.seed))
+                                 int(exp.algorithm_args[name]["num_partitions"]), exp.seed)
     consts = base.Consts(
-        graph=topo.device_graph(), x_train=jnp.asarray(dataset.x_train),
-        y_train=jnp.asarray(dataset.y_train), part=part.device_arrays(),
+        graph=topo.device_graph(), x_train=jnp.asarray(ds.x_train),
+        y_train=jnp.asarray(ds.y_train), part=part.device_arrays(),
         threshold=jnp.asarray(threshold, jnp.int32),
-        beta=jnp.float32(0.0 if has_server else float(cfg.beta)),
-        is_client=jnp.asarray(is_client), round_ticks=jnp.int32(round_ticks), part_ids=part_ids,
-        net=None if net is None else net.net)
+        beta=jnp.float32(0.0 if caps.has_server else exp.schedule.beta),
+        is_client=jnp.asarray(is_client), round_ticks=jnp.int32(round_ticks(exp, name)),
+        part_ids=part_ids, net=None if net is None else net.net)
     return Components(
         name=name, algorithm=algo, topology=topo, is_client=is_client, partition=part,
         label_hist=label_hist, x_test=jnp.asarray(x_test), y_test=jnp.asarray(y_test),
         schedule=sched, work=work, model=model, tx=tx, input_shape=input_shape, consts=consts,
-        keys=keys, batch_size=int(cfg.batch_size), merge_slots=merge_slots,
-        fuse=int(cfg.fuse), reset_opt=bool(cfg.reset_opt_on_merge), devices=devices,
-        halo=halo_shifts(topo, devices, algo, net),
-        eval_nodes=_capped(cfg, int(cfg.eval_nodes)), network=net)
-
-
-def _capped(cfg: ml_collections.ConfigDict, nodes_at_once: int) -> int:
-    """`nodes_at_once` within the memory budget config.max_nodes_per_chunk (0: no cap)."""
-    cap = int(cfg.max_nodes_per_chunk)
-    return min(nodes_at_once, cap) if cap > 0 else nodes_at_once
+        keys=keys, batch_size=exp.optim.batch_size, merge_slots=merge_slots, fuse=e.fuse,
+        reset_opt=exp.optim.reset_on_merge, devices=devices,
+        halo=halo_shifts(topo, devices, name, net), eval_nodes=e.capped(e.eval_nodes),
+        network=net)
 
 
 def _prepend_node(part: partition.Partition) -> partition.Partition:
     prob = np.concatenate([part.node_group_prob[:1], part.node_group_prob], 0)
     return partition.Partition(group_index=part.group_index, group_size=part.group_size,
                                node_group_prob=prob, name=part.name)
+
+
+
+# ------------------------------------------------------------------------------- the listing
+
+
+def _first_line(obj: Any) -> str:
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def _model_line(fn: Any) -> str:
+    args = getattr(fn, "args", None)  # a functools.partial of models.ConvNet
+    if args:
+        convs, dense = args
+        layers = [f"conv {c.features}@{c.kernel}x{c.kernel}" for c in convs]
+        return "convolutional net: " + ", ".join(layers + [f"dense {d}" for d in dense])
+    return _first_line(fn)
+
+
+def listing() -> str:
+    """Every registered algorithm, topology, model, partition and dataset with its one-line
+    description (and an algorithm's own knobs with defaults), then every config field with
+    its default and help: `python -m vanish.run --list`. One source: the registries and the
+    schema."""
+    from vanish import models
+
+    out: list[str] = []
+
+    def table(title: str, rows: Mapping[str, str]) -> None:
+        out.append(f"{title}:")
+        width = max(map(len, rows), default=0)
+        out.extend(f"  {name:<{width}}  {text}" for name, text in rows.items())
+        out.append("")
+
+    algos = {}
+    for name, entry in algorithms.REGISTRY.items():
+        knobs = "".join(f"\n  {'':<{len(name)}}    algorithm_args.{name}.{k} = {kn.default!r}: "
+                        f"{kn.help}" for k, kn in entry.knobs.items())
+        algos[name] = entry.description + knobs
+    table("algorithms (config.algorithms, comma separated)", algos)
+    table("topologies (config.topology.name)",
+          {k: _first_line(v[0]) or k.replace("_", " ") for k, v in topology._FACTORY.items()})
+    table("models (config.model.name)", {k: _model_line(v) for k, v in models.MODELS.items()})
+    table("partitions (config.data.partition)",
+          {k: _first_line(v) for k, v in partition.SCHEMES.items()})
+    table("datasets (config.data.name)", {**data.DATASETS, "<tfds name>": data.TFDS_DESCRIPTION})
+    fields = {f"config.{path} = {f.default!r}": f.help for path, f in config.fields().items()}
+    table("config fields (--config.<section>.<field>=<value>)", fields)
+    return "\n".join(out)

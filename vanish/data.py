@@ -58,6 +58,17 @@ _IDX_DTYPES = {0x08: '>u1', 0x09: '>i1', 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 
 
 
 
+# The datasets vanish has without TensorFlow Datasets (any other name is a TFDS name).
+DATASETS = {
+    'synthetic': 'class-dependent Gaussian images, generated from the seed (no files)',
+    'fashion_mnist': ('Fashion-MNIST from IDX files (Debian\'s dataset-fashion-mnist, or '
+                      'config.data.data_dir); else through TFDS'),
+}
+BUILTIN_DATASETS = tuple(DATASETS)
+TFDS_DESCRIPTION = ('any TensorFlow Datasets name (mnist, cifar10, ...): needs vanish[data] and '
+                    'a prepared config.data.data_dir or config.data.download')
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
     """A normalised image-classification dataset held in host memory."""

@@ -1,6 +1,6 @@
 """The network layer: who receives a sent model, when, and what it carries (faults, dynamics).
 
-    plan = network.plan_for(cfg, topo, is_client, star=False)   # host: None = fault-free
+    plan = network.plan_for(settings, topo, is_client, star=False, ticks=T, seed=0)
     valid_K &= network.online(net, tick, node_K)                 # device: churn masks training
     sent, arrive_KD, stats = network.prepare(plan.spec, net, graph, tick, sent)
 
@@ -46,9 +46,9 @@ import numpy as np
 
 from vanish import schedule as schedule_lib
 from vanish.algorithms import base
-from vanish.config import parse_range
 from vanish.errors import ConfigError
 from vanish.topology import Graph, Topology
+from vanish.topology import Spec as TopologySpec
 
 PyTree = Any
 ATTACKS = ("sign_flip", "noise", "constant")
@@ -105,6 +105,7 @@ class Plan:
     straggler_interval: tuple[int, int]
     byzantine: np.ndarray  # [N] bool
     max_delay: int
+    peer_k: int = 0  # peer sampling's k (0: every neighbour)
 
     def online_at(self, tick: int) -> np.ndarray:
         """[N] bool: the nodes online at `tick` (host view, for metrics; past the horizon:
@@ -211,21 +212,48 @@ def pack_bits(offline: np.ndarray) -> np.ndarray:
     return (padded.reshape(max(t, 1), w, 32) * weights).sum(-1).astype(np.uint32)
 
 
-def _epochs(cfg: Any, topo: Topology, redraw: int) -> tuple[np.ndarray, np.ndarray]:
-    from vanish import build, topology  # build reads the config (lazy: it imports us)
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The network section of a run: every fault and dynamic, typed (the builder fills it).
 
+    The defaults are the fault-free network (`faulty` is False: no plan is built).
+    """
+
+    drop_prob: float = 0.0
+    drop_file: str = ""
+    delay: tuple[int, int] = (0, 0)  # ticks a message travels, U{lo..hi}
+    churn_up: float = 100.0
+    churn_down: float = 0.0
+    churn_trace: str = ""
+    stragglers: float = 0.0
+    straggler_interval: tuple[int, int] | None = None  # None: 3x the training interval
+    peer_k: int = 0
+    peer_mode: str = "neighbors"
+    redraw_every: int = 0
+    byzantine: float = 0.0
+    byzantine_attack: str = "sign_flip"
+    byzantine_scale: float = 1.0
+
+    @property
+    def faulty(self) -> bool:
+        """Whether any fault or dynamic is on (else: no plan, the fault-free program)."""
+        return bool(self.drop_prob > 0 or self.drop_file or self.delay[1] > 0
+                    or self.churn_down > 0 or self.churn_trace or self.stragglers > 0
+                    or self.peer_k > 0 or self.redraw_every > 0 or self.byzantine > 0)
+
+
+def _epochs(topo: Topology, redraw: int, ticks: int, seed: int,
+            family: TopologySpec | None) -> tuple[np.ndarray, np.ndarray]:
     tables = [topo.neighbor_table()]
     if redraw:
-        if not topology._FACTORY[cfg.topology][3]:
-            raise ConfigError(f"redraw_every: the {cfg.topology!r} topology has no random "
-                              f"draw to redraw; use random_regular, erdos_renyi, "
-                              f"watts_strogatz or barabasi_albert")
-        kwargs = build._kwargs(cfg, build.TOPOLOGY_ARGS.get(cfg.topology, {}))
-        for e in range(1, -(-int(cfg.ticks) // redraw)):
-            seed = int(np.random.SeedSequence([int(cfg.seed), e]).generate_state(1)[0])
-            drawn = topology.make(cfg.topology, topo.n, seed=seed, weighting=cfg.weighting,
-                                  **kwargs)
-            tables.append(drawn.neighbor_table())
+        if family is None or not family.seeded:
+            name = "this" if family is None else repr(family.name)
+            raise ConfigError(f"redraw_every: the {name} topology has no random draw to "
+                              "redraw; use random_regular, erdos_renyi, watts_strogatz or "
+                              "barabasi_albert")
+        for e in range(1, -(-ticks // redraw)):
+            epoch_seed = int(np.random.SeedSequence([seed, e]).generate_state(1)[0])
+            tables.append(family.make(epoch_seed).neighbor_table())
     d = max(tab.out_nbr.shape[1] for tab in tables)
     nbr = np.zeros((len(tables), topo.n, d), np.int32)
     valid = np.zeros((len(tables), topo.n, d), bool)
@@ -235,36 +263,38 @@ def _epochs(cfg: Any, topo: Topology, redraw: int) -> tuple[np.ndarray, np.ndarr
     return nbr, valid
 
 
-def is_faulty(cfg: Any) -> bool:
-    """Whether the config asks for any network fault or dynamic (else: no plan)."""
-    return bool(cfg.drop_prob > 0 or cfg.drop_file or parse_range(cfg.delay, "delay")[1] > 0
-                or cfg.churn_down > 0 or cfg.churn_trace or cfg.stragglers > 0
-                or cfg.peer_k > 0 or cfg.redraw_every > 0 or cfg.byzantine > 0)
+def plan_for(s: Settings, topo: Topology, is_client: np.ndarray, *, star: bool, ticks: int,
+             seed: int, interval: tuple[int, int] = (8, 12),
+             family: TopologySpec | None = None, force: bool = False) -> Plan | None:
+    """The network plan of one algorithm's run (None when the settings are fault-free).
 
-
-def plan_for(cfg: Any, topo: Topology, is_client: np.ndarray, *, star: bool,
-             force: bool = False) -> Plan | None:
-    """The network plan of one algorithm's run (None when the config is fault-free).
+    Args:
+      s: the faults and dynamics.
+      topo: the algorithm's graph; is_client: [N] bool (FL: node 0 is the server).
+      star: the algorithm runs on a star (FL): peer sampling, redrawn graphs and the drop
+        file do not apply; its edges use drop_prob.
+      ticks, seed: the run's horizon and root seed; interval: the training interval (the
+        stragglers' default is 3x it).
+      family: the topology family a time-varying graph is redrawn from (redraw_every).
+      force: build a plan for fault-free settings too (its zero faults must equal no plan).
 
     Client-indexed choices (offline periods, stragglers, Byzantine nodes) are drawn over
     the clients, so gossip and FL runs of one config share them (FL's node 0 is the server:
-    never offline, never Byzantine). Peer sampling, redrawn graphs and the drop file apply to
-    graph algorithms; a star (FL) keeps its edges and uses drop_prob. `force` builds a plan
-    for a fault-free config too (its zero faults must equal no plan: tests).
+    never offline, never Byzantine).
     """
-    if not (force or is_faulty(cfg)):
+    if not (force or s.faulty):
         return None
-    n, ticks, seed = topo.n, int(cfg.ticks), int(cfg.seed)
+    n = topo.n
     clients = np.flatnonzero(is_client)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xFA17]))
     # Churn (per client), stragglers, Byzantine nodes: drawn in this fixed order.
     offline = np.zeros((ticks, n), bool)
-    churn = bool(cfg.churn_trace) or cfg.churn_down > 0
-    if cfg.churn_trace:
-        offline[:, clients] = read_churn_trace(cfg.churn_trace, clients.size, ticks)
-    elif cfg.churn_down > 0:
-        offline[:, clients] = markov_churn(clients.size, ticks, float(cfg.churn_up),
-                                           float(cfg.churn_down), rng)
+    churn = bool(s.churn_trace) or s.churn_down > 0
+    if s.churn_trace:
+        offline[:, clients] = read_churn_trace(s.churn_trace, clients.size, ticks)
+    elif s.churn_down > 0:
+        offline[:, clients] = markov_churn(clients.size, ticks, float(s.churn_up),
+                                           float(s.churn_down), rng)
 
     def pick(fraction: float, salt: int) -> np.ndarray:
         r = np.random.default_rng(np.random.SeedSequence([seed, salt]))
@@ -273,38 +303,38 @@ def plan_for(cfg: Any, topo: Topology, is_client: np.ndarray, *, star: bool,
         chosen[clients[np.sort(r.permutation(clients.size)[:m])]] = True
         return chosen
 
-    stragglers = pick(float(cfg.stragglers), 0x57A6)
-    byzantine = pick(float(cfg.byzantine), 0xB1A5)
-    lo, hi = parse_range(cfg.delay, "delay")
+    stragglers = pick(float(s.stragglers), 0x57A6)
+    byzantine = pick(float(s.byzantine), 0xB1A5)
+    lo, hi = s.delay
     peer = "all"
-    if cfg.peer_k > 0 and not star:
-        peer = cfg.peer_mode
-    redraw = int(cfg.redraw_every) if not star else 0
-    if redraw and cfg.drop_file:
+    if s.peer_k > 0 and not star:
+        peer = s.peer_mode
+    redraw = int(s.redraw_every) if not star else 0
+    if redraw and s.drop_file:
         raise ConfigError("drop_file names edges of one graph; it cannot be combined with "
                           "redraw_every (the graph changes every epoch)")
-    nbr, valid = _epochs(cfg, topo, redraw) if not star else _epochs(cfg, topo, 0)
+    nbr, valid = _epochs(topo, redraw, ticks, seed, family)
     if peer == "uniform":
-        drop = np.full((n, 1), float(cfg.drop_prob), np.float32)
-    elif cfg.drop_file and not star:
-        drop = read_drop_file(cfg.drop_file, topo, float(cfg.drop_prob))
+        drop = np.full((n, 1), float(s.drop_prob), np.float32)
+    elif s.drop_file and not star:
+        drop = read_drop_file(s.drop_file, topo, float(s.drop_prob))
         drop = np.pad(drop, ((0, 0), (0, nbr.shape[2] - drop.shape[1])))
     else:
-        drop = np.full((n, nbr.shape[2]), float(cfg.drop_prob), np.float32)
-    spec = Spec(peer=peer, uniform_k=int(cfg.peer_k) if peer == "uniform" else 0,
-                attack=cfg.byzantine_attack if cfg.byzantine > 0 else "none",
+        drop = np.full((n, nbr.shape[2]), float(s.drop_prob), np.float32)
+    spec = Spec(peer=peer, uniform_k=int(s.peer_k) if peer == "uniform" else 0,
+                attack=s.byzantine_attack if s.byzantine > 0 else "none",
                 queue=0, churn=churn, redraw=bool(redraw))
-    net = Net(drop=jnp.asarray(drop), peer_k=jnp.int32(int(cfg.peer_k)),
+    net = Net(drop=jnp.asarray(drop), peer_k=jnp.int32(int(s.peer_k)),
               out_nbr=jnp.asarray(nbr), out_valid=jnp.asarray(valid),
               redraw_every=jnp.int32(max(redraw, 1)),
               offline=jnp.asarray(pack_bits(offline if churn else offline[:0, :0])),
               byzantine=jnp.asarray(byzantine),
-              attack_scale=jnp.float32(float(cfg.byzantine_scale)),
+              attack_scale=jnp.float32(float(s.byzantine_scale)),
               delay_lo=jnp.int32(lo), delay_hi=jnp.int32(hi))
-    s_lo, s_hi = parse_range(cfg.straggler_interval, "straggler_interval") \
-        if cfg.straggler_interval else (3 * int(cfg.interval_lo), 3 * int(cfg.interval_hi))
+    straggler_interval = s.straggler_interval or (3 * interval[0], 3 * interval[1])
     return Plan(spec=spec, net=net, offline=offline, stragglers=stragglers,
-                straggler_interval=(s_lo, s_hi), byzantine=byzantine, max_delay=hi)
+                straggler_interval=straggler_interval, byzantine=byzantine, max_delay=hi,
+                peer_k=int(s.peer_k))
 
 
 def with_queue(plan: Plan, work: schedule_lib.WorkList) -> Plan:
@@ -314,7 +344,7 @@ def with_queue(plan: Plan, work: schedule_lib.WorkList) -> Plan:
     return dataclasses.replace(plan, spec=plan.spec._replace(queue=plan.queue_length(work)))
 
 
-def expected_arrivals(plan: Plan | None, topo: Topology, cfg: Any) -> np.ndarray:
+def expected_arrivals(plan: Plan | None, topo: Topology) -> np.ndarray:
     """[N] messages a node expects per training interval: the default merge threshold.
 
     All neighbours: its in-degree (SPEC section 3). Peer sampling to k of d out-neighbours:
@@ -322,7 +352,7 @@ def expected_arrivals(plan: Plan | None, topo: Topology, cfg: Any) -> np.ndarray
     """
     if plan is None or plan.spec.peer == "all":
         return np.asarray(topo.degree)
-    k = int(cfg.peer_k)
+    k = plan.peer_k
     if plan.spec.peer == "uniform":
         return np.full(topo.n, k)
     out_deg = np.bincount(topo.senders, minlength=topo.n).astype(np.float64)

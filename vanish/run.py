@@ -1,463 +1,287 @@
-"""The command line: run a config's algorithms side by side, with metrics, plots and resume.
+"""The command line: flags -> config -> build -> train (a thin absl entry point).
 
     python -m vanish.run --config experiments/default/config.py --workdir runs/default \
-        [--config.num_nodes=64 --config.algorithms=fl,gossip,gossip_vc ...]
+        [--config.<section>.<field>=<value> ...]
+    python -m vanish.run --list        # algorithms, topologies, models, ..., every config field
 
-Writes into the workdir: metrics.jsonl (one row per algorithm per evaluation), config.json,
-summary.json, accuracy.png, variance.png, summary.md, and <algorithm>/checkpoints/<tick>/. Running
-the same command again resumes every algorithm from its last checkpoint (the newest one that
-reads back); a finished algorithm is not rerun.
-
-Bad input (config, files, workdir, data) is refused with one line naming it, before anything
-is written: the command line checks what it can before importing jax (vanish/cli.py,
-`config.validate`, `config.check_workdir`), `train_and_evaluate` the graph and the data.
+Bad input ends the process with one line on stderr, `vanish: error: <the problem, naming the
+field, file or value>`, and exit status 1, without a traceback (VANISH_DEBUG=1 re-raises),
+before anything is written: the flags and the config file here, everything else in
+`build.experiment` and the workdir checks of `train.train_and_evaluate`. Any other exception
+is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
-# `python -m vanish.run`: the light front end checks the flags, the config and the workdir
-# before jax and the engine (below) load, then runs train_and_evaluate from this module
-# imported as vanish.run; it never returns. (Not named `cli`: this module defines cli below.)
-if __name__ == "__main__":
-    from vanish.cli import cli as front_end
-
-    front_end()
-
-import hashlib
-import json
 import logging
-import math
 import os
-import shlex
-import signal
+import re
 import sys
-import threading
-import time
+import traceback
+import types
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-import jax
 import ml_collections
-import numpy as np
 
-from vanish import build, checkpoint, metrics, plots, runtime, tracking
-from vanish import config as config_lib
-from vanish import data as data_lib
-from vanish import partition as partition_lib
-from vanish import topology as topology_lib
-from vanish.partition import format_label_histogram
-from vanish.simulation import Simulation, build_topology
-from vanish.errors import WorkdirConflictError
+from vanish import checks, errors
 
-log = logging.getLogger("vanish")
+_CONFIG_FLAG = re.compile(r"^--?config(=|$)")
+_OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]*)")
+_BAD_VALUE = re.compile(r"flag --config\.([\w.]+)=(.*?): ", re.S)
+_MISSING = re.compile(r"Flag --(\w+) must have a value other than None")
+_HINTS = {"config": "an experiment config file, e.g. --config=experiments/default/config.py",
+          "workdir": "the directory for the run's metrics, plots and checkpoints"}
+USAGE = """usage: python -m vanish.run --config FILE --workdir DIR [--config.S.F=VALUE ...]
+       python -m vanish.run --list
+
+Runs the config's algorithms side by side on the same data and seeds; writes metrics.jsonl,
+metrics.csv, summary.md / summary.json, accuracy.png, variance.png and checkpoints into DIR.
+Rerunning the same command resumes; a larger --config.run.ticks extends a finished run.
+
+  --config FILE    an experiment config (a Python file with get_config()), e.g.
+                   experiments/default/config.py; FILE:ARG passes ARG to get_config
+  --workdir DIR    where the run's files go
+  --config.S.F=V   override one field, e.g. --config.topology.num_nodes=32
+  --flagfile=F     read more flags from F, one per line
+  --list           list every algorithm, topology, model, partition, dataset and config field
+"""
 
 
+def one_line(text: Any) -> str:
+    """`text` as one line: lines joined, nothing from an embedded traceback."""
+    text = str(text).split("Traceback (most recent call last)")[0]
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
-def config_hash(cfg: ml_collections.ConfigDict) -> str:
-    items = {k: v for k, v in cfg.to_dict().items() if k not in config_lib.RESULT_NEUTRAL}
-    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+def fail(message: Any) -> NoReturn:
+    sys.exit(f"vanish: error: {one_line(message)}")
 
 
-def check_workdir_config(cfg: ml_collections.ConfigDict, workdir: Path, *,
-                         write: bool = True) -> None:
-    """Refuses to mix two configs in one workdir, before any algorithm runs.
+def quiet_libraries() -> None:
+    """Keep the console to vanish's own lines: orbax logs every file it renames at INFO
+    through absl's logger, and JAX warns once per process about a missing TPU backend."""
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
 
-    The first run records its config hash in workdir/run_config.json (unless `write` is
-    False: check only); a later run with a different result-relevant config raises
-    (result-neutral fields such as algorithms, eval_every or wandb may change).
+
+# ---------------------------------------------------------------------------- config files
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _line_in(e: BaseException, path: Path) -> str:
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == str(path)]
+    return f", line {frames[-1].lineno}" if frames else ""
+
+
+_OVERRIDE_FIELD = re.compile(r"Could not override field '(\w+)'")
+
+
+def _moved(e: BaseException) -> str:
+    """A hint when a config file sets a field by its name of an earlier version."""
+    from vanish import build
+
+    match = _OVERRIDE_FIELD.search(str(e))
+    if match and build.moved_hint(match.group(1)):
+        return (f" (config.{match.group(1)} is a section now{build.moved_hint(match.group(1))};"
+                " python -m vanish.run --list shows every field)")
+    return ""
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """Runs a config file's get_config(), as --config does, naming the file in every error.
+
+    `spec` is `path` or `path:argument` (the argument goes to get_config, as with
+    ml_collections' config_flags). Raises ConfigError: missing, a directory, not UTF-8 text,
+    a syntax error, an exception inside the file (with its line), no get_config(), or a
+    result that is not a ConfigDict.
     """
-    path = Path(workdir) / "run_config.json"
-    want = config_hash(cfg)
-    if path.exists():
-        try:
-            have = json.loads(path.read_text(encoding="utf-8"))["config_hash"]
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-            raise config_lib.WorkdirError(
-                f"{path} is corrupt or unreadable ({type(e).__name__}: {e}); it records the "
-                "config this workdir was first run with: restore it, or use a new --workdir; "
-                "nothing was changed") from None
-        if have != want:
-            raise WorkdirConflictError(
-                f"{workdir} holds a run with a different config: the config changed (hash "
-                f"{have} != {want}). Use a new --workdir, or restore the old config; nothing "
-                "was overwritten.")
-        return
-    if write:
-        path.write_text(json.dumps(dict(config_hash=want, config=cfg.to_dict()), indent=1,
-                                   default=str))
-
-
-def load_dataset(cfg: ml_collections.ConfigDict) -> data_lib.Dataset:
-    return data_lib.load(cfg.dataset, data_dir=cfg.data_dir or None, download=bool(cfg.download),
-                         seed=int(cfg.seed),
-                         num_train=int(cfg.synthetic_train), num_test=int(cfg.synthetic_test))
-
-
-summarize = metrics.summarize  # the one definition lives in vanish/metrics.py
-
-
-class Interrupted(SystemExit):
-    """SIGINT / SIGTERM stopped a run at a tick boundary, after a checkpoint there.
-
-    A SystemExit, so the CLI ends without a traceback with status 128 + the signal number
-    (130 for SIGINT, 143 for SIGTERM); rerunning the same command resumes at `tick`.
-    """
-
-    def __init__(self, signum: int, algorithm: str, tick: int) -> None:
-        super().__init__(128 + signum)
-        self.signum, self.algorithm, self.tick = signum, algorithm, tick
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def _ignore_signal(signum: int, frame: Any) -> None:
-    del signum, frame  # StopRequest's thread reads the signal from the wakeup pipe
-
-
-class StopRequest:
-    """While active (`with`, main thread), SIGINT / SIGTERM ask the tick loop to stop.
-
-    The first signal sets `signum` and says so on stderr; `run_algorithm` polls `requested`
-    between its compiled calls, writes a checkpoint and raises `Interrupted`. A second signal
-    exits the process at once (status 128 + signum) without a checkpoint: the last complete
-    one stays, as after kill -9. A thread reads the signals from a wakeup pipe, so the second
-    one is honoured even while the main thread waits in XLA or in a checkpoint write (a Python
-    handler would only run once the main thread is back in the interpreter). Inert outside
-    the main thread; the previous handlers are restored on exit.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._active = False
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        self._r, self._w = os.pipe()
-        try:
-            os.set_blocking(self._w, False)  # the C signal handler must never block on it
-            self._old_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
-        except (OSError, ValueError):  # a platform without wakeup pipes: stay inert
-            os.close(self._r)
-            os.close(self._w)
-            return self
-        self._old = {s: signal.signal(s, _ignore_signal) for s in STOP_SIGNALS}
-        self._thread = threading.Thread(target=self._watch, name="vanish-signals", daemon=True)
-        self._thread.start()
-        self._active = True
-        return self
-
-    def _watch(self) -> None:
-        while True:
-            try:
-                data = os.read(self._r, 64)
-            except OSError:
-                return
-            if not data:  # __exit__ closed the write end
-                return
-            for signum in data:  # one byte per signal, also other handled signals
-                if signum not in STOP_SIGNALS:
-                    continue
-                name = signal.Signals(signum).name
-                if self.signum is None:
-                    self.signum = signum
-                    _say(f"vanish: {name}: stopping at the next tick boundary after a "
-                         f"checkpoint (send {name} again to exit at once)")
-                else:
-                    _say(f"vanish: second {name}: exiting at once; the last complete "
-                         "checkpoint is kept")
-                    os._exit(128 + signum)
-
-    def __exit__(self, *exc: object) -> None:
-        if not self._active:
-            return
-        self._active = False
-        for s, handler in self._old.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
-        signal.set_wakeup_fd(self._old_fd)
-        os.close(self._w)
-        self._thread.join(timeout=1.0)
-        if not self._thread.is_alive():  # never close an fd that a thread still reads
-            os.close(self._r)
-
-
-def _say(line: str) -> None:
-    os.write(2, (line + "\n").encode())
-
-
-class _Pacer:
-    """Lengths (in ticks) of the run_ticks calls of a segment: about `target_s` of work each.
-
-    The loop waits for each call, so a stop request is honoured within about `target_s`.
-    Results do not depend on how a segment is split (run_ticks runs the same chunks in the
-    same order; tests/test_simulation.py checks it).
-    """
-
-    def __init__(self, target_s: float = 0.1) -> None:
-        self.target_s, self.ticks = target_s, 1
-
-    def update(self, ticks: int, seconds: float) -> None:
-        want = int(ticks / max(seconds, 1e-6) * self.target_s)
-        self.ticks = max(1, min(want, 4 * self.ticks))  # grow gradually, shrink at once
-
-
-def run_algorithm(cfg: ml_collections.ConfigDict, algorithm: str, dataset: data_lib.Dataset,
-                  workdir: Path, writers: dict[str, tracking.MetricWriter], *,
-                  progress: bool | None = None, stop: StopRequest | None = None
-                  ) -> dict[str, Any]:
-    """Runs (or resumes) one algorithm to cfg.ticks and returns its summary.
-
-    Its metric writer is stored in `writers[algorithm]`; the caller closes it after the
-    comparison figures of all algorithms have been written to it too.
-
-    SIGINT / SIGTERM (see `StopRequest`; `stop` may be shared by several calls) stop it
-    between two compiled calls: it writes a checkpoint at that tick and raises `Interrupted`
-    after one stderr line saying how to resume. Metrics rows are written before the
-    checkpoint of their tick and rows past the restored checkpoint are dropped on resume, so
-    a kill -9 at any point resumes to the uninterrupted result.
-    """
-    if stop is None:
-        with StopRequest() as stop:
-            return run_algorithm(cfg, algorithm, dataset, workdir, writers, progress=progress,
-                                 stop=stop)
-    sim = Simulation(cfg, algorithm, dataset)
-    ckpt_dir = workdir / algorithm  # checkpoints in workdir/<algorithm>/checkpoints/<tick>
-    state = sim.init_state()
-    var0: dict[str, float] = {}
-    start = 0
-    meta_expected = dict(config_hash=config_hash(cfg), schedule=sim.schedule.fingerprint())
-    if checkpoint.latest_step(ckpt_dir) is not None:
-        state, var0, start = _resume(ckpt_dir, state, algorithm, workdir, meta_expected)
-    # Several processes (multi-host): all compute, process 0 alone writes metrics and
-    # figures (checkpoints are written by all, each its own shards; orbax syncs them).
-    primary = jax.process_index() == 0
-    writer = writers[algorithm] = tracking.make_writers(
-        workdir, algorithm, wandb=bool(cfg.wandb), project=cfg.wandb_project,
-        group=workdir.name, config=dict(cfg.to_dict(), algorithm=algorithm),
-        # A fresh start writes tick 0 again: drop every row of this algorithm (left by a run
-        # interrupted before its first checkpoint), not only those past the start tick.
-        wandb_mode=cfg.wandb_mode or None, resume_tick=start if start else -1,
-    ) if primary else tracking.MultiWriter([])
-    ticks, every = int(cfg.ticks), max(1, int(cfg.eval_every))
-    ckpt_every = int(cfg.checkpoint_every) or every
-    saved = start  # the newest checkpoint's tick (0: none)
-
-    def save(tick: int) -> None:
-        nonlocal saved
-        checkpoint.save(ckpt_dir, tick, state, keep=int(cfg.keep_checkpoints),
-                        metadata=dict(meta_expected, var0=var0, algorithm=algorithm))
-        saved = tick
-
-    if start == 0:
-        hist = format_label_histogram(sim.label_hist)
-        log.info("[%s] %s, %d nodes, K=%d slots, %d chunks; per-node label histogram:\n%s",
-                 algorithm, sim.topo.name, sim.n, sim.work.slots, len(sim.work), hist)
-        writer.write_text("label_histogram", hist)
-        state, m = sim.evaluate(state)
-        var0 = metrics.initial_variances(m)
-        _write(writer, 0, m, var0, ticks_per_s=0.0)
-    bar = tracking.ProgressBar(ticks, desc=algorithm, enabled=progress if primary else False,
-                               initial=start)
-    pacer = _Pacer()
-    t = start
-    while t < ticks and not stop.requested:
-        t0, t_next = t, min(ticks, (t // every + 1) * every)
-        t_wall = time.perf_counter()
-        while t < t_next and not stop.requested:  # the segment in calls of ~0.1 s each
-            t1, t_call = min(t_next, t + pacer.ticks), time.perf_counter()
-            state = jax.block_until_ready(sim.run_ticks(state, t, t1))
-            pacer.update(t1 - t, time.perf_counter() - t_call)
-            t = t1
-        if t < t_next:
-            break  # stopped inside the segment
-        state, m = sim.evaluate(state)
-        rate = (t_next - t0) / max(time.perf_counter() - t_wall, 1e-9)
-        if not all(math.isfinite(m[k]) for k in ("loss_mean", "acc_mean")):
-            raise FloatingPointError(
-                f"[{algorithm}] non-finite loss at tick {t_next} (lr too high?); metrics up "
-                f"to tick {t0} and the last checkpoint are kept in {workdir}")
-        _write(writer, t_next, m, var0, ticks_per_s=rate)  # the row first, then its checkpoint
-        bar.update(t_next - t0, acc=f"{m['acc_mean']:.3f}", tps=f"{rate:.0f}")
-        if t_next % ckpt_every == 0 or t_next == ticks or stop.requested:
-            save(t_next)
-    bar.close()
-    if t < ticks:  # stopped by a signal
-        if t > saved:
-            save(t)
-        raise _interrupted(stop, algorithm, t, ticks, saved)
-    # (Other processes read process 0's rows: its last row precedes the final checkpoint,
-    # whose save every process waited for.)
-    records = [r for r in tracking.read_jsonl(workdir / tracking.METRICS_FILE)
-               if r["algorithm"] == algorithm]
-    summary = summarize(records, float(cfg.target_accuracy))
-    writer.write_summary(summary)
-    if stop.requested:  # the signal came after the last tick: this algorithm is complete
-        raise _interrupted(stop, algorithm, t, ticks, saved)
-    return summary
-
-
-def _interrupted(stop: StopRequest, algorithm: str, tick: int, ticks: int,
-                 saved: int) -> Interrupted:
-    assert stop.signum is not None
-    where = (f"checkpoint at tick {saved}" if saved else
-             "no checkpoint yet: it starts over")
-    print(f"vanish: stopped by {signal.Signals(stop.signum).name}: {algorithm} at tick {tick} "
-          f"of {ticks} ({where}); to resume, run the same command again: "
-          f"{shlex.join(sys.orig_argv)}", file=sys.stderr, flush=True)
-    return Interrupted(stop.signum, algorithm, tick)
-
-
-def _resume(ckpt_dir: Path, state: Any, algorithm: str, workdir: Path,
-            meta_expected: dict[str, Any]) -> tuple[Any, dict[str, float], int]:
-    """(state, var0, start tick) from the newest checkpoint that reads back.
-
-    Damaged newer checkpoints are skipped with a warning (resaving their ticks replaces
-    them). If none reads back, the algorithm starts afresh only when that loses nothing (no
-    metric rows of it past tick 0); otherwise CheckpointDamagedError, nothing changed.
-    """
+    path_text, sep, arg = str(spec).partition(":")
+    if not path_text.strip():
+        raise errors.ConfigError("--config is empty; name an experiment config file, e.g. "
+                                 "--config=experiments/default/config.py")
+    path = Path(path_text).expanduser()
+    where = f"config file {path_text}"
+    if not path.exists():
+        raise errors.ConfigError(f"{where} does not exist")
+    if path.is_dir():
+        raise errors.ConfigError(f"{where} is a directory; name the config.py inside it")
     try:
-        restored, meta, step, damaged = checkpoint.restore_latest_intact(ckpt_dir, state)
-    except checkpoint.CheckpointDamagedError as e:
-        metrics_file = workdir / tracking.METRICS_FILE
-        rows = [r for r in tracking.read_jsonl(metrics_file)
-                if r.get("algorithm") == algorithm and r.get("tick", 0) > 0
-                ] if metrics_file.exists() else []
-        if rows:
-            raise checkpoint.CheckpointDamagedError(
-                f"[{algorithm}] {e}; starting {algorithm} afresh would drop its metrics up to "
-                f"tick {rows[-1]['tick']}. Move {checkpoint.checkpoint_dir(ckpt_dir)} away to "
-                "restart it, or use a new --workdir; nothing was changed") from None
-        log.warning("[%s] %s; nothing of it was recorded, so it starts afresh", algorithm, e)
-        return state, {}, 0
-    for bad_step, why in damaged:
-        log.warning("[%s] checkpoint %s is damaged (%s); resuming from checkpoint %d instead",
-                    algorithm, checkpoint.checkpoint_dir(ckpt_dir) / str(bad_step), why, step)
-    for key, want in meta_expected.items():
-        if meta.get(key) != want:
-            raise WorkdirConflictError(
-                f"{ckpt_dir} holds a checkpoint of a different run ({key} "
-                f"{meta.get(key)} != {want}): the config changed. Use a new --workdir, "
-                "or restore the old config; nothing was overwritten.")
-    start = int(restored.tick)
-    log.info("[%s] resuming at tick %d", algorithm, start)
-    return restored, meta["var0"], start
-
-
-def _write(writer: tracking.MetricWriter, tick: int, m: dict[str, Any], var0: dict[str, float],
-           ticks_per_s: float) -> None:
-    ratios = metrics.variance_ratios(m, var0)
-    writer.write_scalars(tick, {**m, **ratios, "ticks_per_s": ticks_per_s})
-
-
-def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
-                       progress: bool | None = None) -> dict[str, dict[str, Any]]:
-    """Runs every algorithm of cfg.algorithms on the same data and seeds; returns summaries.
-
-    Bad input raises before the workdir is touched: ConfigError (a field, the graph, the data,
-    the workdir), WorkdirConflictError (the workdir holds another config's run),
-    DatasetUnavailableError.
-    """
-    config_lib.validate(cfg)  # every field
-    algorithms = config_lib.parse_algorithms(cfg.algorithms)
-    workdir = config_lib.check_workdir(workdir, algorithms)  # writable, its run files readable
-    check_workdir_config(cfg, workdir, write=False)
-    if cfg.distributed:  # first: no JAX backend may start before the processes join
-        index, count = runtime.join_processes(cfg.coordinator_address,
-                                              int(cfg.num_processes), int(cfg.process_id))
-        log.info("process %d of %d: %d of the %d devices", index, count,
-                 jax.local_device_count(), jax.device_count())
-    # The graph of every algorithm: 'fl' / 'single' ignore cfg.topology, so a bad topology
-    # would otherwise surface only after they had trained.
-    check_graphs(cfg, algorithms)
-    dataset = load_dataset(cfg)
-    check_data(cfg, dataset, algorithms)
-    log.info("dataset %s: %d train / %d test, backend %s", dataset.name, len(dataset.y_train),
-             len(dataset.y_test), jax.default_backend())
-    workdir.mkdir(parents=True, exist_ok=True)  # the first write: every check has passed
-    primary = jax.process_index() == 0
-    check_workdir_config(cfg, workdir, write=primary)
-    writers: dict[str, tracking.MetricWriter] = {}
+        source = path.read_bytes().decode("utf-8")
+        code = compile(source, str(path), "exec")
+    except OSError as e:
+        raise errors.ConfigError(f"{where} cannot be read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise errors.ConfigError(f"{where} is not UTF-8 text (expected a Python file defining "
+                                 "get_config())") from None
+    except SyntaxError as e:
+        raise errors.ConfigError(f"{where}, line {e.lineno}: {e.msg} (expected a Python file "
+                                 "defining get_config())") from None
+    except ValueError as e:  # e.g. NUL bytes
+        raise errors.ConfigError(f"{where}: {e}") from None
+    module = types.ModuleType("vanish_config_file")
+    module.__file__ = str(path)
     try:
-        summaries = {a: run_algorithm(cfg, a, dataset, workdir, writers, progress=progress)
-                     for a in algorithms}
-        if primary:
-            acc_png, var_png = plots.plot_run(workdir, target=float(cfg.target_accuracy))
-            for writer in writers.values():  # the comparison figures into every algorithm's run
-                writer.write_image(int(cfg.ticks), "accuracy", acc_png)
-                writer.write_image(int(cfg.ticks), "variance", var_png)
-    finally:
-        for writer in writers.values():
-            writer.close()
-    if primary:
-        table = plots.summary_table(summaries, markdown=True)
-        (workdir / "summary.md").write_text(table + "\n")
-        log.info("results in %s (summary.md, summary.json, accuracy.png, variance.png)", workdir)
-    return summaries
+        exec(code, module.__dict__)  # noqa: S102  (a config file is a program, as with --config)
+        get_config = module.__dict__.get("get_config")
+        if not callable(get_config):
+            raise errors.ConfigError(f"{where} defines no get_config() function")
+        cfg = get_config(*([arg] if sep else []))
+    except errors.ConfigError as e:
+        raise errors.ConfigError(str(e) if str(e).startswith(where) else f"{where}: {e}"
+                                 ) from None
+    except Exception as e:  # noqa: BLE001  whatever the file raises, name the file and line
+        raise errors.ConfigError(f"{where}{_line_in(e, path)}: {type(e).__name__}: "
+                                 f"{_first_line(e)}{_moved(e)}") from None
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        raise errors.ConfigError(f"{where}: get_config() returned {type(cfg).__name__}, not an "
+                                 "ml_collections.ConfigDict (start from "
+                                 "vanish.config.default_config())")
+    return cfg
 
 
-def check_graphs(cfg: ml_collections.ConfigDict, algorithms: list[str]) -> None:
-    """Builds every algorithm's graph; a merge threshold above a node's in-degree is refused
-    (that node could never merge)."""
-    threshold = int(cfg.threshold)
-    for name in algorithms:
-        try:
-            topo = build_topology(cfg, name)
-        except topology_lib.TopologyError as e:
-            raise topology_lib.TopologyError(
-                f"config.topology = {cfg.topology!r} (num_nodes={cfg.num_nodes}): {e}") from None
-        algo = build.algorithm(cfg, name)
-        if threshold > 0 and algo.topology == "graph" and algo.schedule == "gossip":
-            node = int(np.argmin(topo.degree))
-            if threshold > int(topo.degree[node]):
-                raise config_lib.ConfigError(
-                    f"config.threshold = {threshold} exceeds the in-degree "
-                    f"{int(topo.degree[node])} of node {node} in {topo.name} ({name}): that node "
-                    "could never merge; use a threshold <= the smallest in-degree, or 0 (each "
-                    "node's own in-degree)")
+# ----------------------------------------------------------------------------------- flags
 
 
-def check_data(cfg: ml_collections.ConfigDict, dataset: data_lib.Dataset,
-               algorithms: list[str]) -> None:
-    """Refuses a partition the data cannot fill, a batch larger than a node's data, and more
-    test images per class than the test set holds; runs on the host, before any training."""
-    per_class = np.bincount(dataset.y_test, minlength=dataset.num_classes)
-    if int(cfg.test_per_class) > int(per_class.min()):
-        raise config_lib.ConfigError(
-            f"config.test_per_class = {cfg.test_per_class} but class {int(per_class.argmin())} "
-            f"of the {dataset.name} test set has only {int(per_class.min())} images")
-    clients = int(cfg.num_nodes) if set(algorithms) - {"single"} else 1
+def _config_spec(argv: list[str]) -> str | None:
+    """The value given to --config, or None."""
+    for i, arg in enumerate(argv):
+        match = _CONFIG_FLAG.match(arg)
+        if match:
+            if match.group(1) == "=":
+                return arg.split("=", 1)[1]
+            return argv[i + 1] if i + 1 < len(argv) else None
+    return None
+
+
+def check_overrides(argv: list[str], cfg: ml_collections.ConfigDict) -> None:
+    """Every --config.<path> names a field of `cfg` (ml_collections raises a bare KeyError);
+    a field name of an earlier version is refused with its new spelling."""
+    from vanish import build
+
+    for arg in argv:
+        match = _OVERRIDE.match(arg)
+        if not match:
+            continue
+        node, parts = cfg, match.group(1).split(".")
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth])
+            if not isinstance(node, ml_collections.ConfigDict):
+                raise errors.ConfigError(f"{arg}: config.{where} is a value, not a section of "
+                                         "fields")
+            if part not in node:
+                path = ".".join(parts[:depth + 1])
+                hint = build.moved_hint(path) or checks.did_you_mean(part, list(node.keys()))
+                raise errors.ConfigError(
+                    f"unknown config field {path!r} in {arg}{hint} (python -m vanish.run --list "
+                    "shows every field)")
+            node = node[part]
+        if isinstance(node, ml_collections.ConfigDict):
+            raise errors.ConfigError(f"{arg}: config.{match.group(1)} is a section; set one of "
+                                     f"its fields: {', '.join(node.keys())}")
+
+
+def _flag_error(error: Exception, cfg: ml_collections.ConfigDict | None) -> str:
+    text = str(error)
+    bad = _BAD_VALUE.match(text)
+    if bad:
+        field, value = bad.groups()
+        node: Any = cfg
+        for part in field.split("."):
+            node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+        kind = {bool: "True or False", int: "an integer", float: "a number"}.get(
+            type(node), "another value")
+        return f"--config.{field}={value}: config.{field} takes {kind}, not {value!r}"
+    missing = _MISSING.search(text)
+    if missing:
+        name = missing.group(1)
+        return f"missing --{name} ({_HINTS.get(name, 'a required flag')})"
+    return one_line(text)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with every failure as one line naming the flag, field or file;
+    --help prints the usage and --list the catalogue (both exit 0)."""
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    cfg = None
     try:
-        part = build.partition_for(cfg, np.asarray(dataset.y_train), clients)
-    except partition_lib.PartitionError as e:
-        raise partition_lib.PartitionError(
-            f"config.partition = {cfg.partition!r} ({clients} nodes, {len(dataset.y_train)} "
-            f"training examples of {dataset.name}): {e}") from None
-    # A node draws from the groups it has positive probability for: that is its data.
-    held = (part.node_group_prob > 0).astype(np.int64) @ part.group_size.astype(np.int64)
-    node = int(np.argmin(held))
-    if int(cfg.batch_size) > int(held[node]):
-        raise config_lib.ConfigError(
-            f"config.batch_size = {cfg.batch_size} is larger than node {node}'s data "
-            f"({int(held[node])} training examples of {dataset.name} under partition "
-            f"{cfg.partition!r} over {clients} nodes); use a smaller batch_size or fewer nodes")
+        argv = FLAGS.read_flags_from_files(argv, force_gnu=False)  # --flagfile=...
+        if any(a in ("--help", "-h", "--helpfull", "-help") for a in argv[1:]):
+            print(USAGE)
+            sys.exit(0)
+        if any(a in ("--list", "-list") for a in argv[1:]):
+            from vanish import build
+
+            print(build.listing())
+            sys.exit(0)
+        spec = _config_spec(argv[1:])
+        if spec is not None:
+            cfg = load_config_file(spec)  # names the file (and line) on any error
+            check_overrides(argv[1:], cfg)
+        return FLAGS(argv)
+    except (AttributeError, KeyError) as e:  # ml_collections' answer to an unknown field
+        if os.environ.get("VANISH_DEBUG"):
+            raise
+        fail(f"unknown config field {e} in the --config.<field> flags (python -m vanish.run "
+             "--list shows every field)")
+    except flags.Error as e:
+        if os.environ.get("VANISH_DEBUG"):
+            raise
+        fail(_flag_error(e, cfg))
+    except errors.ConfigError as e:
+        if os.environ.get("VANISH_DEBUG"):
+            raise
+        fail(e)
 
 
-# Errors caused by the config, the files, the workdir or the data (vanish raises them on
-# purpose), reported by the command line as one line; any other exception is a bug and keeps
-# its traceback. TopologyError, PartitionError, DatasetError and WorkdirError are ConfigErrors.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    config_lib.ConfigError, WorkdirConflictError, data_lib.DatasetUnavailableError,
-    checkpoint.CheckpointMismatchError, checkpoint.CheckpointDamagedError,
-    checkpoint.CheckpointWriteError, FloatingPointError, runtime.DistributedError)
+def describe(error: BaseException, workdir: Any) -> str:
+    if isinstance(error, OSError) and error.errno in errors.ENVIRONMENT_ERRNOS and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return (f"{error.strerror}{where} (workdir {workdir}); nothing before the last "
+                "checkpoint is lost: fix this and rerun the same command to resume")
+    return str(error)
+
+
+def main(argv: list[str]) -> None:
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    if len(argv) > 1:
+        fail(f"unexpected argument(s) {' '.join(argv[1:])!r}; config fields are set as "
+             "--config.<section>.<field>=<value>")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    quiet_libraries()
+    try:
+        from vanish import build, plots, train
+
+        experiment = build.experiment(FLAGS.config)  # everything checked; nothing written
+        summaries = train.train_and_evaluate(experiment, FLAGS.workdir)
+    except Exception as e:  # noqa: BLE001  bad input -> one line; anything else re-raised
+        if os.environ.get("VANISH_DEBUG") or not errors.is_user_error(e):
+            raise
+        fail(describe(e, FLAGS.workdir))
+    print(plots.summary_table(summaries, target=experiment.run.target_accuracy))
 
 
 def cli() -> None:
     """The `vanish` console script (pyproject.toml): the same as `python -m vanish.run`."""
-    from vanish.cli import cli as front_end
+    from vanish import runtime
 
-    front_end()
+    runtime.reexec_with_tcmalloc(["-m", "vanish.run"])  # XLA:CPU speed; see vanish/runtime.py
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+    flags.DEFINE_string("workdir", None, "directory for metrics, plots and checkpoints")
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    cli()

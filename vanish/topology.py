@@ -446,3 +446,26 @@ def make(name: str, n: int | None, *, seed: int = 0, weighting: str = "uniform",
     if seeded:
         kwargs["seed"] = seed
     return fn(n, *args, weighting=weighting, **kwargs)
+
+
+class Spec(NamedTuple):
+    """A topology family and its arguments, to draw graphs from (host side).
+
+        spec = topology.Spec("random_regular", 64, kwargs={"degree": 8})
+        graph = spec.make(seed=0)
+
+    `seeded` says whether the family draws at random (a time-varying topology redraws it).
+    """
+
+    name: str
+    n: int | None
+    weighting: str = "uniform"
+    kwargs: dict[str, Any] = {}
+
+    @property
+    def seeded(self) -> bool:
+        return self.name in _FACTORY and _FACTORY[self.name][3]
+
+    def make(self, seed: int = 0) -> Topology:
+        """The graph of this family drawn with `seed` (see `make`)."""
+        return make(self.name, self.n, seed=seed, weighting=self.weighting, **self.kwargs)

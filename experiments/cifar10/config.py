@@ -11,7 +11,7 @@ Data: CIFAR-10 comes from TensorFlow Datasets, which is not installed by default
 `vanish.run` never downloads (it loads with download=False). Once, on a machine with
 network access: `pip install 'vanish[data]'` and `tfds build cifar10` (~160 MB into
 ~/tensorflow_datasets, which the run then finds by itself); or build it elsewhere with
-`tfds build cifar10 --data_dir DIR`, copy DIR over and add `--config.data_dir=DIR`.
+`tfds build cifar10 --data_dir DIR`, copy DIR over and add `--config.data.data_dir=DIR`.
 Without it the run stops before any training with DatasetUnavailableError, which says
 the same.
 
@@ -20,7 +20,7 @@ algorithms, extrapolated from rates measured with synthetic 32x32x3 data of the 
 shapes (TFDS is absent here; the cost does not depend on pixel values), ticks 50-150 of
 a 150-tick run with other jobs running: fl 0.87, gossip_vc 1.0 ticks/s (plus ~1.5 min of
 compilation per algorithm). An accelerator job (`pip install 'vanish[gpu]'`; not timed
-here), or `--config.ticks=2000` for a first look (~2 hours).
+here), or `--config.run.ticks=2000` for a first look (~2 hours).
 
 Expected result (not measured; by analogy with the paper's MNIST result): the same
 ordering as experiments/paper_iid at a lower accuracy level: gossip_vc close to fl, plain
@@ -34,10 +34,10 @@ def get_config():
     c = config.paper_config()
     c.algorithms = "fl,gossip,gossip_vc"
     # Data: CIFAR-10 through TFDS (see the docstring); 32x32x3, 10 classes.
-    c.dataset = "cifar10"
-    c.data_dir = ""  # a TFDS data directory where cifar10 was prepared, if not the default
-    c.model = "cifar_cnn"
-    c.lr = 0.01  # swept in sweep.yaml: the paper tuned it for MNIST, not CIFAR-10
+    c.data.name = "cifar10"
+    c.data.data_dir = ""  # a TFDS data directory where cifar10 was prepared, if not the default
+    c.model.name = "cifar_cnn"
+    c.optim.lr = 0.01  # swept in sweep.yaml: the paper tuned it for MNIST, not CIFAR-10
     # A small CNN trained ~1000 steps per node tops out well below MNIST levels.
-    c.target_accuracy = 0.5
+    c.run.target_accuracy = 0.5
     return c

@@ -11,8 +11,8 @@ push to all neighbours, merge at threshold = degree with beta = 0.5, FL rounds o
   python -m vanish.run --config experiments/default/config.py --workdir runs/default
 
 Needs Debian's dataset-fashion-mnist (IDX files in /usr/share/datasets/fashion-mnist, no
-network); elsewhere `--config.data_dir=<folder with the four *-ubyte[.gz] files>`, or
-`--config.dataset=synthetic` for a data-free smoke run. Writes metrics.jsonl,
+network); elsewhere `--config.data.data_dir=<folder with the four *-ubyte[.gz] files>`, or
+`--config.data.name=synthetic` for a data-free smoke run. Writes metrics.jsonl,
 summary.md, accuracy.png and variance.png into the workdir; re-running resumes.
 
 Runtime: 2 min 47 s wall for the README command from a fresh clone on an idle 2-core machine
@@ -38,30 +38,30 @@ def get_config():
     c.algorithms = "fl,gossip,gossip_vc"
     c.seed = 0
     # Data: offline Fashion-MNIST, IID.
-    c.dataset = "fashion_mnist"
-    c.partition = "iid"
-    c.test_per_class = 50  # 500 class-balanced test images per node (less noisy than 100)
+    c.data.name = "fashion_mnist"
+    c.data.partition = "iid"
+    c.data.test_per_class = 50  # 500 class-balanced test images per node (less noisy than 100)
     # Model and optimiser: the MLP is ~10x cheaper than LeNet-5 on a CPU.
-    c.model = "mlp"
-    c.init = "glorot_uniform"
-    c.optimizer = "sgd"
-    c.lr = 0.01
-    c.momentum = 0.9
-    c.batch_size = 64
+    c.model.name = "mlp"
+    c.model.init = "glorot_uniform"
+    c.optim.name = "sgd"
+    c.optim.lr = 0.01
+    c.optim.momentum = 0.9
+    c.optim.batch_size = 64
     # Network: 64 nodes, random 8-regular graph (the paper's degree).
-    c.num_nodes = 64
-    c.topology = "random_regular"
-    c.degree = 8
+    c.topology.num_nodes = 64
+    c.topology.name = "random_regular"
+    c.topology.degree = 8
     # Tick model (the paper's): each node trains ~150 times in 1500 ticks.
-    c.ticks = 1500
-    c.interval_lo = 8
-    c.interval_hi = 12
-    c.threshold = 0  # = the node's degree
-    c.beta = 0.5
-    c.vc_target = "others"
-    c.fl_round_ticks = 10
+    c.run.ticks = 1500
+    c.schedule.interval_lo = 8
+    c.schedule.interval_hi = 12
+    c.schedule.threshold = 0  # = the node's degree
+    c.schedule.beta = 0.5
+    c.correction.target = "others"
+    c.algorithm_args.fl.round_ticks = 10
     # Measurement.
-    c.eval_every = 50
-    c.target_accuracy = 0.75
-    c.checkpoint_every = 500  # resume points; a checkpoint per evaluation would write ~5 GB
+    c.run.eval_every = 50
+    c.run.target_accuracy = 0.75
+    c.run.checkpoint_every = 500  # resume points; a checkpoint per evaluation would write ~5 GB
     return c

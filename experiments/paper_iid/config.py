@@ -10,13 +10,13 @@ dataset-fashion-mnist, no network), which is harder, hence the lower target accu
 
   python -m vanish.run --config experiments/paper_iid/config.py --workdir runs/paper_iid
 
-MNIST as in the paper: add `--config.dataset=mnist --config.target_accuracy=0.95`; it
+MNIST as in the paper: add `--config.data.name=mnist --config.run.target_accuracy=0.95`; it
 comes from TFDS, which the run does not download: once, with network,
 `pip install 'vanish[data]'` and `tfds build mnist` (or a prepared `--config.data_dir`).
-The Caffe LeNet and its "inv" learning-rate schedule: `--config.model=caffe_lenet
---config.lr_schedule=inv`. The authors' correction numerics: `--config.vc_reference=True`.
+The Caffe LeNet and its "inv" learning-rate schedule: `--config.model.name=caffe_lenet
+--config.optim.schedule=inv`. The authors' correction numerics: `--config.correction.reference=True`.
 
-Runtime: measured 5 min 2 s wall for `--config.ticks=2000 --config.algorithms=fl,gossip,
+Runtime: measured 5 min 2 s wall for `--config.run.ticks=2000 --config.algorithms=fl,gossip,
 gossip_vc` on the idle 2-core CPU (tcmalloc preloaded; start-up and compilation included),
 so about 25-30 min for the full 10,000 ticks and the four algorithms (single is one node,
 ~900 ticks/s). Under load average 6-7 an earlier 200-tick run extrapolated to ~1 h 45 min.

@@ -7,16 +7,16 @@ training sample's label is drawn by those weights, then an image of that label f
 shared training set (`partition='dirichlet_weights'`). alpha = 0.1 is strongly skewed
 (most nodes see 1-2 classes), 0.5 moderately, 5 nearly IID. Everything else is
 experiments/paper_iid (LeNet-5, 50 nodes, random 8-regular, U{8..12}, batch 64, SGD
-0.01 / 0.9, offline Fashion-MNIST; MNIST with `--config.dataset=mnist`).
+0.01 / 0.9, offline Fashion-MNIST; MNIST with `--config.data.name=mnist`).
 
   python -m vanish.run --config experiments/paper_noniid/config.py --workdir runs/paper_noniid
 
-One alpha: add `--config.alpha=0.1` (and a workdir of its own: a workdir resumes its own
+One alpha: add `--config.data.alpha=0.1` (and a workdir of its own: a workdir resumes its own
 config only). All of alpha in {0.1, 0.5, 5}, each in runs/paper_noniid/sweep/alpha=<a>:
   python -m experiments.sweep --sweep experiments/paper_noniid/sweep.yaml
 or with W&B: `wandb sweep experiments/paper_noniid/sweep.yaml`, then `wandb agent <id>`.
-Disjoint shards instead (the FL libraries' Dirichlet split): `--config.partition=dirichlet_split`;
-label-subset nodes (0-4 vs 5-9): `--config.partition=label_subsets`.
+Disjoint shards instead (the FL libraries' Dirichlet split): `--config.data.partition=dirichlet_split`;
+label-subset nodes (0-4 vs 5-9): `--config.data.partition=label_subsets`.
 
 Runtime measured on the 2-core CPU (engine v2, one core per run): 12-15 min per seed for
 fl, gossip and gossip_vc at 3000 ticks (scripts/run_grid.py, cells alpha*_n50), so about
@@ -36,9 +36,9 @@ from vanish import config
 def get_config():
     c = config.paper_config()
     # Data: non-IID by per-node Dirichlet(alpha) label weights (swept: 0.1, 0.5, 5.0).
-    c.partition = "dirichlet_weights"
-    c.alpha = 0.5
+    c.data.partition = "dirichlet_weights"
+    c.data.alpha = 0.5
     # Every node is tested on the balanced test set, so a skewed node scores lower than in
     # the IID run; the target is set a little lower than paper_iid's 0.8.
-    c.target_accuracy = 0.75
+    c.run.target_accuracy = 0.75
     return c

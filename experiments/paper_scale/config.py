@@ -9,7 +9,7 @@ under W&B also `speedup_vs_gossip` = gossip's ticks to target / gossip_vc's).
 
   python -m vanish.run --config experiments/paper_scale/config.py --workdir runs/paper_scale
 
-(200 nodes). One size: `--config.num_nodes=1000` with a workdir of its own. All sizes,
+(200 nodes). One size: `--config.topology.num_nodes=1000` with a workdir of its own. All sizes,
 each in runs/paper_scale/sweep/num_nodes=<n>:
   python -m experiments.sweep --sweep experiments/paper_scale/sweep.yaml
 or `wandb sweep experiments/paper_scale/sweep.yaml`, then `wandb agent <id>`.
@@ -24,7 +24,7 @@ sizes x fl, gossip, gossip_vc) about 10 h on this machine: run it size by size i
 background (it checkpoints and resumes), or cut `--config.ticks`.
 
 Measured result (docs/RESULTS.md "Network size", scripts/run_grid.py: 3000 ticks, seeds
-0-2, target 0.8), with the MLP (`--config.model=mlp`; LeNet-5 only at N = 50 and 100, where
+0-2, target 0.8), with the MLP (`--config.model.name=mlp`; LeNet-5 only at N = 50 and 100, where
 gossip_vc matches fl's accuracy, fl needs 0.71-0.74x its ticks and plain gossip stays
 at chance; 3 seeds of LeNet-5 at N = 100 took ~55 min side by side on 2 cores):
 plain gossip's plateau grows with N (final mean node accuracy 0.78 /
@@ -42,7 +42,7 @@ from vanish import config
 def get_config():
     c = config.paper_config()
     c.algorithms = "fl,gossip,gossip_vc"
-    c.num_nodes = 200  # swept: 50, 100, 200, 500, 1000
+    c.topology.num_nodes = 200  # swept: 50, 100, 200, 500, 1000
     # Ticks to target is resolved to eval_every ticks, hence 50 (not 100).
-    c.eval_every = 50
+    c.run.eval_every = 50
     return c

@@ -24,11 +24,11 @@ in runs/robustness/<point>/seed<s>:
   python scripts/run_robustness.py --list        # the points and their state
   python scripts/run_robustness.py               # all points, seed 0
   python scripts/run_robustness.py --only churn50,drop0.3 --seeds 0,1,2
-One point by hand, e.g. `--config.churn_down=80` (50 % offline), `--config.drop_prob=0.3`,
-or `--config.peer_k=2 --config.algorithms=gossip,gossip_vc`, each with a workdir of its
+One point by hand, e.g. `--config.network.churn_down=80` (50 % offline), `--config.network.drop_prob=0.3`,
+or `--config.network.peer_k=2 --config.algorithms=gossip,gossip_vc`, each with a workdir of its
 own. The churn axis is also the W&B sweep (a W&B grid is a cartesian product, so the other
 axes are the single-point commands above, or `python -m experiments.sweep --config
-experiments/robustness/config.py --config.drop_prob=0.3`, which runs in
+experiments/robustness/config.py --config.network.drop_prob=0.3`, which runs in
 runs/robustness/sweep/drop_prob=0.3):
   python -m experiments.sweep --sweep experiments/robustness/sweep.yaml
 or `wandb sweep experiments/robustness/sweep.yaml`, then `wandb agent <id>`.
@@ -56,13 +56,13 @@ from vanish import config
 
 def get_config():
     c = config.paper_config()
-    c.model = "mlp"  # the paper's LeNet-5 costs ~10x more on a CPU
+    c.model.name = "mlp"  # the paper's LeNet-5 costs ~10x more on a CPU
     c.algorithms = "fl,gossip,gossip_vc"
-    c.ticks = 2000
+    c.run.ticks = 2000
     # Ticks to target is resolved to eval_every ticks, hence 50 (not 100).
-    c.eval_every = 50
-    c.target_accuracy = 0.8  # paper_iid's Fashion-MNIST target
-    c.checkpoint_every = 500  # resume points (one per evaluation would write ~40 checkpoints)
+    c.run.eval_every = 50
+    c.run.target_accuracy = 0.8  # paper_iid's Fashion-MNIST target
+    c.run.checkpoint_every = 500  # resume points (one per evaluation would write ~40 checkpoints)
     # The churn axis: mean online period; churn_down (0 = no churn) is swept.
-    c.churn_up = 80.0
+    c.network.churn_up = 80.0
     return c

@@ -11,10 +11,10 @@ it; `vanish.run` is not involved):
   python -m experiments.variance_demo.run --workdir runs/variance_demo
 
 (or `python experiments/variance_demo/run.py --workdir runs/variance_demo`; flags
-`--max_k=64`, `--config.seed=1`, `--config.model=caffe_lenet`, `--config.beta=0.5`).
+`--max_k=64`, `--config.seed=1`, `--config.model.name=caffe_lenet`, `--config.schedule.beta=0.5`).
 Writes runs/variance_demo/variance_shrink.png (ratio vs k per kernel, plain and corrected,
 against the 1/k line; made by `vanish.plots.plot_variance_shrink`) and
-variance_shrink.json (the ratios at beta = 0 and at beta = cfg.beta, plain and corrected,
+variance_shrink.json (the ratios at beta = 0 and at beta = cfg.schedule.beta, plain and corrected,
 with the expected values 1/k and beta^2 + (1 - beta)^2 / k).
 
 Runtime: measured 13.6 s wall (14 s CPU) on the shared 2-core CPU with other jobs
@@ -33,10 +33,10 @@ from vanish import config
 
 def get_config():
     c = config.default_config()
-    c.model = "lenet5"  # the paper's network; 'caffe_lenet', 'mlp', 'cifar_cnn' also work
-    c.init = "glorot_uniform"  # the initialisation whose variance averaging destroys
-    c.dataset = "fashion_mnist"  # only decides the input shape (28x28x1); no data is read
+    c.model.name = "lenet5"  # the paper's network; 'caffe_lenet', 'mlp', 'cifar_cnn' also work
+    c.model.init = "glorot_uniform"  # the initialisation whose variance averaging destroys
+    c.data.name = "fashion_mnist"  # only decides the input shape (28x28x1); no data is read
     c.seed = 0
-    c.beta = 0.5  # the self-mix weight of the second series in the JSON
-    c.vc_target = "others"  # the paper's correction target
+    c.schedule.beta = 0.5  # the self-mix weight of the second series in the JSON
+    c.correction.target = "others"  # the paper's correction target
     return c

@@ -61,14 +61,14 @@ def shrink_ratios(cfg: ml_collections.ConfigDict, k_values: Sequence[int]) -> di
 
     Returns:
         {'k': k_values, 'sizes': {layer: elements}, 'ratios' (beta = 0, plain mean: ~1/k),
-         'corrected' (beta = 0, then corrected: ~1), 'self_mix' (beta = cfg.beta, plain:
+         'corrected' (beta = 0, then corrected: ~1), 'self_mix' (beta = cfg.schedule.beta, plain:
          ~beta^2 + (1 - beta)^2 / k), 'self_mix_corrected', 'expected', 'expected_self_mix'},
         every ratio dict being {layer: [one float per k]} over the correctable layers.
     """
     k_values = [int(k) for k in k_values]
     max_k = max(k_values)
-    model = models.make_model(cfg.model, num_classes=10, conv_impl=cfg.conv_impl, init=cfg.init)
-    shape = INPUT_SHAPES.get(str(cfg.dataset), DEFAULT_INPUT_SHAPE)
+    model = models.make_model(cfg.model.name, num_classes=10, conv_impl=cfg.model.conv_impl, init=cfg.model.init)
+    shape = INPUT_SHAPES.get(str(cfg.data.name), DEFAULT_INPUT_SHAPE)
     # Rows 0..max_k-1 are the received models, row max_k is the merging node's own model.
     # Jitted: one compile instead of the eager, op-by-op vmap of the forward pass init runs.
     params_M = jax.jit(lambda key: nodes.init_params(model, key, max_k + 1, shape))(
@@ -77,8 +77,8 @@ def shrink_ratios(cfg: ml_collections.ConfigDict, k_values: Sequence[int]) -> di
     own = jax.tree.map(lambda x: x[max_k], params_M)
     plain_cfg = variance.CorrectionConfig(target="none")
     fix_cfg = variance.CorrectionConfig(
-        target="others", eps=float(cfg.vc_eps), ddof=int(cfg.vc_ddof))
-    if cfg.vc_reference:
+        target="others", eps=float(cfg.correction.eps), ddof=int(cfg.correction.ddof))
+    if cfg.correction.reference:
         fix_cfg = variance.CorrectionConfig.reference(target="others")
     # Row r of every accumulator holds what a node has received after k_values[r] models.
     rows = jnp.asarray([k - 1 for k in k_values])
@@ -100,14 +100,14 @@ def shrink_ratios(cfg: ml_collections.ConfigDict, k_values: Sequence[int]) -> di
     mask = _flat(variance.correctable_mask(received_M, fix_cfg, stacked=True))
     sizes = {k: int(np.prod(v.shape[1:])) for k, v in _flat(received_M).items()}
     layers = sorted(k for k, m in mask.items() if m)
-    beta = float(cfg.beta)
+    beta = float(cfg.schedule.beta)
 
     def ratios(var: dict[str, np.ndarray]) -> dict[str, list[float]]:
         return {k: [float(r) for r in var[k] / reference[k]] for k in layers}
 
     ks = np.asarray(k_values, np.float64)
     return dict(
-        k=k_values, beta=beta, model=str(cfg.model), init=str(cfg.init),
+        k=k_values, beta=beta, model=str(cfg.model.name), init=str(cfg.model.init),
         sizes={k: sizes[k] for k in layers},
         ratios=ratios(merged_var(0.0, plain_cfg)),
         corrected=ratios(merged_var(0.0, fix_cfg)),

@@ -1,60 +1,196 @@
-"""Algorithms as values: each name maps to a factory Hyper -> Algorithm (see base.py).
+"""The algorithm registry: each name, what it is, its own knobs and what it needs from the engine.
 
     from vanish import algorithms
-    algo = algorithms.get("gossip_vc", algorithms.Hyper(correction=vc))
+    algo = algorithms.make("gossip_krum", f=2, merge_slots=8, inbox_capacity=16)
+    algorithms.REGISTRY["gossip_krum"].knobs      # {'f': Knob(default=1, help=..., check=...)}
 
-Adding a rule is one file here plus one line in REGISTRY (docs/ARCHITECTURE.md shows the
-trimmed mean as the worked example). The registry names its factories by module and
-attribute and imports them on first use, so reading `NAMES` (the config check does, before
-JAX is imported) costs nothing.
+An algorithm is a value (base.Algorithm: init / emit / end_of_tick) made by its module's
+factory from keyword arguments, optax style. Its registry line declares its knobs (they
+become the config section `algorithm_args.<name>`) and its capabilities: where its nodes sit
+(the configured graph, a star with a server, alone), when they train (the gossip schedule,
+every tick, FL rounds) and what else the builder must supply. Adding a rule is one file under
+vanish/algorithms/ plus one line here (or `register` from your own code). Factories are
+imported on first use, so reading the registry (the config schema does) imports no JAX.
 """
 
 from __future__ import annotations
 
-import functools
+import enum
 import importlib
-from typing import Any, Callable
+import inspect
+from typing import Any, Callable, NamedTuple
 
-# name -> (module under vanish.algorithms, factory attribute, keyword arguments)
-REGISTRY: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "single": ("single", "make", {}),
-    "fl": ("fedavg", "make", {}),
-    "fl_sched": ("fedavg", "make_sched", {}),
-    "gossip": ("gossip", "make", {"corrected": False}),
-    "gossip_vc": ("gossip", "make", {"corrected": True}),
-    "gossip_part": ("partitioned", "make", {}),
-    "gossip_trim": ("trimmed_mean", "make", {"corrected": False}),
-    "gossip_trim_vc": ("trimmed_mean", "make", {"corrected": True}),
-    "gossip_median": ("robust", "make", {"rule": "median", "corrected": False}),
-    "gossip_median_vc": ("robust", "make", {"rule": "median", "corrected": True}),
-    "gossip_krum": ("robust", "make", {"rule": "krum", "corrected": False}),
-    "gossip_krum_vc": ("robust", "make", {"rule": "krum", "corrected": True}),
-    "dpsgd": ("dpsgd", "make", {"corrected": False}),
-    "dpsgd_vc": ("dpsgd", "make", {"corrected": True}),
+from vanish import checks
+
+
+class Placement(enum.Enum):
+    """Where an algorithm's nodes sit."""
+
+    GRAPH = "graph"  # the configured topology
+    STAR = "star"  # node 0 is a server that never trains, nodes 1..N its clients
+    ISOLATED = "isolated"  # one node alone, no communication
+
+
+class Cadence(enum.Enum):
+    """When an algorithm's nodes train."""
+
+    GOSSIP = "gossip"  # the reference tick schedule: every U{lo..hi} ticks
+    EVERY_TICK = "every_tick"  # synchronous rounds: every node, every tick
+    FL_ROUNDS = "fl_rounds"  # clients train E steps at each round's middle tick
+
+
+class Capabilities(NamedTuple):
+    """What the builder and the engine must do for an algorithm (declared, never guessed)."""
+
+    placement: Placement = Placement.GRAPH
+    cadence: Cadence = Cadence.GOSSIP
+    shared_init: bool = False  # every node starts from one model (FL)
+    partition_ids: bool = False  # needs Consts.part_ids (partitioned gossip)
+    shardable: bool = True  # runs with the node axis split over devices
+    corrected: bool = False  # reads the `correction` section (the *_vc rules)
+    message_buffers: bool = False  # holds the received models themselves (inbox_capacity)
+    round_knob: str | None = None  # its knob that sets the round length in ticks, if any
+
+    @property
+    def has_server(self) -> bool:
+        return self.placement is Placement.STAR
+
+    @property
+    def synchronous(self) -> bool:
+        """Mixes over the whole graph every round (no messages: faults do not apply)."""
+        return self.cadence is Cadence.EVERY_TICK
+
+
+class Knob(NamedTuple):
+    """One hyperparameter of one algorithm: default (its type is the knob's), help, check."""
+
+    default: Any
+    help: str
+    check: checks.Check | None = None
+
+
+class Entry(NamedTuple):
+    """A registry line: the factory (`module:attr` under vanish.algorithms, a full dotted
+    `package.module:attr`, or a callable), fixed keyword arguments, a one-line description,
+    the algorithm's own knobs and its capabilities."""
+
+    factory: str | Callable[..., Any]
+    description: str
+    fixed: dict[str, Any] = {}
+    knobs: dict[str, Knob] = {}
+    caps: Capabilities = Capabilities()
+
+
+_FRACTION = Knob(0.2, "fraction of the held models cut at each end, per coordinate",
+                 checks.between(0, 0.5, hi_open=True))
+_KRUM_F = Knob(1, "Byzantine neighbours tolerated: each message scores its m - f - 2 nearest",
+               checks.at_least(0))
+_ROUND = Knob(10, "ticks per FL round", checks.at_least(1))
+_FRACTION_CLIENTS = Knob(1.0, "fraction of clients sampled per round",
+                         checks.between(0, 1, lo_open=True))
+_SYNC_STEPS = Knob(1, "ticks per synchronous round (local steps between mixes)",
+                   checks.at_least(1))
+_FL = Capabilities(placement=Placement.STAR, cadence=Cadence.FL_ROUNDS, shared_init=True,
+                   round_knob="round_ticks")
+_CORRECTED = Capabilities(corrected=True)
+_BUFFERS = Capabilities(message_buffers=True)
+_BUFFERS_VC = Capabilities(message_buffers=True, corrected=True)
+_SYNC = Capabilities(cadence=Cadence.EVERY_TICK, round_knob="local_steps")
+
+REGISTRY: dict[str, Entry] = {
+    "single": Entry("single:make", "one node trains alone, no communication",
+                    caps=Capabilities(placement=Placement.ISOLATED)),
+    "fl": Entry("fedavg:make", "federated averaging: clients train E steps per round from the "
+                "server's model, the server averages them",
+                knobs=dict(round_ticks=_ROUND, client_fraction=_FRACTION_CLIENTS,
+                           local_steps=Knob(1, "local steps per round, from its middle tick",
+                                            checks.at_least(1))),
+                caps=_FL),
+    "fl_sched": Entry("fedavg:make_sched", "FL variant: clients train on the gossip schedule, "
+                      "the server averages what they hold each round",
+                      knobs=dict(round_ticks=_ROUND, client_fraction=_FRACTION_CLIENTS),
+                      caps=_FL._replace(cadence=Cadence.GOSSIP, shardable=False)),
+    "gossip": Entry("gossip:make", "gossip learning, plain averaging of the received models"),
+    "gossip_vc": Entry("gossip:make", "gossip learning with variance-corrected averaging",
+                       dict(corrected=True), caps=_CORRECTED),
+    "gossip_part": Entry("partitioned:make", "gossip with partitioned / subsampled messages "
+                         "(Hegedus et al.)",
+                         knobs=dict(num_partitions=Knob(4, "fixed partitions of the parameters",
+                                                        checks.at_least(1)),
+                                    subsample=Knob(0.0, "> 0: a random fraction of the "
+                                                   "coordinates per message instead",
+                                                   checks.between(0, 1))),
+                         caps=Capabilities(partition_ids=True)),
+    "gossip_trim": Entry("trimmed_mean:make", "coordinate-wise trimmed mean of the received "
+                         "models", knobs=dict(fraction=_FRACTION), caps=_BUFFERS),
+    "gossip_trim_vc": Entry("trimmed_mean:make", "trimmed mean, variance corrected",
+                            dict(corrected=True), knobs=dict(fraction=_FRACTION),
+                            caps=_BUFFERS_VC),
+    "gossip_median": Entry("robust:make", "coordinate-wise median of the received models",
+                           dict(rule="median"), caps=_BUFFERS),
+    "gossip_median_vc": Entry("robust:make", "coordinate-wise median, variance corrected",
+                              dict(rule="median", corrected=True), caps=_BUFFERS_VC),
+    "gossip_krum": Entry("robust:make", "Krum: the received model closest to its neighbours",
+                         dict(rule="krum"), knobs=dict(f=_KRUM_F), caps=_BUFFERS),
+    "gossip_krum_vc": Entry("robust:make", "Krum, variance corrected",
+                            dict(rule="krum", corrected=True), knobs=dict(f=_KRUM_F),
+                            caps=_BUFFERS_VC),
+    "dpsgd": Entry("dpsgd:make", "synchronous decentralized SGD: train, then mix with W",
+                   knobs=dict(local_steps=_SYNC_STEPS), caps=_SYNC),
+    "dpsgd_vc": Entry("dpsgd:make", "D-PSGD with variance-corrected mixing", dict(corrected=True),
+                      knobs=dict(local_steps=_SYNC_STEPS), caps=_SYNC._replace(corrected=True)),
 }
-NAMES: tuple[str, ...] = tuple(REGISTRY)
+NAMES: tuple[str, ...] = tuple(REGISTRY)  # the built-in names (REGISTRY may grow)
+
+# What the builder supplies to factories that accept it (by keyword): sizes it derives from
+# the plan, and the `correction` section (variance.CorrectionConfig) for corrected rules.
+BUILDER_ARGS = ("merge_slots", "inbox_capacity", "correction")
+
+
+def register(name: str, entry: Entry) -> None:
+    """Adds a rule (from your own code or a test); its knobs join the config schema."""
+    if name in REGISTRY:
+        raise ValueError(f"algorithm {name!r} is already registered")
+    REGISTRY[name] = entry
 
 
 def factory(name: str) -> Callable[..., Any]:
-    """The registered factory of `name`: a callable Hyper -> Algorithm."""
+    """The registered factory of `name` (imported on first use)."""
     if name not in REGISTRY:
-        raise KeyError(f"unknown algorithm {name!r}; choose from {', '.join(NAMES)}")
-    module, attr, kwargs = REGISTRY[name]
-    fn = getattr(importlib.import_module(f"vanish.algorithms.{module}"), attr)
-    return functools.partial(fn, **kwargs)
+        raise KeyError(f"unknown algorithm {name!r}; choose from {', '.join(REGISTRY)}")
+    fn = REGISTRY[name].factory
+    if callable(fn):
+        return fn
+    module, _, attr = fn.partition(":")
+    full = module if "." in module else f"vanish.algorithms.{module}"
+    return getattr(importlib.import_module(full), attr)  # type: ignore[no-any-return]
 
 
-def get(name: str, hp: Any) -> Any:
-    """Builds the Algorithm `name` (a vanish.algorithms.base.Algorithm) from hyperparameters."""
-    return factory(name)(hp)
+def make(name: str, **kwargs: Any) -> Any:
+    """Builds the Algorithm `name` from its knobs (defaults for those not given) and the
+    builder arguments its factory accepts; returns a base.Algorithm carrying its name and
+    declared capabilities."""
+    entry = REGISTRY[name] if name in REGISTRY else None
+    fn = factory(name)
+    assert entry is not None
+    unknown = set(kwargs) - set(entry.knobs) - set(BUILDER_ARGS)
+    if unknown:
+        raise TypeError(f"algorithm {name!r} has no knob(s) {sorted(unknown)}; its knobs: "
+                        f"{sorted(entry.knobs) or 'none'}")
+    accepted = inspect.signature(fn).parameters
+    args = {k: v for k, v in kwargs.items() if k in entry.knobs or k in accepted}
+    args = {**{k: knob.default for k, knob in entry.knobs.items()}, **args}
+    algo = fn(**entry.fixed, **args)
+    return algo._replace(name=name, caps=entry.caps)
 
 
 def __getattr__(attr: str) -> Any:  # the types of base.py, imported on first use
-    if attr in ("Algorithm", "Consts", "Hyper", "Sent", "Tick"):
+    if attr in ("Algorithm", "Consts", "Sent", "Tick"):
         from vanish.algorithms import base
 
         return getattr(base, attr)
     raise AttributeError(f"module 'vanish.algorithms' has no attribute {attr!r}")
 
 
-__all__ = ["REGISTRY", "NAMES", "factory", "get", "Algorithm", "Consts", "Hyper", "Sent", "Tick"]
+__all__ = ["REGISTRY", "NAMES", "Entry", "Knob", "Capabilities", "Placement", "Cadence",
+           "register", "factory", "make", "Algorithm", "Consts", "Sent", "Tick"]

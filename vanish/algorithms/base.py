@@ -1,6 +1,6 @@
 """The Algorithm type: a small NamedTuple of pure functions the engine calls, plus helpers.
 
-    algo = algorithms.get("gossip_vc", algorithms.Hyper(correction=vc))
+    algo = algorithms.make("gossip_vc", correction=vc, merge_slots=8)
     inbox = algo.init(params_N)                                   # per-node receive state
     inbox = algo.emit(inbox, sent, consts)                        # K trained nodes send
     params_N, inbox, merged_N = algo.end_of_tick(params_N, inbox, consts, tick)
@@ -9,10 +9,8 @@ The shape is optax's `GradientTransformation` / FedJAX's `FederatedAlgorithm`: t
 knows nothing about any rule; an algorithm owns its inbox type (accumulated sums, message
 buffers, nothing), what a sender emits into it, and what happens at the end of every chunk
 (`tick.last` marks the tick's final chunk, `tick.round_end` an FL / D-PSGD round's end).
-Two static host-side fields tell the builder which plan it needs: `topology` ('graph': the
-configured graph; 'star': node 0 is a server that never trains; 'isolated': one node alone)
-and `schedule` ('gossip': the reference tick schedule; 'every_tick': all nodes train every
-tick; 'fl_rounds': clients train E steps at each round's middle tick).
+What the builder must plan for (where the nodes sit, when they train) is the algorithm's
+declared `caps` (vanish/algorithms/__init__.py: Capabilities), never a name compared.
 
 Node-local merges cost what the merges cost, not N: `for_selected` compacts the [N] mask of
 merging nodes on device (an O(N) pass over int32 flags) and runs the merge on `slots`
@@ -29,21 +27,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from vanish import variance
+from vanish.algorithms import Capabilities
 from vanish.topology import Graph
 
 PyTree = Any
-
-
-class Hyper(NamedTuple):
-    """The hyperparameters algorithms read (static; the builder fills it from the config)."""
-
-    correction: variance.CorrectionConfig = variance.CorrectionConfig(target="none")
-    merge_slots: int = 8  # rows per compacted merge group
-    client_fraction: float = 1.0  # FL: fraction of clients per round
-    num_partitions: int = 4  # partitioned gossip
-    subsample: float = 0.0  # partitioned gossip: random coordinate subsampling if > 0
-    inbox_capacity: int = 16  # message-buffer rules (trimmed mean): messages per node
-    trim_fraction: float = 0.2  # trimmed mean: fraction cut at each end
 
 
 class Consts(NamedTuple):
@@ -90,17 +77,23 @@ class Tick(NamedTuple):
 
 
 class Algorithm(NamedTuple):
+    """A rule as a value: three pure functions, its registered name and its capabilities
+    (declared in its registry line; `algorithms.make` fills both)."""
+
     name: str
     init: Callable[[PyTree], PyTree]
     emit: Callable[[PyTree, Sent, Consts], PyTree]
     end_of_tick: Callable[[PyTree, PyTree, Consts, Tick], tuple[PyTree, PyTree, jax.Array]]
-    shared_init: bool = False
-    topology: str = "graph"
-    schedule: str = "gossip"
-    needs_partition_ids: bool = False  # Consts.part_ids (partitioned gossip)
-    # Runs with the node axis split over devices (engine scale-out); False: a rule that
-    # reads all nodes' state in a way not written for shards (the builder refuses it there).
-    shardable: bool = True
+    caps: Capabilities = Capabilities()
+
+
+def correction_for(corrected: bool,
+                   correction: variance.CorrectionConfig | None) -> variance.CorrectionConfig:
+    """The correction a rule applies: `correction` (default: target 'others') if corrected,
+    else plain averaging (target 'none')."""
+    if not corrected:
+        return variance.CorrectionConfig(target="none")
+    return variance.CorrectionConfig() if correction is None else correction
 
 
 def no_inbox(params_N: PyTree) -> None:

@@ -61,8 +61,12 @@ def end_of_tick(corr: variance.CorrectionConfig, params_N: PyTree, inbox: None,
     return params_N, inbox, jax.numpy.broadcast_to(tick.round_end, (n,))
 
 
-def make(hp: base.Hyper, *, corrected: bool) -> base.Algorithm:
-    corr = hp.correction if corrected else variance.CorrectionConfig(target="none")
+def make(*, corrected: bool = False, local_steps: int = 1,
+         correction: variance.CorrectionConfig | None = None) -> base.Algorithm:
+    """D-PSGD: mix with W at every round's end (`local_steps` ticks a round: a plan value);
+    `corrected` rescales the mixed kernels by `correction` (default: target 'others')."""
+    del local_steps
+    corr = base.correction_for(corrected, correction)
     return base.Algorithm(
         name="dpsgd_vc" if corrected else "dpsgd", init=base.no_inbox, emit=base.no_emit,
-        end_of_tick=lambda p, ib, c, t: end_of_tick(corr, p, ib, c, t), schedule="every_tick")
+        end_of_tick=lambda p, ib, c, t: end_of_tick(corr, p, ib, c, t))

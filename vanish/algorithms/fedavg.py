@@ -71,15 +71,20 @@ def sched_round_end(fraction: float, params_N: PyTree, inbox: None, consts: base
     return params_N, inbox, consts.is_client & tick.round_end
 
 
-def make(hp: base.Hyper) -> base.Algorithm:
+def make(*, round_ticks: int = 10, client_fraction: float = 1.0,
+         local_steps: int = 1) -> base.Algorithm:
+    """`fl`. Its knobs shape the plan, not these functions: the builder draws the rounds
+    (`schedule.fl_rounds`: R = round_ticks, E = local_steps, the client sample) from them."""
+    del round_ticks, client_fraction, local_steps
     none = variance.CorrectionConfig(target="none")
     return base.Algorithm(
         name="fl", init=gossip.init, emit=lambda ib, s, c: gossip.emit(none, ib, s, c),
-        end_of_tick=round_end, shared_init=True, topology="star", schedule="fl_rounds")
+        end_of_tick=round_end)
 
 
-def make_sched(hp: base.Hyper) -> base.Algorithm:
+def make_sched(*, round_ticks: int = 10, client_fraction: float = 1.0) -> base.Algorithm:
+    """`fl_sched`: a `client_fraction` sample averaged every `round_ticks` (a plan value)."""
+    del round_ticks
     return base.Algorithm(
         name="fl_sched", init=base.no_inbox, emit=base.no_emit,
-        end_of_tick=lambda p, ib, c, t: sched_round_end(hp.client_fraction, p, ib, c, t),
-        shared_init=True, topology="star", schedule="gossip", shardable=False)
+        end_of_tick=lambda p, ib, c, t: sched_round_end(client_fraction, p, ib, c, t))

@@ -60,11 +60,21 @@ def end_of_tick(corr: variance.CorrectionConfig, slots: int, params_N: PyTree, i
     return params_N, inbox, merged_N
 
 
-def make(hp: base.Hyper, *, corrected: bool) -> base.Algorithm:
-    corr = hp.correction if corrected else variance.CorrectionConfig(target="none")
+def make(*, corrected: bool = False, correction: variance.CorrectionConfig | None = None,
+         merge_slots: int = 8) -> base.Algorithm:
+    """Gossip learning; `corrected` merges with `correction` (default: target 'others').
+
+    Args:
+      corrected: rescale merged kernels (gossip_vc); False is plain averaging.
+      correction: the correction's settings (ignored unless corrected).
+      merge_slots: rows per compacted merge group (a size, not a result: the builder sets it).
+    Returns:
+      The Algorithm.
+    """
+    corr = base.correction_for(corrected, correction)
     return base.Algorithm(
         name="gossip_vc" if corrected else "gossip",
         init=init,
         emit=lambda ib, s, c: emit(corr, ib, s, c),
-        end_of_tick=lambda p, ib, c, t: end_of_tick(corr, hp.merge_slots, p, ib, c, t),
+        end_of_tick=lambda p, ib, c, t: end_of_tick(corr, merge_slots, p, ib, c, t),
     )

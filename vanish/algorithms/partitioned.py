@@ -59,9 +59,10 @@ def message_masks(part_ids: PyTree, event_ord_K: jax.Array, keys_K: jax.Array,
         part_ids)
 
 
-def emit(hp: base.Hyper, inbox: Inbox, sent: base.Sent, consts: base.Consts) -> Inbox:
-    masks_K = message_masks(consts.part_ids, sent.event_ord, sent.key, hp.num_partitions,
-                            hp.subsample)
+def emit(num_partitions: int, subsample: float, inbox: Inbox, sent: base.Sent,
+         consts: base.Consts) -> Inbox:
+    masks_K = message_masks(consts.part_ids, sent.event_ord, sent.key, num_partitions,
+                            subsample)
     payload_K = jax.tree.map(jnp.multiply, sent.params, masks_K)
     (total, coord_count), count = mixing.push_to(
         (inbox.total, inbox.coord_count), inbox.count, (payload_K, masks_K),
@@ -86,9 +87,12 @@ def end_of_tick(slots: int, params_N: PyTree, inbox: Inbox, consts: base.Consts,
     return params_N, inbox, merged_N
 
 
-def make(hp: base.Hyper) -> base.Algorithm:
+def make(*, num_partitions: int = 4, subsample: float = 0.0,
+         merge_slots: int = 8) -> base.Algorithm:
+    """Partitioned gossip: a message carries partition (event ordinal mod `num_partitions`)
+    of the coordinates (ids from Consts.part_ids, drawn with the same count by the builder),
+    or a random `subsample` fraction of them when > 0."""
     return base.Algorithm(
         name="gossip_part", init=init,
-        emit=lambda ib, s, c: emit(hp, ib, s, c),
-        end_of_tick=lambda p, ib, c, t: end_of_tick(hp.merge_slots, p, ib, c, t),
-        needs_partition_ids=True)
+        emit=lambda ib, s, c: emit(num_partitions, subsample, ib, s, c),
+        end_of_tick=lambda p, ib, c, t: end_of_tick(merge_slots, p, ib, c, t))

@@ -1,4 +1,4 @@
-"""Robust gossip merges over per-message buffers: coordinate-wise median and Krum (issue #9).
+"""Robust gossip merges over per-message buffers: coordinate-wise median and Krum.
 
 Both reuse the trimmed mean's buffer inbox (`trimmed_mean.Inbox`, `make_init`, `emit`: each
 node holds the received models themselves) and its merge (`trimmed_mean.buffered_merge`):
@@ -6,12 +6,11 @@ at a merge a node holding m > 0 messages mixes `beta * own + (1 - beta) * aggreg
 
 * `gossip_median`: the coordinate-wise median of the m held models (NumPy's: the mean of
   the two middle values when m is even);
-* `gossip_krum`: Krum (Blanchard et al., NeurIPS 2017). With f = floor(trim_fraction * m)
-  received models assumed faulty (`trim_fraction` is "the fraction of received models
-  assumed faulty" here), each held message i scores the sum of its squared L2 distances
-  (all leaves of the model together) to its max(m - f - 2, 1) nearest other held messages;
-  the held message of lowest score is the aggregate (ties: the lowest slot; m = 1: the only
-  message).
+* `gossip_krum`: Krum (Blanchard et al., NeurIPS 2017). With its knob f (the number of
+  Byzantine neighbours tolerated), each held message i scores the sum of its squared L2
+  distances (all leaves of the model together) to its max(m - f - 2, 1) nearest other held
+  messages; the held message of lowest score is the aggregate (ties: the lowest slot; m = 1:
+  the only message).
 
 The `_vc` variants rescale each correctable kernel of the mix (`variance.correctable_mask`,
 `variance.rescale`) to a target variance aggregated by the SAME robust rule over the held
@@ -25,7 +24,7 @@ per merge group.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -78,12 +77,13 @@ def sq_distances(buf_MC: PyTree) -> jax.Array:
     return total
 
 
-def krum_choice(buf_MC: PyTree, count_M: jax.Array, fraction: float) -> jax.Array:
+def krum_choice(buf_MC: PyTree, count_M: jax.Array, f: int) -> jax.Array:
     """[M] int32: the slot Krum chooses among the first m = count held messages of each row.
 
-    f = floor(fraction * m); score_i = the sum of the k = max(m - f - 2, 1) smallest squared
-    distances from message i to the other held messages (fewer if fewer exist: m = 1 scores
-    0); the lowest score wins, ties to the lowest slot. Rows with m = 0 give slot 0.
+    f = the number of faulty messages tolerated; score_i = the sum of the
+    k = max(m - f - 2, 1) smallest squared distances from message i to the other held
+    messages (fewer if fewer exist: m = 1 scores 0); the lowest score wins, ties to the
+    lowest slot. Rows with m = 0 give slot 0.
     """
     d = sq_distances(buf_MC)
     cap = d.shape[1]
@@ -92,15 +92,14 @@ def krum_choice(buf_MC: PyTree, count_M: jax.Array, fraction: float) -> jax.Arra
     held = slot[None] < m  # [M, C]
     other = held[:, None, :] & (slot[:, None] != slot[None, :])[None]  # [M, C(i), C(j)]
     nearest = jnp.sort(jnp.where(other, d, jnp.inf), axis=2)
-    f = jnp.floor(fraction * m).astype(jnp.int32)
     k = jnp.minimum(jnp.maximum(m - f - 2, 1), m - 1)  # [M, 1]
     score = jnp.sum(jnp.where(slot[None, None] < k[:, :, None], nearest, 0.0), axis=2)
     return jnp.argmin(jnp.where(held, score, jnp.inf), axis=1).astype(jnp.int32)
 
 
-def krum(buf_MC: PyTree, count_M: jax.Array, fraction: float) -> PyTree:
+def krum(buf_MC: PyTree, count_M: jax.Array, f: int) -> PyTree:
     """The held message Krum chooses for each row: [M, ...] per leaf (see `krum_choice`)."""
-    return _pick(buf_MC, krum_choice(buf_MC, count_M, fraction))
+    return _pick(buf_MC, krum_choice(buf_MC, count_M, f))
 
 
 def _pick(buf_MC: PyTree, idx_M: jax.Array) -> PyTree:
@@ -108,28 +107,36 @@ def _pick(buf_MC: PyTree, idx_M: jax.Array) -> PyTree:
     return jax.tree.map(lambda b: b[rows, idx_M], buf_MC)
 
 
-def krum_aggregate(fraction: float) -> AggregateFn:
+def krum_aggregate(f: int) -> AggregateFn:
     """Krum's chosen message, and the per-message values of that same message."""
 
     def aggregate(buf_MC: PyTree, count_M: jax.Array) -> Aggregate:
-        idx = krum_choice(buf_MC, count_M, fraction)
+        idx = krum_choice(buf_MC, count_M, f)
         return Aggregate(_pick(buf_MC, idx), lambda v_MC: _pick(v_MC, idx))
 
     return aggregate
 
 
-RULES: dict[str, Callable[[base.Hyper], AggregateFn]] = {
-    "median": lambda hp: median_aggregate,
-    "krum": lambda hp: krum_aggregate(hp.trim_fraction),
-}
+RULES = ("median", "krum")
 
 
-def make(hp: base.Hyper, *, rule: str, corrected: bool = False) -> base.Algorithm:
-    """gossip_{rule}[_vc] for rule in RULES, on the trimmed mean's message buffers."""
+def make(*, rule: str, corrected: bool = False, f: int = 1,
+         correction: variance.CorrectionConfig | None = None, merge_slots: int = 8,
+         inbox_capacity: int = 16) -> base.Algorithm:
+    """gossip_{rule}[_vc] for rule in RULES, on the trimmed mean's message buffers.
+
+    Args:
+      rule: 'median' (coordinate-wise) or 'krum'.
+      corrected: rescale kernels to the same rule applied to the held messages' variances.
+      f: Krum's number of tolerated Byzantine neighbours (the median ignores it).
+      correction: the correction's settings (ignored unless corrected).
+      merge_slots, inbox_capacity: sizes the builder derives.
+    """
     if rule not in RULES:
         raise KeyError(f"unknown robust rule {rule!r}; choose from {', '.join(RULES)}")
-    corr = hp.correction if corrected else variance.CorrectionConfig(target="none")
-    merge = functools.partial(buffered_merge, hp, corr, RULES[rule](hp))
+    corr = base.correction_for(corrected, correction)
+    aggregate = median_aggregate if rule == "median" else krum_aggregate(f)
+    merge = functools.partial(buffered_merge, merge_slots, corr, aggregate)
     return base.Algorithm(
         name=f"gossip_{rule}_vc" if corrected else f"gossip_{rule}",
-        init=make_init(hp.inbox_capacity), emit=emit, end_of_tick=merge)
+        init=make_init(inbox_capacity), emit=emit, end_of_tick=merge)

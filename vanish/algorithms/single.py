@@ -18,7 +18,7 @@ def end_of_tick(params_N: PyTree, inbox: None, consts: base.Consts,
     return params_N, inbox, jnp.zeros((base.num_nodes(params_N),), bool)
 
 
-def make(hp: base.Hyper) -> base.Algorithm:
-    del hp
+def make() -> base.Algorithm:
+    """One node alone: no inbox, nothing sent, never merges."""
     return base.Algorithm(name="single", init=base.no_inbox, emit=base.no_emit,
-                          end_of_tick=end_of_tick, topology="isolated")
+                          end_of_tick=end_of_tick)

@@ -109,7 +109,7 @@ def target_variance(buf_MC: jax.Array, reduce: Callable[[jax.Array], jax.Array],
     return reduce(jax.vmap(lambda b: variance.layer_variance(b, ddof))(buf_MC))
 
 
-def buffered_merge(hp: base.Hyper, corr: variance.CorrectionConfig, aggregate: AggregateFn,
+def buffered_merge(merge_slots: int, corr: variance.CorrectionConfig, aggregate: AggregateFn,
                    params_N: PyTree, inbox: Inbox, consts: base.Consts,
                    tick: base.Tick) -> tuple[PyTree, Inbox, jax.Array]:
     """The robust merge: params <- beta * own + (1 - beta) * aggregate(held messages).
@@ -141,14 +141,26 @@ def buffered_merge(hp: base.Hyper, corr: variance.CorrectionConfig, aggregate: A
                             mixed, p_M)
 
     empty = lambda ib_M: Inbox(ib_M.buf, jnp.zeros_like(ib_M.count))  # noqa: E731
-    params_N, inbox = base.merge_selected(params_N, inbox, merged_N, hp.merge_slots, merge, empty)
+    params_N, inbox = base.merge_selected(params_N, inbox, merged_N, merge_slots, merge, empty)
     return params_N, inbox, merged_N
 
 
-def make(hp: base.Hyper, *, corrected: bool = False) -> base.Algorithm:
-    corr = hp.correction if corrected else variance.CorrectionConfig(target="none")
-    aggregate = trimmed_aggregate(hp.trim_fraction)
+def make(*, corrected: bool = False, fraction: float = 0.2,
+         correction: variance.CorrectionConfig | None = None, merge_slots: int = 8,
+         inbox_capacity: int = 16) -> base.Algorithm:
+    """Coordinate-wise trimmed mean: cut floor(fraction * m) of the m held values at each end.
+
+    Args:
+      corrected: rescale kernels to the trimmed mean of the held messages' variances.
+      fraction: the cut at each end, in [0, 0.5).
+      correction: the correction's settings (ignored unless corrected).
+      merge_slots, inbox_capacity: sizes the builder derives (rows per merge group; messages
+        a node can hold at a tick's end).
+    """
+    corr = base.correction_for(corrected, correction)
+    aggregate = trimmed_aggregate(fraction)
     return base.Algorithm(
         name="gossip_trim_vc" if corrected else "gossip_trim",
-        init=make_init(hp.inbox_capacity), emit=emit,
-        end_of_tick=lambda p, ib, c, t: buffered_merge(hp, corr, aggregate, p, ib, c, t))
+        init=make_init(inbox_capacity), emit=emit,
+        end_of_tick=lambda p, ib, c, t: buffered_merge(merge_slots, corr, aggregate, p, ib, c,
+                                                       t))

@@ -1,0 +1,307 @@
+"""Training and evaluation of a checked Experiment: the tick loop, metrics, checkpoints, resume.
+
+    experiment = build.experiment(cfg)
+    summaries = train.train_and_evaluate(experiment, "runs/default")
+
+    sim = train.Simulation(experiment, "gossip_vc")      # one algorithm, for your own loop
+    state = sim.init_state()
+    state = sim.run_ticks(state, 0, 100)                  # device work; no host transfer
+    state, row = sim.evaluate(state)                      # the only host pull
+
+Writes into the workdir: run_config.json, metrics.jsonl (one row per algorithm per
+evaluation), summary.json, summary.md, accuracy.png, variance.png and
+<algorithm>/checkpoints/<tick>/. Running again resumes every algorithm from its newest
+checkpoint that reads back; a finished algorithm is not rerun.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vanish import build, checkpoint, engine, metrics, nodes, plots, runtime, tracking, workdir
+from vanish.engine import SimState
+from vanish.errors import CheckpointDamagedError, WorkdirConflictError
+from vanish.partition import format_label_histogram
+from vanish.signals import Interrupted, StopRequest
+
+log = logging.getLogger("vanish")
+
+
+class Simulation:
+    """One algorithm of an Experiment: its parts, its engine and its evaluator."""
+
+    def __init__(self, exp: build.Experiment, name: str):
+        c = self.components = build.components(exp, name)
+        self.name, self.algo, self.topo, self.n = name, c.algorithm, c.topology, c.topology.n
+        self.schedule, self.work, self.network = c.schedule, c.work, c.network
+        init = functools.partial(nodes.init_params, c.model, c.keys["init"], self.n,
+                                 c.input_shape, shared=c.algorithm.caps.shared_init)
+        self.engine = engine.Engine(
+            c.algorithm, nodes.make_train_step(c.model, c.tx), c.tx, init, c.work, c.consts,
+            batch_size=c.batch_size, train_key=c.keys["train"], fuse=c.fuse,
+            reset_opt=c.reset_opt, merge_slots=c.merge_slots, devices=c.devices,
+            network_spec=None if c.network is None else c.network.spec, halo=c.halo)
+        # Accuracy is the honest nodes' (Byzantine nodes' own models are not the result).
+        self.eval_mask = c.is_client if c.network is None else c.is_client & ~c.network.byzantine
+        self.mesh, self.consts, self.fuse = self.engine.mesh, self.engine.consts, self.engine.fuse
+        self.model, self.tx, self.is_client = c.model, c.tx, c.is_client
+        self.experiment = exp
+        self._eval = metrics.make_evaluator(c.model, c.eval_nodes, mesh=self.mesh)
+        self.x_test, self.y_test = c.x_test, c.y_test
+        self._weight = jnp.asarray(self.eval_mask, jnp.float32)
+        if self.mesh is not None:  # global arrays made on every process: replicated / split
+            self.x_test, self.y_test = engine._put_global((c.x_test, c.y_test),
+                                                          engine._replicated(self.mesh))
+            self._weight = engine._put_global(
+                np.asarray(self.eval_mask, np.float32),
+                jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(engine.AXIS)))
+
+    def init_state(self) -> SimState:
+        return self.engine.init_state()
+
+    def run_ticks(self, state: SimState, t0: int, t1: int) -> SimState:
+        """Runs ticks [t0, t1); asynchronous (returns before the device is done)."""
+        return self.engine.run_ticks(state, t0, t1)
+
+    def evaluate(self, state: SimState) -> tuple[SimState, dict[str, Any]]:
+        """Pulls this evaluation's metrics to the host and resets the loss accumulators."""
+        out = jax.device_get(self._eval(
+            state.params, self.x_test, self.y_test, self._weight, state.train_count,
+            state.merges, state.loss_sum, state.loss_n))
+        m = metrics.to_row(out, self.eval_mask, has_server=self.algo.caps.has_server)
+        if self.network is not None:
+            m.update(metrics.network_row(jax.device_get(state.net_stats),
+                                         self.network.online_at(int(state.tick)),
+                                         self.engine.fetch(state.merges),
+                                         self.components.is_client))
+        state = state._replace(loss_sum=jnp.zeros_like(state.loss_sum),
+                               loss_n=jnp.zeros_like(state.loss_n))
+        return state, m
+
+
+class _Pacer:
+    """Lengths (in ticks) of the run_ticks calls of a segment: about `target_s` of work each.
+
+    The loop waits for each call, so a stop request is honoured within about `target_s`.
+    Results do not depend on how a segment is split (run_ticks runs the same chunks in the
+    same order; tests/test_simulation.py checks it).
+    """
+
+    def __init__(self, target_s: float = 0.1) -> None:
+        self.target_s, self.ticks = target_s, 1
+
+    def update(self, ticks: int, seconds: float) -> None:
+        want = int(ticks / max(seconds, 1e-6) * self.target_s)
+        self.ticks = max(1, min(want, 4 * self.ticks))  # grow gradually, shrink at once
+
+
+def run_algorithm(exp: build.Experiment, name: str, path: Path,
+                  writers: dict[str, tracking.MetricWriter], *, progress: bool | None = None,
+                  stop: StopRequest | None = None) -> dict[str, Any]:
+    """Runs (or resumes) one algorithm to run.ticks and returns its summary.
+
+    Its metric writer is stored in `writers[name]`; the caller closes it after the comparison
+    figures of all algorithms have been written to it too.
+
+    SIGINT / SIGTERM (see `signals.StopRequest`; `stop` may be shared by several calls) stop
+    it between two compiled calls: it writes a checkpoint at that tick and raises
+    `Interrupted` after one stderr line saying how to resume. Metrics rows are written before
+    the checkpoint of their tick and rows past the restored checkpoint are dropped on resume,
+    so a kill -9 at any point resumes to the uninterrupted result.
+    """
+    if stop is None:
+        with StopRequest() as stop:
+            return run_algorithm(exp, name, path, writers, progress=progress, stop=stop)
+    sim = Simulation(exp, name)
+    ckpt_dir = path / name  # checkpoints in workdir/<algorithm>/checkpoints/<tick>
+    state = sim.init_state()
+    var0: dict[str, float] = {}
+    start = 0
+    meta_expected = dict(config_hash=exp.config_hash, schedule=sim.schedule.fingerprint())
+    if checkpoint.latest_step(ckpt_dir) is not None:
+        state, var0, start = _resume(ckpt_dir, state, name, path, meta_expected)
+    # Several processes (multi-host): all compute, process 0 alone writes metrics and
+    # figures (checkpoints are written by all, each its own shards; orbax syncs them).
+    primary = jax.process_index() == 0
+    run = exp.run
+    writer = writers[name] = tracking.make_writers(
+        path, name, wandb=run.wandb, project=run.wandb_project, group=path.name,
+        config=dict(exp.record, algorithm=name),
+        # A fresh start writes tick 0 again: drop every row of this algorithm (left by a run
+        # interrupted before its first checkpoint), not only those past the start tick.
+        wandb_mode=run.wandb_mode or None, resume_tick=start if start else -1,
+    ) if primary else tracking.MultiWriter([])
+    ticks, every, ckpt_every = run.ticks, run.eval_every, run.checkpoint_every
+    saved = start  # the newest checkpoint's tick (0: none)
+
+    def save(tick: int) -> None:
+        nonlocal saved
+        checkpoint.save(ckpt_dir, tick, state, keep=run.keep_checkpoints,
+                        metadata=dict(meta_expected, var0=var0, algorithm=name))
+        saved = tick
+
+    if start == 0:
+        hist = format_label_histogram(sim.components.label_hist)
+        log.info("[%s] %s, %d nodes, K=%d slots, %d chunks, %d device(s); per-node label "
+                 "histogram:\n%s", name, sim.topo.name, sim.n, sim.work.slots, len(sim.work),
+                 sim.components.devices, hist)
+        writer.write_text("label_histogram", hist)
+        state, m = sim.evaluate(state)
+        var0 = metrics.initial_variances(m)
+        _write(writer, 0, m, var0, ticks_per_s=0.0)
+    bar = tracking.ProgressBar(ticks, desc=name, enabled=progress if primary else False,
+                               initial=start)
+    pacer = _Pacer()
+    t = start
+    while t < ticks and not stop.requested:
+        t0, t_next = t, min(ticks, (t // every + 1) * every)
+        t_wall = time.perf_counter()
+        while t < t_next and not stop.requested:  # the segment in calls of ~0.1 s each
+            t1, t_call = min(t_next, t + pacer.ticks), time.perf_counter()
+            state = jax.block_until_ready(sim.run_ticks(state, t, t1))
+            pacer.update(t1 - t, time.perf_counter() - t_call)
+            t = t1
+        if t < t_next:
+            break  # stopped inside the segment
+        state, m = sim.evaluate(state)
+        rate = (t_next - t0) / max(time.perf_counter() - t_wall, 1e-9)
+        if not all(math.isfinite(m[k]) for k in ("loss_mean", "acc_mean")):
+            raise FloatingPointError(
+                f"[{name}] non-finite loss at tick {t_next} (config.optim.lr = {exp.optim.lr} "
+                f"too high?); metrics up to tick {t0} and the last checkpoint are kept in {path}")
+        _write(writer, t_next, m, var0, ticks_per_s=rate)  # the row first, then its checkpoint
+        bar.update(t_next - t0, acc=f"{m['acc_mean']:.3f}", tps=f"{rate:.0f}")
+        if t_next % ckpt_every == 0 or t_next == ticks or stop.requested:
+            save(t_next)
+    bar.close()
+    if t < ticks:  # stopped by a signal
+        if t > saved:
+            save(t)
+        raise _interrupted(stop, name, t, ticks, saved)
+    # (Other processes read process 0's rows: its last row precedes the final checkpoint,
+    # whose save every process waited for.)
+    records = [r for r in tracking.read_jsonl(path / tracking.METRICS_FILE)
+               if r["algorithm"] == name]
+    summary = metrics.summarize(records, run.target_accuracy)
+    writer.write_summary(summary)
+    if stop.requested:  # the signal came after the last tick: this algorithm is complete
+        raise _interrupted(stop, name, t, ticks, saved)
+    return summary
+
+
+def _interrupted(stop: StopRequest, name: str, tick: int, ticks: int, saved: int) -> Interrupted:
+    assert stop.signum is not None
+    where = f"checkpoint at tick {saved}" if saved else "no checkpoint yet: it starts over"
+    print(f"vanish: stopped by {signal.Signals(stop.signum).name}: {name} at tick {tick} "
+          f"of {ticks} ({where}); to resume, run the same command again: "
+          f"{shlex.join(sys.orig_argv)}", file=sys.stderr, flush=True)
+    return Interrupted(stop.signum, name, tick)
+
+
+def _resume(ckpt_dir: Path, state: Any, name: str, path: Path,
+            meta_expected: dict[str, Any]) -> tuple[Any, dict[str, float], int]:
+    """(state, var0, start tick) from the newest checkpoint that reads back.
+
+    Damaged newer checkpoints are skipped with a warning (resaving their ticks replaces
+    them). If none reads back, the algorithm starts afresh only when that loses nothing (no
+    metric rows of it past tick 0); otherwise CheckpointDamagedError, nothing changed.
+    """
+    try:
+        restored, meta, step, damaged = checkpoint.restore_latest_intact(ckpt_dir, state)
+    except CheckpointDamagedError as e:
+        metrics_file = path / tracking.METRICS_FILE
+        rows = [r for r in tracking.read_jsonl(metrics_file)
+                if r.get("algorithm") == name and r.get("tick", 0) > 0
+                ] if metrics_file.exists() else []
+        if rows:
+            raise CheckpointDamagedError(
+                f"[{name}] {e}; starting {name} afresh would drop its metrics up to "
+                f"tick {rows[-1]['tick']}. Move {checkpoint.checkpoint_dir(ckpt_dir)} away to "
+                "restart it, or use a new --workdir; nothing was changed") from None
+        log.warning("[%s] %s; nothing of it was recorded, so it starts afresh", name, e)
+        return state, {}, 0
+    for bad_step, why in damaged:
+        log.warning("[%s] checkpoint %s is damaged (%s); resuming from checkpoint %d instead",
+                    name, checkpoint.checkpoint_dir(ckpt_dir) / str(bad_step), why, step)
+    stored = workdir.stored_config(path)
+    hashes = (stored.hashes if stored else frozenset()) | {meta_expected["config_hash"]}
+    if meta.get("config_hash") not in hashes:
+        raise WorkdirConflictError(
+            f"{ckpt_dir} holds a checkpoint of a different run (config hash "
+            f"{meta.get('config_hash')}, not one of {sorted(hashes)}): the config changed. Use a "
+            "new --workdir, or restore the old config; nothing was overwritten.")
+    if meta.get("schedule") != meta_expected["schedule"]:
+        raise WorkdirConflictError(
+            f"{ckpt_dir} holds a checkpoint of another training schedule (fingerprint "
+            f"{meta.get('schedule')} != {meta_expected['schedule']}): the config changed. Use "
+            "a new --workdir, or restore the old config; nothing was overwritten.")
+    start = int(restored.tick)
+    log.info("[%s] resuming at tick %d", name, start)
+    return restored, meta["var0"], start
+
+
+def _write(writer: tracking.MetricWriter, tick: int, m: dict[str, Any], var0: dict[str, float],
+           ticks_per_s: float) -> None:
+    ratios = metrics.variance_ratios(m, var0)
+    writer.write_scalars(tick, {**m, **ratios, "ticks_per_s": ticks_per_s})
+
+
+def train_and_evaluate(exp: build.Experiment, path: str | Path, *,
+                       progress: bool | None = None) -> dict[str, dict[str, Any]]:
+    """Runs every algorithm of the experiment on the same data and seeds; returns summaries.
+
+    Bad input raises before the workdir is touched: WorkdirError (unusable, corrupt run
+    files), WorkdirConflictError (it holds another config's run, the fields named).
+
+    Args:
+      exp: a checked Experiment (`build.experiment(cfg)`).
+      path: the workdir; created if missing.
+      progress: show a progress bar (None: when stderr is a terminal).
+    Returns:
+      {algorithm: summary} (final accuracy, ticks to target, variance ratio, ...).
+    """
+    p = exp.processes
+    if p.distributed:  # first: no JAX backend may start before the processes join
+        index, count = runtime.join_processes(p.coordinator_address, p.num_processes,
+                                              p.process_id)
+        log.info("process %d of %d: %d of the %d devices", index, count,
+                 jax.local_device_count(), jax.device_count())
+    where = workdir.check(path, exp.algorithms)  # writable, its run files readable
+    build.check_workdir(exp, where)
+    log.info("dataset %s: %d train / %d test, backend %s, %d device(s)", exp.dataset.name,
+             len(exp.dataset.y_train), len(exp.dataset.y_test), jax.default_backend(),
+             jax.device_count())
+    where.mkdir(parents=True, exist_ok=True)  # the first write: every check has passed
+    primary = jax.process_index() == 0
+    if primary:
+        workdir.store_config(where, exp.record, exp.neutral)
+    writers: dict[str, tracking.MetricWriter] = {}
+    try:
+        summaries = {a: run_algorithm(exp, a, where, writers, progress=progress)
+                     for a in exp.algorithms}
+        if primary:
+            acc_png, var_png = plots.plot_run(where, target=exp.run.target_accuracy)
+            for writer in writers.values():  # the comparison figures into every algorithm's run
+                writer.write_image(exp.run.ticks, "accuracy", acc_png)
+                writer.write_image(exp.run.ticks, "variance", var_png)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    if primary:
+        table = plots.summary_table(summaries, markdown=True)
+        (where / "summary.md").write_text(table + "\n")
+        log.info("results in %s (summary.md, summary.json, accuracy.png, variance.png)", where)
+    return summaries
+
