@@ -22,10 +22,10 @@ def np_trimmed(v, fraction):
     return np.sort(v, axis=0)[t:m - t].mean(0)
 
 
-def np_krum(leaves, i, m, fraction):
-    """Krum's slot for node i holding m messages: a loop over messages, float64."""
+def np_krum(leaves, i, m, f):
+    """Krum's slot for node i holding m messages, f of them assumed faulty: a loop over
+    messages, float64."""
     x = np.concatenate([b[i, :m].reshape(m, -1) for b in leaves], axis=1).astype(np.float64)
-    f = int(np.floor(fraction * m))
     k = max(m - f - 2, 1)
     scores = []
     for a in range(m):
@@ -67,16 +67,16 @@ def test_median_equals_numpy_on_explicit_buffers():
 # ------------------------------------------------------------------------------------- Krum
 
 
-@pytest.mark.parametrize("fraction", [0.2, 0.25, 0.0])
-def test_krum_equals_numpy_reference_on_a_two_leaf_tree(fraction):
+@pytest.mark.parametrize("f", [1, 2, 0])
+def test_krum_equals_numpy_reference_on_a_two_leaf_tree(f):
     tree = _buffers(1)
     leaves = jax.tree.leaves(tree)
     idx = np.asarray(robust.krum_choice(jax.tree.map(jnp.asarray, tree), jnp.asarray(COUNTS),
-                                        fraction))
-    want = [np_krum(leaves, i, m, fraction) for i, m in enumerate(COUNTS)]
+                                        f))
+    want = [np_krum(leaves, i, m, f) for i, m in enumerate(COUNTS)]
     np.testing.assert_array_equal(idx, want)
     assert idx[2] == 0 and idx[3] == 0  # m = 1: the only message; m = 2: a tie, lowest slot
-    chosen = robust.krum(jax.tree.map(jnp.asarray, tree), jnp.asarray(COUNTS), fraction)
+    chosen = robust.krum(jax.tree.map(jnp.asarray, tree), jnp.asarray(COUNTS), f)
     for got, b in zip(jax.tree.leaves(chosen), leaves):
         np.testing.assert_array_equal(np.asarray(got), b[np.arange(len(COUNTS)), want])
 
@@ -94,10 +94,10 @@ def test_krum_never_picks_an_outlier():
             tree["b"][i, s] -= 40.0
     tree = {k: v.astype(np.float32) for k, v in tree.items()}
     count = np.array([8, 8, 6])
-    for fraction in (0.2, 0.25):
+    for f in (1, 2):
         idx = np.asarray(robust.krum_choice(jax.tree.map(jnp.asarray, tree), jnp.asarray(count),
-                                            fraction))
-        want = [np_krum(jax.tree.leaves(tree), i, m, fraction) for i, m in enumerate(count)]
+                                            f))
+        want = [np_krum(jax.tree.leaves(tree), i, m, f) for i, m in enumerate(count)]
         np.testing.assert_array_equal(idx, want)
         for i, slots in outliers.items():
             assert idx[i] not in slots and idx[i] < count[i]
@@ -113,7 +113,7 @@ def test_target_variance_is_the_robust_rule_over_the_held_variances(rule, ddof):
     kernel = tree["Dense_0"]["kernel"]
     jtree, jcount = jax.tree.map(jnp.asarray, tree), jnp.asarray(COUNTS)
     aggregate = {"trim": trimmed_mean.trimmed_aggregate(0.2), "median": robust.median_aggregate,
-                 "krum": robust.krum_aggregate(0.2)}[rule](jtree, jcount)
+                 "krum": robust.krum_aggregate(1)}[rule](jtree, jcount)
     got = np.asarray(trimmed_mean.target_variance(jtree["Dense_0"]["kernel"], aggregate.reduce,
                                                   ddof))
     for i, m in enumerate(COUNTS):
@@ -123,7 +123,7 @@ def test_target_variance_is_the_robust_rule_over_the_held_variances(rule, ddof):
         elif rule == "median":
             want = np.median(v)
         else:
-            want = v[np_krum(jax.tree.leaves(tree), i, m, 0.2)]
+            want = v[np_krum(jax.tree.leaves(tree), i, m, 1)]
         np.testing.assert_allclose(got[i], want, rtol=1e-5)
 
 
@@ -133,10 +133,11 @@ def test_target_variance_is_the_robust_rule_over_the_held_variances(rule, ddof):
 @pytest.mark.parametrize("name", ["gossip_trim_vc", "gossip_median", "gossip_median_vc",
                                   "gossip_krum", "gossip_krum_vc"])
 def test_merge_mixes_the_robust_aggregate_and_rescales_kernels_to_its_target(name):
-    n, cap, beta, frac = 6, 8, 0.5, 0.2
-    hp = base.Hyper(correction=variance.CorrectionConfig(target="others"), inbox_capacity=cap,
-                    merge_slots=4, trim_fraction=frac)
-    algo = algorithms.get(name, hp)
+    n, cap, beta, frac, f = 6, 8, 0.5, 0.2, 1
+    knobs = {"gossip_trim_vc": dict(fraction=frac), "gossip_krum": dict(f=f),
+             "gossip_krum_vc": dict(f=f)}.get(name, {})
+    algo = algorithms.make(name, correction=variance.CorrectionConfig(target="others"),
+                           inbox_capacity=cap, merge_slots=4, **knobs)
     assert algo.name == name
     rng = np.random.default_rng(4)
     params = {"Dense_0": {"kernel": rng.normal(size=(n, 5, 3)).astype(np.float32),
@@ -171,7 +172,7 @@ def test_merge_mixes_the_robust_aggregate_and_rescales_kernels_to_its_target(nam
             agg = {k: np.median(v, axis=0) for k, v in held.items()}
             t = np.median([np.var(x) for x in held["kernel"]])
         else:
-            j = np_krum(jax.tree.leaves(buf), i, m, frac)
+            j = np_krum(jax.tree.leaves(buf), i, m, f)
             agg = {k: v[j] for k, v in held.items()}
             t = np.var(held["kernel"][j])
         np.testing.assert_allclose(b_got, beta * b_own + (1 - beta) * agg["bias"], rtol=1e-5,
@@ -187,11 +188,12 @@ def test_merge_mixes_the_robust_aggregate_and_rescales_kernels_to_its_target(nam
 
 def test_robust_rules_are_registered_and_allowed_by_the_config():
     for name in NEW:
-        assert name in algorithms.NAMES and name in config.CHOICES["algorithms"]
-        assert algorithms.factory(name).func is robust.make
-        assert algorithms.get(name, base.Hyper()).name == name
+        assert name in algorithms.NAMES and name in config.default_config().algorithm_args
+        assert algorithms.factory(name) is robust.make
+        assert algorithms.make(name).name == name
+    assert dict(config.default_config().algorithm_args.gossip_krum) == {"f": 1}  # its own knob
     with pytest.raises(KeyError, match="unknown robust rule"):
-        robust.make(base.Hyper(), rule="mean")
+        robust.make(rule="mean")
 
 
 def _tiny_cfg(**overrides):  # the small synthetic set-up of tests/test_algorithms.py
@@ -200,8 +202,8 @@ def _tiny_cfg(**overrides):  # the small synthetic set-up of tests/test_algorith
         "synthetic", 400, 100, 3)
     cfg.model.name, cfg.optim.batch_size, cfg.optim.lr = "mlp", 8, 0.05
     cfg.topology.num_nodes, cfg.topology.name, cfg.topology.degree = 6, "random_regular", 3
-    cfg.run.ticks, cfg.schedule.interval_lo, cfg.schedule.interval_hi, cfg.algorithm_args.fl.round_ticks = 20, 2, 4, 5
-    override(cfg, **overrides)
+    cfg.run.ticks, cfg.schedule.interval_lo, cfg.schedule.interval_hi = 20, 2, 4
+    override(cfg, fl_round_ticks=5, **overrides)
     return cfg
 
 

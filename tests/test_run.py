@@ -18,7 +18,7 @@ import pytest
 
 from jax_cache import compile_cache
 from helpers import make_sim, override
-from vanish import checkpoint, config, run, tracking
+from vanish import build, checkpoint, config, run, tracking, train, workdir as workdir_lib
 
 ALGORITHMS = ("gossip", "gossip_vc")
 EVAL_TICKS = [0, 20, 40, 60]
@@ -49,7 +49,7 @@ def _compilation_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("full_run")
-    summaries = run.train_and_evaluate(run_cfg(), workdir, progress=False)
+    summaries = run.run_config(run_cfg(), workdir, progress=False)
     return workdir, summaries
 
 
@@ -75,13 +75,13 @@ class Interrupted(Exception):
 def spy_run_ticks(monkeypatch):
     """Records (algorithm, t0, t1) of every Simulation.run_ticks call."""
     calls = []
-    real = simulation.Simulation.run_ticks
+    real = train.Simulation.run_ticks
 
     def spy(self, state, t0, t1):
         calls.append((self.name, t0, t1))
         return real(self, state, t0, t1)
 
-    monkeypatch.setattr(simulation.Simulation, "run_ticks", spy)
+    monkeypatch.setattr(train.Simulation, "run_ticks", spy)
     return calls
 
 
@@ -90,7 +90,7 @@ def no_training(monkeypatch):
     def fail(self, *args):
         raise AssertionError(f"{self.name} started training")
 
-    monkeypatch.setattr(simulation.Simulation, "run_ticks", fail)
+    monkeypatch.setattr(train.Simulation, "run_ticks", fail)
 
 
 # ------------------------------------------------------------------------ 1. end to end
@@ -144,7 +144,7 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(full_run, tmp_path,
     with monkeypatch.context() as m:
         m.setattr(checkpoint, "save", interrupt_at("gossip", 40))
         with pytest.raises(Interrupted):
-            run.train_and_evaluate(cfg, workdir, progress=False)
+            run.run_config(cfg, workdir, progress=False)
     assert [r["tick"] for r in _rows(workdir, "gossip")] == [0, 20, 40]
     assert checkpoint.all_steps(workdir / "gossip") == [20]
 
@@ -152,12 +152,12 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(full_run, tmp_path,
     with monkeypatch.context() as m:
         m.setattr(checkpoint, "save", interrupt_at("gossip_vc", 20))
         with pytest.raises(Interrupted):
-            run.train_and_evaluate(cfg, workdir, progress=False)
+            run.run_config(cfg, workdir, progress=False)
     assert spy_run_ticks[0][:2] == ("gossip", 20)  # resumed, not restarted
     assert checkpoint.all_steps(workdir / "gossip_vc") == []
 
     spy_run_ticks.clear()
-    run.train_and_evaluate(cfg, workdir, progress=False)
+    run.run_config(cfg, workdir, progress=False)
     assert {c[0] for c in spy_run_ticks} == {"gossip_vc"}  # gossip was finished
     # A segment may be split into several calls (a signal is honoured between them);
     # together they cover every tick once, in order.
@@ -171,9 +171,9 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(full_run, tmp_path,
     assert (json.loads((workdir / "summary.json").read_text())
             == json.loads((full_dir / "summary.json").read_text()))
     # The final states themselves are bit-identical.
-    template = make_sim(cfg, "gossip", run.load_dataset(cfg)).init_state()
+    template = make_sim(cfg, "gossip").init_state()
     resumed, _ = checkpoint.restore(workdir / "gossip", template)
-    template = make_sim(cfg, "gossip", run.load_dataset(cfg)).init_state()
+    template = make_sim(cfg, "gossip").init_state()
     straight, _ = checkpoint.restore(full_dir / "gossip", template)
     for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
         np.testing.assert_array_equal(a, b)
@@ -188,8 +188,9 @@ def test_changed_config_on_existing_workdir_raises_and_keeps_everything(full_run
     shutil.copytree(full_run[0], workdir)
     before = _snapshot(workdir)
     assert any(k.startswith("gossip/checkpoints/") for k in before)
-    with pytest.raises(RuntimeError, match=r"config changed.*nothing was overwritten"):
-        run.train_and_evaluate(run_cfg(lr=0.02), workdir, progress=False)
+    with pytest.raises(RuntimeError, match=r"different config: config\.optim\.lr: 0\.05 -> 0\.02\. .*"
+                       r"nothing was overwritten"):
+        run.run_config(run_cfg(lr=0.02), workdir, progress=False)
     assert _snapshot(workdir) == before
 
 
@@ -198,12 +199,13 @@ def test_changed_config_is_refused_before_any_algorithm_runs(tmp_path, no_traini
     # config still protects it, so no algorithm runs under the new config.
     workdir = tmp_path / "fresh"
     workdir.mkdir()
-    run.check_workdir_config(run_cfg(), workdir)
-    with pytest.raises(RuntimeError, match=r"config changed.*nothing was overwritten"):
-        run.train_and_evaluate(run_cfg(lr=0.02, algorithms="gossip"), workdir, progress=False)
+    first = build.experiment(run_cfg())
+    workdir_lib.store_config(workdir, first.record, first.neutral)
+    with pytest.raises(RuntimeError, match=r"config\.optim\.lr: 0\.05 -> 0\.02.*nothing was overwritten"):
+        run.run_config(run_cfg(lr=0.02, algorithms="gossip"), workdir, progress=False)
     assert not (workdir / tracking.METRICS_FILE).exists()
     # Result-neutral fields may change.
-    run.check_workdir_config(run_cfg(eval_every=5, algorithms="gossip_vc"), workdir)
+    build.check_workdir(build.experiment(run_cfg(eval_every=5, algorithms="gossip_vc")), workdir)
 
 
 # ------------------------------------------------------------------------- 4. non-finite
@@ -212,7 +214,7 @@ def test_changed_config_is_refused_before_any_algorithm_runs(tmp_path, no_traini
 def test_non_finite_loss_stops_naming_the_tick(tmp_path):
     workdir = tmp_path / "nan"
     with pytest.raises(FloatingPointError, match=r"non-finite loss at tick \d+") as err:
-        run.train_and_evaluate(run_cfg(lr=1e6, algorithms="gossip"), workdir, progress=False)
+        run.run_config(run_cfg(lr=1e6, algorithms="gossip"), workdir, progress=False)
     tick = int(re.search(r"tick (\d+)", str(err.value)).group(1))
     rows = _rows(workdir, "gossip")
     assert rows and [r["tick"] for r in rows] == list(range(0, tick, 20))  # kept, nothing after
@@ -231,8 +233,8 @@ def test_non_finite_loss_stops_naming_the_tick(tmp_path):
 def test_bad_config_values_raise_before_any_training(tmp_path, no_training, field, value):
     # 'fl' first: it does not use cfg.topology.name, so a late check would let it train first.
     cfg = run_cfg(**{"algorithms": "fl,gossip", field: value})
-    with pytest.raises(ValueError, match="unknown .*'nope'"):
-        run.train_and_evaluate(cfg, tmp_path / "bad", progress=False)
+    with pytest.raises(ValueError, match="'nope'.* is unknown|unknown .*'nope'"):
+        run.run_config(cfg, tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad" / tracking.METRICS_FILE).exists()
 
 

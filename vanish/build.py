@@ -97,11 +97,12 @@ View = Callable[[str], Any]
 
 
 def _parses(parse: Callable[[Any], Any]) -> checks.Check:
+    """The rule of a field with its own parser: the parser's message (it names the field)."""
     def check(value: Any) -> str | None:
         try:
             parse(value)
         except ConfigError as e:
-            return f"cannot be read: {e}"
+            return str(e)
         return None
     return check
 
@@ -131,7 +132,7 @@ def _straggler_interval(value: Any) -> str | None:
     try:
         lo, _ = parse_range(value, "network.straggler_interval")
     except ConfigError as e:
-        return f"cannot be read: {e}"
+        return str(e)
     return None if lo >= 1 else "is a training interval: lo must be >= 1 tick"
 
 
@@ -149,7 +150,7 @@ def _dataset(value: Any) -> str | None:
     import importlib.util  # a look-up only: tensorflow_datasets is not imported here
 
     if importlib.util.find_spec("tensorflow_datasets") is None:
-        return (f"is not known: {builtin}; other names are loaded through TensorFlow Datasets, "
+        return (f"is unknown: {builtin}; other names are loaded through TensorFlow Datasets, "
                 "which is not installed (pip install 'vanish[data]')")
     return None
 
@@ -371,7 +372,9 @@ def problems(cfg: Any) -> list[str]:
         if problem is None:
             rule = FIELD_RULES.get(path) or _knob_rule(path)
             phrase = rule(value) if rule else None
-            problem = f"config.{path} = {value!r} {phrase}" if phrase else None
+            if phrase:  # a parser's message names the field itself
+                problem = phrase if f"config.{path}" in phrase else (
+                    f"config.{path} = {value!r} {phrase}")
         if problem:
             found.append(problem)
     if not found:

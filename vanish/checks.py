@@ -63,5 +63,5 @@ def one_of(choices: Iterable[str]) -> Check:
         if value in names:
             return None
         shown = ", ".join(repr(c) if c == "" else c for c in names)
-        return f"is not known{did_you_mean(value, names)}; choose from {shown}"
+        return f"is unknown{did_you_mean(value, names)}; choose from {shown}"
     return check

@@ -240,6 +240,25 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(e)
 
 
+def run_config(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike[str], *,
+               progress: bool | None = None) -> dict[str, dict[str, Any]]:
+    """Checks `cfg` and runs it in `workdir` (resuming what is there): the one public run
+    function behind the command line, the sweep runner and the scripts.
+
+    Args:
+      cfg: a config of vanish/config.py's schema.
+      workdir: the run's folder (created; an existing one resumes or is refused).
+      progress: show a progress bar (None: when stderr is a terminal).
+    Returns:
+      {algorithm: summary}.
+    Raises:
+      A user error of vanish.errors (one line each) before anything is written.
+    """
+    from vanish import build, train
+
+    return train.train_and_evaluate(build.experiment(cfg), workdir, progress=progress)
+
+
 def describe(error: BaseException, workdir: Any) -> str:
     if isinstance(error, OSError) and error.errno in errors.ENVIRONMENT_ERRNOS and error.strerror:
         where = f": {error.filename}" if error.filename else ""
@@ -258,15 +277,14 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     quiet_libraries()
     try:
-        from vanish import build, plots, train
+        from vanish import plots
 
-        experiment = build.experiment(FLAGS.config)  # everything checked; nothing written
-        summaries = train.train_and_evaluate(experiment, FLAGS.workdir)
+        summaries = run_config(FLAGS.config, FLAGS.workdir)  # checked first; then it runs
     except Exception as e:  # noqa: BLE001  bad input -> one line; anything else re-raised
         if os.environ.get("VANISH_DEBUG") or not errors.is_user_error(e):
             raise
         fail(describe(e, FLAGS.workdir))
-    print(plots.summary_table(summaries, target=experiment.run.target_accuracy))
+    print(plots.summary_table(summaries))
 
 
 def cli() -> None:
