@@ -11,6 +11,16 @@ over the same work plan: train only (emit and end-of-tick replaced by no-ops), t
 deliver, and the full step; deliver and merge are the differences. Ticks [warmup, warmup +
 ticks) are timed, after tick 0 (where every node trains) and compilation; one evaluation
 is timed separately and amortised over eval_every = 100 ticks.
+A/B against an older revision (the CPU issue: LeNet-5 node-steps/s >= 2x at N = 50, 1000):
+
+    python scripts/bench_sim.py --against b41a510 [--ab-sizes lenet5:50,lenet5:1000] [--reps 3]
+
+checks REV out in a temporary `git worktree` and runs the engine's TRAINING (the schedule's
+chunks of K nodes: gather their params and optimizer state, sample batches of 64 by index from
+a 60,000-image array, one `nodes.make_train_step` step, scatter back; ~97% of a tick) of REV
+and of this tree, interleaved ABAB (--reps each, fresh processes), through stable APIs only
+(schedule, models, nodes); prints median node-steps/s, the ratio and the load average, and
+writes JSON. `--sim` adds full-simulation rows (config-dependent: `_simulation`).
 Targets (issue #7): node-steps/s at N = 1000 >= 95% of N = 50's (same model, same run);
 peak-RSS growth 50 -> 1000 <= 1.5x the state's growth; N = 5000 LeNet-5 runs; paper_iid at
 50 and 200 nodes >= 27 and >= 6.8 ticks/s (5x the authors' simulator on this machine type).
@@ -39,22 +49,191 @@ def _state_bytes(state: Any) -> int:
     return int(sum(x.nbytes for x in jax.tree.leaves(state)))
 
 
-def one(n: int, model: str, ticks: int, warmup: int, phases: bool) -> dict[str, Any]:
-    import jax
+def _simulation(n: int, model: str, ticks: int) -> Any:
+    """THE place that builds a run config and a simulation: adapt it when the config API moves.
+
+    paper_iid with N nodes, `model`, `ticks` ticks, gossip_vc, Fashion-MNIST (synthetic
+    when offline). Nested sections (cfg.topology, cfg.model.name, cfg.run) since the config
+    redesign, flat fields before it (older revisions, measured with --against --sim). The
+    facade is imported by name: its module moves with the redesign.
+    """
+    import importlib
 
     from vanish import config as config_lib
     from vanish import data as data_lib
-    from vanish import engine
-    from vanish.algorithms import base, single
-    from vanish.simulation import Simulation
 
     try:
         dataset = data_lib.load("fashion_mnist")
-    except data_lib.DatasetUnavailableError:
+    except Exception:  # DatasetUnavailableError (data.py before the redesign, errors.py after)
         dataset = data_lib.load("synthetic", num_train=60000, num_test=1000)
     cfg = config_lib.paper_config()
-    cfg.num_nodes, cfg.model, cfg.ticks = n, model, warmup + ticks
-    sim = Simulation(cfg, "gossip_vc", dataset)
+    if "topology" in cfg:
+        cfg.topology.num_nodes, cfg.model.name, cfg.run.ticks = n, model, ticks
+    else:
+        cfg.num_nodes, cfg.model, cfg.ticks = n, model, ticks
+    return importlib.import_module("vanish.simulation").Simulation(cfg, "gossip_vc", dataset)
+
+
+def train_rate(n: int, model: str, ticks: int, warmup: int, batch: int = 64) -> dict[str, Any]:
+    """node-steps/s of the engine's training work at N nodes, through stable APIs only.
+
+    The schedule of paper_iid (U{8..12}, seed 0) packed into chunks of K = choose_slots
+    nodes; each chunk gathers its K nodes, samples their batches by index from a 60,000-image
+    array, takes one vmapped step (SGD lr 0.01, momentum 0.9) and scatters them back, jitted
+    once and donating the stacks, as engine._chunk_step's step 1 does. Ticks [warmup,
+    warmup + ticks) are timed after tick 0 and compilation.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from vanish import models, nodes, schedule
+
+    sched = schedule.draw(n, warmup + ticks, (8, 12), seed=0)
+    slots = schedule.choose_slots(sched.counts_per_tick())
+    work = schedule.pack(sched, slots)
+    net = models.make_model(model)
+    tx = nodes.make_optimizer(lr=0.01, momentum=0.9)
+    params = nodes.init_params(net, jax.random.PRNGKey(0), n, (28, 28, 1))
+    opt = nodes.init_opt_state(tx, params)
+    kx, ky = jax.random.split(jax.random.PRNGKey(1))
+    x_train = jax.random.normal(kx, (60000, 28, 28, 1))
+    y_train = jax.random.randint(ky, (60000,), 0, 10)
+    step = nodes.make_train_step(net, tx)
+
+    def chunk(params: Any, opt: Any, node_K: Any, valid_K: Any, key: Any, x: Any,
+              y: Any) -> Any:
+        idx_KB = jax.random.randint(key, (node_K.shape[0], batch), 0, x.shape[0])
+        out = step(nodes.tree_take(params, node_K), nodes.tree_take(opt, node_K), x[idx_KB],
+                   y[idx_KB])
+        return (nodes.tree_put(params, node_K, out.params, valid_K),
+                nodes.tree_put(opt, node_K, out.opt_state, valid_K), out.loss.sum())
+
+    run = jax.jit(chunk, donate_argnums=(0, 1))
+    node_C, valid_C = jnp.asarray(work.node), jnp.asarray(work.valid)
+    keys = jax.random.split(jax.random.PRNGKey(2), len(work))
+    c0, c1 = (int(c) for c in np.searchsorted(work.tick, [warmup, warmup + ticks]))
+    for c in range(c0):
+        params, opt, _ = run(params, opt, node_C[c], valid_C[c], keys[c], x_train, y_train)
+    jax.block_until_ready(params)
+    t = time.perf_counter()
+    for c in range(c0, c1):
+        params, opt, _ = run(params, opt, node_C[c], valid_C[c], keys[c], x_train, y_train)
+    jax.block_until_ready(params)
+    s = time.perf_counter() - t
+    steps = int(work.valid[c0:c1].sum())
+    if steps == 0:
+        raise ValueError(f"no training in ticks [{warmup}, {warmup + ticks}): time more ticks")
+    return dict(n=n, model=model, slots=slots, chunks=c1 - c0, node_steps=steps, seconds=s,
+                node_steps_per_s=steps / s, vanish=os.path.dirname(models.__file__))
+
+
+def _load() -> float:
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def against(rev: str, sizes: list[tuple[str, int]], reps: int, ticks: int, warmup: int,
+            sim: bool, torch_nodes: int = 0) -> dict[str, Any]:
+    """REV (in a temporary git worktree) and this tree, interleaved ABAB, fresh processes."""
+    import shutil
+    import statistics
+    import tempfile
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tmp = tempfile.mkdtemp(prefix="vanish_ab_")
+    old_tree = os.path.join(tmp, "tree")
+    subprocess.run(["git", "-C", here, "worktree", "add", "--detach", old_tree, rev],
+                   check=True, capture_output=True)
+    sha = subprocess.run(["git", "-C", old_tree, "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True).stdout.strip()
+    # The child runs THIS script from inside each tree (its own root goes first on sys.path).
+    shutil.copy(os.path.abspath(__file__), os.path.join(old_tree, "scripts", "_bench_sim_ab.py"))
+    scripts = {"old": os.path.join(old_tree, "scripts", "_bench_sim_ab.py"),
+               "new": os.path.abspath(__file__)}
+    trees = {"old": old_tree, "new": here}
+    modes = ["--train"] + (["--sim-one"] if sim else [])
+    samples: dict[tuple[str, str, str, int], list[float]] = {}
+    loads: list[float] = []
+    try:
+        for rep in range(reps):
+            for model, n in sizes:
+                for mode in modes:
+                    for side in ("old", "new"):  # ABAB: each pair back to back
+                        env = dict(os.environ, PYTHONPATH=trees[side])
+                        cmd = [sys.executable, scripts[side], mode, f"{n},{model}",
+                               "--ticks", str(ticks), "--warmup", str(warmup), "--no-phases"]
+                        loads.append(_load())
+                        proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                              cwd=trees[side])
+                        rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
+                        if proc.returncode or not rows:
+                            err = (proc.stderr or proc.stdout)[-300:]
+                            print(f"{side} {mode} {model} {n} FAILED: {err}", flush=True)
+                            continue
+                        got = json.loads(rows[0][4:])
+                        assert got["vanish"].startswith(trees[side]), (side, got["vanish"])
+                        rate = got["node_steps_per_s"]
+                        samples.setdefault((mode, side, model, n), []).append(rate)
+                        print(f"rep {rep} {mode[2:]:8} {side:3} {model:6} N={n:5d} "
+                              f"{rate:8.1f} node-steps/s  load {loads[-1]:.2f}", flush=True)
+            if torch_nodes:  # the plain PyTorch loop (scripts/bench_torch.py), 1 and all threads
+                loads.append(_load())
+                cmd = [sys.executable, os.path.join(os.path.dirname(__file__), "bench_torch.py"),
+                       "--nodes", str(torch_nodes), "--rounds", "3", "--threads", "1,0", "--row"]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                got = [json.loads(ln[4:]) for ln in proc.stdout.splitlines()
+                       if ln.startswith("ROW ")]
+                if proc.returncode or not got:
+                    print(f"torch FAILED: {(proc.stderr or proc.stdout)[-300:]}", flush=True)
+                for row in got:
+                    key = ("torch", f"{row['threads']}t", "lenet5", torch_nodes)
+                    samples.setdefault(key, []).append(row["node_steps_per_s"])
+                    print(f"rep {rep} torch    {row['threads']} thread(s) N={torch_nodes:5d} "
+                          f"{row['node_steps_per_s']:8.1f} node-steps/s  load {loads[-1]:.2f}",
+                          flush=True)
+    finally:
+        subprocess.run(["git", "-C", here, "worktree", "remove", "--force", old_tree],
+                       capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    table = []
+    head = f"{rev} ({sha})"
+    print(f"\nwhat     model       N {head:>22} {'this tree':>10}  ratio"
+          f"   (median node-steps/s of {reps})")
+    for mode in modes:
+        for model, n in sizes:
+            a, b = samples.get((mode, "old", model, n)), samples.get((mode, "new", model, n))
+            if not a or not b:
+                continue
+            ma, mb = statistics.median(a), statistics.median(b)
+            table.append(dict(what=mode[2:], model=model, n=n, old=ma, new=mb, ratio=mb / ma,
+                              old_samples=a, new_samples=b))
+            print(f"{mode[2:]:8} {model:6} {n:6d} {ma:22.1f} {mb:10.1f} {mb / ma:5.2f}x")
+    new_n = {n: statistics.median(v) for (m, side, model, n), v in samples.items()
+             if m == "--train" and side == "new" and model == "lenet5"}
+    for (m, side, model, n), v in sorted(samples.items()):
+        if m != "torch":
+            continue
+        ref = new_n.get(n) or (new_n[min(new_n)] if new_n else float("nan"))
+        mt = statistics.median(v)
+        table.append(dict(what=f"torch {side}", model=model, n=n, torch=mt, new=ref,
+                          ratio=ref / mt, torch_samples=v))
+        print(f"torch {side:3} {model:6} {n:6d} {mt:22.1f} {ref:10.1f} {ref / mt:5.2f}x"
+              f"   (PyTorch loop; ratio = this tree's training / it)")
+    lo, med, hi = min(loads), statistics.median(loads), max(loads)
+    print(f"load average (1 min) at the starts of the runs: min {lo:.2f}, median {med:.2f}, "
+          f"max {hi:.2f}")
+    return dict(against=rev, against_sha=sha, reps=reps, rows=table,
+                loadavg=dict(min=lo, median=med, max=hi))
+
+
+def one(n: int, model: str, ticks: int, warmup: int, phases: bool) -> dict[str, Any]:
+    import jax
+
+    from vanish import engine
+    from vanish.algorithms import base, single
+
+    sim = _simulation(n, model, warmup + ticks)
     ev = sim.schedule.event_tick
     events = int(((ev >= warmup) & (ev < warmup + ticks)).sum())
 
@@ -90,11 +269,11 @@ def one(n: int, model: str, ticks: int, warmup: int, phases: bool) -> dict[str, 
             from vanish import nodes
             import functools
 
-            init = functools.partial(nodes.init_params, c.model, c.keys["init"], sim.n,
+            init = functools.partial(nodes.init_params, c.model.name, c.keys["init"], sim.n,
                                      c.input_shape, shared=False)
-            eng = engine.Engine(algo, nodes.make_train_step(c.model, c.tx), c.tx, init, c.work,
-                                c.consts, batch_size=c.batch_size, train_key=c.keys["train"],
-                                merge_slots=c.merge_slots)
+            eng = engine.Engine(algo, nodes.make_train_step(c.model.name, c.tx), c.tx, init, c.work,
+                                c.consts, batch_size=c.optim.batch_size, train_key=c.keys["train"],
+                                merge_slots=c.run.merge_slots)
             parts[label] = timed(eng)[0]
             del eng
         row["ms_train"] = 1e3 * parts["train"] / ticks
@@ -115,9 +294,35 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--big-warmup", type=int, default=3, help="warm-up ticks at N >= 5000")
     ap.add_argument("--no-phases", action="store_true")
-    ap.add_argument("--one", default="", help=argparse.SUPPRESS)  # child: "n,model"
+    ap.add_argument("--one", "--sim-one", default="", help=argparse.SUPPRESS)  # "n,model"
+    ap.add_argument("--train", default="", help=argparse.SUPPRESS)  # child: "n,model"
+    ap.add_argument("--against", default="", metavar="REV",
+                    help="A/B: training node-steps/s of git revision REV vs this tree")
+    ap.add_argument("--ab-sizes", default="lenet5:50,lenet5:1000",
+                    help="model:N list for --against")
+    ap.add_argument("--reps", type=int, default=3, help="runs per side for --against")
+    ap.add_argument("--sim", action="store_true", help="--against: full-simulation rows too")
+    ap.add_argument("--torch", type=int, default=0, metavar="N",
+                    help="--against: also a PyTorch loop over N LeNet-5 models (needs torch)")
     ap.add_argument("--out", default="bench_sim.json")
     args = ap.parse_args()
+    if args.train:
+        n, model = args.train.split(",")
+        print("ROW " + json.dumps(train_rate(int(n), model, args.ticks, args.warmup)))
+        return
+    if args.against:
+        import jax
+
+        sizes = [(m, int(v)) for m, v in (s.split(":") for s in args.ab_sizes.split(",") if s)]
+        res = against(args.against, sizes, args.reps, args.ticks, args.warmup, args.sim,
+                      args.torch)
+        res.update(backend=jax.default_backend(), cpu_count=os.cpu_count(),
+                   machine=platform.machine(), processor=platform.processor(),
+                   tcmalloc=runtime.tcmalloc_active(), time=time.strftime("%Y-%m-%d %H:%M:%S"))
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+        print(f"wrote {args.out}")
+        return
     if args.one:
         n, model = args.one.split(",")
         big = int(n) >= 5000
@@ -140,7 +345,8 @@ def main() -> None:
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
             if proc.returncode or not lines:
-                row = dict(n=n, model=model, error=(proc.stderr or proc.stdout)[-400:])
+                row: dict[str, Any] = dict(n=n, model=model,
+                                           error=(proc.stderr or proc.stdout)[-400:])
                 print(f"{model:6} {n:6d} FAILED: {row['error'][-200:]}", flush=True)
             else:
                 row = json.loads(lines[0][4:])
