@@ -1,13 +1,13 @@
 """Bad input through the real command line: one line naming the problem, nothing lost.
 
-Every case of `CASES` runs `python -m vanish.run` in a subprocess (a tiny synthetic config:
-4 nodes on a ring, MLP, 4 ticks) and must end with exit status 1, exactly one
-`vanish: error: ...` line matching the case's pattern (the field, file or value), no
-"Traceback" anywhere on stderr, and its workdir as it was: not created when it did not exist,
-byte for byte the same (a hash of the tree) when it did. Most cases fail in the front end
-before jax is imported (~0.3 s each); those that need the graph or the data take ~2 s. The
-module fixture `outcomes` runs the selected cases a few at a time; one finished run (the
-workdir the 'run' cases copy) is made first, in parallel with them.
+Every case of `CASES` runs the command line (a tiny synthetic config: 4 nodes on a ring, MLP,
+4 ticks) and must end with exit status 1, exactly one `vanish: error: ...` line matching the
+case's pattern (the field, file or value), no traceback, and its workdir as it was: not
+created when it did not exist, byte for byte the same (a hash of the tree) when it did. The
+cases run in this process through `run.command` (the same parsing, building and checks as
+`python -m vanish.run`, without a process start and JAX import each); the cases of
+`SUBPROCESS` also run the real `python -m vanish.run`. One finished run (the workdir the
+'run' cases copy) is made first.
 
 Beside the table: the config registries match the engine's, every config field has a rule,
 damaged checkpoints fall back to the newest intact one, and a full disk or a read-only
@@ -17,16 +17,18 @@ real tmpfs / read-only bind mount when this process may mount).
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import dataclasses
 import errno
 import hashlib
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -37,7 +39,6 @@ import pytest
 from vanish import checkpoint, config
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKERS = 3  # subprocesses at a time (CI has 2 cores; most cases are short and I/O bound)
 TINY = '''
 from vanish import config
 
@@ -95,21 +96,32 @@ def field(name: str, value: str, expect: str, **kw) -> Case:
 CASES = [
     # ---------------------------------------------------------------- flags
     bad("unknown_field", "--config.lrr=0.1",
-        expect=r"unknown config field 'lrr' in --config\.lrr=0\.1 \(did you mean 'lr'\?\)"),
+        expect=r"unknown config field 'lrr' in --config\.lrr=0\.1 \(did you mean 'optim\.lr'\?\)"),
     bad("unknown_field_noprefix", "--noconfig.wandbb", expect=r"unknown config field 'wandbb'"),
-    bad("nested_field", "--config.lr.x=1", expect=r"config\.lr is a value, not a group"),
+    bad("nested_field", "--config.optim.lr.x=1", expect=r"config\.optim\.lr is a value, not a "
+        r"section"),
+    bad("old_flat_name", "--config.num_nodes=8",
+        expect=r"unknown config field 'num_nodes' in --config\.num_nodes=8: it is now "
+               r"config\.topology\.num_nodes"),
+    bad("old_shared_name", "--config.fl_round_ticks=5",
+        expect=r"it is now config\.algorithm_args\.fl\.round_ticks and "
+               r"config\.algorithm_args\.fl_sched\.round_ticks"),
+    bad("a_whole_section", "--config.model=mlp", expect=r"config\.model is a section; set one "
+        r"of its fields: .*name"),
+    bad("missing_flagfile", "--flagfile={inputs}/no_flags.txt",
+        expect=r"--flagfile: Unable to open flagfile: .*no_flags\.txt"),
     bad("unknown_flag", "--wrkdir=/tmp/x", expect=r"Unknown command line flag 'wrkdir'"),
     bad("lr_not_a_number", "--config.optim.lr=abc",
-        expect=r"--config\.lr=abc: config\.lr takes a number, not 'abc'"),
+        expect=r"--config\.optim\.lr=abc: config\.optim\.lr takes a number, not 'abc'"),
     bad("num_nodes_not_an_integer", "--config.topology.num_nodes=1.5",
-        expect=r"config\.num_nodes takes an integer, not '1\.5'"),
-    bad("ticks_empty", "--config.run.ticks=", expect=r"config\.ticks takes an integer, not ''"),
+        expect=r"config\.topology\.num_nodes takes an integer, not '1\.5'"),
+    bad("ticks_empty", "--config.run.ticks=", expect=r"config\.run\.ticks takes an integer, not ''"),
     bad("seed_word", "--config.seed=zero", expect=r"config\.seed takes an integer, not 'zero'"),
     bad("wandb_not_a_bool", "--config.run.wandb=maybe",
-        expect=r"config\.wandb takes True or False, not 'maybe'"),
-    bad("missing_value", "--config.optim.lr", expect=r"Missing value for flag --config\.lr"),
+        expect=r"config\.run\.wandb takes True or False, not 'maybe'"),
+    bad("missing_value", "--config.optim.lr", expect=r"Missing value for flag --config\.optim\.lr"),
     bad("override_before_config", "--config.optim.lr=0.1", "--config={inputs}/tiny.py",
-        expect=r"Found --config\.lr=0\.1 in argv before a value for --config", config=None),
+        expect=r"Found --config\.optim\.lr=0\.1 in argv before a value for --config", config=None),
     bad("missing_config", expect=r"missing --config", config=None),
     bad("missing_workdir", expect=r"missing --workdir", workdir_flag=None),
     bad("positional_argument", "stray", expect=r"unexpected argument\(s\) 'stray'"),
@@ -133,91 +145,91 @@ CASES = [
     bad("config_few_fields", expect=r"lacks field\(s\) algorithms", config="few_fields.py"),
     bad("config_argument_unused", expect=r"TypeError: get_config\(\) takes 0",
         config="tiny.py:extra"),
-    bad("config_file_bad_value", expect=r"config\.beta = 3\.0 must be in \[0, 1\]",
+    bad("config_file_bad_value", expect=r"config\.schedule\.beta = 3\.0 must be in \[0, 1\]",
         config="bad_value.py"),
     # ---------------------------------------------------------------- values
-    field("beta", "1.5", r"config\.beta = 1\.5 must be in \[0, 1\]", workdir="run"),
-    field("beta", "-0.1", r"config\.beta = -0\.1 must be in \[0, 1\]"),
-    field("beta", "nan", r"config\.beta = nan must be in \[0, 1\]"),
-    field("lr", "-0.01", r"config\.lr = -0\.01 must be a finite number >= 0", workdir="run"),
-    field("lr", "inf", r"config\.lr = inf must be a finite number"),
-    field("momentum", "1.0", r"config\.momentum = 1\.0 must be in \[0, 1\)"),
-    field("weight_decay", "-1", r"config\.weight_decay = -1\.0 must be a finite number >= 0"),
-    field("fl_client_fraction", "0", r"config\.fl_client_fraction = 0\.0 must be in \(0, 1\]"),
-    field("fl_client_fraction", "1.5", r"config\.fl_client_fraction = 1\.5 must be in \(0, 1\]"),
-    field("num_partitions", "0", r"config\.num_partitions = 0 must be >= 1"),
-    field("subsample", "1.5", r"config\.subsample = 1\.5 must be in \[0, 1\]"),
-    field("subsample", "-0.5", r"config\.subsample = -0\.5 must be in \[0, 1\]"),
-    field("eval_every", "0", r"config\.eval_every = 0 must be >= 1", workdir="empty"),
-    field("checkpoint_every", "-2", r"config\.checkpoint_every = -2 must be >= 0"),
-    field("checkpoint_every", "3", r"checkpoint_every = 3 is not a multiple of config\.eval_every"),
-    field("keep_checkpoints", "0", r"config\.keep_checkpoints = 0 must be >= 1"),
-    field("batch_size", "0", r"config\.batch_size = 0 must be >= 1"),
-    field("num_nodes", "0", r"config\.num_nodes = 0: .*at least 2 nodes"),
-    field("num_nodes", "1", r"config\.num_nodes = 1: .*at least 2 nodes", workdir="run"),
-    field("num_nodes", "-3", r"config\.num_nodes = -3"),
-    field("ticks", "-1", r"config\.ticks = -1 must be >= 0"),
-    field("interval_lo", "0", r"config\.interval_lo = 0 must be >= 1"),
+    field("schedule.beta", "1.5", r"config\.schedule\.beta = 1\.5 must be in \[0, 1\]", workdir="run"),
+    field("schedule.beta", "-0.1", r"config\.schedule\.beta = -0\.1 must be in \[0, 1\]"),
+    field("schedule.beta", "nan", r"config\.schedule\.beta = nan must be in \[0, 1\]"),
+    field("optim.lr", "-0.01", r"config\.optim\.lr = -0\.01 must be a finite number >= 0", workdir="run"),
+    field("optim.lr", "inf", r"config\.optim\.lr = inf must be a finite number"),
+    field("optim.momentum", "1.0", r"config\.optim\.momentum = 1\.0 must be in \[0, 1\)"),
+    field("optim.weight_decay", "-1", r"config\.optim\.weight_decay = -1\.0 must be a finite number >= 0"),
+    field("algorithm_args.fl.client_fraction", "0", r"config\.algorithm_args\.fl\.client_fraction = 0\.0 must be in \(0, 1\]"),
+    field("algorithm_args.fl.client_fraction", "1.5", r"config\.algorithm_args\.fl\.client_fraction = 1\.5 must be in \(0, 1\]"),
+    field("algorithm_args.gossip_part.num_partitions", "0", r"config\.algorithm_args\.gossip_part\.num_partitions = 0 must be >= 1"),
+    field("algorithm_args.gossip_part.subsample", "1.5", r"config\.algorithm_args\.gossip_part\.subsample = 1\.5 must be in \[0, 1\]"),
+    field("algorithm_args.gossip_part.subsample", "-0.5", r"config\.algorithm_args\.gossip_part\.subsample = -0\.5 must be in \[0, 1\]"),
+    field("run.eval_every", "0", r"config\.run\.eval_every = 0 must be >= 1", workdir="empty"),
+    field("run.checkpoint_every", "-2", r"config\.run\.checkpoint_every = -2 must be >= 0"),
+    field("run.checkpoint_every", "3", r"checkpoint_every = 3 is not a multiple of config\.run\.eval_every"),
+    field("run.keep_checkpoints", "0", r"config\.run\.keep_checkpoints = 0 must be >= 1"),
+    field("optim.batch_size", "0", r"config\.optim\.batch_size = 0 must be >= 1"),
+    field("topology.num_nodes", "0", r"config\.topology\.num_nodes = 0 must be >= 1"),
+    field("topology.num_nodes", "1", r"config\.topology\.num_nodes = 1: .*at least 2 nodes", workdir="run"),
+    field("topology.num_nodes", "-3", r"config\.topology\.num_nodes = -3"),
+    field("run.ticks", "-1", r"config\.run\.ticks = -1 must be >= 0"),
+    field("schedule.interval_lo", "0", r"config\.schedule\.interval_lo = 0 must be >= 1"),
     bad("interval_lo_above_hi", "--config.schedule.interval_lo=12", "--config.schedule.interval_hi=8",
-        expect=r"config\.interval_hi = 8 is below config\.interval_lo = 12"),
-    field("first_tick", "soon", r"config\.first_tick = 'soon' must be a non-negative integer"),
-    field("send_every", "0", r"config\.send_every = 0 must be >= 1"),
-    field("threshold", "-1", r"config\.threshold = -1 must be >= 0"),
-    field("degree", "0", r"config\.degree = 0 must be >= 1"),
-    field("edge_prob", "0", r"config\.edge_prob = 0\.0 must be in \(0, 1\]"),
-    field("rewire_prob", "2", r"config\.rewire_prob = 2\.0 must be in \[0, 1\]"),
-    field("attach", "0", r"config\.attach = 0 must be >= 1"),
-    field("alpha", "0", r"config\.alpha = 0\.0 must be a finite number > 0"),
-    field("shards_per_node", "0", r"config\.shards_per_node = 0 must be >= 1"),
-    field("label_subsets", "a-b", r"config\.label_subsets = 'a-b': cannot read 'a-b'"),
-    field("label_subsets", "5-3", r"config\.label_subsets = '5-3': cannot read '5-3'"),
-    field("test_per_class", "0", r"config\.test_per_class = 0 must be >= 1"),
-    field("synthetic_train", "0", r"config\.synthetic_train = 0 must be >= 1"),
+        expect=r"config\.schedule\.interval_hi = 8 is below config\.schedule\.interval_lo = 12"),
+    field("schedule.first_tick", "soon", r"config\.schedule\.first_tick = 'soon' must be a non-negative integer"),
+    field("schedule.send_every", "0", r"config\.schedule\.send_every = 0 must be >= 1"),
+    field("schedule.threshold", "-1", r"config\.schedule\.threshold = -1 must be >= 0"),
+    field("topology.degree", "0", r"config\.topology\.degree = 0 must be >= 1"),
+    field("topology.edge_prob", "0", r"config\.topology\.edge_prob = 0\.0 must be in \(0, 1\]"),
+    field("topology.rewire_prob", "2", r"config\.topology\.rewire_prob = 2\.0 must be in \[0, 1\]"),
+    field("topology.attach", "0", r"config\.topology\.attach = 0 must be >= 1"),
+    field("data.alpha", "0", r"config\.data\.alpha = 0\.0 must be a finite number > 0"),
+    field("data.shards_per_node", "0", r"config\.data\.shards_per_node = 0 must be >= 1"),
+    field("data.label_subsets", "a-b", r"config\.data\.label_subsets = 'a-b': cannot read 'a-b'"),
+    field("data.label_subsets", "5-3", r"config\.data\.label_subsets = '5-3': cannot read '5-3'"),
+    field("data.test_per_class", "0", r"config\.data\.test_per_class = 0 must be >= 1"),
+    field("data.synthetic_train", "0", r"config\.data\.synthetic_train = 0 must be >= 1"),
     field("seed", "-1", r"config\.seed = -1 must be in \[0, 2\*\*32\)"),
-    field("vc_blend", "2", r"config\.vc_blend = 2\.0 must be in \[0, 1\]"),
-    field("vc_eps", "-1e-4", r"config\.vc_eps = -0\.0001 must be a finite number >= 0"),
-    field("vc_ddof", "-1", r"config\.vc_ddof = -1 must be >= 0"),
-    field("vc_strength", "1.5", r"config\.vc_strength = 1\.5 must be in \[0, 1\]"),
-    field("fl_round_ticks", "0", r"config\.fl_round_ticks = 0 must be >= 1"),
-    field("fl_local_steps", "8", r"config\.fl_local_steps = 8 does not fit a round"),
-    field("trim_fraction", "0.5", r"config\.trim_fraction = 0\.5 must be in \[0, 0\.5\)"),
-    field("sync_local_steps", "0", r"config\.sync_local_steps = 0 must be >= 1"),
-    field("target_accuracy", "2", r"config\.target_accuracy = 2\.0 must be in \[0, 1\]"),
-    field("eval_nodes", "0", r"config\.eval_nodes = 0 must be >= 1"),
-    field("max_nodes_per_chunk", "-1", r"config\.max_nodes_per_chunk = -1 must be >= 0"),
-    field("coordinator_address", "localhost:99999",
-          r"config\.coordinator_address = 'localhost:99999' must be 'host:port' with a port"),
-    field("slots", "-1", r"config\.slots = -1 must be >= 0"),
-    field("wandb_mode", "sometimes", r"unknown W&B mode 'sometimes'"),
+    field("correction.blend", "2", r"config\.correction\.blend = 2\.0 must be in \[0, 1\]"),
+    field("correction.eps", "-1e-4", r"config\.correction\.eps = -0\.0001 must be a finite number >= 0"),
+    field("correction.ddof", "-1", r"config\.correction\.ddof = -1 must be >= 0"),
+    field("correction.strength", "1.5", r"config\.correction\.strength = 1\.5 must be in \[0, 1\]"),
+    field("algorithm_args.fl.round_ticks", "0", r"config\.algorithm_args\.fl\.round_ticks = 0 must be >= 1"),
+    field("algorithm_args.fl.local_steps", "8", r"config\.algorithm_args\.fl\.local_steps = 8 does not fit a round"),
+    field("algorithm_args.gossip_trim.fraction", "0.5", r"config\.algorithm_args\.gossip_trim\.fraction = 0\.5 must be in \[0, 0\.5\)"),
+    field("algorithm_args.dpsgd.local_steps", "0", r"config\.algorithm_args\.dpsgd\.local_steps = 0 must be >= 1"),
+    field("run.target_accuracy", "2", r"config\.run\.target_accuracy = 2\.0 must be in \[0, 1\]"),
+    field("run.eval_nodes", "0", r"config\.run\.eval_nodes = 0 must be >= 1"),
+    field("run.max_nodes_per_chunk", "-1", r"config\.run\.max_nodes_per_chunk = -1 must be >= 0"),
+    field("run.coordinator_address", "localhost:99999",
+          r"config\.run\.coordinator_address = 'localhost:99999' must be 'host:port' with a port"),
+    field("run.slots", "-1", r"config\.run\.slots = -1 must be >= 0"),
+    field("run.wandb_mode", "sometimes", r"config\.run\.wandb_mode = 'sometimes' is unknown; choose from '', online"),
     bad("wandb_without_project", "--config.run.wandb=True", "--config.run.wandb_project=",
-        expect=r"config\.wandb_project is empty"),
+        expect=r"config\.run\.wandb_project is empty"),
     bad("two_problems", "--config.schedule.beta=2", "--config.optim.lr=-1",
-        expect=r"config\.lr = -1\.0 .*; config\.beta = 2\.0"),
+        expect=r"config\.optim\.lr = -1\.0 .*; config\.schedule\.beta = 2\.0"),
     # ---------------------------------------------------------------- names
     field("algorithms", "gossip,bogus", r"unknown algorithm\(s\) \['bogus'\]", workdir="run"),
     field("algorithms", "", r"config\.algorithms is empty"),
     field("algorithms", "gossip,gossip", r"lists an algorithm twice"),
-    field("model", "mpl", r"unknown model 'mpl' \(config\.model\) \(did you mean 'mlp'\?\)"),
-    field("optimizer", "sgdd", r"unknown optimizer 'sgdd'"),
-    field("partition", "random", r"unknown partition scheme 'random'"),
-    field("topology", "mesh", r"unknown topology 'mesh'"),
-    field("init", "zeros", r"unknown initializer 'zeros'"),
-    field("lr_schedule", "cosine", r"unknown lr schedule 'cosine'"),
-    field("conv_impl", "fft", r"unknown conv_impl 'fft'"),
-    field("weighting", "equal", r"unknown weighting 'equal'"),
-    field("vc_target", "mean", r"unknown variance-correction target 'mean'"),
-    field("dataset", "../etc", r"config\.dataset = '\.\./etc' is not a dataset name"),
+    field("model.name", "mpl", r"config\.model\.name = 'mpl' is unknown \(did you mean 'mlp'\?\); choose from mlp, lenet5"),
+    field("optim.name", "sgdd", r"config\.optim\.name = 'sgdd' is unknown \(did you mean 'sgd'\?\)"),
+    field("data.partition", "random", r"config\.data\.partition = 'random' is unknown; choose from iid"),
+    field("topology.name", "mesh", r"config\.topology\.name = 'mesh' is unknown; choose from ring"),
+    field("model.init", "zeros", r"config\.model\.init = 'zeros' is unknown; choose from glorot_uniform"),
+    field("optim.schedule", "cosine", r"config\.optim\.schedule = 'cosine' is unknown; choose from constant, inv"),
+    field("model.conv_impl", "fft", r"config\.model\.conv_impl = 'fft' is unknown; choose from auto, xla"),
+    field("topology.weighting", "equal", r"config\.topology\.weighting = 'equal' is unknown; choose from uniform"),
+    field("correction.target", "mean", r"config\.correction\.target = 'mean' is unknown; choose from others, self"),
+    field("data.name", "../etc", r"config\.data\.name = '\.\./etc' is not a dataset name"),
     # ---------------------------------------------------------------- input files
-    field("data_dir", "{inputs}/no_such_dir",
-          r"config\.data_dir = '\S+no_such_dir' does not exist"),
-    field("data_dir", "{inputs}/tiny.py", r"config\.data_dir = '\S+tiny\.py' is not a directory"),
-    field("data_dir", "{inputs}/data_empty", r"config\.data_dir = '\S+' is an empty directory"),
+    field("data.data_dir", "{inputs}/no_such_dir",
+          r"config\.data\.data_dir = '\S+no_such_dir' does not exist"),
+    field("data.data_dir", "{inputs}/tiny.py", r"config\.data\.data_dir = '\S+tiny\.py' is not a directory"),
+    field("data.data_dir", "{inputs}/data_empty", r"config\.data\.data_dir = '\S+' is an empty directory"),
     bad("edge_list_unset", "--config.topology.name=edge_list",
-        expect=r"config\.topology = 'edge_list' needs config\.edge_list"),
+        expect=r"config\.topology\.name = 'edge_list' needs config\.topology\.edge_list"),
     bad("edge_list_missing", "--config.topology.name=edge_list", "--config.topology.edge_list={inputs}/nope.txt",
-        expect=r"config\.edge_list = '\S+nope\.txt': no such file"),
+        expect=r"config\.topology\.edge_list = '\S+nope\.txt' names no file"),
     bad("edge_list_directory", "--config.topology.name=edge_list", "--config.topology.edge_list={inputs}",
-        expect=r"config\.edge_list = '\S+' is a directory"),
+        expect=r"config\.topology\.edge_list = '\S+' is a directory"),
     bad("edge_list_malformed", "--config.topology.name=edge_list",
         "--config.topology.edge_list={inputs}/malformed.txt",
         expect=r"malformed\.txt: malformed line 2: 'x y'", workdir="empty"),
@@ -236,25 +248,43 @@ CASES = [
         expect=r"train-images-idx3-ubyte: bad IDX magic number", workdir="empty"),
     # ---------------------------------------------------------------- graph and data
     bad("random_regular_degree_too_big", "--config.topology.name=random_regular", "--config.topology.degree=9",
-        expect=r"config\.topology = 'random_regular' \(num_nodes=4\): .*degree d=9"),
+        expect=r"config\.topology\.name = 'random_regular' \(num_nodes=4\): .*degree d=9"),
     bad("random_regular_odd", "--config.topology.name=random_regular", "--config.topology.degree=3",
         "--config.topology.num_nodes=5", expect=r"n \* d must be even"),
-    field("topology", "torus", r"config\.topology = 'torus' \(num_nodes=4\): degenerate torus"),
+    field("topology.name", "torus", r"config\.topology\.name = 'torus' \(num_nodes=4\): degenerate torus"),
     bad("erdos_renyi_disconnected", "--config.topology.name=erdos_renyi", "--config.topology.edge_prob=0.01",
         "--config.topology.num_nodes=40", expect=r"G\(n=40, p=0\.01\) was disconnected"),
-    field("threshold", "3", r"config\.threshold = 3 exceeds the in-degree 2 of node 0",
+    field("schedule.threshold", "3", r"config\.schedule\.threshold = 3 exceeds the in-degree 2 of node 0",
           workdir="empty"),
-    field("batch_size", "500", r"config\.batch_size = 500 is larger than node 0's data \(200 "),
+    field("optim.batch_size", "500", r"config\.optim\.batch_size = 500 is larger than node 0's data \(200 "),
     bad("batch_larger_than_shards", "--config.data.partition=shards", "--config.optim.batch_size=60",
         expect=r"batch_size = 60 is larger than node \d+'s data \(50 training examples"),
-    field("test_per_class", "50", r"config\.test_per_class = 50 but class \d+ .* only 10 images"),
+    field("data.test_per_class", "50", r"config\.data\.test_per_class = 50 but class \d+ .* only 10 images"),
     bad("too_many_shards", "--config.data.partition=shards", "--config.data.shards_per_node=100",
-        expect=r"config\.partition = 'shards' .*shards_per_node=100"),
+        expect=r"config\.data\.partition = 'shards' .*shards_per_node=100"),
     bad("dirichlet_split_too_small", "--config.data.partition=dirichlet_split",
         "--config.topology.num_nodes=30", "--config.topology.name=complete",
-        expect=r"config\.partition = 'dirichlet_split' .*min_size"),
+        expect=r"config\.data\.partition = 'dirichlet_split' .*min_size"),
     bad("label_subset_without_data", "--config.data.partition=label_subsets",
         "--config.data.label_subsets=0-4,12", expect=r"subset \[12\] has labels \[12\]"),
+    # ------------------------------------------- faults, sizes: found before the workdir
+    bad("churn_trace_node_out_of_range", "--config.network.churn_trace={inputs}/churn_99.txt",
+        expect=r"churn_trace \S+churn_99\.txt' line 1: node 99 is not in \[0, 4\)"),
+    bad("drop_file_non_edge", "--config.network.drop_file={inputs}/drop_non_edge.txt",
+        expect=r"drop_non_edge\.txt' line 1: 0 -> 2 is not an edge of the ring"),
+    bad("redraw_on_a_ring_fl_first", "--config.algorithms=fl,gossip",
+        "--config.network.redraw_every=5",
+        expect=r"config\.network\.redraw_every = 5: the 'ring' topology has no random draw"),
+    bad("byzantine_everyone", "--config.network.byzantine=0.99",
+        expect=r"config\.network\.byzantine = 0\.99 leaves no honest node of 4"),
+    bad("ticks_1e9", "--config.run.ticks=1000000000",
+        expect=r"config\.run\.ticks = 1000000000 with config\.topology\.num_nodes = 4: the run's "
+               r"plan needs about \d+\.\d GiB of host memory \(schedule"),
+    bad("ten_million_nodes", "--config.topology.num_nodes=10000000",
+        expect=r"config\.topology\.num_nodes = 10000000 x [\d,]+ parameters of mlp: the run's "
+               r"state needs about [\d.]+ [GT]iB"),
+    bad("workdir_name_too_long", expect=r"too long a path for the file system",
+        workdir_flag="{inputs}/" + "x" * 300),
     # ---------------------------------------------------------------- the workdir
     bad("workdir_is_a_file", expect=r"workdir \S+tiny\.py is a file",
         workdir_flag="{inputs}/tiny.py"),
@@ -285,7 +315,8 @@ CASES = [
     bad("checkpoints_is_a_file", expect=r"checkpoints is not a directory",
         workdir="checkpoints_file"),
     bad("changed_config", "--config.optim.lr=0.02",
-        expect=r"holds a run with a different config: the config changed", workdir="run"),
+        expect=r"holds a run of a different config: config\.optim\.lr: 0\.05 -> 0\.02\. Use a new "
+               r"--workdir", workdir="run"),
     bad("every_checkpoint_damaged",
         expect=r"every checkpoint in \S+gossip/checkpoints is damaged \(4: its state folder is "
                r"missing; 2: a file of it is truncated\); .*nothing was changed",
@@ -358,6 +389,26 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 240
                           text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
+def run_in_process(args: list[str]) -> subprocess.CompletedProcess:
+    """`vanish.run.command` here, as a CompletedProcess (an escaped exception: its traceback
+    on stderr and status 2)."""
+    from vanish import run
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = run.command(["vanish", *args])
+        except Exception:  # noqa: BLE001  a bug: the test shows its traceback
+            err.write(traceback.format_exc())
+            code = 2
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+# Cases that also run as a real `python -m vanish.run` process (exit status, stderr).
+SUBPROCESS = ("unknown_field", "config_syntax_error", "schedule.beta=1.5", "changed_config",
+              "workdir_in_proc")
+
+
 @dataclasses.dataclass
 class Outcome:
     proc: subprocess.CompletedProcess
@@ -380,35 +431,27 @@ def inputs(tmp_path_factory) -> Path:
                  "t10k-labels-idx1-ubyte"):
         (d / "idx" / stem).write_bytes(b"\x01\x02\x03\x04garbage")
     (d / "dangling").symlink_to(d / "no_such_target")
+    (d / "churn_99.txt").write_text("99 5 10\n")
+    (d / "drop_non_edge.txt").write_text("0 2 0.5\n")
     return d
 
 
 @pytest.fixture(scope="module")
-def pool():
-    with concurrent.futures.ThreadPoolExecutor(WORKERS) as executor:
-        yield executor
+def finished_run(inputs) -> Path:
+    """A finished run of the tiny config (checkpoints at ticks 2 and 4)."""
+    workdir = inputs / "finished"
+    proc = run_in_process([f"--config={inputs / 'tiny.py'}", f"--workdir={workdir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert checkpoint.all_steps(workdir / "gossip") == [2, 4]
+    return workdir
 
 
-@pytest.fixture(scope="module")
-def finished_run(inputs, pool) -> concurrent.futures.Future:
-    """A finished run of the tiny config (checkpoints at ticks 2 and 4), made in the pool."""
-    def make() -> Path:
-        workdir = inputs / "finished"
-        proc = run_cli([f"--config={inputs / 'tiny.py'}", f"--workdir={workdir}"],
-                       cli_env(inputs))
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert checkpoint.all_steps(workdir / "gossip") == [2, 4]
-        return workdir
-
-    return pool.submit(make)
-
-
-def run_case(case: Case, inputs: Path, finished: concurrent.futures.Future) -> Outcome:
-    workdir = inputs / "cases" / re.sub(r"[^\w.=-]", "_", case.id)
+def run_case(case: Case, inputs: Path, finished: Path, real: bool = False) -> Outcome:
+    workdir = inputs / ("real" if real else "cases") / re.sub(r"[^\w.=-]", "_", case.id)
     if case.workdir == "empty":
         workdir.mkdir(parents=True)
     elif case.workdir == "run" or case.workdir in SETUPS:
-        shutil.copytree(finished.result(), workdir, symlinks=True)
+        shutil.copytree(finished, workdir, symlinks=True)
         SETUPS.get(case.workdir, lambda w: None)(workdir)
     else:
         assert case.workdir == "new", case.workdir
@@ -421,34 +464,23 @@ def run_case(case: Case, inputs: Path, finished: concurrent.futures.Future) -> O
                     f"--workdir={case.workdir_flag.format(**fill)}")
     before = tree_hash(workdir)
     t0 = time.perf_counter()
-    proc = run_cli(args, cli_env(inputs))
+    proc = run_cli(args, cli_env(inputs)) if real else run_in_process(args)
     return Outcome(proc, workdir, before, tree_hash(workdir), time.perf_counter() - t0)
 
 
 @pytest.fixture(scope="module")
-def outcomes(request, inputs, pool, finished_run) -> dict[str, Outcome]:
-    """Runs every selected case (WORKERS at a time) once for the module."""
+def outcomes(request, inputs, finished_run) -> dict[str, Outcome]:
+    """Runs every selected case once for the module (in this process)."""
     wanted = {item.callspec.params["case"].id for item in request.session.items
               if item.module is sys.modules[__name__] and hasattr(item, "callspec")
               and "case" in item.callspec.params}
     t0 = time.perf_counter()
-    futures = {c.id: pool.submit(run_case, c, inputs, finished_run)
-               for c in CASES if c.id in wanted}
-    done = {k: f.result() for k, f in futures.items()}
-    print(f"\n{len(done)} bad-input cases in {time.perf_counter() - t0:.1f} s "
-          f"({WORKERS} at a time)")
+    done = {c.id: run_case(c, inputs, finished_run) for c in CASES if c.id in wanted}
+    print(f"\n{len(done)} bad-input cases in {time.perf_counter() - t0:.1f} s")
     return done
 
 
-def test_case_ids_are_unique_and_the_readme_counts_them():
-    assert len({c.id for c in CASES}) == len(CASES) >= 80
-    readme = (ROOT / "README.md").read_text()
-    assert f"tests/test_bad_input.py feeds {len(CASES)} bad inputs" in readme
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_one_line_and_loses_nothing(case: Case, outcomes: dict[str, Outcome]):
-    out = outcomes[case.id]
+def _check(case: Case, out: Outcome) -> None:
     stderr = out.proc.stderr
     assert out.proc.returncode == 1, (out.proc.returncode, stderr[-3000:])
     assert "Traceback" not in stderr, stderr[-3000:]
@@ -461,56 +493,84 @@ def test_bad_input_is_one_line_and_loses_nothing(case: Case, outcomes: dict[str,
         assert out.after == out.before, f"{out.workdir} changed"
 
 
+def test_case_ids_are_unique_and_the_readme_counts_them():
+    assert len({c.id for c in CASES}) == len(CASES) >= 80
+    readme = (ROOT / "README.md").read_text()
+    assert f"tests/test_bad_input.py feeds {len(CASES)} bad inputs" in readme
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_and_loses_nothing(case: Case, outcomes: dict[str, Outcome]):
+    _check(case, outcomes[case.id])
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id in SUBPROCESS], ids=SUBPROCESS)
+def test_the_real_command_line_says_the_same(case: Case, inputs, finished_run):
+    _check(case, run_case(case, inputs, finished_run, real=True))
+
+
 # ------------------------------------------------------------------------- beside the table
 
 
-def test_choices_match_the_registries():
-    from vanish import algorithms, models, partition, topology, variance
+def test_choice_fields_accept_exactly_their_registry():
+    from vanish import algorithms, build, models, network, partition, topology
 
-    assert config.CHOICES["algorithms"] == algorithms.NAMES
-    assert config.CHOICES["model"] == tuple(models.MODELS)
-    assert config.CHOICES["init"] == tuple(models.INITIALIZERS)
-    assert config.CHOICES["conv_impl"] == ("auto", *models.CONV_IMPLS)
-    assert config.CHOICES["partition"] == tuple(partition.SCHEMES)
-    assert config.CHOICES["topology"] == topology.TOPOLOGIES
-    assert config.CHOICES["weighting"] == topology.WEIGHTINGS
-    assert config.CHOICES["vc_target"] == variance.TARGETS
+    for path, names in {"data.partition": partition.SCHEMES, "model.name": models.MODELS,
+                        "model.init": models.INITIALIZERS, "topology.name": topology.TOPOLOGIES,
+                        "topology.weighting": topology.WEIGHTINGS,
+                        "network.peer_mode": network.PEER_MODES,
+                        "network.byzantine_attack": network.ATTACKS}.items():
+        rule = build.FIELD_RULES[path]
+        assert all(rule(name) is None for name in names), path
+        assert "is unknown" in rule("no_such_name"), path
+    assert build.parse_algorithms(",".join(algorithms.REGISTRY)) == tuple(algorithms.REGISTRY)
     from vanish import nodes
 
-    for name in config.CHOICES["optimizer"]:
-        for schedule in config.CHOICES["lr_schedule"]:
+    for name in ("sgd", "adam", "adamw"):
+        assert build.FIELD_RULES["optim.name"](name) is None
+        for schedule in ("constant", "inv"):
             nodes.make_optimizer(name, schedule=schedule)
     with pytest.raises(ValueError):
         nodes.make_optimizer("nope")
 
 
-def test_every_field_has_exactly_one_rule_and_every_experiment_passes():
-    assert set(config.FIELD_RULES) == set(config.default_config())
-    config.validate(config.default_config())
-    config.validate(config.paper_config())
+# Fields whose values are checked where they are used (files, names of layers) or that any
+# value of their type suits.
+FREE = {"data.data_dir", "topology.edge_list", "correction.skip", "run.wandb_project"}
+
+
+def test_every_field_has_a_rule_and_every_experiment_passes():
+    from vanish import build, run
+
+    schema = config.fields()
+    assert set(build.FIELD_RULES) <= set(schema)
+    for path, f in schema.items():
+        knob = path.startswith("algorithm_args.") and build._knob_rule(path) is not None
+        assert (path in build.FIELD_RULES or knob or isinstance(f.default, bool)
+                or path in FREE), f"config.{path} has no rule"
+    build.validate(config.default_config())
+    build.validate(config.paper_config())
     for path in sorted((ROOT / "experiments").glob("*/config.py")):
-        assert config.problems(config.load_config_file(str(path))) == [], path
+        assert build.problems(run.load_config_file(str(path))) == [], path
 
 
-def test_the_front_end_does_not_import_jax(inputs):
-    """A bad field is refused before jax (and the engine) are imported: that is what keeps
-    each case above at a fraction of a second."""
-    code = ("import sys; from vanish import cli; sys.argv = ['vanish', '--config=%s', "
-            "'--workdir=%s', '--config.schedule.beta=2']\ntry:\n    cli.cli()\nexcept SystemExit as e:\n"
-            "    print(e.code); print('jax' in sys.modules)" % (inputs / "tiny.py", inputs / "w"))
+def test_the_builder_starts_no_jax_backend(inputs):
+    """build.experiment reads data and draws graphs but touches no device: a multi-process
+    run joins (jax.distributed.initialize) after it, before any backend starts."""
+    code = ("from vanish import build, run\nfrom jax._src import xla_bridge\n"
+            "build.experiment(run.load_config_file('%s'))\nprint(bool(xla_bridge._backends))"
+            % (inputs / "tiny.py"))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, cwd=ROOT, env=cli_env(inputs))
     assert proc.stdout.split()[-1] == "False", proc.stdout + proc.stderr
-    assert "config.schedule.beta = 2.0" in proc.stdout
 
 
-def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(inputs, finished_run, pool):
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(inputs, finished_run):
     workdir = inputs / "fallback"
-    shutil.copytree(finished_run.result(), workdir)
+    shutil.copytree(finished_run, workdir)
     shutil.rmtree(workdir / "gossip" / "checkpoints" / "4" / "state")
-    want = (finished_run.result() / "summary.json").read_text()
-    proc = pool.submit(run_cli, [f"--config={inputs / 'tiny.py'}", f"--workdir={workdir}"],
-                       cli_env(inputs)).result()
+    want = (finished_run / "summary.json").read_text()
+    proc = run_cli([f"--config={inputs / 'tiny.py'}", f"--workdir={workdir}"], cli_env(inputs))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert re.search(r"checkpoint \S+gossip/checkpoints/4 is damaged \(its state folder is "
@@ -585,17 +645,16 @@ def _mount(*args: str) -> bool:
     return subprocess.run(["mount", *args], capture_output=True).returncode == 0
 
 
-def test_a_full_disk_during_checkpointing_is_one_line(inputs, finished_run, pool):
+def test_a_full_disk_during_checkpointing_is_one_line(inputs, finished_run):
     """A real 5 MiB tmpfs: the tick-2 checkpoint (3.2 MB) fits, the tick-4 one does not."""
     disk = inputs / "tiny_disk"
     disk.mkdir()
     if not _mount("-t", "tmpfs", "-o", "size=5m", "tmpfs", str(disk)):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
-        finished_run.result()  # its compiled steps are in the cache now
         workdir = disk / "run"
-        proc = pool.submit(run_cli, [f"--config={inputs / 'tiny.py'}", f"--workdir={workdir}"],
-                           cli_env(inputs)).result()
+        proc = run_cli([f"--config={inputs / 'tiny.py'}", f"--workdir={workdir}"],
+                       cli_env(inputs))
         assert proc.returncode == 1, proc.stderr[-3000:]
         assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
         assert re.search(r"vanish: error: could not write checkpoint 4 to \S+/run/gossip/"
@@ -603,17 +662,17 @@ def test_a_full_disk_during_checkpointing_is_one_line(inputs, finished_run, pool
                          r"2\) is intact", proc.stderr), proc.stderr[-3000:]
         assert checkpoint.all_steps(workdir / "gossip") == [2]
         intact = _arrays(workdir / "gossip/checkpoints/2/state")
-        for a, b in zip(intact, _arrays(finished_run.result() / "gossip/checkpoints/2/state")):
+        for a, b in zip(intact, _arrays(finished_run / "gossip/checkpoints/2/state")):
             np.testing.assert_array_equal(a, b)  # the same state as the finished run's tick 2
     finally:
         subprocess.run(["umount", str(disk)], check=True)
 
 
-def test_a_read_only_workdir_is_refused_before_any_work(inputs, finished_run, pool):
+def test_a_read_only_workdir_is_refused_before_any_work(inputs, finished_run):
     """A finished run on a read-only bind mount (root), else a folder without write permission
     (other users): refused at once, every file as it was."""
     source, workdir = inputs / "ro_source", inputs / "ro"
-    shutil.copytree(finished_run.result(), source)
+    shutil.copytree(finished_run, source)
     workdir.mkdir()
     mounted = _mount("--bind", "-o", "ro", str(source), str(workdir))
     if not mounted:
@@ -624,9 +683,9 @@ def test_a_read_only_workdir_is_refused_before_any_work(inputs, finished_run, po
         workdir.chmod(0o555)
     try:
         before = tree_hash(workdir)
-        procs = [pool.submit(run_cli, [f"--config={inputs / 'tiny.py'}", f"--workdir={w}"],
-                             cli_env(inputs)) for w in (workdir, workdir / "sub" / "dir")]
-        for proc in (p.result() for p in procs):
+        procs = [run_in_process([f"--config={inputs / 'tiny.py'}", f"--workdir={w}"])
+                 for w in (workdir, workdir / "sub" / "dir")]
+        for proc in procs:
             assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
             assert re.search(r"vanish: error: workdir \S+ cannot be written: \S+ro\S* is (on a "
                              r"read-only file system|not writable)", proc.stderr), proc.stderr

@@ -15,6 +15,7 @@ few that need JAX (the model's size) come last.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
 import re
@@ -211,6 +212,7 @@ FIELD_RULES: dict[str, checks.Check] = {
     "optim.weight_decay": checks.finite_at_least(0),
     "optim.batch_size": checks.at_least(1),
     "topology.name": checks.one_of(topology.TOPOLOGIES),
+    "topology.num_nodes": checks.at_least(1),
     "topology.degree": checks.at_least(1),
     "topology.edge_prob": checks.between(0, 1, lo_open=True),
     "topology.rewire_prob": checks.between(0, 1),
@@ -344,6 +346,18 @@ def _flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def suggest(path: str) -> str:
+    """' (did you mean 'optim.lr'?)' for a misspelt field path (its closest field, by the
+    whole path or by its last name), or ''."""
+    schema = list(config.fields())
+    hint = checks.did_you_mean(path, schema)
+    if hint:
+        return hint
+    by_leaf = {p.rsplit(".", 1)[-1]: p for p in reversed(schema)}
+    close = difflib.get_close_matches(path.rsplit(".", 1)[-1], by_leaf, n=1, cutoff=0.6)
+    return f" (did you mean {by_leaf[close[0]]!r}?)" if close else ""
+
+
 def moved_hint(path: str) -> str:
     """' (now config.topology.num_nodes)' for a field name of an earlier version, else ''."""
     new = config.OLD_NAMES.get(path)
@@ -357,7 +371,7 @@ def problems(cfg: Any) -> list[str]:
     found: list[str] = []
     for path in values:
         if path not in schema:
-            hint = moved_hint(path) or checks.did_you_mean(path, schema)
+            hint = moved_hint(path) or suggest(path)
             found.append(f"unknown config field {path!r}{hint} (python -m vanish.run --list "
                          "shows every field)")
     missing = [p for p in schema if p not in values]

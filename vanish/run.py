@@ -175,7 +175,8 @@ def check_overrides(argv: list[str], cfg: ml_collections.ConfigDict) -> None:
                                          "fields")
             if part not in node:
                 path = ".".join(parts[:depth + 1])
-                hint = build.moved_hint(path) or checks.did_you_mean(part, list(node.keys()))
+                hint = (build.moved_hint(path) or checks.did_you_mean(part, list(node.keys()))
+                        or build.suggest(path))
                 raise errors.ConfigError(
                     f"unknown config field {path!r} in {arg}{hint} (python -m vanish.run --list "
                     "shows every field)")
@@ -186,6 +187,8 @@ def check_overrides(argv: list[str], cfg: ml_collections.ConfigDict) -> None:
 
 
 def _flag_error(error: Exception, cfg: ml_collections.ConfigDict | None) -> str:
+    from absl import flags
+
     text = str(error)
     bad = _BAD_VALUE.match(text)
     if bad:
@@ -196,6 +199,8 @@ def _flag_error(error: Exception, cfg: ml_collections.ConfigDict | None) -> str:
         kind = {bool: "True or False", int: "an integer", float: "a number"}.get(
             type(node), "another value")
         return f"--config.{field}={value}: config.{field} takes {kind}, not {value!r}"
+    if isinstance(error, flags.CantOpenFlagFileError):
+        return f"--flagfile: {one_line(text).replace('ERROR:: ', '')}"
     missing = _MISSING.search(text)
     if missing:
         name = missing.group(1)
@@ -203,15 +208,41 @@ def _flag_error(error: Exception, cfg: ml_collections.ConfigDict | None) -> str:
     return one_line(text)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with every failure as one line naming the flag, field or file;
-    --help prints the usage and --list the catalogue (both exit 0)."""
+def flag_values(argv: list[str], fv: Any = None) -> Any:
+    """The command line's flags (--config, --workdir) defined on `fv` (default: a fresh
+    set, so that `command` can run the CLI in-process more than once) for `argv` (the
+    config file's override flags are defined from it)."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    fv = flags.FlagValues() if fv is None else fv
+    config_flags.DEFINE_config_file("config", None, "experiment config file", flag_values=fv,
+                                    lock_config=True, sys_argv=_without_flagfiles(argv))
+    flags.DEFINE_string("workdir", None, "directory for metrics, plots and checkpoints",
+                        flag_values=fv)
+    flags.mark_flags_as_required(["config", "workdir"], flag_values=fv)
+    return fv
+
+
+def _without_flagfiles(argv: list[str]) -> list[str]:
+    """argv with its --flagfile files read (an unreadable one is left for parse_flags to
+    refuse in one line)."""
     from absl import flags
 
-    FLAGS = flags.FLAGS
+    try:
+        return list(flags.FlagValues().read_flags_from_files(argv, force_gnu=False))
+    except flags.Error:
+        return [a for a in argv if not a.lstrip("-").startswith("flagfile")]
+
+
+def parse_flags(argv: list[str], fv: Any) -> list[str]:
+    """absl's flag parsing into `fv`, with every failure as one line naming the flag, field
+    or file; --help prints the usage and --list the catalogue (both exit 0)."""
+    from absl import flags
+
     cfg = None
     try:
-        argv = FLAGS.read_flags_from_files(argv, force_gnu=False)  # --flagfile=...
+        argv = fv.read_flags_from_files(argv, force_gnu=False)  # --flagfile=...
         if any(a in ("--help", "-h", "--helpfull", "-help") for a in argv[1:]):
             print(USAGE)
             sys.exit(0)
@@ -224,7 +255,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         if spec is not None:
             cfg = load_config_file(spec)  # names the file (and line) on any error
             check_overrides(argv[1:], cfg)
-        return FLAGS(argv)
+        return list(fv(argv))
     except (AttributeError, KeyError) as e:  # ml_collections' answer to an unknown field
         if os.environ.get("VANISH_DEBUG"):
             raise
@@ -267,10 +298,8 @@ def describe(error: BaseException, workdir: Any) -> str:
     return str(error)
 
 
-def main(argv: list[str]) -> None:
-    from absl import flags
-
-    FLAGS = flags.FLAGS
+def main(argv: list[str], fv: Any) -> None:
+    """Runs the parsed command line: build, train, print the summary table."""
     if len(argv) > 1:
         fail(f"unexpected argument(s) {' '.join(argv[1:])!r}; config fields are set as "
              "--config.<section>.<field>=<value>")
@@ -279,12 +308,26 @@ def main(argv: list[str]) -> None:
     try:
         from vanish import plots
 
-        summaries = run_config(FLAGS.config, FLAGS.workdir)  # checked first; then it runs
+        summaries = run_config(fv.config, fv.workdir)  # checked first; then it runs
     except Exception as e:  # noqa: BLE001  bad input -> one line; anything else re-raised
         if os.environ.get("VANISH_DEBUG") or not errors.is_user_error(e):
             raise
-        fail(describe(e, FLAGS.workdir))
+        fail(describe(e, fv.workdir))
     print(plots.summary_table(summaries))
+
+
+def command(argv: list[str]) -> int:
+    """The command line in this process (no re-exec, no absl app): `argv` as sys.argv
+    (argv[0] the program); returns the exit status. For tests and notebooks."""
+    fv = flag_values(argv)
+    try:
+        main(parse_flags(argv, fv), fv)
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            return 1
+        return int(e.code or 0)
+    return 0
 
 
 def cli() -> None:
@@ -293,12 +336,9 @@ def cli() -> None:
 
     runtime.reexec_with_tcmalloc(["-m", "vanish.run"])  # XLA:CPU speed; see vanish/runtime.py
     from absl import app, flags
-    from ml_collections import config_flags
 
-    config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
-    flags.DEFINE_string("workdir", None, "directory for metrics, plots and checkpoints")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main, flags_parser=parse_flags)
+    fv = flag_values(sys.argv, flags.FLAGS)  # app.run wants absl's global flags parsed
+    app.run(lambda argv: main(argv, fv), flags_parser=lambda argv: parse_flags(argv, fv))
 
 
 if __name__ == "__main__":
