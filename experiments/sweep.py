@@ -1,48 +1,48 @@
-"""Runs an experiment's W&B sweep: one combination per `wandb agent` call, or a grid locally.
+"""Runs an experiment's sweep locally (a grid, resumable, one table), or one W&B agent call.
 
-    wandb sweep experiments/paper_noniid/sweep.yaml          # prints the sweep id
-    wandb agent <entity>/<project>/<sweep id>                # from the repository root
-    python -m experiments.sweep --sweep experiments/paper_noniid/sweep.yaml   # no W&B needed
-    python -m experiments.sweep --config experiments/paper_noniid/config.py --config.data.alpha=0.1
+    python -m experiments.sweep experiments/paper_noniid/sweep.yaml \
+        [--config.run.ticks=500 ...] [--seeds 0,1,2] [--root runs/noniid] [--processes]
+    wandb sweep experiments/paper_noniid/sweep.yaml   # needs a W&B account or server
+    wandb agent <entity>/<project>/<sweep id>         # from the repository root
 
-How the flags reach the run (the one mechanism every sweep.yaml uses): a swept parameter
-is named `config.<field>`, e.g. `config.data.alpha: {values: [0.1, 0.5, 5.0]}`, and the command
-ends in `${args}`, which W&B expands to `--config.data.alpha=0.1`: exactly the override flags
-of `vanish.run` (ml_collections parses them with the field's type). `${args_no_hyphens}`
-would give `config.data.alpha=0.1`, which absl rejects, so it is not used.
+Local grid (no W&B needed): every combination of the sweep's `parameters` times every seed
+runs in its own workdir, <root>/<combination>/seed<s> (default root:
+runs/<experiment>/sweep); a finished run is skipped, an interrupted one resumes. `--config.*`
+flags set fields of every run (the swept values win where both name a field); the seeds are
+`--seeds`, else the sweep's `config.seed` values, else the config's seed. Then
+<root>/results.md and results.csv hold one row per combination and algorithm over its seeds
+(ticks to the target accuracy as mean ± sd and how many seeds reached it, final and best
+accuracy) and <root>/<combination>/accuracy_seeds.png the mean and min-max band over seeds.
 
-Why a program of its own instead of `python -m vanish.run`: `vanish.run` resumes from its
-workdir and refuses a changed config there, so every combination needs its own workdir,
-and a W&B command line cannot build one from the swept values. This program derives it,
-`runs/<experiment>/sweep/<field>=<value>,...` (re-running a combination resumes it), runs
-`vanish.run.train_and_evaluate`, and, under `wandb agent`, logs every algorithm's curves
-(`<algorithm>/acc_mean`, ...) and the sweep metrics into the agent's run: `final_acc` and
-`ticks_to_target` of the primary algorithm (gossip_vc if listed, else the last one),
-`<algorithm>/<summary key>` for all, and `speedup_vs_gossip` (gossip's ticks to target over
-the primary's, when both reached it). The per-algorithm W&B runs of `config.wandb` are
-turned off under an agent: the agent's run id is in the environment and would capture them.
+How the flags reach a W&B agent's run (the one mechanism every sweep.yaml uses): a swept
+parameter is named `config.<section>.<field>`, and the command ends in `${args}`, which W&B
+expands to `--config.data.alpha=0.1`: this program then runs that one combination in
+runs/<experiment>/sweep/<combination> and logs every algorithm's curves
+(`<algorithm>/acc_mean`, ...) and the sweep metrics (`final_acc`, `ticks_to_target` of
+gossip_vc if listed, else the last algorithm; `speedup_vs_gossip`) into the agent's run.
+W&B agents need a W&B server or account (`wandb login`); offline, use the local grid.
 """
 
 from __future__ import annotations
 
-import copy
-import importlib.util
-import itertools
 import logging
 import math
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import ml_collections
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "config."
 
 log = logging.getLogger("vanish")
+
+USAGE = __doc__.split("\n\n")[0]
+
+
+class UsageError(ValueError):
+    """A bad command line or sweep file (reported as one line)."""
 
 
 # ------------------------------------------------------------------------ sweep files
@@ -52,48 +52,47 @@ def load_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Parses a sweep.yaml (needs PyYAML, as `wandb sweep` does)."""
     import yaml  # lazy: only sweeps need it
 
-    with open(path) as f:
-        sweep = yaml.safe_load(f)
+    try:
+        with open(path) as f:
+            sweep = yaml.safe_load(f)
+    except OSError as e:
+        raise UsageError(f"sweep file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"sweep file {path} is not YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(sweep, dict) or "parameters" not in sweep:
-        raise ValueError(f"{path}: not a W&B sweep (no 'parameters' mapping)")
+        raise UsageError(f"{path}: not a W&B sweep (no 'parameters' mapping)")
     return sweep
 
 
 def swept_values(sweep: Mapping[str, Any]) -> dict[str, list[Any]]:
-    """{config field: values} in file order; `config.` stripped, `value:` as a 1-list.
+    """{dotted config path: values} in file order; `config.` stripped, `value:` as a 1-list.
 
-    Raises ValueError for a parameter not named `config.<field>` or without values: only
+    Raises UsageError for a parameter not named `config.<path>` or without values: only
     `values` / `value` are supported (a grid, or W&B's random choice among them).
     """
     out: dict[str, list[Any]] = {}
-    for name, spec in sweep["parameters"].items():
+    for name, spec in (sweep.get("parameters") or {}).items():
         if not str(name).startswith(PREFIX):
-            raise ValueError(f"sweep parameter {name!r} must be named '{PREFIX}<field>' so that "
-                             f"W&B's ${{args}} passes it as --{PREFIX}<field>=<value>")
+            raise UsageError(f"sweep parameter {name!r} must be named '{PREFIX}<section>.<field>'"
+                             f" so that W&B's ${{args}} passes it as --{PREFIX}<path>=<value>")
         if not isinstance(spec, Mapping) or not ("values" in spec or "value" in spec):
-            raise ValueError(f"sweep parameter {name!r} needs 'values: [...]' or 'value: x'")
+            raise UsageError(f"sweep parameter {name!r} needs 'values: [...]' or 'value: x'")
         values = list(spec["values"]) if "values" in spec else [spec["value"]]
         if not values:
-            raise ValueError(f"sweep parameter {name!r} has an empty 'values' list")
+            raise UsageError(f"sweep parameter {name!r} has an empty 'values' list")
         out[str(name)[len(PREFIX):]] = values
     return out
 
 
-def grid(sweep: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every combination of the swept values, first parameter slowest (W&B's grid order)."""
-    values = swept_values(sweep)
-    return [dict(zip(values, combo)) for combo in itertools.product(*values.values())]
-
-
-def sweep_config_path(sweep: Mapping[str, Any]) -> Path:
+def sweep_config_path(sweep: Mapping[str, Any]) -> str:
     """The config file named after `--config` in the sweep's command (relative: repo root)."""
     command = [str(c) for c in sweep.get("command", [])]
     for i, arg in enumerate(command):
         if arg == "--config" and i + 1 < len(command):
-            return _from_root(command[i + 1])
+            return str(_from_root(command[i + 1]))
         if arg.startswith("--config="):
-            return _from_root(arg.split("=", 1)[1])
-    raise ValueError("the sweep's command names no '--config <file>'")
+            return str(_from_root(arg.split("=", 1)[1]))
+    raise UsageError("the sweep's command names no '--config <file>'")
 
 
 def _from_root(path: str) -> Path:
@@ -101,46 +100,8 @@ def _from_root(path: str) -> Path:
     return p if p.is_absolute() else REPO_ROOT / p
 
 
-# ------------------------------------------------------------------------ configs
-
-
-def load_config(path: str | os.PathLike[str]) -> ml_collections.ConfigDict:
-    """`get_config()` of a config file, loaded by path as `--config <file>` does."""
-    path = Path(path)
-    name = "_vanish_experiment_" + re.sub(r"\W", "_", str(path.resolve()))
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load a config from {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
-def apply(cfg: ml_collections.ConfigDict, params: Mapping[str, Any]) -> ml_collections.ConfigDict:
-    """A copy of cfg with params set; an unknown field or a wrong type raises.
-
-    Follows `--config.<field>=<value>`: an int is accepted for a float field.
-    """
-    out = copy.deepcopy(cfg)  # keeps FieldReferences (fields computed from swept ones)
-    for key, value in params.items():
-        if key not in out:
-            raise KeyError(f"{key!r} is not a config field (see vanish/config.py)")
-        out[key] = value  # ConfigDict rejects a value of another type (int -> float allowed)
-    return out
-
-
-def _fmt(value: Any) -> str:
-    text = f"{value:g}" if isinstance(value, float) else str(value)
-    return re.sub(r"[^\w.+-]", "_", text)
-
-
-def combination_name(params: Mapping[str, Any]) -> str:
-    """'alpha=0.1,degree=8': the workdir name of one combination ('base' if none)."""
-    return ",".join(f"{k}={_fmt(v)}" for k, v in params.items()) or "base"
-
-
 def experiment_name(config_path: str | os.PathLike[str]) -> str:
-    return Path(config_path).resolve().parent.name
+    return Path(str(config_path).partition(":")[0]).resolve().parent.name
 
 
 # ------------------------------------------------------------------------ metrics
@@ -191,83 +152,143 @@ def log_to_wandb_run(run: Any, workdir: Path, summaries: Mapping[str, Mapping[st
     run.summary.update(sweep_metrics(summaries, primary))
 
 
-# ------------------------------------------------------------------------ running
+# ------------------------------------------------------------------------ the command line
 
 
-def run_combination(cfg: ml_collections.ConfigDict, params: Mapping[str, Any],
-                    root: str | os.PathLike[str]) -> tuple[Path, dict[str, dict[str, Any]]]:
-    """Runs (or resumes) one combination in root/<combination name>; returns its summaries."""
+class Args:
+    """The parsed command line."""
+
+    def __init__(self) -> None:
+        self.sweep: str | None = None
+        self.config: str | None = None
+        self.overrides: dict[str, str] = {}
+        self.seeds: list[int] | None = None
+        self.root: str | None = None
+        self.processes = False
+        self.list = False
+
+
+def parse(argv: Sequence[str]) -> Args:
+    """SWEEP.yaml | --sweep F | --config F, --config.<path>=<value>, --seeds, --root
+    (--workdir), --processes, --list."""
+    a, rest = Args(), list(argv)
+    while rest:
+        arg = rest.pop(0)
+        name, eq, value = arg.partition("=")
+        if name in ("--config", "--sweep", "--seeds", "--root", "--workdir") and not eq:
+            if not rest:
+                raise UsageError(f"{name} needs a value")
+            value = rest.pop(0)
+        if name.startswith("--" + PREFIX):
+            if not eq:
+                raise UsageError(f"{arg}: set a field as {arg}=<value>")
+            a.overrides[name[2 + len(PREFIX):]] = value
+        elif name == "--config":
+            a.config = value
+        elif name == "--sweep":
+            a.sweep = value
+        elif name == "--seeds":
+            try:
+                a.seeds = [int(s) for s in value.split(",") if s.strip()]
+            except ValueError:
+                raise UsageError(f"--seeds={value}: give comma-separated integers, e.g. 0,1,2"
+                                 ) from None
+        elif name in ("--root", "--workdir"):
+            a.root = value
+        elif arg == "--processes":
+            a.processes = True
+        elif arg == "--list":
+            a.list = True
+        elif arg in ("-h", "--help"):
+            print(__doc__)
+            sys.exit(0)
+        elif not arg.startswith("-") and a.sweep is None:
+            a.sweep = arg
+        else:
+            raise UsageError(f"unexpected argument {arg!r}\n{USAGE}")
+    if a.sweep is None and a.config is None:
+        raise UsageError(f"name a sweep file (or --config <file> for one combination)\n{USAGE}")
+    return a
+
+
+def grid_from(a: Args) -> tuple[list[Any], Path]:
+    """The jobs of a local grid and their root folder."""
+    from vanish import sweep as sweep_lib
+
+    assert a.sweep is not None
+    spec = load_sweep(a.sweep)
+    config = a.config or sweep_config_path(spec)
+    swept = swept_values(spec)
+    seeds = a.seeds or [int(s) for s in swept.pop("seed", [])] or None
+    swept.pop("seed", None)
+    if seeds is None:
+        from vanish import run as run_lib
+
+        base = run_lib.apply_overrides(run_lib.load_config_file(config), a.overrides)
+        seeds = [int(base.seed)]
+    root = Path(a.root) if a.root else Path("runs") / experiment_name(config) / "sweep"
+    return sweep_lib.grid_jobs(config, swept, seeds=seeds, root=root,
+                               overrides=a.overrides), root
+
+
+def main(argv: Sequence[str]) -> int:
+    from vanish import errors
     from vanish import run as run_lib
+    from vanish import sweep as sweep_lib
 
-    workdir = Path(root) / combination_name(params)
-    log.info("sweep combination %s -> %s", dict(params), workdir)
-    return workdir, run_lib.train_and_evaluate(cfg, workdir)
-
-
-def run_grid(sweep_path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None,
-             ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every combination of a sweep's grid, sequentially, without W&B."""
-    sweep = load_sweep(sweep_path)
-    config_path = sweep_config_path(sweep)
-    base = load_config(config_path)
-    root = Path(root) if root else Path("runs") / experiment_name(config_path) / "sweep"
-    results = {}
-    for params in grid(sweep):
-        workdir, summaries = run_combination(apply(base, params), params, root)
-        results[workdir.name] = summaries
-    return results
-
-
-def main(argv: Sequence[str]) -> None:
-    from absl import flags
-    from ml_collections import config_flags
-
-    from vanish import plots
-    from vanish import run as run_lib
-
-    del argv
-    FLAGS = flags.FLAGS
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     run_lib.quiet_libraries()
-    if FLAGS.sweep:
-        results = run_grid(FLAGS.sweep, FLAGS.workdir)
-        for name, summaries in results.items():
-            print(f"\n{name}\n{plots.summary_table(summaries)}")
-        return
-    if FLAGS.config is None:
-        raise flags.ValidationError("pass --config <config.py> (one combination) or --sweep "
-                                    "<sweep.yaml> (the whole grid)")
-    cfg = FLAGS.config
-    params = {k: cfg[k] for k in config_flags.get_override_values(FLAGS["config"])}
-    root = FLAGS.workdir or str(
-        Path("runs") / experiment_name(config_flags.get_config_filename(FLAGS["config"]))
-        / "sweep")
-    algorithms = [a.strip() for a in str(cfg.algorithms).split(",") if a.strip()]
-    run = None
+    try:
+        a = parse(argv)
+        if a.sweep is not None:
+            jobs, root = grid_from(a)
+            if a.list:
+                for job in jobs:
+                    state = "done" if sweep_lib.finished(job) else "todo"
+                    print(f"{job.name} seed {job.seed}: {state} ({job.workdir})")
+                return 0
+            status = sweep_lib.run_jobs(jobs, processes=a.processes)
+            written = sweep_lib.write_results(jobs, root)
+            print(written["md"].read_text())
+            print(f"results in {written['md']} and {written['csv']}")
+            return max(status.values(), default=0)
+        return one_combination(a)
+    except (UsageError, *errors.USER_ERRORS) as e:
+        print(f"vanish: error: {run_lib.one_line(e)}", file=sys.stderr)
+        return 1
+
+
+def one_combination(a: Args) -> int:
+    """A W&B agent's call: the one combination its --config.* flags name."""
+    from vanish import build, plots
+    from vanish import run as run_lib
+    from vanish import sweep as sweep_lib
+
+    assert a.config is not None
+    cfg = run_lib.apply_overrides(run_lib.load_config_file(a.config), a.overrides)
+    root = Path(a.root) if a.root else Path("runs") / experiment_name(a.config) / "sweep"
+    workdir = root / sweep_lib.combination_name(a.overrides)
+    wandb_run = None
     if os.environ.get("WANDB_SWEEP_ID"):  # started by `wandb agent`: report into its run
         import wandb
 
-        cfg.run.wandb = False
-        run = wandb.init(config=cfg.to_dict())
+        cfg = run_lib.apply_overrides(cfg, {"run.wandb": False})  # the agent's run captures it
+        wandb_run = wandb.init(config=cfg.to_dict())
     try:
-        workdir, summaries = run_combination(cfg, params, root)
+        log.info("sweep combination %s -> %s", a.overrides, workdir)
+        summaries = run_lib.run_config(cfg, workdir)
         print(plots.summary_table(summaries))
-        if run is not None:
-            log_to_wandb_run(run, workdir, summaries, primary_algorithm(algorithms))
+        if wandb_run is not None:
+            algorithms = list(build.expected_ends(cfg))
+            log_to_wandb_run(wandb_run, workdir, summaries, primary_algorithm(algorithms))
     finally:
-        if run is not None:
-            run.finish()
+        if wandb_run is not None:
+            wandb_run.finish()
+    return 0
 
 
 def cli() -> None:
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
-    flags.DEFINE_string("workdir", None, "root of the combinations' workdirs "
-                        "(default runs/<experiment>/sweep)")
-    flags.DEFINE_string("sweep", None, "a sweep.yaml: run its whole grid here, without W&B")
-    app.run(main)
+    sys.exit(main(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -27,11 +27,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vanish.config import RESULT_NEUTRAL
+from vanish import build, config, workdir as workdir_lib
 
 # Config fields that may differ within a group: the seed (the spread) and those that never
 # change a run's trajectory, except the target, which sets the ticks to target.
-_IGNORED = (RESULT_NEUTRAL - {"target_accuracy"}) | {"seed"}
+_IGNORED = (config.RESULT_NEUTRAL - {"run.target_accuracy"}) | {"seed"}
 METRICS = (("ticks_to_target", "ticks to target"), ("final_acc", "final acc"),
            ("final_global_acc", "global-model acc"), ("var_ratio", "var ratio"))
 
@@ -55,13 +55,26 @@ def find_runs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 
 def load_run(workdir: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """({dotted config path: value}, summaries) of a workdir; a config stored with the flat
+    field names of an earlier vanish is read in today's sections (every field present)."""
     out = []
     for name in ("run_config.json", "summary.json"):
         try:
             out.append(json.loads((workdir / name).read_text()))
         except (OSError, json.JSONDecodeError) as e:
             raise ResultsError(f"{workdir / name}: cannot read it ({e})") from None
-    return out[0]["config"], out[1]
+    stored = out[0]
+    if stored.get("schema", 1) == 1:
+        cfg = build.upgrade(stored["config"])
+    else:
+        cfg = {**build.upgrade({}), **workdir_lib.flatten(stored["config"])}
+    return cfg, out[1]
+
+
+def field_path(name: str) -> str:
+    """A --by name as a dotted config path: 'topology.num_nodes', or its short (earlier)
+    name 'num_nodes'."""
+    return config.OLD_NAMES.get(name, (name,))[0]
 
 
 def _stats(values: Sequence[float]) -> tuple[float, float] | None:
@@ -70,14 +83,6 @@ def _stats(values: Sequence[float]) -> tuple[float, float] | None:
     mean = sum(values) / len(values)
     var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
     return mean, math.sqrt(var)
-
-
-def _defaults() -> dict[str, Any]:
-    try:
-        from vanish import config
-    except ImportError:  # the script also reads workdirs without vanish installed
-        return {}
-    return dict(config.default_config().to_dict())
 
 
 def _group_order(key: tuple[Any, ...]) -> tuple[tuple[int, float, str], ...]:
@@ -90,22 +95,20 @@ def aggregate(runs: Sequence[Path], by: Sequence[str]) -> list[dict[str, Any]]:
     """One row per (group, algorithm): seeds, stats of every metric, speed-up ratios."""
     groups: dict[tuple[Any, ...], list[tuple[dict[str, Any], dict[str, Any], Path]]] = (
         defaultdict(list))
-    defaults = _defaults()
+    paths = [field_path(f) for f in by]
     for wd in runs:
-        cfg, summary = load_run(wd)
-        # A field added to vanish after a run was made has its default value in that run.
-        cfg = {**{k: v for k, v in defaults.items() if k not in cfg}, **cfg}
-        missing = [f for f in by if f not in cfg]
+        cfg, summary = load_run(wd)  # every field (a field added later: its default)
+        missing = [f for f, p in zip(by, paths) if p not in cfg]
         if missing:
             raise ResultsError(f"{wd}: config has no field(s) {missing}")
-        groups[tuple(cfg[f] for f in by)].append((cfg, summary, wd))
+        groups[tuple(cfg[p] for p in paths)].append((cfg, summary, wd))
     rows = []
     for key in sorted(groups, key=_group_order):
         members = groups[key]
         ref_cfg, _, ref_wd = members[0]
         for cfg, _, wd in members[1:]:
             differ = sorted(k for k in set(cfg) | set(ref_cfg) if k not in _IGNORED
-                            and k not in by and cfg.get(k) != ref_cfg.get(k))
+                            and k not in paths and cfg.get(k) != ref_cfg.get(k))
             if differ:
                 raise ResultsError(f"{wd} and {ref_wd} are in one group ({dict(zip(by, key))}) "
                                    f"but differ in {differ}; add them to --by")
@@ -166,13 +169,14 @@ def figure_setup(runs: Sequence[Path], by: Sequence[str] = ()) -> dict[str, Any]
     """What the runs share, for figure titles: every SETUP_FIELDS value that is one value
     across the runs and not a `--by` field (those are on the axis or in the panel titles),
     the seeds, and the target accuracy when it is one (key target_accuracy)."""
-    defaults = _defaults()
-    cfgs = [{**defaults, **load_run(wd)[0]} for wd in runs]
+    cfgs = [load_run(wd)[0] for wd in runs]
     setup: dict[str, Any] = {}
+    paths = {field_path(f) for f in by}
     for f in (*SETUP_FIELDS, "target_accuracy"):
-        values = {json.dumps(c.get(f)) for c in cfgs}
-        if f not in by and len(values) == 1 and cfgs and cfgs[0].get(f) not in (None, ""):
-            setup[f] = cfgs[0][f]
+        path = field_path(f)
+        values = {json.dumps(c.get(path)) for c in cfgs}
+        if path not in paths and len(values) == 1 and cfgs and cfgs[0].get(path) not in (None, ""):
+            setup[f] = cfgs[0][path]
     setup["seeds"] = sorted({c["seed"] for c in cfgs if "seed" in c})
     return setup
 
@@ -284,13 +288,11 @@ def curves_figure(runs: Sequence[Path], by: Sequence[str], path: str) -> None:
     from vanish import plots  # matplotlib (Agg): only when a figure is asked for
     groups: dict[tuple[Any, ...], list[Path]] = defaultdict(list)
     targets: dict[tuple[Any, ...], float] = {}
-    defaults = _defaults()
     for wd in runs:
         cfg, _ = load_run(wd)
-        cfg = {**defaults, **cfg}
-        key = tuple(cfg.get(f) for f in by)
+        key = tuple(cfg.get(field_path(f)) for f in by)
         groups[key].append(wd)
-        targets[key] = float(cfg.get("target_accuracy", 0.0))
+        targets[key] = float(cfg.get("run.target_accuracy", 0.0))
     shown, _ = _titles(figure_setup(runs, by))
     keys = sorted(groups, key=_group_order)
     cols = min(4, len(keys))

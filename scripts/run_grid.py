@@ -1,10 +1,11 @@
-"""Runs the issue #10 results grid cell by cell, seed by seed; resumable across sessions.
+"""Runs the results grid cell by cell, seed by seed; resumable across sessions.
 
     nohup taskset -c 1 python scripts/run_grid.py > runs/grid/grid.log 2>&1 &
     python scripts/run_grid.py --list            # cells, their state, nothing run
     python scripts/run_grid.py --only alpha0.1_n50 --seeds 0
 
-Each (cell, seed) is one `python -m vanish.run` in runs/grid/<cell>/seed<s> (checkpoints
+Each (cell, seed) is one job of vanish.sweep (`python -m vanish.run` in a process of its own,
+its output in runs/grid/<cell>/seed<s>.log) in runs/grid/<cell>/seed<s> (checkpoints
 every 1000 ticks, so a stopped run resumes where it was); a finished one (its summary.json
 reports the planned final tick for every algorithm) is skipped. The table and figures are
 built from the workdirs by scripts/results_table.py, never from this script's output.
@@ -24,11 +25,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from vanish import sweep
 from vanish.metrics import kernel_var_ratio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,23 +42,22 @@ CURVE_KEYS = ("algorithm", "tick", "acc_mean", "acc_min", "acc_max", "global_acc
 class Cell(NamedTuple):
     name: str
     config: str  # experiments/<name>/config.py
-    overrides: tuple[str, ...]
+    overrides: dict[str, Any]  # {dotted config path: value}
     ticks: int
 
 
 def _cells() -> list[Cell]:
     iid, noniid = "experiments/paper_iid/config.py", "experiments/paper_noniid/config.py"
     topo, scale = "experiments/paper_topology/config.py", "experiments/paper_scale/config.py"
-    cells = [Cell("iid_n50", iid, (), 3000)]
-    cells += [Cell(f"alpha{a}_n50", noniid, (f"--config.alpha={a}",), 3000)
-              for a in ("0.1", "0.5", "5.0")]
-    cells += [Cell(f"rr{d}_n50", topo, ("--config.topology=random_regular",
-                                        f"--config.degree={d}"), 3000) for d in (3, 16)]
-    cells += [Cell(f"{t}_n50", topo, (f"--config.topology={t}", "--config.degree=8"), 3000)
+    cells = [Cell("iid_n50", iid, {}, 3000)]
+    cells += [Cell(f"alpha{a}_n50", noniid, {"data.alpha": a}, 3000) for a in (0.1, 0.5, 5.0)]
+    cells += [Cell(f"rr{d}_n50", topo, {"topology.name": "random_regular", "topology.degree": d},
+                   3000) for d in (3, 16)]
+    cells += [Cell(f"{t}_n50", topo, {"topology.name": t, "topology.degree": 8}, 3000)
               for t in ("ring", "erdos_renyi", "barabasi_albert", "watts_strogatz")]
     # Sizes: LeNet-5 where this CPU affords 3 seeds, the MLP beyond (said in RESULTS.md).
-    cells += [Cell(f"lenet_n{n}", scale, (f"--config.num_nodes={n}",), 3000) for n in (100, 200)]
-    cells += [Cell(f"mlp_n{n}", scale, (f"--config.num_nodes={n}", "--config.model=mlp"), 3000)
+    cells += [Cell(f"lenet_n{n}", scale, {"topology.num_nodes": n}, 3000) for n in (100, 200)]
+    cells += [Cell(f"mlp_n{n}", scale, {"topology.num_nodes": n, "model.name": "mlp"}, 3000)
               for n in (50, 100, 200, 500, 1000)]
     return cells
 
@@ -108,12 +108,17 @@ def tables(archive: Path, results: Path, figures: Path) -> int:
     return 0
 
 
+def job(cell: Cell, seed: int, workdir: Path) -> sweep.Job:
+    """The run of one (cell, seed): the cell's config and overrides, the grid's settings."""
+    fields = {"run.ticks": cell.ticks, "algorithms": ALGORITHMS, "run.eval_every": 50,
+              "run.checkpoint_every": 1000, **cell.overrides}
+    return sweep.Job(cell.name, seed, str(ROOT / cell.config), fields, workdir)
+
+
 def done(workdir: Path, ticks: int) -> bool:
-    try:
-        summary = json.loads((workdir / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return all(summary.get(a, {}).get("final_tick") == ticks for a in ALGORITHMS.split(","))
+    """The run (or its archive) in `workdir` reports the final tick for every algorithm."""
+    ends = {a: ticks for a in ALGORITHMS.split(",")}
+    return sweep.finished(sweep.Job("", 0, "", {}, workdir), ends)
 
 
 def archive(workdir: Path, dest: Path) -> None:
@@ -131,13 +136,6 @@ def archive(workdir: Path, dest: Path) -> None:
                 cut["var_ratio"] = ratio
             lines.append(json.dumps(cut))
     (dest / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-
-
-def command(cell: Cell, seed: int, workdir: Path) -> list[str]:
-    return [sys.executable, "-m", "vanish.run", "--config", cell.config,
-            "--workdir", str(workdir), f"--config.seed={seed}", f"--config.ticks={cell.ticks}",
-            f"--config.algorithms={ALGORITHMS}", "--config.eval_every=50",
-            "--config.checkpoint_every=1000", *cell.overrides]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,12 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{cell.name:22s} seed {seed}: {state}", flush=True)
             if args.list or args.archive or state == "done":
                 continue
-            workdir.parent.mkdir(parents=True, exist_ok=True)
-            log = workdir.parent / f"seed{seed}.log"
-            with open(log, "a") as f:
-                rc = subprocess.call(command(cell, seed, workdir), cwd=ROOT, stdout=f,
-                                     stderr=subprocess.STDOUT)
-            print(f"{cell.name:22s} seed {seed}: exit {rc} (log {log})", flush=True)
+            rc = sweep.run_jobs([job(cell, seed, workdir)], processes=True)[workdir]
+            print(f"{cell.name:22s} seed {seed}: exit {rc} (log {workdir}.log)", flush=True)
             if rc:
                 return rc
             if done(workdir, cell.ticks):

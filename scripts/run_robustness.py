@@ -17,11 +17,11 @@ summary.json reports the planned final tick for every algorithm of the point) is
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from vanish import sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = "experiments/robustness/config.py"
@@ -32,38 +32,31 @@ TICKS = 2000  # the config's ticks (tests check that they agree)
 
 class Point(NamedTuple):
     name: str
-    overrides: tuple[str, ...]
+    overrides: dict[str, Any]  # {dotted config path: value}
     algorithms: str
 
 
 def _points() -> list[Point]:
-    points = [Point("baseline", (), ALGORITHMS)]
+    points = [Point("baseline", {}, ALGORITHMS)]
     # Offline share down / (up + down) with churn_up = 80 (set in the config).
-    points += [Point(f"churn{share}", (f"--config.churn_down={down}",), ALGORITHMS)
-               for share, down in ((20, "20.0"), (50, "80.0"), (80, "320.0"))]
-    points += [Point(f"drop{p}", (f"--config.drop_prob={p}",), ALGORITHMS)
-               for p in ("0.1", "0.3", "0.5")]
-    points += [Point(f"peer{k}", (f"--config.peer_k={k}", "--config.peer_mode=neighbors",
-                                  f"--config.algorithms={GOSSIP_ONLY}"), GOSSIP_ONLY)
-               for k in (1, 2, 8)]
+    points += [Point(f"churn{share}", {"network.churn_down": down}, ALGORITHMS)
+               for share, down in ((20, 20.0), (50, 80.0), (80, 320.0))]
+    points += [Point(f"drop{p}", {"network.drop_prob": p}, ALGORITHMS) for p in (0.1, 0.3, 0.5)]
+    points += [Point(f"peer{k}", {"network.peer_k": k, "network.peer_mode": "neighbors",
+                                  "algorithms": GOSSIP_ONLY}, GOSSIP_ONLY) for k in (1, 2, 8)]
     return points
 
 
 POINTS = _points()
 
 
+def job(point: Point, seed: int, workdir: Path) -> sweep.Job:
+    return sweep.Job(point.name, seed, str(ROOT / CONFIG), point.overrides, workdir)
+
+
 def done(workdir: Path, point: Point, ticks: int = TICKS) -> bool:
-    try:
-        summary = json.loads((workdir / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return all(summary.get(a, {}).get("final_tick") == ticks
-               for a in point.algorithms.split(","))
-
-
-def command(point: Point, seed: int, workdir: Path) -> list[str]:
-    return [sys.executable, "-m", "vanish.run", "--config", CONFIG, "--workdir", str(workdir),
-            f"--config.seed={seed}", *point.overrides]
+    ends = {a: ticks for a in point.algorithms.split(",")}
+    return sweep.finished(job(point, 0, workdir), ends)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,12 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{point.name:10s} seed {seed}: {state}", flush=True)
             if args.list or state == "done":
                 continue
-            workdir.parent.mkdir(parents=True, exist_ok=True)
-            log = workdir.parent / f"seed{seed}.log"
-            with open(log, "a") as f:
-                rc = subprocess.call(command(point, seed, workdir), cwd=ROOT, stdout=f,
-                                     stderr=subprocess.STDOUT)
-            print(f"{point.name:10s} seed {seed}: exit {rc} (log {log})", flush=True)
+            rc = sweep.run_jobs([job(point, seed, workdir)], processes=True)[workdir]
+            print(f"{point.name:10s} seed {seed}: exit {rc} (log {workdir}.log)", flush=True)
             if rc:
                 return rc
     return 0

@@ -523,10 +523,25 @@ class Experiment:
 
     def setup(self) -> dict[str, Any]:
         """What a figure's title states: dataset, model, N, topology, partition, seed."""
-        part = self.partition + "".join(f" {k}={v}" for k, v in self.partition_args.items()
-                                        if k != "subsets")
-        return dict(dataset=self.dataset.name, model=self.model.name, num_nodes=self.graph.n,
-                    topology=self.graph.name, partition=part, seeds=[self.seed])
+        return setup_of(self.record)
+
+
+def setup_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What a figure's title states (dataset, model, N, topology, partition, seed) from a
+    config or its stored record (vanish/workdir.py's run_config.json)."""
+    g = _get(record)
+    part = g("data.partition")
+    if part.startswith("dirichlet"):
+        part += f" alpha={g('data.alpha'):g}"
+    return dict(dataset=g("data.name"), model=g("model.name"), num_nodes=g("topology.num_nodes"),
+                topology=g("topology.name"), partition=part, seeds=[g("seed")])
+
+
+def expected_ends(cfg: Any) -> dict[str, int]:
+    """{algorithm: the final tick its summary reports} for a (checked) config."""
+    validate(cfg)
+    g = _get(cfg)
+    return {a: int(g("run.ticks")) for a in parse_algorithms(g("algorithms"))}
 
 
 def _get(cfg: Any) -> View:

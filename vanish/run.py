@@ -13,6 +13,7 @@ is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -269,6 +270,47 @@ def parse_flags(argv: list[str], fv: Any) -> list[str]:
         if os.environ.get("VANISH_DEBUG"):
             raise
         fail(e)
+
+
+def _typed(value: Any, default: Any, path: str) -> Any:
+    """`value` (a string from a command line, or a typed value) as the type of `default`."""
+    if not isinstance(value, str) or isinstance(default, str):
+        return float(value) if isinstance(default, float) and isinstance(value, int) else value
+    text = value.strip()
+    try:
+        if isinstance(default, bool):
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError
+        return type(default)(text)
+    except ValueError:
+        kind = {bool: "True or False", int: "an integer", float: "a number"}[type(default)]
+        raise errors.ConfigError(f"--config.{path}={value}: config.{path} takes {kind}, not "
+                                 f"{value!r}") from None
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict,
+                    values: dict[str, Any]) -> ml_collections.ConfigDict:
+    """A copy of `cfg` with {dotted path: value} set (strings read as the field's type, as
+    --config.<path>=<value> does); an unknown path is refused with its new spelling or the
+    closest field. Fields computed from others (references) follow the new values."""
+    from vanish import build
+
+    out = copy.deepcopy(cfg)  # keeps references: fields computed from a swept one follow it
+    for path, value in values.items():
+        node, parts = out, path.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                hint = build.moved_hint(path) or build.suggest(path)
+                raise errors.ConfigError(f"unknown config field {path!r}{hint}")
+            if depth < len(parts) - 1:
+                node = node[part]
+        if isinstance(node[parts[-1]], ml_collections.ConfigDict):
+            raise errors.ConfigError(f"config.{path} is a section, not a field")
+        node[parts[-1]] = _typed(value, node[parts[-1]], path)
+    return out
 
 
 def run_config(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike[str], *,
