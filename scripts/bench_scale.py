@@ -119,11 +119,11 @@ def one(case: str, n: int, model: str, ticks: int, warmup: int) -> dict[str, Any
     algo, topo = case.split("@")
     dataset = data_lib.load("synthetic", num_train=6000, num_test=200)
     cfg = config_lib.paper_config()
-    cfg.num_nodes = n - 1 if algo == "fl" else n
-    cfg.model, cfg.ticks, cfg.test_per_class = model, warmup + ticks, 10
-    cfg.topology = topo
+    cfg.topology.num_nodes = n - 1 if algo == "fl" else n
+    cfg.model.name, cfg.run.ticks, cfg.data.test_per_class = model, warmup + ticks, 10
+    cfg.topology.name = topo
     d = jax.device_count()
-    cfg.shard_nodes = "true" if d > 1 else "false"
+    cfg.run.shard_nodes = "true" if d > 1 else "false"
     sim = Simulation(cfg, algo, dataset)
     e = sim.engine
     state = sim.init_state()
@@ -133,14 +133,14 @@ def one(case: str, n: int, model: str, ticks: int, warmup: int) -> dict[str, Any
     batches = sorted({int(b) for b in _DOT.findall(text)})
     mem = compiled.memory_analysis()
     work = sim.work
-    chunks_per_tick = len(work) / int(cfg.ticks)
+    chunks_per_tick = len(work) / int(cfg.run.ticks)
     leaves = jax.tree.leaves(state.params)
     row_bytes = int(sum(x.nbytes for x in leaves)) // sim.n
     topo_ = sim.topo
     per_tick = {}
     for name, place in placements(topo_.senders, topo_.receivers, sim.n, d).items():
         per_tick[name] = needed_bytes(work, topo_.senders, topo_.receivers, place,
-                                      row_bytes) / int(cfg.ticks)
+                                      row_bytes) / int(cfg.run.ticks)
     moved = received_bytes(colls, d) * chunks_per_tick
     state = jax.block_until_ready(e.run_ticks(state, 0, warmup))
     t = time.perf_counter()

@@ -116,16 +116,18 @@ def train_rate(n: int, model: str, ticks: int, warmup: int, batch: int = 64) -> 
     for c in range(c0):
         params, opt, _ = run(params, opt, node_C[c], valid_C[c], keys[c], x_train, y_train)
     jax.block_until_ready(params)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for c in range(c0, c1):
         params, opt, _ = run(params, opt, node_C[c], valid_C[c], keys[c], x_train, y_train)
     jax.block_until_ready(params)
-    s = time.perf_counter() - t
+    s, cpu = time.perf_counter() - t, time.process_time() - cpu
     steps = int(work.valid[c0:c1].sum())
     if steps == 0:
         raise ValueError(f"no training in ticks [{warmup}, {warmup + ticks}): time more ticks")
+    # CPU seconds of all threads: less sensitive than wall time to other processes' load.
     return dict(n=n, model=model, slots=slots, chunks=c1 - c0, node_steps=steps, seconds=s,
-                node_steps_per_s=steps / s, vanish=os.path.dirname(models.__file__))
+                node_steps_per_s=steps / s, cpu_seconds=cpu, node_steps_per_cpu_s=steps / cpu,
+                vanish=os.path.dirname(models.__file__))
 
 
 def _load() -> float:
@@ -175,8 +177,12 @@ def against(rev: str, sizes: list[tuple[str, int]], reps: int, ticks: int, warmu
                         assert got["vanish"].startswith(trees[side]), (side, got["vanish"])
                         rate = got["node_steps_per_s"]
                         samples.setdefault((mode, side, model, n), []).append(rate)
+                        per_cpu = got.get("node_steps_per_cpu_s")
+                        if per_cpu:
+                            samples.setdefault(("cpu-time", side, model, n), []).append(per_cpu)
                         print(f"rep {rep} {mode[2:]:8} {side:3} {model:6} N={n:5d} "
-                              f"{rate:8.1f} node-steps/s  load {loads[-1]:.2f}", flush=True)
+                              f"{rate:8.1f} node-steps/s ({per_cpu or 0:.1f} per CPU-second)"
+                              f"  load {loads[-1]:.2f}", flush=True)
             if torch_nodes:  # the plain PyTorch loop (scripts/bench_torch.py), 1 and all threads
                 loads.append(_load())
                 cmd = [sys.executable, os.path.join(os.path.dirname(__file__), "bench_torch.py"),
@@ -200,15 +206,16 @@ def against(rev: str, sizes: list[tuple[str, int]], reps: int, ticks: int, warmu
     head = f"{rev} ({sha})"
     print(f"\nwhat     model       N {head:>22} {'this tree':>10}  ratio"
           f"   (median node-steps/s of {reps})")
-    for mode in modes:
+    for mode in modes + ["cpu-time"]:  # cpu-time: node-steps per CPU-second of --train
         for model, n in sizes:
             a, b = samples.get((mode, "old", model, n)), samples.get((mode, "new", model, n))
             if not a or not b:
                 continue
             ma, mb = statistics.median(a), statistics.median(b)
-            table.append(dict(what=mode[2:], model=model, n=n, old=ma, new=mb, ratio=mb / ma,
+            table.append(dict(what=mode.lstrip("-"), model=model, n=n, old=ma, new=mb,
+                              ratio=mb / ma,
                               old_samples=a, new_samples=b))
-            print(f"{mode[2:]:8} {model:6} {n:6d} {ma:22.1f} {mb:10.1f} {mb / ma:5.2f}x")
+            print(f"{mode.lstrip('-'):8} {model:6} {n:6d} {ma:22.1f} {mb:10.1f} {mb / ma:5.2f}x")
     new_n = {n: statistics.median(v) for (m, side, model, n), v in samples.items()
              if m == "--train" and side == "new" and model == "lenet5"}
     for (m, side, model, n), v in sorted(samples.items()):

@@ -1,13 +1,16 @@
 """Tests for experiments/: configs are typo-free documents, sweeps pass W&B's sweep schema
-and parse into real flags, one sweep combination runs end to end (shrunk), and the variance
-demo shows the 1/k law."""
+and parse into real flags, the local sweep runner runs a grid end to end (a real process) and
+tabulates it, one W&B agent combination runs end to end (shrunk), and the variance demo shows
+the 1/k law."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import random
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,9 +25,8 @@ if str(ROOT) not in sys.path:  # plain `pytest` puts tests/ on the path, not the
 
 from experiments import sweep as sweep_lib  # noqa: E402
 from experiments.variance_demo import run as demo  # noqa: E402
-from vanish import config as config_lib  # noqa: E402
-from vanish import tracking  # noqa: E402
-from vanish import build  # noqa: E402
+from vanish import build, config, run, tracking  # noqa: E402
+from vanish import sweep as sweeps  # noqa: E402
 
 yaml = pytest.importorskip("yaml")
 
@@ -35,11 +37,12 @@ SWEEPS = sorted(EXPERIMENTS.glob("*/sweep.yaml"))
 TICK_EXPERIMENTS = ["default", "paper_iid", "paper_noniid", "paper_topology", "paper_scale",
                     "cifar10", "robustness"]
 NON_TICK = {"variance_demo": "python -m experiments.variance_demo.run --workdir runs/variance_demo"}
-DEFAULTS = config_lib.default_config()
-# Fields the end-to-end test shrinks (sizes only), unless the sweep sets them.
-TINY = dict(dataset="synthetic", synthetic_train=600, synthetic_test=200, test_per_class=5,
-            num_nodes=6, degree=3, model="mlp", ticks=30, eval_every=10, batch_size=16,
-            checkpoint_every=30)
+FIELDS = config.fields()  # {dotted path: Field(default, help)}
+# Fields the end-to-end tests shrink (sizes only), unless the sweep sets them.
+TINY = {"data.name": "synthetic", "data.synthetic_train": 600, "data.synthetic_test": 200,
+        "data.test_per_class": 5, "topology.num_nodes": 6, "topology.degree": 3,
+        "model.name": "mlp", "run.ticks": 30, "run.eval_every": 10, "optim.batch_size": 16,
+        "run.checkpoint_every": 30}
 
 
 def _ids(paths):
@@ -53,18 +56,6 @@ def type_ok(default, value) -> bool:
     if isinstance(default, float):
         return isinstance(value, (int, float))
     return type(value) is type(default)
-
-
-def config_problems(cfg: ml_collections.ConfigDict) -> list[str]:
-    """Fields that default_config() lacks (typos) or whose type differs from its default."""
-    problems = []
-    for key, value in cfg.to_dict().items():
-        if key not in DEFAULTS:
-            problems.append(f"unknown field {key!r}")
-        elif not type_ok(DEFAULTS[key], value):
-            problems.append(f"{key}={value!r} is {type(value).__name__}, default "
-                            f"{type(DEFAULTS[key]).__name__}")
-    return problems
 
 
 def wandb_argv(sweep: dict, params: dict) -> list[str]:
@@ -154,11 +145,9 @@ def test_every_experiment_has_a_config():
 @pytest.mark.parametrize("path", CONFIGS, ids=_ids(CONFIGS))
 def test_config_has_only_real_fields_and_documents_its_command(path):
     name = path.parent.name
-    cfg = sweep_lib.load_config(path)
+    cfg = run.load_config_file(str(path))
     assert isinstance(cfg, ml_collections.ConfigDict)
-    assert config_problems(cfg) == []
-    for algorithm in config_lib.parse_algorithms(cfg.algorithms):  # also validates vc_* fields
-        build.algorithm(cfg, algorithm)
+    assert build.problems(cfg) == []  # every field known, typed and in range
     source = path.read_text()
     docstring = re.match(r'\s*r?"""(.*?)"""', source, re.S)
     assert docstring, f"{path} has no module docstring"
@@ -168,54 +157,67 @@ def test_config_has_only_real_fields_and_documents_its_command(path):
     assert command in text
     # What it costs, and what it gives: measured once run here, else the claim expected.
     assert "Runtime" in text and ("Measured result" in text or "Expected result" in text)
+    assert "SPEC" not in text  # explains itself: no document outside the repository
 
 
 def test_config_checker_catches_a_typo_and_a_wrong_type():
-    cfg = config_lib.default_config()
-    cfg.num_node = 5  # typo: default_config() is not locked, so this silently adds a field
-    assert config_problems(cfg) == ["unknown field 'num_node'"]
-    cfg = ml_collections.ConfigDict({**cfg.to_dict(), "lr": "0.01"})
-    assert sorted(config_problems(cfg)) == ["lr='0.01' is str, default float",
-                                            "unknown field 'num_node'"]
+    cfg = config.default_config()
+    cfg.topology.num_node = 5  # typo: default_config() is not locked, so this adds a field
+    assert build.problems(cfg) == ["unknown config field 'topology.num_node' (did you mean "
+                                   "'topology.num_nodes'?) (python -m vanish.run --list shows "
+                                   "every field)"]
+    cfg = ml_collections.ConfigDict(config.default_config().to_dict())
+    cfg.optim = ml_collections.ConfigDict({**cfg.optim.to_dict(), "lr": "0.01"})
+    assert build.problems(cfg) == ["config.optim.lr = '0.01' must be a number, not str"]
 
 
 def test_topology_config_derives_graph_density_from_degree():
-    cfg = sweep_lib.load_config(EXPERIMENTS / "paper_topology" / "config.py")
-    swept = sweep_lib.apply(cfg, {"degree": 16})
-    assert swept.attach == 8 and swept.edge_prob == pytest.approx(16 / 49)
-    assert cfg.topology.attach == 4  # apply() copies; the original is untouched
+    cfg = run.load_config_file(str(EXPERIMENTS / "paper_topology" / "config.py"))
+    swept = run.apply_overrides(cfg, {"topology.degree": 16})
+    assert swept.topology.attach == 8 and swept.topology.edge_prob == pytest.approx(16 / 49)
+    assert cfg.topology.attach == 4  # apply_overrides copies; the original is untouched
 
 
 def test_robustness_points_are_valid_one_factor_configs():
     from scripts import run_robustness as rr
-    from vanish import network
 
-    cfg = sweep_lib.load_config(EXPERIMENTS / "robustness" / "config.py")
-    assert cfg.run.ticks == rr.TICKS and cfg.algorithms == rr.ALGORITHMS and cfg.model.name == "mlp"
+    cfg = run.load_config_file(rr.CONFIG)
+    base = build.experiment(cfg, dataset=_tiny_data())
+    assert base.run.ticks == rr.TICKS and ",".join(base.algorithms) == rr.ALGORITHMS
+    assert base.model.name == "mlp"
     names = [p.name for p in rr.POINTS]
     assert len(set(names)) == len(names) and names[0] == "baseline"
+    flat = _flat(cfg)
     changed = {}
     for point in rr.POINTS:
-        argv = rr.command(point, 1, Path("runs/x"))
-        assert argv[1:6] == ["-m", "vanish.run", "--config", rr.CONFIG, "--workdir"]
-        cfg_p = parse_like_cli(["python", "experiments/sweep.py", "--config", rr.CONFIG,
-                                *argv[7:]])
-        assert cfg_p.seed == 1 and config_lib.problems(cfg_p) == [], point.name
-        assert cfg_p.algorithms == point.algorithms
-        for algorithm in config_lib.parse_algorithms(cfg_p.algorithms):
-            build.algorithm(cfg_p, algorithm)
-        assert network.is_faulty(cfg_p) == (point.name != "baseline"), point.name
-        diff = {k for k, v in cfg_p.to_dict().items() if v != cfg[k]} - {"seed", "algorithms",
-                                                                           "peer_mode"}
+        job = rr.job(point, 1, Path("runs/x"))
+        cfg_p = job.config_dict()
+        exp = build.experiment(cfg_p, dataset=_tiny_data())  # every check passes
+        assert exp.seed == 1 and ",".join(exp.algorithms) == point.algorithms
+        assert exp.network.faulty == (point.name != "baseline"), point.name
+        diff = {k for k, v in _flat(cfg_p).items() if v != flat[k]} - {
+            "seed", "algorithms", "network.peer_mode"}
         assert len(diff) == (point.name != "baseline"), (point.name, diff)  # one factor
-        changed[point.name] = {k: cfg_p[k] for k in diff}
+        changed[point.name] = {k: _flat(cfg_p)[k] for k in diff}
     # Offline shares down / (up + down) of 20 / 50 / 80 %; fl is not run under peer sampling.
     for share in (20, 50, 80):
-        down = changed[f"churn{share}"]["churn_down"]
+        down = changed[f"churn{share}"]["network.churn_down"]
         assert down / (cfg.network.churn_up + down) == pytest.approx(share / 100)
-    assert [changed[f"peer{k}"]["peer_k"] for k in (1, 2, 8)] == [1, 2, 8]
-    assert cfg.topology.degree == 8 and cfg.network.peer_mode == "neighbors"  # peer8: every neighbour
+    assert [changed[f"peer{k}"]["network.peer_k"] for k in (1, 2, 8)] == [1, 2, 8]
+    assert cfg.topology.degree == 8 and cfg.network.peer_mode == "neighbors"
     assert all("fl" not in p.algorithms.split(",") for p in rr.POINTS if p.name.startswith("peer"))
+
+
+def _flat(cfg):
+    from vanish import workdir
+
+    return workdir.flatten(cfg.to_dict())
+
+
+def _tiny_data():
+    from vanish import data
+
+    return data.load("synthetic", num_train=600, num_test=200, seed=0)
 
 
 # ------------------------------------------------------------------------------- (b) sweeps
@@ -229,21 +231,23 @@ def test_sweep_parses_into_typed_config_flags(path):
     assert sweep["metric"]["name"] in ("final_acc", "ticks_to_target")
     assert (ROOT / sweep["program"]).is_file()
     assert "${args}" in sweep["command"]
-    assert sweep_lib.sweep_config_path(sweep) == path.parent / "config.py"
+    assert Path(sweep_lib.sweep_config_path(sweep)) == path.parent / "config.py"
     values = sweep_lib.swept_values(sweep)
     assert values
     for key, options in values.items():
-        assert key in DEFAULTS, f"swept {key!r} is not a config field"
+        assert key in FIELDS, f"swept {key!r} is not a config field"
         for v in options:
-            assert type_ok(DEFAULTS[key], v), f"{key}: {v!r} is not a {type(DEFAULTS[key])}"
+            assert type_ok(FIELDS[key].default, v), f"{key}: {v!r}"
     # The first and last grid points, through the command line W&B would run.
-    base = sweep_lib.load_config(path.parent / "config.py")
-    for params in (sweep_lib.grid(sweep)[0], sweep_lib.grid(sweep)[-1]):
+    base = run.load_config_file(str(path.parent / "config.py"))
+    jobs = sweeps.grid_jobs(str(path.parent / "config.py"), values, seeds=[0], root="runs/x")
+    for job in (jobs[0], jobs[-1]):
+        params = {k: v for k, v in job.overrides.items()}
         cfg = parse_like_cli(wandb_argv(sweep, params))
         for key, v in params.items():
-            assert cfg[key] == v and type(cfg[key]) is type(DEFAULTS[key])
-        assert {k: v for k, v in cfg.to_dict().items() if k not in params} == \
-            {k: v for k, v in sweep_lib.apply(base, params).to_dict().items() if k not in params}
+            assert _flat(cfg)[key] == v and type(_flat(cfg)[key]) is type(FIELDS[key].default)
+        assert _flat(cfg) == _flat(run.apply_overrides(base, params))
+        assert build.problems(cfg) == []
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=_ids(SWEEPS))
@@ -255,8 +259,9 @@ def test_sweep_is_valid_for_wandb_and_a_random_draw_parses(path):
     params = sample_combination(sweep, random.Random(str(path.relative_to(ROOT))))
     cfg = parse_like_cli(wandb_argv(sweep, params))
     for key, value in params.items():
-        assert key in DEFAULTS, f"swept {key!r} is not a config field"
-        assert cfg[key] == value and type(cfg[key]) is type(DEFAULTS[key]), (key, value)
+        assert key in FIELDS, f"swept {key!r} is not a config field"
+        got = _flat(cfg)[key]
+        assert got == value and type(got) is type(FIELDS[key].default), (key, value)
 
 
 def test_wandb_sweep_check_catches_what_wandb_rejects():
@@ -267,11 +272,12 @@ def test_wandb_sweep_check_catches_what_wandb_rejects():
                                                 "max": 64}}}
     assert wandb_sweep_violations(good) == []
     params = sample_combination(good, random.Random(0))
-    assert 0.001 <= params["lr"] <= 0.1 and type(params["num_nodes"]) is int
+    assert 0.001 <= params["optim.lr"] <= 0.1 and type(params["topology.num_nodes"]) is int
     cfg = parse_like_cli(["python", "experiments/sweep.py", "--config",
                           "experiments/default/config.py",
                           *(f"--config.{k}={v}" for k, v in params.items())])
-    assert (cfg.optim.lr, cfg.topology.num_nodes) == (params["lr"], params["num_nodes"])
+    assert (cfg.optim.lr, cfg.topology.num_nodes) == (params["optim.lr"],
+                                                      params["topology.num_nodes"])
 
     def problems(**changes):
         return wandb_sweep_violations({**good, **changes})
@@ -292,24 +298,31 @@ def test_wandb_sweep_check_catches_what_wandb_rejects():
 
 
 def test_sweep_rejects_unprefixed_and_empty_parameters():
-    with pytest.raises(ValueError, match="config.<field>"):
+    with pytest.raises(ValueError, match="config.<section>.<field>"):
         sweep_lib.swept_values({"parameters": {"alpha": {"values": [0.1]}}})
     with pytest.raises(ValueError, match="empty"):
         sweep_lib.swept_values({"parameters": {"config.data.alpha": {"values": []}}})
-    with pytest.raises(KeyError, match="alhpa"):
-        sweep_lib.apply(DEFAULTS, {"alhpa": 0.1})
-    with pytest.raises(TypeError):
-        sweep_lib.apply(DEFAULTS, {"num_nodes": "ten"})
+    defaults = config.default_config()
+    with pytest.raises(ValueError, match=r"'data\.alhpa' \(did you mean 'data\.alpha'\?\)"):
+        run.apply_overrides(defaults, {"data.alhpa": 0.1})
+    with pytest.raises(ValueError, match="it is now config.data.alpha"):
+        run.apply_overrides(defaults, {"alpha": 0.1})
+    with pytest.raises(ValueError, match="takes an integer, not 'ten'"):
+        run.apply_overrides(defaults, {"topology.num_nodes": "ten"})
+    with pytest.raises(ValueError, match="unexpected argument '--bogus'"):
+        sweep_lib.parse(["x.yaml", "--bogus"])
 
 
 def test_grid_order_and_workdir_names():
-    sweep = {"parameters": {"config.topology.name": {"values": ["ring", "erdos_renyi"]},
-                            "config.topology.degree": {"values": [3, 8]}}}
-    points = sweep_lib.grid(sweep)
-    assert points[:2] == [{"topology": "ring", "degree": 3}, {"topology": "ring", "degree": 8}]
-    assert len(points) == 4
-    assert sweep_lib.combination_name({"alpha": 5.0, "topology": "ring"}) == "alpha=5,topology=ring"
-    assert sweep_lib.combination_name({}) == "base"
+    swept = {"topology.name": ["ring", "erdos_renyi"], "topology.degree": [3, 8]}
+    jobs = sweeps.grid_jobs("c.py", swept, seeds=[0, 1], root="r", overrides={"run.ticks": 5})
+    assert [(j.overrides["topology.name"], j.overrides["topology.degree"], j.seed)
+            for j in jobs[:3]] == [("ring", 3, 0), ("ring", 3, 1), ("ring", 8, 0)]
+    assert len(jobs) == 8 and all(j.overrides["run.ticks"] == 5 for j in jobs)
+    assert jobs[0].workdir == Path("r/topology.name=ring,topology.degree=3/seed0")
+    assert jobs[0].flags()[-1] == "--config.seed=0"
+    assert sweeps.combination_name({"data.alpha": 5.0}) == "data.alpha=5"
+    assert sweeps.combination_name({}) == "base"
 
 
 def test_sweep_metrics_pick_the_primary_algorithm_and_speedup():
@@ -324,17 +337,46 @@ def test_sweep_metrics_pick_the_primary_algorithm_and_speedup():
     assert "speedup_vs_gossip" not in m and "gossip/ticks_to_target" not in m
 
 
-def test_local_grid_runs_every_combination_in_its_own_workdir(tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(sweep_lib, "run_combination", lambda cfg, params, root: calls.append(
-        (cfg, dict(params), Path(root))) or (Path(root) / sweep_lib.combination_name(params), {}))
-    results = sweep_lib.run_grid(EXPERIMENTS / "paper_topology" / "sweep.yaml", tmp_path)
-    assert len(calls) == len(results) == 15
-    assert {c[2] for c in calls} == {tmp_path}
-    cfg, params, _ = calls[-1]
-    assert params == {"topology": "ring", "degree": 16}
-    assert (cfg.topology.name, cfg.topology.degree, cfg.topology.attach) == ("ring", 16, 8)
-    assert "topology=erdos_renyi,degree=3" in results
+def test_the_sweep_command_runs_a_grid_with_an_override_and_two_seeds(tmp_path):
+    """The README's sweep command as a real process: 2 combinations x 2 seeds, each in its
+    own workdir, a cross-run table over the seeds, a seed figure per combination; run again,
+    everything is skipped (finished) and the table is the same."""
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "name": "tiny", "method": "grid", "program": "experiments/sweep.py",
+        "parameters": {"config.schedule.beta": {"values": [0.5, 0.0]}},
+        "command": ["${env}", "${interpreter}", "${program}", "--config",
+                    "experiments/default/config.py", "${args}"]}))
+    tiny = {**TINY, "run.ticks": 20, "run.checkpoint_every": 10, "algorithms": "gossip,gossip_vc"}
+    cmd = [sys.executable, "-m", "experiments.sweep", str(sweep_file), "--seeds", "0,1",
+           "--root", str(tmp_path / "out"), *(f"--config.{k}={v}" for k, v in tiny.items())]
+    env = {**__import__("os").environ, "VANISH_TCMALLOC": "0", "WANDB_MODE": "disabled",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "out"
+    for beta in ("0.5", "0"):
+        for seed in (0, 1):
+            summary = json.loads((out / f"schedule.beta={beta}" / f"seed{seed}" /
+                                  "summary.json").read_text())
+            assert summary["gossip_vc"]["final_tick"] == 20
+            stored = json.loads((out / f"schedule.beta={beta}" / f"seed{seed}" /
+                                 "run_config.json").read_text())["config"]
+            assert (stored["seed"], stored["schedule"]["beta"]) == (seed, float(beta))
+            assert stored["run"]["ticks"] == 20  # the override reached every run
+        assert (out / f"schedule.beta={beta}" / "accuracy_seeds.png").is_file()
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["combination"], r["algorithm"], r["seeds"]) for r in rows] == [
+        ("schedule.beta=0.5", "gossip", "2"), ("schedule.beta=0.5", "gossip_vc", "2"),
+        ("schedule.beta=0", "gossip", "2"), ("schedule.beta=0", "gossip_vc", "2")]
+    finals = [json.loads((out / "schedule.beta=0" / f"seed{s}" / "summary.json").read_text())
+              ["gossip"]["final_acc"] for s in (0, 1)]
+    assert float(rows[2]["final_acc_mean"]) == pytest.approx(sum(finals) / 2)
+    md = (out / "results.md").read_text()
+    assert "ticks to 0.75 (reached)" in md and "never (0/2)" in md or "(2/2)" in md
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert again.returncode == 0 and again.stderr.count("finished") == 4, again.stderr[-2000:]
+    assert (out / "results.md").read_text() == md
 
 
 def test_wandb_report_logs_every_algorithm_per_tick(tmp_path):
@@ -361,18 +403,21 @@ def test_wandb_report_logs_every_algorithm_per_tick(tmp_path):
 # ------------------------------------------------------------------------- (c) end to end
 
 
-def test_first_sweep_combination_runs_end_to_end(tmp_path, monkeypatch):
+def test_a_wandb_agent_combination_runs_end_to_end(tmp_path, monkeypatch):
+    """What `wandb agent` runs for the first combination of paper_noniid (shrunk): the
+    sweep's --config.* flags select it, the workdir is named after them."""
     monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
     sweep = sweep_lib.load_sweep(EXPERIMENTS / "paper_noniid" / "sweep.yaml")
     params = {k: v[0] for k, v in sweep_lib.swept_values(sweep).items()}
-    assert params == {"alpha": 0.1}
-    cfg = sweep_lib.apply(sweep_lib.load_config(sweep_lib.sweep_config_path(sweep)), params)
-    cfg = sweep_lib.apply(cfg, {k: v for k, v in TINY.items() if k not in params})
-    assert cfg.data.partition == "dirichlet_weights" and cfg.data.alpha == 0.1 and not cfg.run.wandb
-    workdir, summaries = sweep_lib.run_combination(cfg, params, tmp_path)
-    assert workdir == tmp_path / "alpha=0.1"
-    algorithms = config_lib.parse_algorithms(cfg.algorithms)
-    assert list(summaries) == algorithms == ["single", "fl", "gossip", "gossip_vc"]
+    assert params == {"data.alpha": 0.1}
+    argv = ["--config", sweep_lib.sweep_config_path(sweep), "--root", str(tmp_path),
+            *(f"--config.{k}={v}" for k, v in {**TINY, **params}.items())]
+    assert sweep_lib.main(argv) == 0
+    workdir = tmp_path / sweeps.combination_name({**TINY, **params})
+    summaries = json.loads((workdir / "summary.json").read_text())
+    algorithms = ["single", "fl", "gossip", "gossip_vc"]
+    assert sorted(summaries) == sorted(algorithms)
     rows = tracking.read_jsonl(workdir / tracking.METRICS_FILE)
     for algorithm in algorithms:
         ticks = [r["tick"] for r in rows if r["algorithm"] == algorithm]
@@ -381,7 +426,8 @@ def test_first_sweep_combination_runs_end_to_end(tmp_path, monkeypatch):
         assert 0.0 <= last["acc_mean"] <= 1.0 and math.isfinite(last["loss_mean"])
         assert summaries[algorithm]["final_tick"] == 30
     saved = json.loads((workdir / "config.json").read_text())
-    assert saved["gossip_vc"]["alpha"] == 0.1 and saved["gossip_vc"]["num_nodes"] == 6
+    assert saved["gossip_vc"]["data"]["alpha"] == 0.1
+    assert saved["gossip_vc"]["topology"]["num_nodes"] == 6
     assert (workdir / "accuracy.png").is_file() and (workdir / "variance.png").is_file()
     # Merges happened, and plain gossip lost kernel variance where gossip_vc did not.
     assert summaries["gossip"]["averaging_events"] > 0
@@ -392,7 +438,7 @@ def test_first_sweep_combination_runs_end_to_end(tmp_path, monkeypatch):
 
 
 def test_variance_demo_shows_one_over_k_and_the_correction_restores_it(tmp_path):
-    cfg = sweep_lib.load_config(EXPERIMENTS / "variance_demo" / "config.py")
+    cfg = run.load_config_file(str(EXPERIMENTS / "variance_demo" / "config.py"))
     result = demo.shrink_ratios(cfg, [1, 2, 8])
     big = [layer for layer, n in result["sizes"].items() if n >= 500]
     assert {"Dense_0/kernel", "Conv_1/kernel"} <= set(big)

@@ -52,8 +52,14 @@ def get_config():
     c.data.synthetic_train, c.data.synthetic_test, c.data.test_per_class = 800, 200, 5
     c.model.name, c.optim.batch_size, c.optim.lr, c.optim.momentum = "mlp", 8, 0.05, 0.9
     c.topology.num_nodes, c.topology.name, c.topology.degree = 8, "random_regular", 3
-    c.run.ticks, c.run.eval_every, c.run.checkpoint_every, c.run.keep_checkpoints = {TICKS}, {EVERY}, 0, 2
-    c.schedule.interval_lo, c.schedule.interval_hi, c.schedule.send_every, c.schedule.first_tick = 2, 4, 2, "random"
+    c.run.ticks = {TICKS}
+    c.run.eval_every = {EVERY}
+    c.run.checkpoint_every = 0
+    c.run.keep_checkpoints = 2
+    c.schedule.interval_lo = 2
+    c.schedule.interval_hi = 4
+    c.schedule.send_every = 2
+    c.schedule.first_tick = "random"
     c.algorithms = "{','.join(ALGORITHMS)}"
     c.run.wandb = False
     return c

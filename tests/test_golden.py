@@ -31,7 +31,10 @@ def golden_cfg(algorithm):
         "synthetic", 600, 200, 5)
     cfg.model.name, cfg.optim.batch_size, cfg.optim.lr, cfg.optim.momentum = "mlp", 8, 0.05, 0.9
     cfg.topology.num_nodes, cfg.topology.name, cfg.topology.degree = 6, "random_regular", 3
-    cfg.run.ticks, cfg.run.eval_every, cfg.schedule.interval_lo, cfg.schedule.interval_hi = 40, 10, 2, 4
+    cfg.run.ticks = 40
+    cfg.run.eval_every = 10
+    cfg.schedule.interval_lo = 2
+    cfg.schedule.interval_hi = 4
     cfg.algorithm_args.fl.round_ticks, cfg.algorithm_args.gossip_part.num_partitions = 5, 3
     cfg.algorithm_args.fl_sched.round_ticks = 5
     cfg.algorithms = algorithm

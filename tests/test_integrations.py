@@ -233,7 +233,8 @@ def test_tfds_dataset_prepared_by_tfds_loads_and_trains(tmp_path):
     assert seen["band_ok"], "images and labels were not kept together"
     # The CLI on it (tcmalloc as a user gets it), through --config.data.name / data_dir flags.
     workdir = tmp_path / "mnist_run"
-    out = run_cli(tmp_path, workdir, "--config.data.name=mnist", f"--config.data.data_dir={data_dir}",
+    out = run_cli(tmp_path, workdir, "--config.data.name=mnist",
+            f"--config.data.data_dir={data_dir}",
                   "--config.algorithms=gossip_vc", "--config.data.test_per_class=3",
                   env=cli_env(tmp_path))
     assert "dataset mnist: 60 train / 30 test" in out

@@ -16,7 +16,7 @@ import pytest
 from jax_cache import compile_cache
 from test_simulation import ReferenceSim, _batch, _np, _take, make_cfg
 from helpers import make_sim
-from vanish import build, checkpoint, config, data, engine, network, nodes, variance
+from vanish import build, checkpoint, data, engine, network, nodes, variance
 from vanish.algorithms import base
 from vanish.errors import ConfigError
 

@@ -30,8 +30,14 @@ def run_cfg(**overrides):
     cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = 600, 200, 5
     cfg.model.name, cfg.optim.batch_size, cfg.optim.lr, cfg.optim.momentum = "mlp", 8, 0.05, 0.9
     cfg.topology.num_nodes, cfg.topology.name = 4, "ring"
-    cfg.run.ticks, cfg.run.eval_every, cfg.run.checkpoint_every, cfg.run.keep_checkpoints = 60, 20, 0, 2
-    cfg.schedule.interval_lo, cfg.schedule.interval_hi, cfg.schedule.send_every, cfg.schedule.first_tick = 2, 4, 2, "random"
+    cfg.run.ticks = 60
+    cfg.run.eval_every = 20
+    cfg.run.checkpoint_every = 0
+    cfg.run.keep_checkpoints = 2
+    cfg.schedule.interval_lo = 2
+    cfg.schedule.interval_hi = 4
+    cfg.schedule.send_every = 2
+    cfg.schedule.first_tick = "random"
     cfg.algorithms = ",".join(ALGORITHMS)
     cfg.run.wandb = False
     override(cfg, **overrides)
@@ -188,7 +194,8 @@ def test_changed_config_on_existing_workdir_raises_and_keeps_everything(full_run
     shutil.copytree(full_run[0], workdir)
     before = _snapshot(workdir)
     assert any(k.startswith("gossip/checkpoints/") for k in before)
-    with pytest.raises(RuntimeError, match=r"different config: config\.optim\.lr: 0\.05 -> 0\.02\. .*"
+    with pytest.raises(RuntimeError,
+            match=r"different config: config\.optim\.lr: 0\.05 -> 0\.02\. .*"
                        r"nothing was overwritten"):
         run.run_config(run_cfg(lr=0.02), workdir, progress=False)
     assert _snapshot(workdir) == before
@@ -201,7 +208,8 @@ def test_changed_config_is_refused_before_any_algorithm_runs(tmp_path, no_traini
     workdir.mkdir()
     first = build.experiment(run_cfg())
     workdir_lib.store_config(workdir, first.record, first.neutral)
-    with pytest.raises(RuntimeError, match=r"config\.optim\.lr: 0\.05 -> 0\.02.*nothing was overwritten"):
+    with pytest.raises(RuntimeError,
+            match=r"config\.optim\.lr: 0\.05 -> 0\.02.*nothing was overwritten"):
         run.run_config(run_cfg(lr=0.02, algorithms="gossip"), workdir, progress=False)
     assert not (workdir / tracking.METRICS_FILE).exists()
     # Result-neutral fields may change.

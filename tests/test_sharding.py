@@ -39,7 +39,10 @@ SCRIPT = textwrap.dedent(
 
     def cfg_for(algo, topo, extra):
         cfg = config.default_config()
-        cfg.data.name, cfg.model.name, cfg.topology.name, cfg.topology.degree = "synthetic", "mlp", topo, 3
+        cfg.data.name = "synthetic"
+        cfg.model.name = "mlp"
+        cfg.topology.name = topo
+        cfg.topology.degree = 3
         cfg.topology.num_nodes = 15 if algo == "fl" else 16  # FL adds the server: 16 nodes
         cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = 600, 200, 5
         cfg.run.ticks, cfg.optim.batch_size = 16, 8
@@ -69,7 +72,10 @@ SCRIPT = textwrap.dedent(
     # The compiled sharded step of a LeNet-5 gossip_vc run: its dots and collectives
     # (and on a ring, whose sent models go to the two adjacent devices only).
     cfg = cfg_for("gossip_vc", "random_regular", "")
-    cfg.model.name, cfg.topology.num_nodes, cfg.run.slots, cfg.run.shard_nodes = "lenet5", 64, 16, "true"
+    cfg.model.name = "lenet5"
+    cfg.topology.num_nodes = 64
+    cfg.run.slots = 16
+    cfg.run.shard_nodes = "true"
     hlo = {}
     for shard in ("false", "true", "ring"):
         cfg.run.shard_nodes = "false" if shard == "false" else "true"

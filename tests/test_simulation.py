@@ -1,4 +1,5 @@
-"""The tick engine (vanish/engine.py, through train.Simulation) against SPEC section 3, closed forms, and itself.
+"""The tick engine (vanish/engine.py, through train.Simulation) against the reference tick
+model, closed forms, and itself.
 
 Every Simulation is built once per module (`_sim`) and shared: building is cheap, but each
 one compiles its own chunk step, which dominates the run time of this file on CPU (a
@@ -23,7 +24,7 @@ import pytest
 
 from jax_cache import compile_cache
 from helpers import make_sim, override
-from vanish import build, config, data, nodes, partition, variance
+from vanish import config, data, nodes, partition, variance
 
 TICKS = 60
 
@@ -37,7 +38,8 @@ def make_cfg(**overrides):
     cfg.optim.lr, cfg.optim.momentum = 0.05, 0.9
     cfg.topology.num_nodes, cfg.topology.name = 4, "ring"
     cfg.run.ticks = TICKS
-    cfg.schedule.interval_lo, cfg.schedule.interval_hi = 2, 4  # busy ticks: several trainers, duplicate sends
+    cfg.schedule.interval_lo = 2  # busy ticks: several trainers, duplicate sends
+    cfg.schedule.interval_hi = 4
     override(cfg, **overrides)
     return cfg
 
@@ -256,7 +258,8 @@ def test_fl_sched_with_one_client_is_single_node_training(_sim):
     want, events = _single_node_reference(fl, 1, TICKS)
     assert events >= 10
     assert int(state.train_count[1]) == events and int(state.train_count[0]) == 0
-    assert int(state.merges[1]) == TICKS // int(fl.experiment.algorithm_args["fl"]["round_ticks"])  # one per round
+    rounds = TICKS // int(fl.experiment.algorithm_args["fl"]["round_ticks"])
+    assert int(state.merges[1]) == rounds  # one per round
     for got_server, got_client, w in zip(jax.tree.leaves(_take(state.params, 0)),
                                          jax.tree.leaves(_take(state.params, 1)),
                                          jax.tree.leaves(want)):

@@ -30,6 +30,7 @@ from vanish import (algorithms, checks, config, data, network, partition, schedu
                     workdir)
 from vanish.algorithms import Cadence, Placement
 from vanish.errors import ConfigError, PartitionError, TopologyError
+from vanish.schedule import WorkList
 
 log = logging.getLogger(__name__)
 
@@ -619,7 +620,8 @@ def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
     first = g("schedule.first_tick")
     every = g("run.eval_every")
     exp = Experiment(
-        algorithms=names, seed=seed, dataset=None,  # type: ignore[arg-type]  (set below)
+        # The dataset is loaded (below) only once the cheaper checks have passed.
+        algorithms=names, seed=seed, dataset=None,  # type: ignore[arg-type]
         test_per_class=g("data.test_per_class"), partition=part, partition_args=part_args,
         graph=graph,
         model=ModelSettings(g("model.name"), g("model.conv_impl"), g("model.init")),
@@ -901,7 +903,7 @@ class Components:
     x_test: Any
     y_test: Any
     schedule: schedule.Schedule
-    work: schedule.WorkList
+    work: WorkList  # (the field `schedule` above shadows the module here)
     model: Any
     tx: Any
     input_shape: tuple[int, ...]

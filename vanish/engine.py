@@ -4,7 +4,7 @@
     state = eng.init_state()
     state = eng.run_ticks(state, 0, 100)      # device work; no host transfer inside
 
-Design. The reference simulator (SPEC section 3) advances integer ticks; in each tick some
+Design. The authors' reference simulator advances integer ticks; in each tick some
 nodes train one SGD step and send their model, then the algorithm's end-of-tick rule runs.
 Training times do not depend on training results, so `schedule` fixes them ahead from the
 seed and packs each tick's trainers into chunks of exactly K node slots (the work plan). The

@@ -15,7 +15,7 @@ sampling, the attack kind) is part of the program. Stragglers change the trainin
 itself (like interval_lo / interval_hi), hence the work plan. A fault-free config builds no
 plan and runs the fault-free program.
 
-Semantics (the reference simulator of SPEC section 3, extended):
+Semantics (the authors' tick model, extended):
   * drops: each message (sender, receiver, tick) is lost with its edge's probability;
   * delays: a message sent at tick t reaches the receiver's inbox at tick t + d (d fixed or
     U{lo..hi} per message), before that tick's merges; it carries the model as sent;
@@ -347,7 +347,7 @@ def with_queue(plan: Plan, work: schedule_lib.WorkList) -> Plan:
 def expected_arrivals(plan: Plan | None, topo: Topology) -> np.ndarray:
     """[N] messages a node expects per training interval: the default merge threshold.
 
-    All neighbours: its in-degree (SPEC section 3). Peer sampling to k of d out-neighbours:
+    All neighbours: its in-degree. Peer sampling to k of d out-neighbours:
     in-degree * min(k, d) / d (k on a regular graph); uniform peers: k.
     """
     if plan is None or plan.spec.peer == "all":

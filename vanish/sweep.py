@@ -131,7 +131,8 @@ def run_jobs(jobs: Iterable[Job], *, processes: bool = False, keep_going: bool =
         job.workdir.parent.mkdir(parents=True, exist_ok=True)
         if processes:
             with open(job.workdir.with_name(job.workdir.name + ".log"), "a") as f:
-                status[job.workdir] = subprocess.call([sys.executable, "-m", "vanish.run", *job.flags()],
+                status[job.workdir] = subprocess.call([sys.executable, "-m", "vanish.run",
+                        *job.flags()],
                                               stdout=f, stderr=subprocess.STDOUT)
         else:
             try:

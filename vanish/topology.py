@@ -458,7 +458,7 @@ class Spec(NamedTuple):
     """
 
     name: str
-    n: int | None
+    n: int
     weighting: str = "uniform"
     kwargs: dict[str, Any] = {}
 

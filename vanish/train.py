@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import shlex
 import signal
 import sys
@@ -258,7 +259,7 @@ def _write(writer: tracking.MetricWriter, tick: int, m: dict[str, Any], var0: di
     writer.write_scalars(tick, {**m, **ratios, "ticks_per_s": ticks_per_s})
 
 
-def train_and_evaluate(exp: build.Experiment, path: str | Path, *,
+def train_and_evaluate(exp: build.Experiment, path: str | os.PathLike[str], *,
                        progress: bool | None = None) -> dict[str, dict[str, Any]]:
     """Runs every algorithm of the experiment on the same data and seeds; returns summaries.
 

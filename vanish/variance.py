@@ -1,4 +1,4 @@
-"""Variance-corrected model averaging (SPEC section 2): per-layer stats, targets and rescale.
+"""Variance-corrected model averaging: per-layer stats, targets and rescale.
 
 Device side, jitted; trees are stacked (leading node axis N) unless a docstring says otherwise.
 

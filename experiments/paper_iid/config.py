@@ -1,6 +1,6 @@
 r"""Paper, IID data: LeNet-5 on 50 nodes of a random 8-regular graph, the reference setting.
 
-Reproduces (Tian et al. 2024, arXiv 2404.04616; SPEC section 3, "reference experiment"):
+Reproduces (Tian et al. 2024, arXiv 2404.04616):
 plain gossip averaging shows a long plateau before accuracy rises, because averaging
 independently initialised models drives every layer's weight variance far below its
 Glorot value; with variance correction (gossip_vc) gossip learning converges about as fast
@@ -14,7 +14,8 @@ MNIST as in the paper: add `--config.data.name=mnist --config.run.target_accurac
 comes from TFDS, which the run does not download: once, with network,
 `pip install 'vanish[data]'` and `tfds build mnist` (or a prepared `--config.data_dir`).
 The Caffe LeNet and its "inv" learning-rate schedule: `--config.model.name=caffe_lenet
---config.optim.schedule=inv`. The authors' correction numerics: `--config.correction.reference=True`.
+--config.optim.schedule=inv`. The authors' correction numerics:
+`--config.correction.reference=True`.
 
 Runtime: measured 5 min 2 s wall for `--config.run.ticks=2000 --config.algorithms=fl,gossip,
 gossip_vc` on the idle 2-core CPU (tcmalloc preloaded; start-up and compilation included),

@@ -1,6 +1,6 @@
 r"""Paper, non-IID data: experiments/paper_iid with Dirichlet(alpha) label weights per node.
 
-Reproduces (Tian et al. 2024, arXiv 2404.04616; SPEC section 3, "Non-IID"): the variance
+Reproduces (Tian et al. 2024, arXiv 2404.04616): the variance
 correction keeps gossip learning close to federated learning for non-IID data too, and
 plain gossip's plateau remains. Each node draws label weights from Dirichlet(alpha); each
 training sample's label is drawn by those weights, then an image of that label from the
@@ -15,7 +15,8 @@ One alpha: add `--config.data.alpha=0.1` (and a workdir of its own: a workdir re
 config only). All of alpha in {0.1, 0.5, 5}, each in runs/paper_noniid/sweep/alpha=<a>:
   python -m experiments.sweep --sweep experiments/paper_noniid/sweep.yaml
 or with W&B: `wandb sweep experiments/paper_noniid/sweep.yaml`, then `wandb agent <id>`.
-Disjoint shards instead (the FL libraries' Dirichlet split): `--config.data.partition=dirichlet_split`;
+Disjoint shards instead (the FL libraries' Dirichlet split):
+`--config.data.partition=dirichlet_split`;
 label-subset nodes (0-4 vs 5-9): `--config.data.partition=label_subsets`.
 
 Runtime measured on the 2-core CPU (engine v2, one core per run): 12-15 min per seed for

@@ -1,6 +1,6 @@
 r"""Paper, network size: the advantage of variance correction over plain gossip grows with N.
 
-Reproduces (Tian et al. 2024, arXiv 2404.04616; SPEC section 3): "the advantage over plain
+Reproduces (Tian et al. 2024, arXiv 2404.04616): "the advantage over plain
 gossip grows with network size (the authors report up to 6x faster convergence in large
 networks)". experiments/paper_iid (LeNet-5, random 8-regular, U{8..12}, batch 64, SGD
 0.01 / 0.9, IID offline Fashion-MNIST) at num_nodes in {50, 100, 200, 500, 1000}; the

@@ -1,6 +1,6 @@
 r"""Paper, topologies: does variance correction help on every graph, sparse and dense?
 
-Reproduces (Tian et al. 2024, arXiv 2404.04616; SPEC section 3): "with variance correction
+Reproduces (Tian et al. 2024, arXiv 2404.04616): "with variance correction
 gossip learning converges about as fast as federated learning ... across topologies".
 experiments/paper_iid (LeNet-5, 50 nodes, U{8..12}, batch 64, SGD 0.01 / 0.9, IID offline
 Fashion-MNIST) on random d-regular, Erdos-Renyi, Barabasi-Albert, Watts-Strogatz and ring

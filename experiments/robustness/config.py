@@ -24,7 +24,8 @@ in runs/robustness/<point>/seed<s>:
   python scripts/run_robustness.py --list        # the points and their state
   python scripts/run_robustness.py               # all points, seed 0
   python scripts/run_robustness.py --only churn50,drop0.3 --seeds 0,1,2
-One point by hand, e.g. `--config.network.churn_down=80` (50 % offline), `--config.network.drop_prob=0.3`,
+One point by hand, e.g. `--config.network.churn_down=80` (50 % offline),
+`--config.network.drop_prob=0.3`,
 or `--config.network.peer_k=2 --config.algorithms=gossip,gossip_vc`, each with a workdir of its
 own. The churn axis is also the W&B sweep (a W&B grid is a cartesian product, so the other
 axes are the single-point commands above, or `python -m experiments.sweep --config

@@ -1,10 +1,10 @@
 r"""Variance demo: averaging k independent Glorot-initialised LeNet-5s shrinks variance as 1/k.
 
-Reproduces the mechanism behind the paper's claim (Tian et al. 2024, arXiv 2404.04616,
-SPEC section 1): if k layers are independent with element variance s2, their average has
+Reproduces the mechanism behind the paper's claim (Tian et al. 2024, arXiv 2404.04616): if
+k layers are independent with element variance s2, their average has
 variance s2 / k, and mixed with the node's own model at weight beta it has
 beta^2 s2 + (1 - beta)^2 s2 / k (beta = 0.5, k = 8: 0.28 s2). Variance-corrected averaging
-(target 'others', SPEC section 2) rescales each kernel back to the received models' mean
+(target 'others') rescales each kernel back to the received models' mean
 variance. Not a tick simulation, so it has its own entry point (this file only configures
 it; `vanish.run` is not involved):
 

@@ -67,7 +67,8 @@ def shrink_ratios(cfg: ml_collections.ConfigDict, k_values: Sequence[int]) -> di
     """
     k_values = [int(k) for k in k_values]
     max_k = max(k_values)
-    model = models.make_model(cfg.model.name, num_classes=10, conv_impl=cfg.model.conv_impl, init=cfg.model.init)
+    model = models.make_model(cfg.model.name, num_classes=10, conv_impl=cfg.model.conv_impl,
+            init=cfg.model.init)
     shape = INPUT_SHAPES.get(str(cfg.data.name), DEFAULT_INPUT_SHAPE)
     # Rows 0..max_k-1 are the received models, row max_k is the merging node's own model.
     # Jitted: one compile instead of the eager, op-by-op vmap of the forward pass init runs.

@@ -163,7 +163,7 @@ def factory(name: str) -> Callable[..., Any]:
         return fn
     module, _, attr = fn.partition(":")
     full = module if "." in module else f"vanish.algorithms.{module}"
-    return getattr(importlib.import_module(full), attr)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(full), attr)
 
 
 def make(name: str, **kwargs: Any) -> Any:

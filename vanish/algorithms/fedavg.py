@@ -1,6 +1,7 @@
 """Federated averaging: a star whose node 0 is a server that never trains.
 
-`fl` is the authors' baseline (DFL_torch, SPEC section 3): in every round of R ticks each
+`fl` is the authors' baseline (as the authors' simulator, DFL_torch,
+        runs it): in every round of R ticks each
 participating client (a `client_fraction` sample, drawn per round from the seed) trains
 exactly E local steps from the server's model (E = 1, at the round's middle tick) and sends
 its model to the server; at the round's end the server takes the mean of what it received

@@ -1,9 +1,9 @@
-"""Gossip learning (SPEC section 3): push to every out-neighbour, merge at `threshold` messages.
+"""Gossip learning: push to every out-neighbour, merge at `threshold` messages.
 
     inbox = init(params_N)    # sum of received models, count, sum of their layer variances
 
 Plain gossip is target 'none'; `gossip_vc` rescales each merged kernel to the mean variance of
-the received models (SPEC section 2). The inbox is a fixed-shape accumulator, so a send is a
+the received models. The inbox is a fixed-shape accumulator, so a send is a
 scatter-add over the message's routed receivers (`mixing.push_to`) and a merge needs no buffers.
 """
 

@@ -5,7 +5,7 @@ received models themselves, not their sum, so this rule's inbox is a buffer of
 `inbox_capacity` messages per node. At a merge, every coordinate's received values are
 sorted, floor(trim_fraction * m) are cut at each end (m = messages held) and the rest
 averaged; the node then mixes `beta * own + (1 - beta) * trimmed mean`. `gossip_trim_vc`
-rescales each kernel afterwards (SPEC 2) to the TRIMMED mean of the held models' per-layer
+rescales each kernel afterwards to the TRIMMED mean of the held models' per-layer
 variances (the same rule applied to the variances; until issue #9 it was their plain mean,
 which one Byzantine sender can move arbitrarily far).
 Memory: N * capacity models; the builder sizes capacity to threshold - 1 + in-degree, the
