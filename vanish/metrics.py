@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from vanish import mixing, nodes, variance
+from vanish import mixing, nodes, treeutil, variance
 
 PyTree = Any
 
@@ -43,9 +43,7 @@ VAR_PREFIX, VAR_RATIO_PREFIX = "var/", "var_ratio/"
 FINAL_ACC, TICKS_TO_TARGET, VAR_RATIO = "final_acc", "ticks_to_target", "var_ratio"
 
 
-def layer_name(path: Any) -> str:
-    """'Conv_0/kernel' for a key path (the one key-path-to-name helper)."""
-    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+layer_name = treeutil.layer_name  # 'Conv_0/kernel' for a key path
 
 
 def make_evaluator(model: Any, nodes_per_chunk: int = 64,

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from vanish import treeutil
 from vanish.topology import Graph
 
 PyTree = Any
@@ -70,9 +71,6 @@ def _ctype(dtype: Any) -> Any:
     return jnp.result_type(dtype, jnp.float32)
 
 
-def _rows(v: jax.Array, x: jax.Array) -> jax.Array:
-    return v.reshape(v.shape + (1,) * (x.ndim - 1))
-
 
 # ----------------------------------------------------------------------------- neighbour sums
 # Each returns init_NP + sum over in-edges (s -> r) of w * x_NP[s], rows indexed by r.
@@ -83,7 +81,7 @@ def _sum_gather(init: jax.Array, x: jax.Array, nbr: jax.Array, w: jax.Array) -> 
     acc = init
     head = min(d, _CHUNK)
     for j in range(head):  # unrolled: one fused pass for init + the first _CHUNK neighbours
-        acc = acc + _rows(w[:, j], x) * x[nbr[:, j]]
+        acc = acc + treeutil.per_node(w[:, j], x.ndim) * x[nbr[:, j]]
     rest = d - head
     if rest == 0:
         return acc
@@ -96,7 +94,7 @@ def _sum_gather(init: jax.Array, x: jax.Array, nbr: jax.Array, w: jax.Array) -> 
     def body(c: jax.Array, acc: jax.Array) -> jax.Array:
         nb, wc = nbr_c[:, c], w_c[:, c]
         for j in range(_CHUNK):
-            acc = acc + _rows(wc[:, j], x) * x[nb[:, j]]
+            acc = acc + treeutil.per_node(wc[:, j], x.ndim) * x[nb[:, j]]
         return acc
 
     return lax.fori_loop(0, chunks, body, acc)
@@ -105,7 +103,7 @@ def _sum_gather(init: jax.Array, x: jax.Array, nbr: jax.Array, w: jax.Array) -> 
 def _sum_segment(init: jax.Array, x: jax.Array, snd: jax.Array, rcv: jax.Array,
                  w: jax.Array) -> jax.Array:
     # The jraph formulation: materialises [E, P] messages (a lot of memory on dense graphs).
-    msgs = _rows(w, x) * x[snd]
+    msgs = treeutil.per_node(w, x.ndim) * x[snd]
     return init + jax.ops.segment_sum(msgs, rcv, num_segments=x.shape[0], indices_are_sorted=True)
 
 
@@ -184,7 +182,7 @@ def mix(tree_N: PyTree, graph: Graph, edge_mask: jax.Array | None = None,
         if node_mask is not None:
             sw = jnp.where(node_mask.astype(bool), sw, 1.0)  # exactly 1: keeps its model bit-exact
     if num_edges == 0:
-        return jax.tree.map(lambda x: (_rows(sw, x) * x).astype(x.dtype), tree_N)
+        return jax.tree.map(lambda x: (treeutil.per_node(sw, x.ndim) * x).astype(x.dtype), tree_N)
 
     if method == "gather":
         nbr, w = (graph.nbr, graph.nbr_weight) if keep is None else _table(graph, ew, keep)
@@ -199,9 +197,10 @@ def mix(tree_N: PyTree, graph: Graph, edge_mask: jax.Array | None = None,
         if method == "dense":
             out = _matmul(mat, x2)
         elif method == "gather":
-            out = _sum_gather(_rows(sw, x2) * x2, x2, nbr, w.astype(x2.dtype))
+            out = _sum_gather(treeutil.per_node(sw, x2.ndim) * x2, x2, nbr, w.astype(x2.dtype))
         else:
-            out = _sum_segment(_rows(sw, x2) * x2, x2, snd, graph.receivers, ew.astype(x2.dtype))
+            out = _sum_segment(treeutil.per_node(sw, x2.ndim) * x2, x2, snd, graph.receivers,
+                    ew.astype(x2.dtype))
         return out.reshape(x.shape).astype(x.dtype)
 
     return jax.tree.map(leaf, tree_N)
@@ -223,7 +222,7 @@ def mix_rows(tree_N: PyTree, graph: Graph, start: jax.Array | int, count: int) -
     def leaf(x: jax.Array) -> jax.Array:
         x2 = _flat(x).astype(_ctype(x.dtype))
         own = take(x2)
-        out = _sum_gather(_rows(sw, own) * own, x2, nbr, w.astype(x2.dtype))
+        out = _sum_gather(treeutil.per_node(sw, own.ndim) * own, x2, nbr, w.astype(x2.dtype))
         return out.reshape((count, *x.shape[1:])).astype(x.dtype)
 
     return jax.tree.map(leaf, tree_N)

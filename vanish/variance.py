@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from vanish import treeutil
+
 PyTree = Any
 Array = jax.Array
 
@@ -99,14 +101,6 @@ class CorrectionConfig:
 # --- which leaves are correctable (static: depends on names and shapes only) -----------------
 
 
-def _path_names(path: Any) -> tuple[str, ...]:
-    """Key names of a JAX key path (DictKey.key, GetAttrKey.name, SequenceKey.idx) or 'a/b'."""
-    if isinstance(path, str):
-        return tuple(p for p in path.split('/') if p)
-    return tuple(str(next((getattr(k, a) for a in ('key', 'name', 'idx') if hasattr(k, a)), k))
-                 for k in path)
-
-
 def is_correctable(path: Any, leaf: Any, config: CorrectionConfig, *,
                    stacked: bool = False) -> bool:
     """Whether a leaf is rescaled after averaging.
@@ -125,7 +119,7 @@ def is_correctable(path: Any, leaf: Any, config: CorrectionConfig, *,
     Returns:
         True iff the leaf is corrected.
     """
-    names = _path_names(path)
+    names = treeutil.path_names(path)
     shape = tuple(jnp.shape(leaf))[1 if stacked else 0:]
     if (not names or names[-1] in _NORM_NAMES or any(n in _NORM_COLLECTIONS for n in names)
             or any(pattern in '/'.join(names) for pattern in config.skip)):

@@ -184,13 +184,5 @@ def make(name: str, **kwargs: Any) -> Any:
     return algo._replace(name=name, caps=entry.caps)
 
 
-def __getattr__(attr: str) -> Any:  # the types of base.py, imported on first use
-    if attr in ("Algorithm", "Consts", "Sent", "Tick"):
-        from vanish.algorithms import base
-
-        return getattr(base, attr)
-    raise AttributeError(f"module 'vanish.algorithms' has no attribute {attr!r}")
-
-
 __all__ = ["REGISTRY", "NAMES", "Entry", "Knob", "Capabilities", "Placement", "Cadence",
-           "register", "factory", "make", "Algorithm", "Consts", "Sent", "Tick"]
+           "register", "factory", "make"]

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from vanish import variance
+from vanish import treeutil, variance
 from vanish.algorithms import Capabilities
 from vanish.topology import Graph
 
@@ -120,9 +120,6 @@ def put(tree_N: PyTree, idx_M: jax.Array, tree_M: PyTree) -> PyTree:
                         tree_N, tree_M)
 
 
-def _rows(v_M: jax.Array, x: jax.Array) -> jax.Array:
-    return v_M.reshape(v_M.shape + (1,) * (x.ndim - 1))
-
 
 def for_selected(mask_N: jax.Array, slots: int, body: Callable[[PyTree, jax.Array, jax.Array],
                  PyTree], carry: PyTree) -> PyTree:
@@ -201,7 +198,8 @@ def merge_selected(params_N: PyTree, inbox: PyTree, merged_N: jax.Array, slots: 
         # The cleared rows are computed FROM the gathered ones (a select on valid_M): with no
         # data dependence XLA may not order the gather before the in-place scatter, and then
         # copies every inbox stack (measured: 30 full-N copies per call at N = 1000).
-        cleared = jax.tree.map(lambda e, x: jnp.where(_rows(valid_M, x), e, x), empty(ib_M), ib_M)
+        cleared = jax.tree.map(lambda e, x: jnp.where(treeutil.per_node(valid_M, x.ndim), e, x),
+                empty(ib_M), ib_M)
         return put(p, idx_M, new_M), put(ib, idx_M, cleared)
 
     return for_selected(merged_N, slots, body, (params_N, inbox))

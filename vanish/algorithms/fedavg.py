@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from vanish import mixing, variance
+from vanish import mixing, treeutil, variance
 from vanish.algorithms import base, gossip
 
 PyTree = Any
@@ -40,7 +40,8 @@ def round_end(params_N: PyTree, inbox: gossip.Inbox, consts: base.Consts,
                             base.node_row(ib.total, tick, 0))
         new = mixing.broadcast(mean, n)
         take = cnt > 0 if tick.online is None else (cnt > 0) & tick.online  # churn: offline
-        p = jax.tree.map(lambda old, x: jnp.where(base._rows(take, old), x, old), p, new)
+        p = jax.tree.map(lambda old, x: jnp.where(treeutil.per_node(take, old.ndim), x, old), p,
+                new)
         return p, base.zeros(ib)
 
     received = server_count > 0  # (a dropped-out round adopts nothing: no merge counted)
