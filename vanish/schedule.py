@@ -40,13 +40,15 @@ class Schedule:
     def counts_per_tick(self) -> np.ndarray:
         return np.bincount(self.event_tick, minlength=self.ticks)
 
-    def fingerprint(self) -> str:
-        """A short digest, stored with checkpoints so a resume can verify its schedule."""
+    def fingerprint(self, upto: int | None = None) -> str:
+        """A short digest of the events before tick `upto` (default: all), stored with
+        checkpoints so a resume (or an extension to more ticks) can verify its schedule."""
         import hashlib
 
+        keep = slice(None) if upto is None else self.event_tick < upto
         h = hashlib.sha256()
         for a in (self.event_tick, self.event_node, self.event_send):
-            h.update(np.ascontiguousarray(a).tobytes())
+            h.update(np.ascontiguousarray(a[keep]).tobytes())
         return h.hexdigest()[:16]
 
 
@@ -92,15 +94,18 @@ def draw(
     else:
         raise ConfigError(f"first_tick must be a non-negative int or 'random', got {first_tick!r}")
     # Enough draws that even the shortest gaps cover the horizon; one matrix, no node loop.
+    # Drawn gap by gap across the nodes ([m, n], then transposed), so a longer horizon only
+    # appends draws: the schedule of [0, T) does not depend on the horizon beyond T, and a
+    # finished run extends to more ticks on the very schedule it ran (`truncated`).
     if node_interval is None:
         m = max(1, -(-max(ticks - int(start.min()), 0) // lo) + 1)
-        gaps = rng.integers(lo, hi + 1, size=(n, m))
+        gaps = rng.integers(lo, hi + 1, size=(m, n)).T
     else:
         lo_n, hi_n = (np.asarray(a, np.int64) for a in node_interval)
         if lo_n.shape != (n,) or hi_n.shape != (n,) or not np.all((1 <= lo_n) & (lo_n <= hi_n)):
             raise ConfigError("node_interval needs [n] arrays with 1 <= lo <= hi")
         m = max(1, -(-max(ticks - int(start.min()), 0) // int(lo_n.min())) + 1)
-        gaps = rng.integers(lo_n[:, None], hi_n[:, None] + 1, size=(n, m))
+        gaps = rng.integers(lo_n[None, :], hi_n[None, :] + 1, size=(m, n)).T
     times = start[:, None] + np.concatenate(
         [np.zeros((n, 1), np.int64), np.cumsum(gaps, 1)[:, :-1]], 1)
     ordinal = np.broadcast_to(np.arange(m), (n, m))
