@@ -16,6 +16,8 @@ checkpoint that reads back; a finished algorithm is not rerun.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -31,7 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vanish import build, checkpoint, engine, metrics, nodes, plots, runtime, tracking, workdir
+from vanish import (build, checkpoint, engine, lock, metrics, nodes, plots, runtime, tracking,
+                    workdir)
 from vanish.engine import SimState
 from vanish.errors import CheckpointDamagedError, WorkdirConflictError
 from vanish.partition import format_label_histogram
@@ -116,42 +119,58 @@ def run_algorithm(exp: build.Experiment, name: str, path: Path,
     Its metric writer is stored in `writers[name]`; the caller closes it after the comparison
     figures of all algorithms have been written to it too.
 
+    Resume (`_resume`): the newest intact checkpoint, whose metrics rows are verified against
+    the log (a cut last line repaired, rows past it dropped and replayed); rows missing or
+    duplicated before it fall back to an older checkpoint, or to a fresh start. A larger
+    run.ticks than the checkpoint's extends the run on the same schedule (the schedule of
+    [0, T) does not depend on the horizon), with the engine sizes the checkpoint ran with.
+
     SIGINT / SIGTERM (see `signals.StopRequest`; `stop` may be shared by several calls) stop
     it between two compiled calls: it writes a checkpoint at that tick and raises
     `Interrupted` after one stderr line saying how to resume. Metrics rows are written before
-    the checkpoint of their tick and rows past the restored checkpoint are dropped on resume,
-    so a kill -9 at any point resumes to the uninterrupted result.
+    the checkpoint of their tick, so a kill -9 at any point resumes to the uninterrupted
+    result. The summary is computed only from a verified log.
     """
     if stop is None:
         with StopRequest() as stop:
             return run_algorithm(exp, name, path, writers, progress=progress, stop=stop)
-    sim = Simulation(exp, name)
     ckpt_dir = path / name  # checkpoints in workdir/<algorithm>/checkpoints/<tick>
+    metrics_file = path / tracking.METRICS_FILE
+    sim = Simulation(exp, name)
     state = sim.init_state()
-    var0: dict[str, float] = {}
-    start = 0
-    meta_expected = dict(config_hash=exp.config_hash, schedule=sim.schedule.fingerprint())
-    if checkpoint.latest_step(ckpt_dir) is not None:
-        state, var0, start = _resume(ckpt_dir, state, name, path, meta_expected)
+    resumed = _resume(exp, sim, ckpt_dir, name, path, state) \
+        if checkpoint.latest_step(ckpt_dir) is not None else None
+    if resumed is not None:
+        sim, state, var0, row_ticks = resumed
+        start = int(state.tick)
+    else:
+        var0, row_ticks, start = {}, [], 0
+        if metrics_file.exists():  # rows of a run stopped before its first checkpoint
+            tracking.reconcile_log(metrics_file, name, None, [])
     # Several processes (multi-host): all compute, process 0 alone writes metrics and
     # figures (checkpoints are written by all, each its own shards; orbax syncs them).
     primary = jax.process_index() == 0
     run = exp.run
     writer = writers[name] = tracking.make_writers(
         path, name, wandb=run.wandb, project=run.wandb_project, group=path.name,
-        config=dict(exp.record, algorithm=name),
-        # A fresh start writes tick 0 again: drop every row of this algorithm (left by a run
-        # interrupted before its first checkpoint), not only those past the start tick.
-        wandb_mode=run.wandb_mode or None, resume_tick=start if start else -1,
+        config=dict(exp.record, algorithm=name), wandb_mode=run.wandb_mode or None,
+        tensorboard=run.tensorboard,
     ) if primary else tracking.MultiWriter([])
     ticks, every, ckpt_every = run.ticks, run.eval_every, run.checkpoint_every
     saved = start  # the newest checkpoint's tick (0: none)
 
     def save(tick: int) -> None:
         nonlocal saved
-        checkpoint.save(ckpt_dir, tick, state, keep=run.keep_checkpoints,
-                        metadata=dict(meta_expected, var0=var0, algorithm=name))
+        meta = dict(config_hash=exp.config_hash, horizon=ticks,
+                    schedule=sim.schedule.fingerprint(), slots=_total_slots(sim),
+                    merge_slots=sim.components.merge_slots, row_ticks=row_ticks, var0=var0,
+                    algorithm=name)
+        checkpoint.save(ckpt_dir, tick, state, keep=run.keep_checkpoints, metadata=meta)
         saved = tick
+
+    def write(tick: int, m: dict[str, Any], rate: float) -> None:
+        _write(writer, tick, m, var0, ticks_per_s=rate)
+        row_ticks.append(tick)
 
     if start == 0:
         hist = format_label_histogram(sim.components.label_hist)
@@ -161,7 +180,7 @@ def run_algorithm(exp: build.Experiment, name: str, path: Path,
         writer.write_text("label_histogram", hist)
         state, m = sim.evaluate(state)
         var0 = metrics.initial_variances(m)
-        _write(writer, 0, m, var0, ticks_per_s=0.0)
+        write(0, m, 0.0)
     bar = tracking.ProgressBar(ticks, desc=name, enabled=progress if primary else False,
                                initial=start)
     pacer = _Pacer()
@@ -179,10 +198,11 @@ def run_algorithm(exp: build.Experiment, name: str, path: Path,
         state, m = sim.evaluate(state)
         rate = (t_next - t0) / max(time.perf_counter() - t_wall, 1e-9)
         if not all(math.isfinite(m[k]) for k in ("loss_mean", "acc_mean")):
+            kept = f"the checkpoint at tick {saved} and " if saved else ""
             raise FloatingPointError(
-                f"[{name}] non-finite loss at tick {t_next} (config.optim.lr = {exp.optim.lr} "
-                f"too high?); metrics up to tick {t0} and the last checkpoint are kept in {path}")
-        _write(writer, t_next, m, var0, ticks_per_s=rate)  # the row first, then its checkpoint
+                f"[{name}] non-finite loss at tick {t_next} (config.optim.lr = {exp.optim.lr:g}"
+                f" too high?); {kept}the metrics up to tick {t0} are kept in {path}")
+        write(t_next, m, rate)  # the row first, then its checkpoint
         bar.update(t_next - t0, acc=f"{m['acc_mean']:.3f}", tps=f"{rate:.0f}")
         if t_next % ckpt_every == 0 or t_next == ticks or stop.requested:
             save(t_next)
@@ -193,9 +213,8 @@ def run_algorithm(exp: build.Experiment, name: str, path: Path,
         raise _interrupted(stop, name, t, ticks, saved)
     # (Other processes read process 0's rows: its last row precedes the final checkpoint,
     # whose save every process waited for.)
-    records = [r for r in tracking.read_jsonl(path / tracking.METRICS_FILE)
-               if r["algorithm"] == name]
-    summary = metrics.summarize(records, run.target_accuracy)
+    summary = metrics.summarize(tracking.summary_rows(metrics_file, name, row_ticks),
+                                run.target_accuracy)
     writer.write_summary(summary)
     if stop.requested:  # the signal came after the last tick: this algorithm is complete
         raise _interrupted(stop, name, t, ticks, saved)
@@ -211,18 +230,35 @@ def _interrupted(stop: StopRequest, name: str, tick: int, ticks: int, saved: int
     return Interrupted(stop.signum, name, tick)
 
 
-def _resume(ckpt_dir: Path, state: Any, name: str, path: Path,
-            meta_expected: dict[str, Any]) -> tuple[Any, dict[str, float], int]:
-    """(state, var0, start tick) from the newest checkpoint that reads back.
+def _total_slots(sim: Simulation) -> int:
+    """The chunk width over all devices (what run.slots sets)."""
+    return int(sim.work.slots) * int(sim.components.devices)
 
-    Damaged newer checkpoints are skipped with a warning (resaving their ticks replaces
-    them). If none reads back, the algorithm starts afresh only when that loses nothing (no
-    metric rows of it past tick 0); otherwise CheckpointDamagedError, nothing changed.
+
+def _row_ticks(meta: dict[str, Any], tick: int, every: int) -> list[int]:
+    """The ticks with a metrics row up to checkpoint `tick`: as recorded with it, or (a
+    checkpoint of an earlier vanish) every evaluation tick up to it."""
+    if isinstance(meta.get("row_ticks"), list):
+        return [int(t) for t in meta["row_ticks"] if int(t) <= tick]
+    return list(range(0, tick + 1, every))
+
+
+def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, path: Path,
+            template: Any) -> tuple[Simulation, Any, dict[str, float], list[int]] | None:
+    """(simulation, state, var0, row ticks) to continue from, or None to start afresh.
+
+    The newest checkpoint that reads back (damaged newer ones are skipped with a warning),
+    checked against the workdir's config and this run's schedule; its metrics rows must be
+    in the log (the log is repaired: a cut last line, rows past the checkpoint). If rows
+    before it are missing or duplicated, an older checkpoint whose rows are intact is used,
+    else the algorithm starts afresh (the same seed recomputes the same rows). If no
+    checkpoint reads back, it starts afresh only when that loses nothing (no metric rows of
+    it past tick 0); otherwise CheckpointDamagedError, nothing changed.
     """
+    metrics_file = path / tracking.METRICS_FILE
     try:
-        restored, meta, step, damaged = checkpoint.restore_latest_intact(ckpt_dir, state)
+        state, meta, step, _ = checkpoint.restore_latest_intact(ckpt_dir, template)
     except CheckpointDamagedError as e:
-        metrics_file = path / tracking.METRICS_FILE
         rows = [r for r in tracking.read_jsonl(metrics_file)
                 if r.get("algorithm") == name and r.get("tick", 0) > 0
                 ] if metrics_file.exists() else []
@@ -232,25 +268,57 @@ def _resume(ckpt_dir: Path, state: Any, name: str, path: Path,
                 f"tick {rows[-1]['tick']}. Move {checkpoint.checkpoint_dir(ckpt_dir)} away to "
                 "restart it, or use a new --workdir; nothing was changed") from None
         log.warning("[%s] %s; nothing of it was recorded, so it starts afresh", name, e)
-        return state, {}, 0
-    for bad_step, why in damaged:
-        log.warning("[%s] checkpoint %s is damaged (%s); resuming from checkpoint %d instead",
-                    name, checkpoint.checkpoint_dir(ckpt_dir) / str(bad_step), why, step)
+        return None
     stored = workdir.stored_config(path)
-    hashes = (stored.hashes if stored else frozenset()) | {meta_expected["config_hash"]}
+    hashes = (stored.hashes if stored else frozenset()) | {exp.config_hash}
     if meta.get("config_hash") not in hashes:
         raise WorkdirConflictError(
             f"{ckpt_dir} holds a checkpoint of a different run (config hash "
             f"{meta.get('config_hash')}, not one of {sorted(hashes)}): the config changed. Use a "
             "new --workdir, or restore the old config; nothing was overwritten.")
-    if meta.get("schedule") != meta_expected["schedule"]:
+    if step > exp.run.ticks:
+        raise WorkdirConflictError(
+            f"{ckpt_dir} holds {name} at tick {step}, past config.run.ticks = "
+            f"{exp.run.ticks}: rerun with config.run.ticks >= {step} (a larger value extends "
+            "the run), or use a new --workdir; nothing was changed")
+    slots = int(meta.get("slots", _total_slots(sim)))
+    merge_slots = int(meta.get("merge_slots", sim.components.merge_slots))
+    if (slots, merge_slots) != (_total_slots(sim), sim.components.merge_slots):
+        # Another horizon may choose other engine sizes; the checkpoint's keep it bit-exact.
+        engine_settings = dataclasses.replace(exp.engine, slots=slots, merge_slots=merge_slots)
+        sim = Simulation(dataclasses.replace(exp, engine=engine_settings), name)
+        state, meta = checkpoint.restore(ckpt_dir, sim.init_state(), step)
+    horizon = int(meta.get("horizon", exp.run.ticks))
+    if meta.get("schedule") != sim.schedule.fingerprint(upto=min(horizon, exp.run.ticks)):
         raise WorkdirConflictError(
             f"{ckpt_dir} holds a checkpoint of another training schedule (fingerprint "
-            f"{meta.get('schedule')} != {meta_expected['schedule']}): the config changed. Use "
-            "a new --workdir, or restore the old config; nothing was overwritten.")
-    start = int(restored.tick)
-    log.info("[%s] resuming at tick %d", name, start)
-    return restored, meta["var0"], start
+            f"{meta.get('schedule')}): the config changed, or the checkpoint comes from a "
+            "vanish whose schedule depended on the horizon (extend it with the ticks it was "
+            "run with). Use a new --workdir, or restore the old config; nothing was "
+            "overwritten.")
+    every = exp.run.eval_every
+    while True:
+        row_ticks = _row_ticks(meta, step, every)
+        check = tracking.check_log(metrics_file, name, row_ticks)
+        if check.damaged:
+            raise tracking.metrics_log_error(check)
+        if check.ok:
+            break
+        older = [s for s in checkpoint.all_steps(ckpt_dir) if s < min(
+            (*check.missing, *check.duplicated, step))]
+        log.warning("[%s] %s lacks (or repeats) the rows of ticks %s; resuming from %s "
+                    "instead", name, metrics_file, sorted({*check.missing, *check.duplicated}),
+                    f"checkpoint {older[-1]}" if older else "the start")
+        if not older:
+            tracking.reconcile_log(metrics_file, name, None, [])
+            return None
+        step = older[-1]
+        state, meta = checkpoint.restore(ckpt_dir, sim.init_state(), step)
+    tracking.reconcile_log(metrics_file, name, step, row_ticks)  # a cut tail, rows past it
+    log.info("[%s] resuming at tick %d%s", name, step,
+             f" (extending the run from {horizon} to {exp.run.ticks} ticks)"
+             if exp.run.ticks > horizon and step == horizon else "")
+    return sim, state, meta["var0"], row_ticks
 
 
 def _write(writer: tracking.MetricWriter, tick: int, m: dict[str, Any], var0: dict[str, float],
@@ -286,23 +354,28 @@ def train_and_evaluate(exp: build.Experiment, path: str | os.PathLike[str], *,
              jax.device_count())
     where.mkdir(parents=True, exist_ok=True)  # the first write: every check has passed
     primary = jax.process_index() == 0
-    if primary:
-        workdir.store_config(where, exp.record, exp.neutral)
-    writers: dict[str, tracking.MetricWriter] = {}
-    try:
-        summaries = {a: run_algorithm(exp, a, where, writers, progress=progress)
-                     for a in exp.algorithms}
+    with lock.WorkdirLock(where) if primary else contextlib.nullcontext():
         if primary:
-            acc_png, var_png = plots.plot_run(where, target=exp.run.target_accuracy)
-            for writer in writers.values():  # the comparison figures into every algorithm's run
-                writer.write_image(exp.run.ticks, "accuracy", acc_png)
-                writer.write_image(exp.run.ticks, "variance", var_png)
-    finally:
-        for writer in writers.values():
-            writer.close()
-    if primary:
-        table = plots.summary_table(summaries, markdown=True)
-        (where / "summary.md").write_text(table + "\n")
-        log.info("results in %s (summary.md, summary.json, accuracy.png, variance.png)", where)
+            workdir.store_config(where, exp.record, exp.neutral, tracking.atomic_write_text)
+        writers: dict[str, tracking.MetricWriter] = {}
+        try:
+            summaries = {a: run_algorithm(exp, a, where, writers, progress=progress)
+                         for a in exp.algorithms}
+            if primary:
+                acc_png, var_png = plots.plot_run(where, target=exp.run.target_accuracy,
+                                                  setup=exp.setup())
+                for writer in writers.values():  # the comparison figures into every run
+                    writer.write_image(exp.run.ticks, "accuracy", acc_png)
+                    writer.write_image(exp.run.ticks, "variance", var_png)
+        finally:
+            for writer in writers.values():
+                writer.close()
+        if primary:
+            tracking.write_csv(where / tracking.METRICS_FILE)
+            table = plots.summary_table(summaries, markdown=True,
+                                        target=exp.run.target_accuracy)
+            tracking.atomic_write_text(where / "summary.md", table + "\n")
+            log.info("results in %s (summary.md, summary.json, metrics.csv, accuracy.png, "
+                     "variance.png)", where)
     return summaries
 
