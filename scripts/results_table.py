@@ -66,6 +66,9 @@ def load_run(workdir: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     stored = out[0]
     if stored.get("schema", 1) == 1:
         cfg = build.upgrade(stored["config"])
+        # Fields vanish does not know (added by hand, or since removed) stay, to group by.
+        cfg.update({k: v for k, v in stored["config"].items()
+                    if k not in config.OLD_NAMES and k not in cfg})
     else:
         cfg = {**build.upgrade({}), **workdir_lib.flatten(stored["config"])}
     return cfg, out[1]

@@ -331,7 +331,7 @@ def test_sigint_sigterm_and_a_second_signal(reference, cli, tmp_path):
 
 
 def test_stop_request_turns_a_signal_into_a_flag_and_restores_the_handlers():
-    from vanish import run  # pylint: disable=import-outside-toplevel
+    from vanish import signals  # pylint: disable=import-outside-toplevel
 
     def handlers():
         fd = signal.set_wakeup_fd(-1)
@@ -339,7 +339,7 @@ def test_stop_request_turns_a_signal_into_a_flag_and_restores_the_handlers():
         return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), fd
 
     before = handlers()
-    with run.StopRequest() as stop:
+    with signals.StopRequest() as stop:
         assert not stop.requested
         os.kill(os.getpid(), signal.SIGTERM)  # would end pytest without the StopRequest
         deadline = time.monotonic() + 10

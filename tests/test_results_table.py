@@ -60,7 +60,7 @@ def test_mixed_configs_in_one_group_are_refused(tmp_path, capsys):
     _workdir(tmp_path, 50, 0, dict(gossip_vc=100), partition="iid")
     _workdir(tmp_path, 50, 1, dict(gossip_vc=100), partition="dirichlet_weights")
     assert rt.main([str(tmp_path)]) == 1
-    assert "differ in ['partition']" in capsys.readouterr().err
+    assert "differ in ['data.partition']" in capsys.readouterr().err
     with pytest.raises(rt.ResultsError, match="no run workdirs"):
         rt.find_runs([tmp_path / "nothing"])
 

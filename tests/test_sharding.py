@@ -163,8 +163,8 @@ def test_a_ring_sends_only_to_the_adjacent_devices(sharded):
 
 
 def test_uneven_split_is_rejected_with_a_clear_message(monkeypatch):
-    from vanish import simulation
+    from vanish import engine
 
-    monkeypatch.setattr(simulation.jax, "devices", lambda: [object()] * 4)
+    monkeypatch.setattr(engine.jax, "devices", lambda: [object()] * 4)
     with pytest.raises(ValueError, match="5 nodes cannot be split evenly over 4 devices"):
-        simulation.node_mesh(5)
+        engine.node_mesh(5)

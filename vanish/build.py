@@ -798,33 +798,58 @@ def round_ticks(exp: Experiment, name: str) -> int:
     return int(exp.algorithm_args[name][knob]) if knob else 1
 
 
+# Engine sizes (chunk width, merge group) are chosen from the schedule's first SIZING_TICKS
+# ticks, whatever the horizon: a run's trajectory (float summation order included) then does
+# not depend on run.ticks, so a run extended to more ticks equals one run that long.
+SIZING_TICKS = 1000
+
+
+def draw_schedule(exp: Experiment, name: str, n: int, is_client: np.ndarray,
+                  net: network.Plan | None = None, ticks: int | None = None
+                  ) -> schedule.Schedule:
+    """The training schedule of `name` over `ticks` (default run.ticks). Every schedule is
+    prefix-stable: the events of [0, T) do not depend on the horizon beyond T."""
+    caps = algorithms.REGISTRY[name].caps
+    ticks, seed, s = exp.run.ticks if ticks is None else ticks, exp.seed, exp.schedule
+    args = exp.algorithm_args[name]
+    if caps.cadence is Cadence.EVERY_TICK:
+        return schedule.draw(n, ticks, (1, 1), seed=seed, first_tick=0,
+                             send_every=s.send_every, trainers=is_client)
+    if caps.cadence is Cadence.FL_ROUNDS:
+        return schedule.fl_rounds(n, ticks, round_ticks(exp, name), seed=seed,
+                                  local_steps=int(args["local_steps"]),
+                                  fraction=float(args["client_fraction"]), trainers=is_client)
+    node_interval = None
+    if net is not None and net.stragglers.any():
+        (lo, hi), (s_lo, s_hi) = s.interval, net.straggler_interval
+        node_interval = (np.where(net.stragglers, s_lo, lo), np.where(net.stragglers, s_hi, hi))
+    return schedule.draw(n, ticks, s.interval, seed=seed, first_tick=s.first_tick,
+                         send_every=s.send_every, trainers=is_client,
+                         node_interval=node_interval)
+
+
+def sizing_counts(exp: Experiment, name: str, n: int, is_client: np.ndarray,
+                  net: network.Plan | None, sched: schedule.Schedule) -> np.ndarray:
+    """Trainers per tick over [0, SIZING_TICKS): what the engine sizes are chosen from."""
+    if sched.ticks < SIZING_TICKS:
+        sched = draw_schedule(exp, name, n, is_client, net, SIZING_TICKS)
+    return sched.counts_per_tick()[:SIZING_TICKS]
+
+
 def plan(exp: Experiment, name: str, n: int, is_client: np.ndarray,
          net: network.Plan | None = None, devices: int = 1
-         ) -> tuple[schedule.Schedule, schedule.WorkList]:
-    """The training schedule of `name` and its packed work plan.
+         ) -> tuple[schedule.Schedule, schedule.WorkList, np.ndarray]:
+    """The training schedule of `name`, its packed work plan, and the trainers per tick the
+    engine sizes are chosen from (`sizing_counts`).
 
     devices > 1: the plan for the node axis split over that many devices. Under a network
     plan stragglers train at their own interval, and with delays every tick gets a chunk
     (arrivals are delivered at a tick's last chunk). Churn masks trainers on the device.
     """
     caps = algorithms.REGISTRY[name].caps
-    ticks, seed, s = exp.run.ticks, exp.seed, exp.schedule
-    args = exp.algorithm_args[name]
-    if caps.cadence is Cadence.EVERY_TICK:
-        sched = schedule.draw(n, ticks, (1, 1), seed=seed, first_tick=0,
-                              send_every=s.send_every, trainers=is_client)
-    elif caps.cadence is Cadence.FL_ROUNDS:
-        sched = schedule.fl_rounds(n, ticks, round_ticks(exp, name), seed=seed,
-                                   local_steps=int(args["local_steps"]),
-                                   fraction=float(args["client_fraction"]), trainers=is_client)
-    else:
-        node_interval = None
-        if net is not None and net.stragglers.any():
-            (lo, hi), (s_lo, s_hi) = s.interval, net.straggler_interval
-            node_interval = (np.where(net.stragglers, s_lo, lo), np.where(net.stragglers, s_hi, hi))
-        sched = schedule.draw(n, ticks, s.interval, seed=seed, first_tick=s.first_tick,
-                              send_every=s.send_every, trainers=is_client,
-                              node_interval=node_interval)
+    ticks = exp.run.ticks
+    sched = draw_schedule(exp, name, n, is_client, net)
+    counts = sizing_counts(exp, name, n, is_client, net, sched)
     end_of_tick = None
     if caps.round_knob is not None:
         end_of_tick = (np.arange(ticks) + 1) % round_ticks(exp, name) == 0
@@ -832,11 +857,10 @@ def plan(exp: Experiment, name: str, n: int, is_client: np.ndarray,
         end_of_tick = np.ones(ticks, bool)
     e = exp.engine
     if e.masked_baseline:
-        return sched, schedule.pack_masked(sched, end_of_tick)
-    slots = e.slots if e.slots > 0 else schedule.choose_slots(sched.counts_per_tick(),
-                                                              max_slots=e.max_slots)
+        return sched, schedule.pack_masked(sched, end_of_tick), counts
+    slots = e.slots if e.slots > 0 else schedule.choose_slots(counts, max_slots=e.max_slots)
     return sched, schedule.pack(sched, e.capped(-(-slots // devices)), end_of_tick,
-                                devices=devices)
+                                devices=devices), counts
 
 
 def devices_for(exp: Experiment, name: str, n: int) -> int:
@@ -958,7 +982,7 @@ def components(exp: Experiment, name: str) -> Components:
                            ticks=exp.run.ticks, seed=exp.seed, interval=exp.schedule.interval,
                            family=exp.graph)
     devices = devices_for(exp, name, n)
-    sched, work = plan(exp, name, n, is_client, net, devices)
+    sched, work, counts = plan(exp, name, n, is_client, net, devices)
     if net is not None:
         net = network.with_queue(net, work)
     expected = network.expected_arrivals(net, topo)
@@ -967,7 +991,7 @@ def components(exp: Experiment, name: str) -> Components:
     threshold = np.maximum(threshold, 1)
     e = exp.engine
     merge_slots = e.capped(e.merge_slots if e.merge_slots > 0
-                           else min(n, schedule.choose_merge_slots(sched.counts_per_tick())))
+                           else min(n, schedule.choose_merge_slots(counts)))
     # Message buffers: the most a node can hold at a tick's end (threshold - 1 + in-degree).
     # Delays: up to (hi - lo + 1) send ticks' messages arrive at once; uniform peer sampling
     # has no fixed in-degree (4k + 4 covers all but rare bursts; the excess is dropped).

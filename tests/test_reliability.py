@@ -1,0 +1,165 @@
+"""A run finishes right or refuses clearly (in this process; tests/test_faults.py does the same
+with real processes and signals): damaged metrics logs, a second run on one workdir,
+extending a finished run, a workdir of an earlier version, files created with the umask.
+
+One uninterrupted run of a tiny config (6 nodes, MLP, 2 algorithms x 60 ticks, evaluation
+every 10 ticks, checkpoints every 20, 3 kept) is the reference; each test copies it, damages
+or changes one thing, reruns the same code path as the command line and compares the metrics
+rows (timing aside) and summaries with the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helpers import tiny_config
+from jax_cache import compile_cache
+from vanish import build, checkpoint, errors, lock, run, tracking
+
+ALGORITHMS = ("gossip", "gossip_vc")
+TICKS, EVERY = 60, 10
+
+
+def cfg_for(ticks: int = TICKS, **fields):
+    cfg = tiny_config(**{"run.ticks": ticks, "run.eval_every": EVERY,
+                         "run.checkpoint_every": 20, "run.keep_checkpoints": 3, **fields})
+    cfg.algorithms = ",".join(ALGORITHMS)
+    return cfg
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cache(tmp_path_factory):
+    with compile_cache(tmp_path_factory.getbasetemp() / "jax_cache_reliability"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("reference") / "w"
+    run.run_config(cfg_for(), workdir, progress=False)
+    return workdir
+
+
+def rows(workdir: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "ticks_per_s"}
+            for r in tracking.read_jsonl(workdir / tracking.METRICS_FILE)]
+
+
+def same_as(workdir: Path, reference: Path) -> None:
+    got, want = rows(workdir), rows(reference)
+    key = lambda r: (r["algorithm"], r["tick"])  # noqa: E731
+    assert sorted(got, key=key) == sorted(want, key=key)
+    assert (json.loads((workdir / "summary.json").read_text())
+            == json.loads((reference / "summary.json").read_text()))
+    for algorithm in ALGORITHMS:
+        assert [r["tick"] for r in got if r["algorithm"] == algorithm] == list(
+            range(0, TICKS + 1, EVERY))
+
+
+def copy(reference: Path, tmp_path: Path) -> Path:
+    workdir = tmp_path / "w"
+    shutil.copytree(reference, workdir)
+    return workdir
+
+
+def test_truncated_metrics_log_of_a_finished_run_is_recomputed(reference, tmp_path):
+    """The last 3 rows (gossip_vc's ticks 40, 50, 60) are lost: the run falls back to the
+    checkpoint before them (tick 20... its rows intact) and recomputes the same rows."""
+    workdir = copy(reference, tmp_path)
+    log = workdir / tracking.METRICS_FILE
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:-3]))
+    run.run_config(cfg_for(), workdir, progress=False)
+    same_as(workdir, reference)
+
+
+def test_a_last_line_cut_mid_write_is_repaired(reference, tmp_path):
+    workdir = copy(reference, tmp_path)
+    log = workdir / tracking.METRICS_FILE
+    text = log.read_text()
+    log.write_text(text[:-40])  # the final row cut in the middle
+    run.run_config(cfg_for(), workdir, progress=False)
+    same_as(workdir, reference)
+    assert log.read_text().endswith("\n")
+
+
+def test_a_missing_row_in_the_middle_falls_back_to_an_older_checkpoint(reference, tmp_path):
+    workdir = copy(reference, tmp_path)
+    log = workdir / tracking.METRICS_FILE
+    kept = [line for line in log.read_text().splitlines(keepends=True)
+            if not ('"algorithm": "gossip"' in line and '"tick": 50' in line)]
+    log.write_text("".join(kept))
+    run.run_config(cfg_for(), workdir, progress=False)
+    same_as(workdir, reference)
+
+
+def test_a_second_run_on_a_locked_workdir_is_refused_naming_the_holder(reference, tmp_path):
+    workdir = copy(reference, tmp_path)
+    before = (workdir / "summary.json").read_text()
+    with lock.WorkdirLock(workdir):
+        with pytest.raises(errors.WorkdirLockedError, match=rf"pid {os.getpid()} on host"):
+            run.run_config(cfg_for(), workdir, progress=False)
+    assert (workdir / "summary.json").read_text() == before
+    run.run_config(cfg_for(), workdir, progress=False)  # released: it runs (finished: no-op)
+    same_as(workdir, reference)
+
+
+def test_a_finished_run_extends_to_more_ticks_on_the_same_trajectory(reference, tmp_path):
+    """40 ticks, then the same command with 60: the rows and the summary equal the
+    60-tick run's (the schedule of [0, 40) does not depend on the horizon)."""
+    workdir = tmp_path / "w"
+    run.run_config(cfg_for(ticks=40), workdir, progress=False)
+    assert json.loads((workdir / "summary.json").read_text())["gossip"]["final_tick"] == 40
+    run.run_config(cfg_for(ticks=60), workdir, progress=False)
+    same_as(workdir, reference)
+    with pytest.raises(errors.WorkdirConflictError, match=r"at tick 60, past "
+                       r"config\.run\.ticks = 30: rerun with config\.run\.ticks >= 60"):
+        run.run_config(cfg_for(ticks=30), workdir, progress=False)
+
+
+def test_a_workdir_of_the_flat_config_resumes_or_names_what_changed(reference, tmp_path):
+    """run_config.json as an earlier vanish wrote it (flat field names, its own hash):
+    the same experiment resumes; another one is refused, naming the field old -> new."""
+    workdir = copy(reference, tmp_path)
+    stored = json.loads((workdir / "run_config.json").read_text())
+    from vanish import config, workdir as workdir_lib
+
+    flat = workdir_lib.flatten(stored["config"])
+    old = {}
+    for name, paths in config.OLD_NAMES.items():
+        if paths[0] in flat:
+            old[name] = flat[paths[0]]
+    old.update(seed=flat["seed"], algorithms=flat["algorithms"])
+    (workdir / "run_config.json").write_text(json.dumps({"config_hash": "0123456789abcdef",
+                                                         "config": old}))
+    with pytest.raises(errors.WorkdirConflictError, match=r"config\.optim\.lr: 0\.05 -> 0\.02"):
+        run.run_config(cfg_for(**{"optim.lr": 0.02}), workdir, progress=False)
+    run.run_config(cfg_for(), workdir, progress=False)
+    same_as(workdir, reference)
+    upgraded = json.loads((workdir / "run_config.json").read_text())
+    assert upgraded["schema"] == 2 and "0123456789abcdef" in upgraded["accepts"]
+
+
+def test_run_files_are_created_with_the_umask(reference):
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("metrics.jsonl", "metrics.csv", "summary.json", "summary.md",
+                 "run_config.json"):
+        mode = (reference / name).stat().st_mode & 0o777
+        assert mode == 0o666 & ~umask, (name, oct(mode))
+
+
+def test_the_builder_refuses_before_the_workdir_exists(tmp_path):
+    workdir = tmp_path / "never"
+    with pytest.raises(errors.ResourceError, match=r"config\.run\.ticks = 1000000000"):
+        run.run_config(cfg_for(ticks=10**9), workdir)
+    with pytest.raises(errors.ConfigError, match=r"leaves no honest node of 6"):
+        run.run_config(cfg_for(**{"network.byzantine": 0.99}), workdir)
+    assert not workdir.exists()
+    exp = build.experiment(cfg_for())
+    assert exp.run.ticks == TICKS and checkpoint.latest_step(workdir / "gossip") is None
