@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from vanish import checkpoint, config
+from vanish import checkpoint, config, lock
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = '''
@@ -408,6 +408,8 @@ def tree_hash(path: Path) -> str | None:
         return None
     h = hashlib.sha256()
     for p in sorted([path, *path.rglob("*")]) if path.is_dir() else [path]:
+        if p.name == lock.LOCK_FILE:  # the workdir lock (emptied when released), not data
+            continue
         h.update(str(p.relative_to(path) if p != path else ".").encode())
         if p.is_file():
             h.update(hashlib.sha256(p.read_bytes()).digest())

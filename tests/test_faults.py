@@ -265,6 +265,64 @@ def test_kill9_at_three_points_then_rerun_is_bit_identical(reference, cli, tmp_p
     assert_same_result(workdir, reference, note)
 
 
+# ------------------------------------------------- a second run, a damaged log or checkpoint
+
+
+@pytest.mark.slow
+def test_two_concurrent_starts_one_runs_one_is_refused(reference, cli, tmp_path):
+    """The second start, while the first holds the workdir (paused in a checkpoint write),
+    is refused naming the first's pid and changes nothing; the first finishes right."""
+    workdir = tmp_path / "run"
+    first = cli(workdir, pause="gossip/100:3")
+    first.wait_for("PAUSED-IN-CHECKPOINT")
+    second = cli(workdir)
+    assert second.wait() == 1, second.tail()
+    assert re.search(rf"vanish: error: {re.escape(str(workdir))} is in use by another vanish "
+                     rf"run: pid {first.proc.pid} on host", second.stderr), second.tail()
+    assert "Traceback" not in second.stderr
+    assert first.wait() == 0, first.tail()
+    assert_same_result(workdir, reference, "two starts")
+
+
+@pytest.mark.slow
+def test_a_damaged_metrics_log_resumes_to_the_same_result(reference, cli, tmp_path):
+    """A finished run loses its last rows and its last line is cut: the same command
+    recomputes them (from the newest checkpoint whose rows are intact)."""
+    import shutil
+
+    workdir = tmp_path / "run"
+    shutil.copytree(reference, workdir)
+    log = workdir / tracking.METRICS_FILE
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:-3]) + lines[-3][:25])
+    run = cli(workdir)
+    assert run.wait() == 0, run.tail()
+    assert_same_result(workdir, reference, "damaged log")
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_falls_back_to_the_same_result(reference, cli, tmp_path):
+    """gossip_vc's newest checkpoint (tick 300) has a corrupt array file and gossip's is
+    gone: both resume from tick 250 with a warning naming the damaged step and replay."""
+    import shutil
+
+    workdir = tmp_path / "run"
+    shutil.copytree(reference, workdir)
+    newest = checkpoint.checkpoint_dir(workdir / "gossip_vc") / str(TICKS)
+    arrays = sorted((f for f in newest.rglob("*") if f.is_file() and f.parent.name == "d"),
+                    key=lambda f: f.stat().st_size)
+    arrays[-1].write_bytes(b"\0" * arrays[-1].stat().st_size)
+    shutil.rmtree(checkpoint.checkpoint_dir(workdir / "gossip") / str(TICKS) / "state")
+    for name in ("summary.json", "summary.md"):
+        (workdir / name).unlink()
+    run = cli(workdir)
+    assert run.wait() == 0, run.tail()
+    for algorithm in ALGORITHMS:
+        assert re.search(rf"{algorithm}/checkpoints/{TICKS} is damaged .*checkpoint "
+                         rf"{TICKS - EVERY}", run.stderr), run.tail()
+    assert_same_result(workdir, reference, "damaged checkpoints")
+
+
 # --------------------------------------------------------------------- SIGINT / SIGTERM
 
 _STOPPED = re.compile(r"vanish: stopped by (SIG\w+): (\w+) at tick (\d+) of (\d+) "

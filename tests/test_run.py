@@ -260,3 +260,35 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path):
     assert proc.returncode == 1
     assert "vanish: error: unknown algorithm(s) ['bogus']" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------- discovery: --list, --help
+
+
+def test_list_names_every_registry_entry_and_every_config_field(capsys):
+    from vanish import algorithms, data, models, partition, topology
+
+    assert run.command(["vanish", "--list"]) == 0
+    text = capsys.readouterr().out
+    sections = {title: body for title, body in
+                (block.split(":\n", 1) for block in text.strip().split("\n\n"))}
+    def names(prefix):
+        body = next(b for t, b in sections.items() if t.startswith(prefix))
+        return [line.split()[0] for line in body.splitlines() if line.startswith("  ")
+                and not line.startswith("    ")]
+    assert names("algorithms") == list(algorithms.REGISTRY)
+    assert names("topologies") == list(topology.TOPOLOGIES)
+    assert names("models") == list(models.MODELS)
+    assert names("partitions") == list(partition.SCHEMES)
+    assert names("datasets")[:-1] == list(data.DATASETS)
+    fields = next(b for t, b in sections.items() if t.startswith("config fields"))
+    for path, f in config.fields().items():
+        assert f"config.{path} = {f.default!r}" in fields and f.help in fields, path
+    for knob in algorithms.REGISTRY["gossip_krum"].knobs:  # an algorithm's own knobs, with it
+        assert f"algorithm_args.gossip_krum.{knob} = 1" in sections[next(
+            t for t in sections if t.startswith("algorithms"))]
+
+
+def test_help_exits_zero_with_the_usage(capsys):
+    assert run.command(["vanish", "--help"]) == 0
+    assert "usage: python -m vanish.run --config FILE --workdir DIR" in capsys.readouterr().out

@@ -60,10 +60,21 @@ def fail(message: Any) -> NoReturn:
 
 
 def quiet_libraries() -> None:
-    """Keep the console to vanish's own lines: orbax logs every file it renames at INFO
-    through absl's logger, and JAX warns once per process about a missing TPU backend."""
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    """Keep the console to vanish's own lines: orbax logs every file it renames (and notes
+    on every resume) through absl's logger; JAX notes a missing TPU backend."""
+    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's read-only notes on resume
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
+
+
+def console_logging() -> None:
+    """vanish's lines on stderr as 'HH:MM:SS message' (absl's app installs its own format)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
 # ---------------------------------------------------------------------------- config files
@@ -345,7 +356,7 @@ def main(argv: list[str], fv: Any) -> None:
     if len(argv) > 1:
         fail(f"unexpected argument(s) {' '.join(argv[1:])!r}; config fields are set as "
              "--config.<section>.<field>=<value>")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    console_logging()
     quiet_libraries()
     try:
         from vanish import plots

@@ -196,7 +196,8 @@ class ConsoleWriter(MetricWriter):
         self._log.log(self._level, '%s%s', self._prefix, msg)
 
     def write_config(self, config: Mapping[str, Any]) -> None:
-        self._emit('config ' + json.dumps(_plain(config), sort_keys=True))
+        # The config is in the workdir (run_config.json, config.json): not on the console.
+        self._log.debug('%sconfig %s', self._prefix, json.dumps(_plain(config), sort_keys=True))
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         values = to_scalars(scalars)
@@ -213,7 +214,8 @@ class ConsoleWriter(MetricWriter):
         self._emit(f'{key}: {text}')
 
     def write_image(self, step: int, key: str, path: PathLike) -> None:
-        self._emit(f'tick {int(step)} | image {key} -> {os.fspath(path)}')
+        self._log.debug('%stick %d | image %s -> %s', self._prefix, int(step), key,
+                        os.fspath(path))
 
 
 class JsonlWriter(MetricWriter):

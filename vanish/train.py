@@ -174,10 +174,9 @@ def run_algorithm(exp: build.Experiment, name: str, path: Path,
 
     if start == 0:
         hist = format_label_histogram(sim.components.label_hist)
-        log.info("[%s] %s, %d nodes, K=%d slots, %d chunks, %d device(s); per-node label "
-                 "histogram:\n%s", name, sim.topo.name, sim.n, sim.work.slots, len(sim.work),
-                 sim.components.devices, hist)
-        writer.write_text("label_histogram", hist)
+        log.info("[%s] %s, %d nodes, K=%d slots, %d chunks, %d device(s)", name,
+                 sim.topo.name, sim.n, sim.work.slots, len(sim.work), sim.components.devices)
+        writer.write_text("label_histogram", "per-node label histogram\n" + hist)
         state, m = sim.evaluate(state)
         var0 = metrics.initial_variances(m)
         write(0, m, 0.0)
