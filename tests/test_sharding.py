@@ -32,10 +32,13 @@ CASES = FULL if os.environ.get("VANISH_FULL_SHARDING") else [
 SCRIPT = textwrap.dedent(
     """
     import json, re, sys, jax, numpy as np
-    from vanish import config, data
-    from vanish.simulation import Simulation
+    from vanish import build, config, data, run, train
     assert jax.device_count() == 8, jax.devices()
     ds = data.load("synthetic", num_train=600, num_test=200)
+
+    def Simulation(cfg, algo, ds):
+        cfg = run.apply_overrides(cfg, {"algorithms": algo})
+        return train.Simulation(build.experiment(cfg, dataset=ds), algo)
 
     def cfg_for(algo, topo, extra):
         cfg = config.default_config()
@@ -48,7 +51,7 @@ SCRIPT = textwrap.dedent(
         cfg.run.ticks, cfg.optim.batch_size = 16, 8
         for kv in filter(None, extra.split(",")):
             k, v = kv.split("=")
-            setattr(cfg, k, type(getattr(cfg, k))(v))
+            cfg = run.apply_overrides(cfg, {p: v for p in config.OLD_NAMES.get(k, (k,))})
         return cfg
 
     out = {}
@@ -56,8 +59,7 @@ SCRIPT = textwrap.dedent(
     for algo, topo, extra in json.loads(sys.argv[1]) + [("gossip_vc", "ring", "num_nodes=12")]:
         res = {}
         for shard in ("false", "auto" if "num_nodes=12" in extra else "true"):
-            cfg = cfg_for(algo, topo, extra)
-            cfg.run.shard_nodes = shard
+            cfg = run.apply_overrides(cfg_for(algo, topo, extra), {"run.shard_nodes": shard})
             sim = Simulation(cfg, algo, ds)
             state = sim.run_ticks(sim.init_state(), 0, 8)
             state, m1 = sim.evaluate(state)
@@ -78,8 +80,9 @@ SCRIPT = textwrap.dedent(
     cfg.run.shard_nodes = "true"
     hlo = {}
     for shard in ("false", "true", "ring"):
-        cfg.run.shard_nodes = "false" if shard == "false" else "true"
-        cfg.topology.name = "ring" if shard == "ring" else "random_regular"
+        cfg = run.apply_overrides(cfg, {"run.shard_nodes": "false" if shard == "false" else "true",
+                                        "topology.name": "ring" if shard == "ring" else
+                                        "random_regular"})
         sim = Simulation(cfg, "gossip_vc", ds)
         e = sim.engine
         txt = e._step.lower(sim.init_state(), e.consts, e.plan).compile().as_text()
@@ -168,3 +171,22 @@ def test_uneven_split_is_rejected_with_a_clear_message(monkeypatch):
     monkeypatch.setattr(engine.jax, "devices", lambda: [object()] * 4)
     with pytest.raises(ValueError, match="5 nodes cannot be split evenly over 4 devices"):
         engine.node_mesh(5)
+
+
+# Measured with scripts/device_drift.py (one device against 8 fake CPU devices, gossip_vc,
+# 16 nodes, MLP): the largest absolute difference of any metric over 300 ticks. Training and
+# merge counts agree exactly; values differ by float summation order, which feeds back
+# through training. README states the bound measured over 1000 ticks.
+DRIFT_BOUND_300 = 1e-3
+
+
+@pytest.mark.slow
+def test_eight_devices_stay_within_the_stated_bound_over_300_ticks(tmp_path):
+    out = tmp_path / "drift.json"
+    proc = subprocess.run([sys.executable, "scripts/device_drift.py", "--ticks", "300",
+                           "--json", str(out)], capture_output=True, text=True, timeout=1200,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    result = json.loads(out.read_text())
+    assert result["counts_equal"] and result["devices"] == 8
+    assert result["max_abs_diff"] <= DRIFT_BOUND_300, result["series"]
