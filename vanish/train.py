@@ -289,12 +289,13 @@ def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, p
         state, meta = checkpoint.restore(ckpt_dir, sim.init_state(), step)
     horizon = int(meta.get("horizon", exp.run.ticks))
     if meta.get("schedule") != sim.schedule.fingerprint(upto=min(horizon, exp.run.ticks)):
+        why = ("it was written by an earlier vanish, whose training schedule was drawn "
+               "differently: it cannot be continued, and its finished results stay valid"
+               if "horizon" not in meta else "the config changed")
         raise WorkdirConflictError(
             f"{ckpt_dir} holds a checkpoint of another training schedule (fingerprint "
-            f"{meta.get('schedule')}): the config changed, or the checkpoint comes from a "
-            "vanish whose schedule depended on the horizon (extend it with the ticks it was "
-            "run with). Use a new --workdir, or restore the old config; nothing was "
-            "overwritten.")
+            f"{meta.get('schedule')}): {why}. Use a new --workdir, or restore the old config; "
+            "nothing was overwritten.")
     every = exp.run.eval_every
     while True:
         row_ticks = _row_ticks(meta, step, every)
