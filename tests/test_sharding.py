@@ -177,7 +177,7 @@ def test_uneven_split_is_rejected_with_a_clear_message(monkeypatch):
 # 16 nodes, MLP): the largest absolute difference of any metric over 300 ticks. Training and
 # merge counts agree exactly; values differ by float summation order, which feeds back
 # through training. README states the bound measured over 1000 ticks.
-DRIFT_BOUND_300 = 1e-3
+DRIFT_BOUND_300 = 1e-4  # measured: 1.5e-5 (the consensus distance, ~20 in value)
 
 
 @pytest.mark.slow
