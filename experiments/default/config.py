@@ -23,7 +23,7 @@ memory); median rates under that load: fl ~35, gossip ~9, gossip_vc ~16 ticks/s.
 2-core machine should be faster; the timing is an upper bound, not a benchmark.
 
 Expected result (measured, seed 0; docs/RESULTS.md): final mean node accuracy at tick
-1500: fl 0.824, gossip 0.590, gossip_vc 0.822; fl and gossip_vc reach the 0.75 target at
+1500: fl 0.824, gossip 0.583, gossip_vc 0.824; fl and gossip_vc reach the 0.75 target at
 tick 400, plain gossip never does. Plain gossip's test loss stays within 1% of
 ln(10) = 2.30 (chance) from tick 50 to 600 while its kernel variances sit at 0.016 of
 their initial values (~1/64: the average of 64 independent initialisations), then slowly
