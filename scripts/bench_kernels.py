@@ -8,7 +8,7 @@ Every figure is paired with a baseline measured in the same run (machines are no
   2. mixing: one sparse mix of N=1024 LeNet-5 models vs an elementwise pass
      (scripts/bench_mixing.py);
   3. variance correction of the same stack vs the elementwise pass (scripts/bench_variance.py).
-Targets (issue #2): LeNet-5 vectorized >= 1.0x the loop at N >= 64 and MLP >= 3x at N = 256 on
+Targets: LeNet-5 vectorized >= 1.0x the loop at N >= 64 and MLP >= 3x at N = 256 on
 the 2-core CPU (>= 25x for LeNet-5 at N = 1024 on a GPU); mixing and correction <= 3x elementwise.
 """
 

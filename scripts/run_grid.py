@@ -1,4 +1,4 @@
-"""Runs the results grid cell by cell, seed by seed; resumable across sessions.
+"""Runs the results grid cell by cell, seed by seed; resumable.
 
     nohup taskset -c 1 python scripts/run_grid.py > runs/grid/grid.log 2>&1 &
     python scripts/run_grid.py --list            # cells, their state, nothing run

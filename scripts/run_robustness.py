@@ -1,4 +1,4 @@
-"""Runs the robustness experiment (issue #9) point by point, seed by seed; resumable.
+"""Runs the robustness experiment point by point, seed by seed; resumable.
 
     nohup taskset -c 1 python scripts/run_robustness.py > runs/robustness/robustness.log 2>&1 &
     python scripts/run_robustness.py --list           # points, their state, nothing run

@@ -21,7 +21,7 @@ Runtime: measured 5 min 2 s wall for `--config.run.ticks=2000 --config.algorithm
 gossip_vc` on the idle 2-core CPU (tcmalloc preloaded; start-up and compilation included),
 so about 25-30 min for the full 10,000 ticks and the four algorithms (single is one node,
 ~900 ticks/s). Under load average 6-7 an earlier 200-tick run extrapolated to ~1 h 45 min.
-(No GPU timing was taken.)
+(No GPU timing yet.)
 
 Measured result (docs/RESULTS.md, the results grid: 3000 ticks, seeds 0-2, target 0.8):
 fl reaches 0.8 after 1150 ± 260 ticks, gossip_vc after 1783 ± 813 (fl needs 0.71 ± 0.22 of

@@ -1,4 +1,4 @@
-r"""Robustness: gossip, gossip_vc and fl under churn, message loss and peer sampling (issue #9).
+r"""Robustness: gossip, gossip_vc and fl under churn, message loss and peer sampling.
 
 Asks whether the variance correction keeps its advantage when the network misbehaves. The
 setting is experiments/paper_iid (50 nodes, random 8-regular graph, training every

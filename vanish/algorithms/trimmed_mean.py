@@ -6,8 +6,8 @@ received models themselves, not their sum, so this rule's inbox is a buffer of
 sorted, floor(trim_fraction * m) are cut at each end (m = messages held) and the rest
 averaged; the node then mixes `beta * own + (1 - beta) * trimmed mean`. `gossip_trim_vc`
 rescales each kernel afterwards to the TRIMMED mean of the held models' per-layer
-variances (the same rule applied to the variances; until issue #9 it was their plain mean,
-which one Byzantine sender can move arbitrarily far).
+variances (the same rule applied to the variances; a plain mean of them, which one
+Byzantine sender can move arbitrarily far, would not be robust).
 Memory: N * capacity models; the builder sizes capacity to threshold - 1 + in-degree, the
 most a node can hold at a tick's end, so no message is ever dropped.
 
