@@ -71,7 +71,7 @@ CONFIG_FILES = {
 }
 EDGE_LISTS = {"malformed.txt": "0 1\nx y\n", "self_loop.txt": "0 1\n1 2\n2 2\n",
               "out_of_range.txt": "0 1\n1 7\n", "disconnected.txt": "0 1\n2 3\n",
-              "empty.txt": "# no edges\n"}
+              "empty.txt": "# no edges\n", "duplicate.txt": "0 1\n1 2\n2 3\n3 0\n1 2\n"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,6 +271,9 @@ CASES = [
         expect=r"node id 7 out of range for n=4 .*out_of_range\.txt, line 2\)"),
     bad("edge_list_disconnected", "--config.topology.name=edge_list",
         "--config.topology.edge_list={inputs}/disconnected.txt", expect=r"graph is disconnected"),
+    bad("edge_list_duplicate_edge", "--config.topology.name=edge_list",
+        "--config.topology.edge_list={inputs}/duplicate.txt",
+        expect=r"duplicate\.txt: line 5 repeats the edge 1 2 of line 2; name each edge once"),
     bad("edge_list_empty", "--config.topology.name=edge_list",
             "--config.topology.edge_list={inputs}/empty.txt",
         expect=r"no edges among n=4 nodes"),

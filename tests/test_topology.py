@@ -166,7 +166,7 @@ def test_edge_list_parsing(tmp_path) -> None:
     t = topology.from_edge_list(path)
     assert t.n == 4 and not t.directed
     und = {tuple(e) for e in t.edges_undirected().tolist()}
-    assert und == {(0, 1), (1, 2), (2, 3), (0, 3), (0, 2)}  # duplicates merged
+    assert und == {(0, 1), (1, 2), (2, 3), (0, 3), (0, 2)}  # listed both ways: one edge
     assert t.num_edges == 10
     d = topology.from_edge_list(path, directed=True)
     assert (0, 1) in edge_set(d) and (1, 0) in edge_set(d) and (3, 2) not in edge_set(d)

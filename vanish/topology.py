@@ -358,10 +358,13 @@ def from_edge_list(path: str | os.PathLike[str], n: int | None = None, directed:
                    *, weighting: str = "uniform") -> Topology:
     """Reads one `u v` pair (0-based ids) per line; `#` starts a comment, blank lines skipped.
 
-    Directed: `u v` means u sends to v. Duplicate edges are merged (not an error). `n`
-    defaults to max id + 1; nodes without edges make the graph disconnected (rejected).
+    Directed: `u v` means u sends to v. A pair named twice (`u v` on two lines) is refused
+    with both line numbers; undirected, `v u` after `u v` is the same edge listed both ways
+    (accepted). `n` defaults to max id + 1; nodes without edges make the graph disconnected
+    (rejected).
     """
     edges, lines = [], []
+    first: dict[tuple[int, int], int] = {}
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -375,7 +378,12 @@ def from_edge_list(path: str | os.PathLike[str], n: int | None = None, directed:
         if len(parts) != 2 or not all(re.fullmatch(r"[+-]?\d+", p) for p in parts):
             raise TopologyError(f"{path}: malformed line {lineno}: {raw.strip()!r} "
                                 f"(expected two integer node ids 'u v')")
-        edges.append((int(parts[0]), int(parts[1])))
+        edge = (int(parts[0]), int(parts[1]))
+        if edge in first:
+            raise TopologyError(f"{path}: line {lineno} repeats the edge {edge[0]} {edge[1]} of "
+                                f"line {first[edge]}; name each edge once")
+        first[edge] = lineno
+        edges.append(edge)
         lines.append(lineno)
     e = np.array(edges, dtype=np.int64).reshape(-1, 2)
     if n is None:
