@@ -74,11 +74,40 @@ def _simulation(n: int, model: str, ticks: int) -> Any:
     return importlib.import_module("vanish.simulation").Simulation(cfg, "gossip_vc", dataset)
 
 
+def _work_plan(n: int, ticks: int, seed: int = 0) -> tuple[Any, Any, Any, int]:
+    """The chunks of paper_iid's training, drawn HERE (numpy only), so that an A/B run gives
+    both trees the very same plan: node i trains at ticks 0, 0 + U{8..12}, ...; K minimises
+    sum_t ceil(n_t / K) * (K + 2) (`schedule.choose_slots`); each tick's trainers fill
+    ceil(n_t / K) chunks of K slots (padding invalid). Returns node [C, K], valid [C, K],
+    tick [C] and K."""
+    import numpy as np
+
+    gaps = np.random.default_rng(seed).integers(8, 13, size=(n, ticks // 8 + 2))
+    times = np.concatenate([np.zeros((n, 1), np.int64), np.cumsum(gaps, 1)], 1)
+    node_E = np.broadcast_to(np.arange(n)[:, None], times.shape)[times < ticks]
+    tick_E = times[times < ticks]
+    order = np.lexsort((node_E, tick_E))
+    tick_E, node_E = tick_E[order], node_E[order]
+    counts = np.bincount(tick_E, minlength=ticks)
+    busy = counts[counts > 0]
+    ks = np.arange(1, busy.max() + 1)
+    slots = int(ks[np.argmin((np.ceil(busy[None] / ks[:, None]) * (ks[:, None] + 2)).sum(1))])
+    node_C, valid_C, tick_C = [], [], []
+    for t in np.flatnonzero(counts):
+        who = node_E[tick_E == t]
+        for c in range(0, len(who), slots):
+            part = who[c : c + slots]
+            node_C.append(np.pad(part, (0, slots - len(part)), constant_values=part[0]))
+            valid_C.append(np.arange(slots) < len(part))
+            tick_C.append(t)
+    return (np.array(node_C, np.int32), np.array(valid_C), np.array(tick_C, np.int32), slots)
+
+
 def train_rate(n: int, model: str, ticks: int, warmup: int, batch: int = 64) -> dict[str, Any]:
     """node-steps/s of the engine's training work at N nodes, through stable APIs only.
 
-    The schedule of paper_iid (U{8..12}, seed 0) packed into chunks of K = choose_slots
-    nodes; each chunk gathers its K nodes, samples their batches by index from a 60,000-image
+    paper_iid's training plan (`_work_plan`: U{8..12}, chunks of K nodes, the same for
+    every tree); each chunk gathers its K nodes, samples their batches by index from a 60,000-image
     array, takes one vmapped step (SGD lr 0.01, momentum 0.9) and scatters them back, jitted
     once and donating the stacks, as engine._chunk_step's step 1 does. Ticks [warmup,
     warmup + ticks) are timed after tick 0 and compilation.
@@ -87,11 +116,9 @@ def train_rate(n: int, model: str, ticks: int, warmup: int, batch: int = 64) -> 
     import jax.numpy as jnp
     import numpy as np
 
-    from vanish import models, nodes, schedule
+    from vanish import models, nodes
 
-    sched = schedule.draw(n, warmup + ticks, (8, 12), seed=0)
-    slots = schedule.choose_slots(sched.counts_per_tick())
-    work = schedule.pack(sched, slots)
+    node_C, valid_C, tick_C, slots = _work_plan(n, warmup + ticks)
     net = models.make_model(model)
     tx = nodes.make_optimizer(lr=0.01, momentum=0.9)
     params = nodes.init_params(net, jax.random.PRNGKey(0), n, (28, 28, 1))
@@ -110,9 +137,10 @@ def train_rate(n: int, model: str, ticks: int, warmup: int, batch: int = 64) -> 
                 nodes.tree_put(opt, node_K, out.opt_state, valid_K), out.loss.sum())
 
     run = jax.jit(chunk, donate_argnums=(0, 1))
-    node_C, valid_C = jnp.asarray(work.node), jnp.asarray(work.valid)
-    keys = jax.random.split(jax.random.PRNGKey(2), len(work))
-    c0, c1 = (int(c) for c in np.searchsorted(work.tick, [warmup, warmup + ticks]))
+    keys = jax.random.split(jax.random.PRNGKey(2), len(tick_C))
+    c0, c1 = (int(c) for c in np.searchsorted(tick_C, [warmup, warmup + ticks]))
+    steps = int(valid_C[c0:c1].sum())
+    node_C, valid_C = jnp.asarray(node_C), jnp.asarray(valid_C)
     for c in range(c0):
         params, opt, _ = run(params, opt, node_C[c], valid_C[c], keys[c], x_train, y_train)
     jax.block_until_ready(params)
@@ -121,7 +149,6 @@ def train_rate(n: int, model: str, ticks: int, warmup: int, batch: int = 64) -> 
         params, opt, _ = run(params, opt, node_C[c], valid_C[c], keys[c], x_train, y_train)
     jax.block_until_ready(params)
     s, cpu = time.perf_counter() - t, time.process_time() - cpu
-    steps = int(work.valid[c0:c1].sum())
     if steps == 0:
         raise ValueError(f"no training in ticks [{warmup}, {warmup + ticks}): time more ticks")
     # CPU seconds of all threads: less sensitive than wall time to other processes' load.
