@@ -172,3 +172,54 @@ def test_reference_mode_corrects_biases_like_dfl_torch():
     m = variance.correctable_mask({"Dense_0": {"kernel": jnp.zeros((1, 4, 3)),
                                                "bias": jnp.zeros((1, 3))}}, corr, stacked=True)
     assert m == {"Dense_0": {"kernel": True, "bias": True}}
+
+
+def test_classic_gossip_merges_each_arrival_weighted_by_age_as_numpy():
+    """3 nodes; node 0 (age 2 after this event) and node 1 (age 1) send, both to node 2 (age
+    4, never trained here): node 2 becomes (4 x2 + 2 x0 + 1 x1) / 7, age max(4, 2) = 4; the
+    senders' own models and ages are theirs. Equal weights: the plain mean of the three."""
+    from vanish.topology import complete
+
+    rng = np.random.default_rng(0)
+    params = {"Dense_0": {"kernel": jnp.asarray(rng.normal(size=(3, 4, 2)), jnp.float32)}}
+    graph = complete(3).device_graph()
+    consts = base.Consts(graph=graph, x_train=None, y_train=None, part=None,
+                         threshold=jnp.full(3, 5, jnp.int32), beta=jnp.float32(0.5),
+                         is_client=jnp.ones(3, bool), round_ticks=jnp.int32(1), part_ids=None)
+    tick = base.Tick(tick=jnp.int32(0), last=jnp.bool_(True), round_end=jnp.bool_(False),
+                     key=jax.random.PRNGKey(0))
+    sent = base.Sent(params=jax.tree.map(lambda x: x[:2], params),
+                     node=jnp.array([0, 1], jnp.int32), send=jnp.ones(2, bool),
+                     key=jax.random.split(jax.random.PRNGKey(1), 2),
+                     event_ord=jnp.zeros(2, jnp.int32),
+                     dest=jnp.array([[2, 3], [3, 2]], jnp.int32))  # 3 = N: no delivery
+    x = np.asarray(params["Dense_0"]["kernel"])
+    for weighted, want in ((True, (4 * x[2] + 2 * x[0] + 1 * x[1]) / 7),
+                           (False, (x[0] + x[1] + x[2]) / 3)):
+        algo = algorithms.make("gossip_classic", age_weighted=weighted, merge_slots=2)
+        inbox = algo.init(params)._replace(age=jnp.array([1.0, 0.0, 4.0]))
+        inbox = algo.emit(inbox, sent, consts)
+        np.testing.assert_array_equal(np.asarray(inbox.count), [0, 0, 2])
+        out, inbox, merged = algo.end_of_tick(params, inbox, consts, tick)
+        np.testing.assert_array_equal(np.asarray(merged), [False, False, True])
+        got = np.asarray(out["Dense_0"]["kernel"])
+        np.testing.assert_allclose(got[2], want, rtol=1e-6)
+        np.testing.assert_array_equal(got[:2], x[:2])
+        np.testing.assert_array_equal(np.asarray(inbox.age), [2.0, 1.0, 4.0])
+        assert int(inbox.count.sum()) == 0 and float(inbox.weight.sum()) == 0.0
+
+
+def test_classic_gossip_sends_each_message_to_one_neighbour_uniformly():
+    from vanish.algorithms import classic
+    from vanish.topology import random_regular
+
+    graph = random_regular(16, 4, seed=0).device_graph()
+    k = 4000
+    sent = base.Sent(params=None, node=jnp.zeros(k, jnp.int32), send=jnp.ones(k, bool),
+                     key=jax.random.split(jax.random.PRNGKey(2), k),
+                     event_ord=jnp.zeros(k, jnp.int32))
+    dest = np.asarray(classic.one_peer(sent, graph))[:, 0]
+    nbrs = np.asarray(graph.out_nbr[0])[np.asarray(graph.out_valid[0])]
+    assert set(dest) == set(nbrs.tolist())  # only neighbours, each of them
+    counts = np.bincount(dest, minlength=16)[nbrs]
+    assert np.all(np.abs(counts / k - 0.25) < 0.03), counts  # uniform over the 4

@@ -113,6 +113,11 @@ REGISTRY: dict[str, Entry] = {
     "gossip": Entry("gossip:make", "gossip learning, plain averaging of the received models"),
     "gossip_vc": Entry("gossip:make", "gossip learning with variance-corrected averaging",
                        dict(corrected=True), caps=_CORRECTED),
+    "gossip_classic": Entry("classic:make", "classic gossip learning: send to one random "
+                            "neighbour, merge each arrival at once, weighted by model age",
+                            knobs=dict(age_weighted=Knob(True, "weight merged models by their "
+                                                               "age (else equal weights)")),
+                            caps=Capabilities(shardable=False)),
     "gossip_part": Entry("partitioned:make", "gossip with partitioned / subsampled messages "
                          "(Hegedus et al.)",
                          knobs=dict(num_partitions=Knob(4, "fixed partitions of the parameters",
