@@ -67,11 +67,15 @@ def _simulation(n: int, model: str, ticks: int) -> Any:
     except Exception:  # DatasetUnavailableError (data.py before the redesign, errors.py after)
         dataset = data_lib.load("synthetic", num_train=60000, num_test=1000)
     cfg = config_lib.paper_config()
-    if "topology" in cfg:
-        cfg.topology.num_nodes, cfg.model.name, cfg.run.ticks = n, model, ticks
-    else:
+    if "topology" not in cfg:  # flat config, vanish.simulation facade (before the redesign)
         cfg.num_nodes, cfg.model, cfg.ticks = n, model, ticks
-    return importlib.import_module("vanish.simulation").Simulation(cfg, "gossip_vc", dataset)
+        return importlib.import_module("vanish.simulation").Simulation(cfg, "gossip_vc", dataset)
+    # Sectioned config: build.experiment reads it once, train.Simulation runs it.
+    cfg.topology.num_nodes, cfg.model.name, cfg.run.ticks = n, model, ticks
+    cfg.algorithms = "gossip_vc"
+    build = importlib.import_module("vanish.build")
+    train = importlib.import_module("vanish.train")
+    return train.Simulation(build.experiment(cfg, dataset=dataset), "gossip_vc")
 
 
 def _work_plan(n: int, ticks: int, seed: int = 0) -> tuple[Any, Any, Any, int]:
