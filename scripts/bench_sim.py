@@ -307,11 +307,12 @@ def one(n: int, model: str, ticks: int, warmup: int, phases: bool) -> dict[str, 
             from vanish import nodes
             import functools
 
-            init = functools.partial(nodes.init_params, c.model.name, c.keys["init"], sim.n,
+            # The built components (build.Components): the flax module, its optimizer, sizes.
+            init = functools.partial(nodes.init_params, c.model, c.keys["init"], sim.n,
                                      c.input_shape, shared=False)
-            eng = engine.Engine(algo, nodes.make_train_step(c.model.name, c.tx), c.tx, init, c.work,
-                                c.consts, batch_size=c.optim.batch_size, train_key=c.keys["train"],
-                                merge_slots=c.run.merge_slots)
+            eng = engine.Engine(algo, nodes.make_train_step(c.model, c.tx), c.tx, init, c.work,
+                                c.consts, batch_size=c.batch_size, train_key=c.keys["train"],
+                                merge_slots=c.merge_slots)
             parts[label] = timed(eng)[0]
             del eng
         row["ms_train"] = 1e3 * parts["train"] / ticks
