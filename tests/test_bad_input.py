@@ -620,7 +620,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(inputs, finished
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert re.search(r"checkpoint \S+gossip/checkpoints/4 is damaged \(its state folder is "
-                     r"missing\); resuming from checkpoint 2 instead", proc.stderr), proc.stderr
+                     r"missing\); using checkpoint 2 instead", proc.stderr), proc.stderr
     assert (workdir / "summary.json").read_text() == want  # the same result as straight through
     assert checkpoint.all_steps(workdir / "gossip") == [2, 4]
 
