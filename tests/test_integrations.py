@@ -176,7 +176,7 @@ def test_wandb_offline_runs_hold_config_scalars_summary_and_figures(tmp_path):
                                                                    f"exp-{alg}")
         assert run.run_id == run_ids[alg] and r["exit"] is not None and r["exit"].exit_code == 0
         # Config: what config.json holds for this algorithm, searchable in W&B.
-        assert r["config"]["num_nodes"] == 4 and r["config"]["ticks"] == TICKS
+        assert r["config"]["topology"]["num_nodes"] == 4 and r["config"]["run"]["ticks"] == TICKS
         assert {k: r["config"][k] for k in configs[alg]} == configs[alg]
         # Scalars: one history row per evaluation tick, equal to the JSONL rows.
         scalar_rows = [h for h in r["history"] if "acc_mean" in h]
