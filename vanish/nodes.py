@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vanish import treeutil
+
 PyTree = Any
 # The mesh axis of the stacked node dimension when it is split over devices (engine.py).
 NODE_AXIS = "nodes"
@@ -162,9 +164,7 @@ def tree_take(tree_N: PyTree, idx_K: jax.Array) -> PyTree:
     return jax.tree.map(lambda x: x[idx_K], tree_N)
 
 
-def per_node(v_N: jax.Array, ndim: int) -> jax.Array:
-    """[N] -> [N, 1, ..., 1]: a per-node value broadcast against a stacked leaf of rank ndim."""
-    return v_N.reshape(v_N.shape + (1,) * (ndim - 1))
+per_node = treeutil.per_node  # [N] -> [N, 1, ..., 1] (public here too: the kernels' API)
 
 
 def tree_put(tree_N: PyTree, idx_K: jax.Array, tree_K: PyTree, valid_K: jax.Array) -> PyTree:
