@@ -83,6 +83,7 @@ _TABLE: dict[str, tuple[str, LineStyle, str]] = {
     'fl_sched': ('tab:blue', _DASH_DOT, 's'),
     'gossip': ('tab:orange', _SHORT_DASH, 'v'),
     'gossip_vc': ('tab:green', _SOLID, '^'),
+    'gossip_classic': ('tab:red', _DASH_DOT, '8'),
     'gossip_part': ('tab:brown', _DASH_DOT_DOT, 'D'),
     'gossip_trim': ('tab:purple', _SHORT_DASH, 'P'),
     'gossip_trim_vc': ('tab:purple', _SOLID, 'p'),
