@@ -312,8 +312,9 @@ def _cross_rules(get: View) -> list[str]:
         path = Path(get("data.data_dir")).expanduser()
         if path.exists() and not path.is_dir():
             found.append(f"config.data.data_dir = {get('data.data_dir')!r} is not a directory")
-    for name in ("fl",):
-        if name in algorithms.REGISTRY:
+    for name, entry in algorithms.REGISTRY.items():  # FL rounds: local steps from mid-round
+        if entry.caps.cadence is Cadence.FL_ROUNDS and {"round_ticks", "local_steps"} <= set(
+                entry.knobs):
             r = get(f"algorithm_args.{name}.round_ticks")
             e = get(f"algorithm_args.{name}.local_steps")
             if r // 2 + e > r:
