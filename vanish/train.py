@@ -229,6 +229,11 @@ def _interrupted(stop: StopRequest, name: str, tick: int, ticks: int, saved: int
     return Interrupted(stop.signum, name, tick)
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def _total_slots(sim: Simulation) -> int:
     """The chunk width over all devices (what run.slots sets)."""
     return int(sim.work.slots) * int(sim.components.devices)
@@ -313,7 +318,15 @@ def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, p
             tracking.reconcile_log(metrics_file, name, None, [])
             return None
         step = older[-1]
-        state, meta = checkpoint.restore(ckpt_dir, sim.init_state(), step)
+        try:
+            state, meta = checkpoint.restore(ckpt_dir, sim.init_state(), step)
+        except Exception as e:  # noqa: BLE001  orbax: a bare Exception for an unreadable file
+            if isinstance(e, (TypeError, AttributeError, NameError)):  # a bug, not damage
+                raise
+            log.warning("[%s] checkpoint %d is damaged too (%s); starting afresh", name, step,
+                        _first_line(e))
+            tracking.reconcile_log(metrics_file, name, None, [])
+            return None
     tracking.reconcile_log(metrics_file, name, step, row_ticks)  # a cut tail, rows past it
     log.info("[%s] resuming at tick %d%s", name, step,
              f" (extending the run from {horizon} to {exp.run.ticks} ticks)"
