@@ -146,7 +146,7 @@ def run_algorithm(exp: build.Experiment, name: str, path: Path,
     else:
         var0, row_ticks, start = {}, [], 0
         if metrics_file.exists():  # rows of a run stopped before its first checkpoint
-            tracking.reconcile_log(metrics_file, name, None, [])
+            _reconcile(metrics_file, name, None, [])
     # Several processes (multi-host): all compute, process 0 alone writes metrics and
     # figures (checkpoints are written by all, each its own shards; orbax syncs them).
     primary = jax.process_index() == 0
@@ -247,6 +247,14 @@ def _row_ticks(meta: dict[str, Any], tick: int, every: int) -> list[int]:
     return list(range(0, tick + 1, every))
 
 
+def _reconcile(metrics_file: Path, name: str, step: int | None, row_ticks: list[int]) -> None:
+    """Repairs the metrics log for a resume from `step` (None: a fresh start). Only process 0
+    writes the log; the others read it (they decide on the same checkpoint: a row process 0
+    has dropped is missing for them too)."""
+    if jax.process_index() == 0:
+        tracking.reconcile_log(metrics_file, name, step, row_ticks)
+
+
 def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, path: Path,
             template: Any) -> tuple[Simulation, Any, dict[str, float], list[int]] | None:
     """(simulation, state, var0, row ticks) to continue from, or None to start afresh.
@@ -315,7 +323,7 @@ def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, p
                     "instead", name, metrics_file, sorted({*check.missing, *check.duplicated}),
                     f"checkpoint {older[-1]}" if older else "the start")
         if not older:
-            tracking.reconcile_log(metrics_file, name, None, [])
+            _reconcile(metrics_file, name, None, [])
             return None
         step = older[-1]
         try:
@@ -325,9 +333,9 @@ def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, p
                 raise
             log.warning("[%s] checkpoint %d is damaged too (%s); starting afresh", name, step,
                         _first_line(e))
-            tracking.reconcile_log(metrics_file, name, None, [])
+            _reconcile(metrics_file, name, None, [])
             return None
-    tracking.reconcile_log(metrics_file, name, step, row_ticks)  # a cut tail, rows past it
+    _reconcile(metrics_file, name, step, row_ticks)  # a cut tail, rows past it: dropped
     log.info("[%s] resuming at tick %d%s", name, step,
              f" (extending the run from {horizon} to {exp.run.ticks} ticks)"
              if exp.run.ticks > horizon and step == horizon else "")
