@@ -1,7 +1,7 @@
 """Experiment configs and sweeps: one folder per experiment, each a runnable document.
 
     python -m vanish.run --config experiments/default/config.py --workdir runs/default
-    python -m experiments.sweep --sweep experiments/paper_noniid/sweep.yaml   # a grid, locally
+    python -m experiments.sweep experiments/paper_noniid/sweep.yaml   # a grid, locally
     python -m experiments.variance_demo.run --workdir runs/variance_demo
 
 Each `experiments/<name>/config.py` returns `vanish.config.default_config()` with overrides;

@@ -112,9 +112,9 @@ def one(case: str, n: int, model: str, ticks: int, warmup: int) -> dict[str, Any
     import jax
     import numpy as np
 
+    from vanish import build, train
     from vanish import config as config_lib
     from vanish import data as data_lib
-    from vanish.simulation import Simulation
 
     algo, topo = case.split("@")
     dataset = data_lib.load("synthetic", num_train=6000, num_test=200)
@@ -124,7 +124,8 @@ def one(case: str, n: int, model: str, ticks: int, warmup: int) -> dict[str, Any
     cfg.topology.name = topo
     d = jax.device_count()
     cfg.run.shard_nodes = "true" if d > 1 else "false"
-    sim = Simulation(cfg, algo, dataset)
+    cfg.algorithms = algo
+    sim = train.Simulation(build.experiment(cfg, dataset=dataset), algo)
     e = sim.engine
     state = sim.init_state()
     compiled = e._step.lower(state, e.consts, e.plan).compile()

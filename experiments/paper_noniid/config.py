@@ -13,7 +13,7 @@ experiments/paper_iid (LeNet-5, 50 nodes, random 8-regular, U{8..12}, batch 64, 
 
 One alpha: add `--config.data.alpha=0.1` (and a workdir of its own: a workdir resumes its own
 config only). All of alpha in {0.1, 0.5, 5}, each in runs/paper_noniid/sweep/alpha=<a>:
-  python -m experiments.sweep --sweep experiments/paper_noniid/sweep.yaml
+  python -m experiments.sweep experiments/paper_noniid/sweep.yaml
 or with W&B: `wandb sweep experiments/paper_noniid/sweep.yaml`, then `wandb agent <id>`.
 Disjoint shards instead (the FL libraries' Dirichlet split):
 `--config.data.partition=dirichlet_split`;

@@ -11,7 +11,7 @@ under W&B also `speedup_vs_gossip` = gossip's ticks to target / gossip_vc's).
 
 (200 nodes). One size: `--config.topology.num_nodes=1000` with a workdir of its own. All sizes,
 each in runs/paper_scale/sweep/num_nodes=<n>:
-  python -m experiments.sweep --sweep experiments/paper_scale/sweep.yaml
+  python -m experiments.sweep experiments/paper_scale/sweep.yaml
 or `wandb sweep experiments/paper_scale/sweep.yaml`, then `wandb agent <id>`.
 
 Runtime on the idle 2-core CPU (engine v2, scripts/bench_sim.py, docs/bench_sim.json): a

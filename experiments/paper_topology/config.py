@@ -13,7 +13,7 @@ gossip_vc should widen with d.
 (random 8-regular, i.e. paper_iid without the single-node baseline). One graph:
 `--config.topology.name=barabasi_albert --config.topology.degree=16` with a workdir of its own. The
 whole 5 x 3 grid, each in runs/paper_topology/sweep/topology=<t>,degree=<d>:
-  python -m experiments.sweep --sweep experiments/paper_topology/sweep.yaml
+  python -m experiments.sweep experiments/paper_topology/sweep.yaml
 or `wandb sweep experiments/paper_topology/sweep.yaml`, then `wandb agent <id>`.
 
 How `degree` sets each graph (computed from config.topology.degree, so one swept field drives all):

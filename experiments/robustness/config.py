@@ -31,7 +31,7 @@ own. The churn axis is also the W&B sweep (a W&B grid is a cartesian product, so
 axes are the single-point commands above, or `python -m experiments.sweep --config
 experiments/robustness/config.py --config.network.drop_prob=0.3`, which runs in
 runs/robustness/sweep/drop_prob=0.3):
-  python -m experiments.sweep --sweep experiments/robustness/sweep.yaml
+  python -m experiments.sweep experiments/robustness/sweep.yaml
 or `wandb sweep experiments/robustness/sweep.yaml`, then `wandb agent <id>`.
 Every faulty run also reports msgs_sent, msgs_delivered, msgs_dropped (cumulative),
 nodes_online and merges_min / mean / max per evaluation (metrics.jsonl).
