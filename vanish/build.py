@@ -338,14 +338,9 @@ def _type_problem(path: str, default: Any, value: Any) -> str | None:
     return None if ok else f"config.{path} = {value!r} must be {kind}, not {type(value).__name__}"
 
 
-def _flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in cfg.items():
-        if isinstance(value, (ml_collections.ConfigDict, dict)):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
+def _flatten(cfg: Any) -> dict[str, Any]:
+    """{dotted path: value} of a config (ConfigDict or nested dict)."""
+    return workdir.flatten(_plain(cfg))
 
 
 def suggest(path: str) -> str:
@@ -549,14 +544,6 @@ def expected_ends(cfg: Any) -> dict[str, int]:
 def _get(cfg: Any) -> View:
     flat = _flatten(cfg)
     return flat.__getitem__
-
-
-def processes(cfg: Any) -> ProcessSettings:
-    """The multi-process settings (checked): the CLI joins before anything else runs."""
-    validate(cfg)
-    g = _get(cfg)
-    return ProcessSettings(bool(g("run.distributed")), g("run.coordinator_address"),
-                           g("run.num_processes"), g("run.process_id"))
 
 
 def _correction(g: View) -> Any:
