@@ -34,6 +34,8 @@ from vanish.metrics import kernel_var_ratio
 
 ROOT = Path(__file__).resolve().parent.parent
 ALGORITHMS = "fl,gossip,gossip_vc"
+# With LeNet-5 the "existing gossip learning" baseline runs too (classic gossip learning).
+WITH_CLASSIC = ALGORITHMS + ",gossip_classic"
 ARCHIVE = ROOT / "docs" / "grid"
 # The metrics.jsonl keys kept in the archive: enough for accuracy-vs-tick figures.
 CURVE_KEYS = ("algorithm", "tick", "acc_mean", "acc_min", "acc_max", "global_acc", "var_ratio")
@@ -44,19 +46,25 @@ class Cell(NamedTuple):
     config: str  # experiments/<name>/config.py
     overrides: dict[str, Any]  # {dotted config path: value}
     ticks: int
+    algorithms: str = ALGORITHMS
 
 
 def _cells() -> list[Cell]:
     iid, noniid = "experiments/paper_iid/config.py", "experiments/paper_noniid/config.py"
     topo, scale = "experiments/paper_topology/config.py", "experiments/paper_scale/config.py"
-    cells = [Cell("iid_n50", iid, {}, 3000)]
+    cells = [Cell("iid_n50", iid, {}, 3000, WITH_CLASSIC)]
     cells += [Cell(f"alpha{a}_n50", noniid, {"data.alpha": a}, 3000) for a in (0.1, 0.5, 5.0)]
     cells += [Cell(f"rr{d}_n50", topo, {"topology.name": "random_regular", "topology.degree": d},
                    3000) for d in (3, 16)]
     cells += [Cell(f"{t}_n50", topo, {"topology.name": t, "topology.degree": 8}, 3000)
               for t in ("ring", "erdos_renyi", "barabasi_albert", "watts_strogatz")]
     # Sizes: LeNet-5 where this CPU affords 3 seeds, the MLP beyond (said in RESULTS.md).
-    cells += [Cell(f"lenet_n{n}", scale, {"topology.num_nodes": n}, 3000) for n in (100, 200)]
+    cells += [Cell(f"lenet_n{n}", scale, {"topology.num_nodes": n}, 3000, WITH_CLASSIC)
+              for n in (100, 200)]
+    # N = 1000 costs ~30 min per algorithm and seed on 2 cores: the comparison the paper's
+    # claim is about first, so a stopped run has it.
+    cells += [Cell("lenet_n1000", scale, {"topology.num_nodes": 1000}, 3000,
+                   "gossip_vc,gossip_classic,gossip,fl")]
     cells += [Cell(f"mlp_n{n}", scale, {"topology.num_nodes": n, "model.name": "mlp"}, 3000)
               for n in (50, 100, 200, 500, 1000)]
     return cells
@@ -79,7 +87,8 @@ TABLES = (
           "partition,alpha", "group"),
     Table("topology", ("iid_n50", "rr3_n50", "rr16_n50", "ring_n50", "erdos_renyi_n50",
                        "barabasi_albert_n50", "watts_strogatz_n50"), "topology,degree", "group"),
-    Table("size_lenet", ("iid_n50", "lenet_n100", "lenet_n200"), "num_nodes", "num_nodes"),
+    Table("size_lenet", ("iid_n50", "lenet_n100", "lenet_n200", "lenet_n1000"), "num_nodes",
+          "num_nodes"),
     Table("size_mlp", tuple(f"mlp_n{n}" for n in (50, 100, 200, 500, 1000)), "num_nodes",
           "num_nodes"),
 )
@@ -88,11 +97,7 @@ TABLES = (
 def tables(archive: Path, results: Path, figures: Path) -> int:
     """Regenerates every table, figure and accuracy-curve figure from the archived cells
     (those not yet archived are left out; a table with none is skipped)."""
-    spec = importlib.util.spec_from_file_location("results_table",
-                                                  Path(__file__).parent / "results_table.py")
-    assert spec is not None and spec.loader is not None
-    rt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rt)
+    rt = _results_table()
     for t in TABLES:
         have = [str(archive / c) for c in t.cells if (archive / c).is_dir()]
         if not have:
@@ -108,25 +113,46 @@ def tables(archive: Path, results: Path, figures: Path) -> int:
     return 0
 
 
-def job(cell: Cell, seed: int, workdir: Path) -> sweep.Job:
-    """The run of one (cell, seed): the cell's config and overrides, the grid's settings."""
-    fields = {"run.ticks": cell.ticks, "algorithms": ALGORITHMS, "run.eval_every": 50,
-              "run.checkpoint_every": 1000, **cell.overrides}
+def job(cell: Cell, seed: int, workdir: Path, algorithms: str | None = None) -> sweep.Job:
+    """The run of one (cell, seed): the cell's config and overrides, the grid's settings
+    (`algorithms`: those still to run, default the cell's)."""
+    fields = {"run.ticks": cell.ticks, "algorithms": algorithms or cell.algorithms,
+              "run.eval_every": 50, "run.checkpoint_every": 500 if cell.ticks > 1000 else 250,
+              **cell.overrides}
     return sweep.Job(cell.name, seed, str(ROOT / cell.config), fields, workdir)
 
 
-def done(workdir: Path, ticks: int) -> bool:
+def finished(workdir: Path, ticks: int, algorithms: str) -> list[str]:
+    """The `algorithms` whose run (or archive) in `workdir` reached the final tick."""
+    return [a for a in algorithms.split(",")
+            if sweep.finished(sweep.Job("", 0, "", {}, workdir), {a: ticks})]
+
+
+def done(workdir: Path, ticks: int, algorithms: str = ALGORITHMS) -> bool:
     """The run (or its archive) in `workdir` reports the final tick for every algorithm."""
-    ends = {a: ticks for a in ALGORITHMS.split(",")}
-    return sweep.finished(sweep.Job("", 0, "", {}, workdir), ends)
+    return len(finished(workdir, ticks, algorithms)) == len(algorithms.split(","))
+
+
+def _results_table() -> Any:
+    spec = importlib.util.spec_from_file_location("results_table",
+                                                  Path(__file__).parent / "results_table.py")
+    assert spec is not None and spec.loader is not None
+    rt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rt)
+    return rt
 
 
 def archive(workdir: Path, dest: Path) -> None:
-    """Copies a finished run's config, summary and cut-down curves to `dest` (committed)."""
+    """Copies a finished run's config, summary and cut-down curves to `dest` (committed).
+
+    When `dest` already holds an archive of the same experiment (same seed and every
+    result-relevant field; a run of further algorithms added to a cell later), the new
+    run's algorithms are merged into it: their summaries and curves replace any of the
+    same name, the others stay. A different experiment is refused (ValueError)."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("run_config.json", "summary.json"):
-        (dest / name).write_text((workdir / name).read_text())
-    lines = []
+    summary = json.loads((workdir / "summary.json").read_text())
+    stored = json.loads((workdir / "run_config.json").read_text())
+    rows = []
     for line in (workdir / "metrics.jsonl").read_text().splitlines():
         if line.strip():
             rec = json.loads(line)
@@ -134,8 +160,29 @@ def archive(workdir: Path, dest: Path) -> None:
             ratio = kernel_var_ratio(rec)
             if ratio is not None:
                 cut["var_ratio"] = ratio
-            lines.append(json.dumps(cut))
-    (dest / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+            rows.append(cut)
+    if (dest / "summary.json").is_file() and (dest / "run_config.json").is_file():
+        rt = _results_table()
+        old_cfg, old_summary = rt.load_run(dest)
+        new_cfg, _ = rt.load_run(workdir)
+        differ = sorted(k for k in set(old_cfg) | set(new_cfg) if k not in rt._IGNORED
+                        and old_cfg.get(k) != new_cfg.get(k))
+        if differ or old_cfg.get("seed") != new_cfg.get("seed"):
+            raise ValueError(f"cannot merge {workdir} into the archive {dest}: a different "
+                             f"experiment (fields {differ or ['seed']} differ)")
+        new = set(summary)
+        summary = {**{a: s for a, s in old_summary.items() if a not in new}, **summary}
+        kept = [json.loads(line) for line in (dest / "metrics.jsonl").read_text().splitlines()
+                if line.strip()]
+        rows = [r for r in kept if r.get("algorithm") not in new] + rows
+        old_stored = json.loads((dest / "run_config.json").read_text())
+        names = old_stored["config"]["algorithms"].split(",")
+        names += [a for a in stored["config"]["algorithms"].split(",") if a not in names]
+        old_stored["config"]["algorithms"] = ",".join(names)
+        stored = old_stored
+    (dest / "run_config.json").write_text(json.dumps(stored, indent=1) + "\n")
+    (dest / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (dest / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,17 +213,22 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             workdir = Path(args.root) / cell.name / f"seed{seed}"
             kept = Path(args.archive_root) / cell.name / f"seed{seed}"
-            if done(workdir, cell.ticks) and not done(kept, cell.ticks):
+            have = finished(kept, cell.ticks, cell.algorithms)
+            ran = finished(workdir, cell.ticks, cell.algorithms)
+            if set(ran) - set(have):
                 archive(workdir, kept)
-            state = "done" if done(kept, cell.ticks) else "todo"
+                have = finished(kept, cell.ticks, cell.algorithms)
+            todo = [a for a in cell.algorithms.split(",") if a not in have]
+            state = "done" if not todo else f"todo: {','.join(todo)}"
             print(f"{cell.name:22s} seed {seed}: {state}", flush=True)
-            if args.list or args.archive or state == "done":
+            if args.list or args.archive or not todo:
                 continue
-            rc = sweep.run_jobs([job(cell, seed, workdir)], processes=True)[workdir]
+            rc = sweep.run_jobs([job(cell, seed, workdir, ",".join(todo))],
+                                processes=True)[workdir]
             print(f"{cell.name:22s} seed {seed}: exit {rc} (log {workdir}.log)", flush=True)
             if rc:
                 return rc
-            if done(workdir, cell.ticks):
+            if finished(workdir, cell.ticks, ",".join(todo)):
                 archive(workdir, kept)
     return 0
 
