@@ -294,7 +294,7 @@ def test_peer_sampling_sends_k_messages_to_valid_peers(dataset, mode):
     keys = jax.random.split(jax.random.PRNGKey(3), k)
     sent = base.Sent(
         None, node, jnp.ones(k, bool), keys, jnp.zeros(k, jnp.int32))
-    dest, _, stats = network.route(spec, net, graph, jnp.int32(0), sent)
+    dest, _, stats, _ = network.route(spec, net, graph, jnp.int32(0), sent)
     dest = np.asarray(dest)
     for s, row in zip(np.asarray(node), dest):
         got = row[row < n]
@@ -317,7 +317,7 @@ def test_redrawn_topology_routes_over_each_epochs_graph(dataset):
                              jax.random.split(jax.random.PRNGKey(0), sim.n),
                              jnp.zeros(sim.n, jnp.int32))
     for tick in (0, 15, 39):
-        dest, _, _ = network.route(sim.engine.network_spec, net, sim.consts.graph,
+        dest, _, _, _ = network.route(sim.engine.network_spec, net, sim.consts.graph,
                                    jnp.int32(tick), sent)
         e = tick // 10
         for i, row in enumerate(np.asarray(dest)):

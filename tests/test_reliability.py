@@ -163,3 +163,30 @@ def test_the_builder_refuses_before_the_workdir_exists(tmp_path):
     assert not workdir.exists()
     exp = build.experiment(cfg_for())
     assert exp.run.ticks == TICKS and checkpoint.latest_step(workdir / "gossip") is None
+
+
+def test_a_checkpoint_written_before_byte_counting_resumes_without_bytes(tmp_path, monkeypatch):
+    """A workdir whose checkpoints hold no message counters (an earlier vanish) continues
+    to the same models and accuracies; its rows after the resume carry no byte counts."""
+    from vanish import engine
+
+    new_init = engine.Engine.__init__
+
+    def old_init(self, *args, **kwargs):  # an engine that does not count (as before)
+        new_init(self, *args, **kwargs)
+        self.count_traffic = False
+
+    workdir = tmp_path / "w"
+    with monkeypatch.context() as m:
+        m.setattr(engine.Engine, "__init__", old_init)
+        run.run_config(cfg_for(ticks=40), workdir, progress=False)
+    assert all("bytes_sent_mean" not in r for r in rows(workdir))
+    run.run_config(cfg_for(ticks=TICKS), workdir, progress=False)  # extend: resumes at 40
+    fresh = tmp_path / "fresh"
+    run.run_config(cfg_for(ticks=TICKS), fresh, progress=False)
+    strip = lambda rs: sorted(  # noqa: E731
+        ({k: v for k, v in r.items() if not k.startswith("bytes_")} for r in rs),
+        key=lambda r: (r["algorithm"], r["tick"]))
+    assert strip(rows(workdir)) == strip(rows(fresh))
+    assert all("bytes_sent_mean" not in r for r in rows(workdir))
+    assert all("bytes_sent_mean" in r for r in rows(fresh))

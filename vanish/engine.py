@@ -55,6 +55,14 @@ from vanish.algorithms import base
 PyTree = Any
 
 
+class Traffic(NamedTuple):
+    """Messages so far per node and message kind (base.Wire): sent (the sender pays for a
+    message lost on the way too) and received. Bytes = counts x the kinds' sizes (host)."""
+
+    sent: jax.Array  # [N, M] int32
+    received: jax.Array  # [N, M] int32
+
+
 class SimState(NamedTuple):
     tick: jax.Array  # int32: ticks done
     params: PyTree  # stacked params_N
@@ -71,6 +79,9 @@ class SimState(NamedTuple):
     # the ring of messages in flight (delays only).
     net_stats: jax.Array | None = None
     queue: network.Queue | None = None
+    # Messages sent / received per node (None: not counted, a run resumed from a checkpoint
+    # written before vanish counted them).
+    traffic: Traffic | None = None
 
 
 class Plan(NamedTuple):
@@ -99,7 +110,8 @@ def device_plan(work: schedule.WorkList) -> Plan:
 AXIS = nodes.NODE_AXIS  # the mesh axis of the node dimension
 # SimState fields whose leaves carry the node axis (split over devices); the others are
 # replicated scalars, keys, counters and the in-flight ring (which holds gathered messages).
-NODE_FIELDS = ("params", "opt_state", "inbox", "train_count", "merges", "loss_sum", "loss_n")
+NODE_FIELDS = ("params", "opt_state", "inbox", "train_count", "merges", "loss_sum", "loss_n",
+               "traffic")
 
 
 class Engine:
@@ -112,6 +124,9 @@ class Engine:
                  network_spec: network.Spec | None = None,
                  halo: tuple[int, ...] | None = None):
         self.algorithm, self.tx, self.work = algorithm, tx, work
+        self.wire = algorithm.wire or base.FULL_MODEL
+        self.count_traffic = True  # False: states without Traffic (train.py, old checkpoints)
+        self._sizes: tuple[int, ...] | None = None
         self.network_spec = network_spec
         self._init_params = init_params
         self.fuse = choose_fuse(fuse)
@@ -135,9 +150,9 @@ class Engine:
         self.halo = None if self.mesh is None else halo
         exchange = None if axis is None else functools.partial(_exchange, self.devices,
                                                                 self.halo)
-        step = functools.partial(_chunk_step, algorithm, train_step, tx, int(batch_size),
-                                 bool(reset_opt), int(merge_slots), network_spec, axis,
-                                 exchange)
+        step = functools.partial(_chunk_step, algorithm, self.wire, train_step, tx,
+                                 int(batch_size), bool(reset_opt), int(merge_slots),
+                                 network_spec, axis, exchange)
         if self.mesh is not None:
             rep = _replicated(self.mesh)
             self.consts = _put_global(consts, rep)
@@ -162,6 +177,24 @@ class Engine:
     @property
     def n(self) -> int:
         return int(self.consts.is_client.shape[0])
+
+    @property
+    def message_sizes(self) -> tuple[int, ...]:
+        """Bytes of each of the rule's message kinds (base.Wire), host ints."""
+        if self._sizes is None:
+            shapes = jax.eval_shape(self._init_params)
+            template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
+                                    shapes)
+            self._sizes = tuple(int(b) for b in self.wire.sizes(template, self.consts))
+        return self._sizes
+
+    def traffic_bytes(self, state: SimState) -> tuple[np.ndarray, np.ndarray] | None:
+        """([N] bytes sent, [N] bytes received) so far, int64, or None if not counted."""
+        if state.traffic is None:
+            return None
+        size_M = np.asarray(self.message_sizes, np.int64)
+        sent, received = (self.fetch(x).astype(np.int64) @ size_M for x in state.traffic)
+        return sent, received
 
     def _scalar(self, value: int) -> jax.Array:
         """An explicit (transfer-guard friendly) int32 on the state's devices."""
@@ -192,6 +225,10 @@ class Engine:
             key=jnp.array(self.train_key, copy=True),
             chunk=jnp.int32(0),
         )
+        if self.count_traffic:
+            m = len(self.message_sizes)
+            state = state._replace(traffic=Traffic(jnp.zeros((n, m), jnp.int32),
+                                                   jnp.zeros((n, m), jnp.int32)))
         spec = self.network_spec
         if spec is not None:
             state = state._replace(net_stats=jnp.zeros((3,), jnp.int32))
@@ -284,7 +321,8 @@ def _exchange(devices: int, halo: tuple[int, ...] | None, tree: PyTree) -> PyTre
     return jax.tree.map(lambda *xs: jnp.concatenate(xs), *blocks)
 
 
-def _chunk_step(algo: base.Algorithm, train_step: Callable[..., nodes.TrainStep], tx: Any,
+def _chunk_step(algo: base.Algorithm, wire: base.Wire,
+                train_step: Callable[..., nodes.TrainStep], tx: Any,
                 batch_size: int, reset_opt: bool, merge_slots: int,
                 spec: network.Spec | None, axis: str | None,
                 exchange: Callable[[PyTree], PyTree] | None, state: SimState,
@@ -319,14 +357,27 @@ def _chunk_step(algo: base.Algorithm, train_step: Callable[..., nodes.TrainStep]
     loss_n = state.loss_n.at[slot].add(1, mode="drop")
     # 2. Send (through the network layer when there is one), 3. end of tick: the algorithm's.
     sent = base.Sent(out.params, node_K, send_K & valid_K, keys_K, event_ord_K)
+    inbox = state.inbox
+    if algo.encode is not None:  # what goes on the wire (a compressor and its own state)
+        inbox, sent = algo.encode(inbox, sent, local_consts)
     net_stats, queue, online_N, arrive_KD = state.net_stats, state.queue, None, None
+    traffic = state.traffic
+    kind = (lambda s, cs: jnp.zeros_like(s.node)) if wire.kind is None else wire.kind
     if spec is not None:
-        sent, arrive_KD, stats = network.prepare(spec, consts.net, consts.graph, tick, sent)
+        sent, arrive_KD, stats, tried_KD = network.prepare(spec, consts.net, consts.graph,
+                                                           tick, sent)
         if axis is not None:
             stats = jax.lax.psum(stats, axis)
         if spec.churn:
             online_N = network.online(consts.net, tick, offset + jnp.arange(n))
-    emit = algo.emit
+    else:
+        tried_KD = base.destinations(sent, consts.graph) < consts.graph.self_weight.shape[0]
+    if traffic is not None and wire.sends:  # the sender pays for every copy, lost ones too
+        tries_K = jnp.sum(tried_KD.astype(jnp.int32), axis=1)
+        if wire.fanout:
+            tries_K = jnp.minimum(tries_K, wire.fanout)
+        traffic = traffic._replace(sent=traffic.sent.at[slot, kind(sent, local_consts)].add(
+            tries_K, mode="drop"))
     if axis is not None:
         # The sent models to the devices that hold receivers, once per chunk; each then
         # scatters only into its own inboxes.
@@ -335,26 +386,46 @@ def _chunk_step(algo: base.Algorithm, train_step: Callable[..., nodes.TrainStep]
             sent = sent._replace(dest=base.destinations(sent, consts.graph))
         sent, arrive_KD = exchange((sent, arrive_KD))
 
-        def emit(ib: PyTree, s: base.Sent, cs: base.Consts) -> PyTree:
-            return algo.emit(ib, _localize(s, offset, n), cs)
+    def emit(carry: tuple[PyTree, jax.Array | None], s: base.Sent,
+             cs: base.Consts) -> tuple[PyTree, jax.Array | None]:
+        """Hands delivered messages to the rule (after its own choice of receivers, on
+        this device's rows) and counts them at their receivers."""
+        ib, received = carry
+        if algo.select is not None:
+            s = algo.select(s, cs)
+        if axis is not None:
+            s = _localize(s, offset, n)
+        ib = algo.emit(ib, s, cs)
+        if received is not None:
+            dest_KD = base.destinations(s, cs.graph)
+            kind_KD = jnp.broadcast_to(kind(s, cs)[:, None], dest_KD.shape)
+            received = received.at[dest_KD, kind_KD].add(1, mode="drop")
+        return ib, received
+
+    received = None if traffic is None or not wire.sends else traffic.received
     if spec is None:
-        inbox = emit(state.inbox, sent, local_consts)
+        inbox, received = emit((inbox, received), sent, local_consts)
     else:
         assert state.net_stats is not None
         if spec.queue:  # in flight until the arrival tick's last chunk
             assert state.queue is not None and arrive_KD is not None
             queue = network.enqueue(state.queue, c % spec.queue, sent, arrive_KD)
             n_all = n if axis is None else n * jax.lax.axis_size(axis)
-            inbox, delivered = network.deliver(emit, queue, state.inbox, local_consts, tick,
-                                               last, n_all)
+            (inbox, received), delivered = network.deliver(emit, queue, (inbox, received),
+                                                           local_consts, tick, last, n_all)
             stats = stats.at[1].add(delivered)
         else:
-            inbox = emit(state.inbox, sent, local_consts)
+            inbox, received = emit((inbox, received), sent, local_consts)
         net_stats = state.net_stats + stats
     round_end = last & ((tick + 1) % consts.round_ticks == 0)
-    params, inbox, merged = algo.end_of_tick(params, inbox, local_consts,
-                                             base.Tick(tick, last, round_end, tick_key,
-                                                       online_N, axis, offset))
+    now = base.Tick(tick, last, round_end, tick_key, online_N, axis, offset)
+    params, inbox, merged = algo.end_of_tick(params, inbox, local_consts, now)
+    if traffic is not None:
+        if received is not None:
+            traffic = traffic._replace(received=received)
+        if wire.rounds is not None:  # transfers of a round's end (FL broadcast, D-PSGD)
+            sent_NM, received_NM = wire.rounds(merged, local_consts, now)
+            traffic = Traffic(traffic.sent + sent_NM, traffic.received + received_NM)
     if reset_opt:  # fresh optimizer state for the merged rows only
         def body(o: PyTree, idx_M: jax.Array, valid_M: jax.Array) -> PyTree:
             fresh = jax.vmap(tx.init)(base.take(params, idx_M))
@@ -365,4 +436,4 @@ def _chunk_step(algo: base.Algorithm, train_step: Callable[..., nodes.TrainStep]
         tick=state.tick, params=params, opt_state=opt_state, inbox=inbox,
         train_count=train_count, merges=state.merges + merged.astype(jnp.int32),
         loss_sum=loss_sum, loss_n=loss_n, key=state.key, chunk=c + 1, net_stats=net_stats,
-        queue=queue)
+        queue=queue, traffic=traffic)

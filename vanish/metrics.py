@@ -39,8 +39,15 @@ MSGS_SENT, MSGS_DELIVERED, MSGS_DROPPED = "msgs_sent", "msgs_delivered", "msgs_d
 NODES_ONLINE = "nodes_online"
 MERGES_MIN, MERGES_MEAN, MERGES_MAX = "merges_min", "merges_mean", "merges_max"
 VAR_PREFIX, VAR_RATIO_PREFIX = "var/", "var_ratio/"
+# Bytes on the wire so far: per node (mean, max over all nodes, an FL server included) and
+# the network's total; sent counts every copy a sender put on the wire (lost ones too).
+BYTES_SENT_MEAN, BYTES_SENT_MAX, BYTES_SENT_TOTAL = (
+    "bytes_sent_mean", "bytes_sent_max", "bytes_sent_total")
+BYTES_RECV_MEAN, BYTES_RECV_MAX = "bytes_recv_mean", "bytes_recv_max"
 # Summary names.
 FINAL_ACC, TICKS_TO_TARGET, VAR_RATIO = "final_acc", "ticks_to_target", "var_ratio"
+# Mean bytes a node sent until the target accuracy was first reached.
+BYTES_TO_TARGET = "bytes_to_target"
 
 
 layer_name = treeutil.layer_name  # 'Conv_0/kernel' for a key path
@@ -154,6 +161,13 @@ def network_row(stats: np.ndarray, online_N: np.ndarray, merges_N: np.ndarray,
             MERGES_MIN: int(m.min()), MERGES_MEAN: float(m.mean()), MERGES_MAX: int(m.max())}
 
 
+def traffic_row(sent_N: np.ndarray, received_N: np.ndarray) -> dict[str, Any]:
+    """Bytes sent and received so far ([N] int64 each, vanish.engine.Engine.traffic_bytes)."""
+    return {BYTES_SENT_MEAN: float(sent_N.mean()), BYTES_SENT_MAX: int(sent_N.max()),
+            BYTES_SENT_TOTAL: int(sent_N.sum()), BYTES_RECV_MEAN: float(received_N.mean()),
+            BYTES_RECV_MAX: int(received_N.max())}
+
+
 def variance_ratios(row: dict[str, Any], var0: dict[str, float]) -> dict[str, float]:
     """Each layer's mean weight variance relative to its value at tick 0 (the one definition)."""
     return {f"{VAR_RATIO_PREFIX}{k}": row[f"{VAR_PREFIX}{k}"] / v for k, v in var0.items()
@@ -182,6 +196,10 @@ def summarize(records: list[dict[str, Any]], target: float) -> dict[str, Any]:
     )
     if GLOBAL_ACC in last:
         out["final_global_acc"] = last[GLOBAL_ACC]
+    if BYTES_SENT_MEAN in last:
+        out[BYTES_SENT_MEAN] = last[BYTES_SENT_MEAN]
+        at = [r.get(BYTES_SENT_MEAN) for r in records if hit and r["tick"] == hit[0]]
+        out[BYTES_TO_TARGET] = at[0] if at else None
     ratios = {k: v for k, v in last.items() if k.startswith(VAR_RATIO_PREFIX)}
     out.update(ratios)
     kernel = kernel_var_ratio(ratios)

@@ -398,9 +398,10 @@ def corrupt(spec: Spec, net: Net, sent: base.Sent) -> PyTree:
 
 
 def route(spec: Spec, net: Net, graph: Graph, tick: jax.Array, sent: base.Sent
-          ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(dest_KD, arrive_KD, stats[3]) of the sent messages: receivers (>= N: lost), arrival
-    ticks, and counts (sent, delivered now, dropped)."""
+          ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """(dest_KD, arrive_KD, stats[3], tried_KD) of the sent messages: receivers (>= N:
+    lost), arrival ticks, counts (sent, delivered now, dropped) and the receivers each
+    message was sent to before any loss (bool; what the sender pays for)."""
     n = graph.self_weight.shape[0]
     node_K, send_K = sent.node, sent.send
     if spec.peer == "uniform":
@@ -436,14 +437,15 @@ def route(spec: Spec, net: Net, graph: Graph, tick: jax.Array, sent: base.Sent
     kept = jnp.sum(ok_link.astype(jnp.int32))
     delivered_now = jnp.int32(0) if spec.queue else kept
     stats = jnp.stack([sent_n, delivered_now, sent_n - kept]).astype(jnp.int32)
-    return dest, jnp.where(ok_link, arrive, -1), stats
+    return dest, jnp.where(ok_link, arrive, -1), stats, ok
 
 
 def prepare(spec: Spec, net: Net, graph: Graph, tick: jax.Array,
-            sent: base.Sent) -> tuple[base.Sent, jax.Array, jax.Array]:
-    """The sent slots as the network delivers them: corrupted payloads, routed receivers."""
-    dest, arrive, stats = route(spec, net, graph, tick, sent)
-    return sent._replace(params=corrupt(spec, net, sent), dest=dest), arrive, stats
+            sent: base.Sent) -> tuple[base.Sent, jax.Array, jax.Array, jax.Array]:
+    """The sent slots as the network delivers them (corrupted payloads, routed receivers),
+    arrival ticks, counts, and the receivers tried before losses (see `route`)."""
+    dest, arrive, stats, tried = route(spec, net, graph, tick, sent)
+    return sent._replace(params=corrupt(spec, net, sent), dest=dest), arrive, stats, tried
 
 
 def init_queue(spec: Spec, params_N: PyTree, slots: int, width: int) -> Queue:

@@ -36,7 +36,7 @@ import numpy as np
 from vanish import (build, checkpoint, engine, lock, metrics, nodes, plots, runtime, tracking,
                     workdir)
 from vanish.engine import SimState
-from vanish.errors import CheckpointDamagedError, WorkdirConflictError
+from vanish.errors import CheckpointDamagedError, CheckpointMismatchError, WorkdirConflictError
 from vanish.partition import format_label_histogram
 from vanish.signals import Interrupted, StopRequest
 
@@ -90,6 +90,9 @@ class Simulation:
                                          self.network.online_at(int(state.tick)),
                                          self.engine.fetch(state.merges),
                                          self.components.is_client))
+        traffic = self.engine.traffic_bytes(state)
+        if traffic is not None:
+            m.update(metrics.traffic_row(*traffic))
         state = state._replace(loss_sum=jnp.zeros_like(state.loss_sum),
                                loss_n=jnp.zeros_like(state.loss_n))
         return state, m
@@ -269,7 +272,16 @@ def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, p
     """
     metrics_file = path / tracking.METRICS_FILE
     try:
-        state, meta, step, _ = checkpoint.restore_latest_intact(ckpt_dir, template)
+        try:
+            state, meta, step, _ = checkpoint.restore_latest_intact(ckpt_dir, template)
+        except CheckpointMismatchError:
+            if template.traffic is None:
+                raise
+            # Written before vanish counted messages: it continues without byte counts.
+            sim.engine.count_traffic = False
+            state, meta, step, _ = checkpoint.restore_latest_intact(ckpt_dir, sim.init_state())
+            log.info("[%s] its checkpoints predate byte counting: this run reports no bytes",
+                     name)
     except CheckpointDamagedError as e:
         rows = [r for r in tracking.read_jsonl(metrics_file)
                 if r.get("algorithm") == name and r.get("tick", 0) > 0
@@ -298,7 +310,9 @@ def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, p
     if (slots, merge_slots) != (_total_slots(sim), sim.components.merge_slots):
         # Another horizon may choose other engine sizes; the checkpoint's keep it bit-exact.
         engine_settings = dataclasses.replace(exp.engine, slots=slots, merge_slots=merge_slots)
+        counted = sim.engine.count_traffic
         sim = Simulation(dataclasses.replace(exp, engine=engine_settings), name)
+        sim.engine.count_traffic = counted
         state, meta = checkpoint.restore(ckpt_dir, sim.init_state(), step)
     horizon = int(meta.get("horizon", exp.run.ticks))
     if meta.get("schedule") != sim.schedule.fingerprint(upto=min(horizon, exp.run.ticks)):

@@ -20,6 +20,7 @@ is touched for the other nodes.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -76,15 +77,65 @@ class Tick(NamedTuple):
     offset: Any = 0  # int32 global id of local row 0
 
 
+class Wire(NamedTuple):
+    """What a rule puts on the wire, for the byte counters (vanish/engine.py).
+
+    A rule's messages are of M kinds, each of a fixed size in bytes: `sizes(template,
+    consts)` gives them (host ints) from one node's params (arrays or ShapeDtypeStructs, no
+    node axis) and the consts; `kind(sent, consts)` says which kind each sent slot is ([K]
+    int32; None: all kind 0). A message goes to every receiver it is routed to, or to at
+    most `fanout` of them (0: all); with `sends` False the trained slots send nothing.
+    Transfers that are not sent slots (an FL server's broadcast at a round's end, a D-PSGD
+    mixing round) are `rounds(merged_N, consts, tick) -> (sent, received)`, [N, M] int32
+    message counts of this call (None: none). The engine counts messages on the device
+    (int32, exact); bytes are counts x sizes on the host.
+    """
+
+    sizes: Callable[[PyTree, Consts], tuple[int, ...]]
+    kind: Callable[[Sent, Consts], jax.Array] | None = None
+    rounds: Callable[[jax.Array, Consts, Tick], tuple[jax.Array, jax.Array]] | None = None
+    fanout: int = 0
+    sends: bool = True  # False: the trained slots send nothing (rules that talk at rounds)
+
+
+def model_bytes(template: PyTree) -> int:
+    """Bytes of one full model: every leaf's elements times its item size."""
+    return int(sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize
+                   for x in jax.tree.leaves(template)))
+
+
+FULL_MODEL = Wire(sizes=lambda template, consts: (model_bytes(template),))
+
+
+def local_rows(x_N: jax.Array, tick: Tick, n: int) -> jax.Array:
+    """This device's n rows of a global [N, ...] array (all of it when not sharded)."""
+    if tick.axis is None:
+        return x_N
+    return lax.dynamic_slice_in_dim(x_N, tick.offset, n)
+
+
 class Algorithm(NamedTuple):
     """A rule as a value: three pure functions, its registered name and its capabilities
-    (declared in its registry line; `algorithms.make` fills both)."""
+    (declared in its registry line; `algorithms.make` fills both), plus optional hooks:
+
+    * `encode(inbox, sent, consts) -> (inbox, sent)`: what the K trained nodes put on the
+      wire, called right after training, before the network routes the messages (a
+      compressor with its sender-side state; None: the trained models themselves);
+    * `select(sent, consts) -> sent`: the receivers a delivered message goes to, among those
+      the network routed it to (`Sent.dest`, [K, D'], >= N: none), called before `emit`
+      (one random peer for classic gossip; None: all of them);
+    * `wire`: its message kinds and sizes for the byte counters (None: every message is
+      one full model, `FULL_MODEL`).
+    """
 
     name: str
     init: Callable[[PyTree], PyTree]
     emit: Callable[[PyTree, Sent, Consts], PyTree]
     end_of_tick: Callable[[PyTree, PyTree, Consts, Tick], tuple[PyTree, PyTree, jax.Array]]
     caps: Capabilities = Capabilities()
+    encode: Callable[[PyTree, Sent, Consts], tuple[PyTree, Sent]] | None = None
+    select: Callable[[Sent, Consts], Sent] | None = None
+    wire: Wire | None = None
 
 
 def correction_for(corrected: bool,

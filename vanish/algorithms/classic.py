@@ -58,12 +58,18 @@ def one_peer(sent: base.Sent, graph: Any) -> jax.Array:
     return jnp.where(valid.any(axis=1, keepdims=True), chosen, n)
 
 
+def select(sent: base.Sent, consts: base.Consts) -> base.Sent:
+    """The message goes to one of the receivers it was routed to (the engine calls this
+    before `emit`, and counts the message at that receiver only)."""
+    return sent._replace(dest=one_peer(sent, consts.graph))
+
+
 def emit(age_weighted: bool, inbox: Inbox, sent: base.Sent, consts: base.Consts) -> Inbox:
     sends = sent.send.astype(jnp.float32)
     age = inbox.age.at[sent.node].add(sends, mode="drop")  # this training event
     age_K = age[sent.node]
     weight_K = age_K if age_weighted else jnp.ones_like(age_K)
-    dest_K1 = one_peer(sent, consts.graph)
+    dest_K1 = base.destinations(sent, consts.graph)  # one peer each (`select`)
     scaled = jax.tree.map(lambda x: x * treeutil.per_node(weight_K, x.ndim).astype(x.dtype),
                           sent.params)
     (total, weight), count = mixing.push_to((inbox.total, inbox.weight), inbox.count,
@@ -108,4 +114,5 @@ def make(*, age_weighted: bool = True, merge_slots: int = 8) -> base.Algorithm:
     return base.Algorithm(
         name="gossip_classic", init=init,
         emit=lambda ib, s, c: emit(age_weighted, ib, s, c),
-        end_of_tick=lambda p, ib, c, t: end_of_tick(age_weighted, merge_slots, p, ib, c, t))
+        end_of_tick=lambda p, ib, c, t: end_of_tick(age_weighted, merge_slots, p, ib, c, t),
+        select=select, wire=base.FULL_MODEL._replace(fanout=1))

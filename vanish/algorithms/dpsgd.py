@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from vanish import mixing, variance
 from vanish.algorithms import base
@@ -61,6 +62,18 @@ def end_of_tick(corr: variance.CorrectionConfig, params_N: PyTree, inbox: None,
     return params_N, inbox, jax.numpy.broadcast_to(tick.round_end, (n,))
 
 
+def mixing_traffic(merged_N: jax.Array, consts: base.Consts,
+                   tick: base.Tick) -> tuple[jax.Array, jax.Array]:
+    """A mixing round: every node sends its model to each out-neighbour and receives one
+    from each in-neighbour."""
+    n = merged_N.shape[0]
+    g = consts.graph
+    out_deg = base.local_rows(jnp.sum(g.out_valid.astype(jnp.int32), axis=1), tick, n)
+    in_deg = base.local_rows(g.degree.astype(jnp.int32), tick, n)
+    on = merged_N.astype(jnp.int32)
+    return (on * out_deg)[:, None], (on * in_deg)[:, None]
+
+
 def make(*, corrected: bool = False, local_steps: int = 1,
          correction: variance.CorrectionConfig | None = None) -> base.Algorithm:
     """D-PSGD: mix with W at every round's end (`local_steps` ticks a round: a plan value);
@@ -69,4 +82,5 @@ def make(*, corrected: bool = False, local_steps: int = 1,
     corr = base.correction_for(corrected, correction)
     return base.Algorithm(
         name="dpsgd_vc" if corrected else "dpsgd", init=base.no_inbox, emit=base.no_emit,
-        end_of_tick=lambda p, ib, c, t: end_of_tick(corr, p, ib, c, t))
+        end_of_tick=lambda p, ib, c, t: end_of_tick(corr, p, ib, c, t),
+        wire=base.FULL_MODEL._replace(rounds=mixing_traffic, sends=False))

@@ -73,6 +73,37 @@ def sched_round_end(fraction: float, params_N: PyTree, inbox: None, consts: base
     return params_N, inbox, consts.is_client & tick.round_end
 
 
+def _psum(x: jax.Array, tick: base.Tick) -> jax.Array:
+    return x if tick.axis is None else jax.lax.psum(x, tick.axis)
+
+
+def _server_row(n: int, tick: base.Tick) -> jax.Array:
+    """[n] bool: this device's row that is the server (global node 0), if any."""
+    return (jnp.arange(n) + tick.offset) == 0
+
+
+def broadcast_traffic(merged_N: jax.Array, consts: base.Consts,
+                      tick: base.Tick) -> tuple[jax.Array, jax.Array]:
+    """A round's download: the server sends its model to every client that adopts it.
+    (Uploads are the clients' sent slots, counted by the engine.)"""
+    got = merged_N.astype(jnp.int32)
+    sent = jnp.where(_server_row(got.shape[0], tick), _psum(jnp.sum(got), tick), 0)
+    return sent[:, None], got[:, None]
+
+
+def sched_traffic(fraction: float, merged_N: jax.Array, consts: base.Consts,
+                  tick: base.Tick) -> tuple[jax.Array, jax.Array]:
+    """`fl_sched`'s round end: the sampled clients upload, every client downloads."""
+    n = merged_N.shape[0]
+    up = (client_weights(jax.random.fold_in(tick.key, n), consts.is_client, fraction) > 0)
+    up = (up & tick.round_end).astype(jnp.int32)
+    down = merged_N.astype(jnp.int32)
+    server = _server_row(n, tick)
+    sent = up + jnp.where(server, _psum(jnp.sum(down), tick), 0)
+    received = down + jnp.where(server, _psum(jnp.sum(up), tick), 0)
+    return sent[:, None], received[:, None]
+
+
 def make(*, round_ticks: int = 10, client_fraction: float = 1.0,
          local_steps: int = 1) -> base.Algorithm:
     """`fl`. Its knobs shape the plan, not these functions: the builder draws the rounds
@@ -81,7 +112,7 @@ def make(*, round_ticks: int = 10, client_fraction: float = 1.0,
     none = variance.CorrectionConfig(target="none")
     return base.Algorithm(
         name="fl", init=gossip.init, emit=lambda ib, s, c: gossip.emit(none, ib, s, c),
-        end_of_tick=round_end)
+        end_of_tick=round_end, wire=base.FULL_MODEL._replace(rounds=broadcast_traffic))
 
 
 def make_sched(*, round_ticks: int = 10, client_fraction: float = 1.0) -> base.Algorithm:
@@ -89,4 +120,6 @@ def make_sched(*, round_ticks: int = 10, client_fraction: float = 1.0) -> base.A
     del round_ticks
     return base.Algorithm(
         name="fl_sched", init=base.no_inbox, emit=base.no_emit,
-        end_of_tick=lambda p, ib, c, t: sched_round_end(client_fraction, p, ib, c, t))
+        end_of_tick=lambda p, ib, c, t: sched_round_end(client_fraction, p, ib, c, t),
+        wire=base.FULL_MODEL._replace(
+            rounds=lambda m, c, t: sched_traffic(client_fraction, m, c, t), sends=False))

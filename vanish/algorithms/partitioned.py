@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vanish import mixing, nodes
 from vanish.algorithms import base
@@ -87,6 +88,26 @@ def end_of_tick(slots: int, params_N: PyTree, inbox: Inbox, consts: base.Consts,
     return params_N, inbox, merged_N
 
 
+def wire(num_partitions: int, subsample: float) -> base.Wire:
+    """Message kinds: partition p (its coordinates' values; the receiver knows which
+    coordinates from the shared partition ids), or with `subsample`, one kind of the
+    expected size (subsample x the model: the count of kept coordinates varies around it
+    by a binomial spread; which ones is known from the message's key)."""
+    if subsample > 0:
+        return base.Wire(sizes=lambda t, c: (round(subsample * base.model_bytes(t)),))
+
+    def sizes(template: PyTree, consts: base.Consts) -> tuple[int, ...]:
+        out = [0] * num_partitions
+        for x, ids in zip(jax.tree.leaves(template), jax.tree.leaves(consts.part_ids)):
+            counts = np.bincount(np.asarray(ids).ravel(), minlength=num_partitions)
+            for p in range(num_partitions):
+                out[p] += int(counts[p]) * jnp.dtype(x.dtype).itemsize
+        return tuple(out)
+
+    return base.Wire(sizes=sizes,
+                     kind=lambda s, c: (s.event_ord % num_partitions).astype(jnp.int32))
+
+
 def make(*, num_partitions: int = 4, subsample: float = 0.0,
          merge_slots: int = 8) -> base.Algorithm:
     """Partitioned gossip: a message carries partition (event ordinal mod `num_partitions`)
@@ -95,4 +116,5 @@ def make(*, num_partitions: int = 4, subsample: float = 0.0,
     return base.Algorithm(
         name="gossip_part", init=init,
         emit=lambda ib, s, c: emit(num_partitions, subsample, ib, s, c),
-        end_of_tick=lambda p, ib, c, t: end_of_tick(merge_slots, p, ib, c, t))
+        end_of_tick=lambda p, ib, c, t: end_of_tick(merge_slots, p, ib, c, t),
+        wire=wire(num_partitions, subsample))
