@@ -95,6 +95,10 @@ _FL = Capabilities(placement=Placement.STAR, cadence=Cadence.FL_ROUNDS, shared_i
 _CORRECTED = Capabilities(corrected=True)
 _BUFFERS = Capabilities(message_buffers=True)
 _BUFFERS_VC = Capabilities(message_buffers=True, corrected=True)
+_TOPK = Knob(0.1, "fraction of each layer's coordinates a message carries (top-k of the "
+             "residual)", checks.between(0, 1, lo_open=True))
+_COMPRESSED = Capabilities(shardable=False)
+_COMPRESSED_VC = Capabilities(shardable=False, corrected=True)
 _SYNC = Capabilities(cadence=Cadence.EVERY_TICK, round_knob="local_steps")
 
 REGISTRY: dict[str, Entry] = {
@@ -140,6 +144,17 @@ REGISTRY: dict[str, Entry] = {
     "gossip_krum_vc": Entry("robust:make", "Krum, variance corrected",
                             dict(rule="krum", corrected=True), knobs=dict(f=_KRUM_F),
                             caps=_BUFFERS_VC),
+    "gossip_topk": Entry("compressed:make", "compressed gossip: top-k residuals to the sender's "
+                         "public copy (error feedback)",
+                         dict(compressor="topk"), knobs=dict(fraction=_TOPK), caps=_COMPRESSED),
+    "gossip_topk_vc": Entry("compressed:make", "top-k compressed gossip, variance corrected",
+                            dict(compressor="topk", corrected=True), knobs=dict(fraction=_TOPK),
+                            caps=_COMPRESSED_VC),
+    "gossip_q8": Entry("compressed:make", "compressed gossip: stochastic int8 residuals to the "
+                       "sender's public copy (error feedback)", dict(compressor="int8"),
+                       caps=_COMPRESSED),
+    "gossip_q8_vc": Entry("compressed:make", "int8 compressed gossip, variance corrected",
+                          dict(compressor="int8", corrected=True), caps=_COMPRESSED_VC),
     "dpsgd": Entry("dpsgd:make", "synchronous decentralized SGD: train, then mix with W",
                    knobs=dict(local_steps=_SYNC_STEPS), caps=_SYNC),
     "dpsgd_vc": Entry("dpsgd:make", "D-PSGD with variance-corrected mixing", dict(corrected=True),
