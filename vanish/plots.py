@@ -93,6 +93,12 @@ _TABLE: dict[str, tuple[str, LineStyle, str]] = {
     'gossip_krum_vc': ('tab:olive', _SOLID, '>'),
     'dpsgd': ('tab:cyan', _SHORT_DASH, 'd'),
     'dpsgd_vc': ('tab:cyan', _SOLID, '*'),
+    # Compressed gossip (after the rest: the slots above stay where they were). The filled
+    # marker shapes are all taken: mathtext glyphs of a marker's size.
+    'gossip_topk': ('navy', _SHORT_DASH, 'H'),
+    'gossip_topk_vc': ('navy', _SOLID, r'$\blacksquare$'),
+    'gossip_q8': ('darkgoldenrod', _SHORT_DASH, r'$\blacktriangledown$'),
+    'gossip_q8_vc': ('darkgoldenrod', _SOLID, r'$\blacktriangleright$'),
 }
 _FALLBACK_COLORS = ('tab:red', '#1a1a1a', '#7a5195', '#ef5675', '#003f5c', '#ffa600',
                     '#2f9e44', '#8c564b', '#4c6ef5', '#e8590c')
