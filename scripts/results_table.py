@@ -33,7 +33,10 @@ from vanish import build, config, workdir as workdir_lib
 # change a run's trajectory, except the target, which sets the ticks to target.
 _IGNORED = (config.RESULT_NEUTRAL - {"run.target_accuracy"}) | {"seed"}
 METRICS = (("ticks_to_target", "ticks to target"), ("final_acc", "final acc"),
-           ("final_global_acc", "global-model acc"), ("var_ratio", "var ratio"))
+           ("final_global_acc", "global-model acc"), ("var_ratio", "var ratio"),
+           ("bytes_to_target", "MB/node to target"))
+# Baselines whose ticks to target are divided by gossip_vc's (per seed), each a column.
+BASELINES = ("gossip", "fl", "gossip_classic")
 
 
 class ResultsError(ValueError):
@@ -129,7 +132,7 @@ def aggregate(runs: Sequence[Path], by: Sequence[str]) -> list[dict[str, Any]]:
                 row[metric] = _stats([float(v) for v in vals if v is not None])
                 if metric == "ticks_to_target":
                     row["never"] = sum(v is None for v in vals)
-            for base in ("gossip", "fl"):
+            for base in BASELINES:
                 ratios = []
                 for _, s, _ in members:
                     mine = s.get("gossip_vc", {}).get("ticks_to_target")
@@ -149,8 +152,15 @@ def _cell(stat: tuple[float, float] | None, digits: int) -> str:
 
 
 def markdown(rows: Sequence[dict[str, Any]], by: Sequence[str]) -> str:
-    head = [*by, "algorithm", "seeds", *(label for _, label in METRICS),
-            "gossip / vc ticks", "fl / vc ticks"]
+    """The table; the MB column only when some run counted bytes, the classic-gossip ratio
+    only when classic gossip ran."""
+    mb = any(r.get("bytes_to_target") is not None for r in rows)
+    bases = [b for b in BASELINES if b != "gossip_classic" or any(
+        r["algorithm"] == b for r in rows)]
+    names = {"gossip": "gossip", "fl": "fl", "gossip_classic": "classic"}
+    head = [*by, "algorithm", "seeds", *(label for key, label in METRICS
+                                         if key != "bytes_to_target" or mb),
+            *(f"{names[b]} / vc ticks" for b in bases)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         tta = _cell(r["ticks_to_target"], 0)
@@ -158,8 +168,11 @@ def markdown(rows: Sequence[dict[str, Any]], by: Sequence[str]) -> str:
             tta = f"{tta} (never: {r['never']}/{r['seeds']})" if r["ticks_to_target"] else "never"
         cells = [*(str(r[f]) for f in by), r["algorithm"], str(r["seeds"]), tta,
                  _cell(r["final_acc"], 3), _cell(r["final_global_acc"], 3),
-                 _cell(r["var_ratio"], 2), _cell(r["gossip_over_vc"], 2),
-                 _cell(r["fl_over_vc"], 2)]
+                 _cell(r["var_ratio"], 2)]
+        if mb:
+            b = r.get("bytes_to_target")
+            cells.append("-" if b is None else _cell((b[0] / 1e6, b[1] / 1e6), 1))
+        cells += [_cell(r[f"{b}_over_vc"], 2) for b in bases]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

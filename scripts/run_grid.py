@@ -38,7 +38,8 @@ ALGORITHMS = "fl,gossip,gossip_vc"
 WITH_CLASSIC = ALGORITHMS + ",gossip_classic"
 ARCHIVE = ROOT / "docs" / "grid"
 # The metrics.jsonl keys kept in the archive: enough for accuracy-vs-tick figures.
-CURVE_KEYS = ("algorithm", "tick", "acc_mean", "acc_min", "acc_max", "global_acc", "var_ratio")
+CURVE_KEYS = ("algorithm", "tick", "acc_mean", "acc_min", "acc_max", "global_acc", "var_ratio",
+              "bytes_sent_mean", "sim_seconds")
 
 
 class Cell(NamedTuple):

@@ -365,6 +365,16 @@ CASES = [
         expect=r"every checkpoint in \S+gossip/checkpoints is damaged \(4: its state folder is "
                r"missing; 2: a file of it is truncated\); .*nothing was changed",
         workdir="all_checkpoints_damaged"),
+    # ---------------------------------------------------------------- the simulated clock
+    field("clock.compute", "fast", r"config\.clock\.compute = 'fast' is neither a number, "
+          r"lognormal:MEDIAN:SIGMA, uniform:LO:HI nor a readable file"),
+    field("clock.latency", "lognormal:0.1", r"config\.clock\.latency = 'lognormal:0\.1': write "
+          r"lognormal:A:B with two numbers"),
+    field("clock.bandwidth", "0", r"config\.clock\.bandwidth = '0': every value must be "
+          r"positive"),
+    field("clock.compute", "0.1", r"config\.clock\.compute is set but "
+          r"config\.clock\.tick_seconds is 0"),
+    field("clock.tick_seconds", "-1", r"config\.clock\.tick_seconds = -1\.0"),
 ]
 
 

@@ -168,17 +168,22 @@ def test_the_builder_refuses_before_the_workdir_exists(tmp_path):
 def test_a_checkpoint_written_before_byte_counting_resumes_without_bytes(tmp_path, monkeypatch):
     """A workdir whose checkpoints hold no message counters (an earlier vanish) continues
     to the same models and accuracies; its rows after the resume carry no byte counts."""
-    from vanish import engine
+    from vanish import engine, train
 
-    new_init = engine.Engine.__init__
+    new_init, save = engine.Engine.__init__, checkpoint.save
 
     def old_init(self, *args, **kwargs):  # an engine that does not count (as before)
         new_init(self, *args, **kwargs)
         self.count_traffic = False
 
+    def old_save(workdir, step, state, **kwargs):  # the state as an earlier vanish saved it
+        legacy = train._Legacy(*(getattr(state, f) for f in train._LEGACY_FIELDS))
+        return save(workdir, step, legacy, **kwargs)
+
     workdir = tmp_path / "w"
     with monkeypatch.context() as m:
         m.setattr(engine.Engine, "__init__", old_init)
+        m.setattr(checkpoint, "save", old_save)
         run.run_config(cfg_for(ticks=40), workdir, progress=False)
     assert all("bytes_sent_mean" not in r for r in rows(workdir))
     run.run_config(cfg_for(ticks=TICKS), workdir, progress=False)  # extend: resumes at 40

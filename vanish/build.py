@@ -28,6 +28,7 @@ import numpy as np
 
 from vanish import (algorithms, checks, config, data, network, partition, schedule, topology,
                     workdir)
+from vanish import clock as clock_lib
 from vanish.algorithms import Cadence, Placement
 from vanish.errors import ConfigError, PartitionError, TopologyError
 from vanish.schedule import WorkList
@@ -157,6 +158,29 @@ def _dataset(value: Any) -> str | None:
     return None
 
 
+def _clock_spec(what: str) -> checks.Check:
+    """A clock quantity's spec (vanish/clock.py): a number, a draw, or a readable file."""
+    def check(value: Any) -> str | None:
+        text = str(value).strip()
+        if not text:
+            return None
+        head = text.partition(":")[0]
+        if head not in ("lognormal", "uniform"):
+            try:
+                float(text)
+            except ValueError:
+                problem = _readable_file(text)
+                return None if problem is None else (
+                    f"is neither a number, lognormal:MEDIAN:SIGMA, uniform:LO:HI nor a readable "
+                    f"file (it {problem})")
+        try:
+            clock_lib.parse(text, 1, 0, what, positive=what == "bandwidth")
+        except ConfigError as e:
+            return str(e)  # names the field
+        return None
+    return check
+
+
 def _readable_file(value: Any) -> str | None:
     if not str(value).strip():
         return None
@@ -244,6 +268,10 @@ FIELD_RULES: dict[str, checks.Check] = {
     "network.byzantine": checks.between(0, 1, hi_open=True),
     "network.byzantine_attack": checks.one_of(network.ATTACKS),
     "network.byzantine_scale": checks.finite_at_least(0),
+    "clock.tick_seconds": checks.finite_at_least(0),
+    "clock.compute": _clock_spec("compute"),
+    "clock.latency": _clock_spec("latency"),
+    "clock.bandwidth": _clock_spec("bandwidth"),
     "run.ticks": checks.at_least(0),
     "run.eval_every": checks.at_least(1),
     "run.target_accuracy": checks.between(0, 1),
@@ -507,6 +535,7 @@ class Experiment:
     correction: Any  # variance.CorrectionConfig
     algorithm_args: Mapping[str, Mapping[str, Any]]
     network: network.Settings
+    clock: clock_lib.Settings
     run: RunSettings
     engine: EngineSettings
     processes: ProcessSettings
@@ -624,6 +653,8 @@ def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
         algorithm_args={n: {k: g(f"algorithm_args.{n}.{k}") for k in entry.knobs}
                         for n, entry in algorithms.REGISTRY.items()},
         network=net,
+        clock=clock_lib.Settings(float(g("clock.tick_seconds")), g("clock.compute"),
+                                 g("clock.latency"), g("clock.bandwidth")),
         run=RunSettings(g("run.ticks"), every, g("run.target_accuracy"),
                         g("run.checkpoint_every") or every, g("run.keep_checkpoints"),
                         bool(g("run.wandb")), g("run.wandb_project"), g("run.wandb_mode"),
@@ -646,6 +677,7 @@ def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
     for name in names:
         check_graph(exp, name)
     check_network(exp)
+    clock_lib.make(exp.clock, exp.graph.n, exp.seed)  # the clock's specs and files
     check_data(exp)
     return exp
 
@@ -720,6 +752,17 @@ def check_network(exp: Experiment) -> None:
         network.read_drop_file(s.drop_file, exp.graph.make(exp.seed), s.drop_prob)
 
 
+def clock_for(exp: Experiment, name: str) -> clock_lib.Clock | None:
+    """The simulated clock of `name`'s nodes (None: no clock). Values are drawn per client,
+    so gossip node i and FL client i + 1 share them; an FL server computes nothing and its
+    broadcast is not delayed (round ends are deadlines)."""
+    clk = clock_lib.make(exp.clock, exp.graph.n, exp.seed)
+    if clk is None or not algorithms.REGISTRY[name].caps.has_server:
+        return clk
+    return clock_lib.Clock(clk.tick_seconds, np.r_[0.0, clk.compute], np.r_[0.0, clk.latency],
+                           np.r_[np.inf, clk.bandwidth])
+
+
 def check_data(exp: Experiment) -> None:
     """Refuses a partition the data cannot fill, a batch larger than a node's data, and more
     test images per class than the test set holds."""
@@ -766,12 +809,14 @@ def upgrade(flat_old: Mapping[str, Any]) -> dict[str, Any]:
 def check_workdir(exp: Experiment, path: Path) -> None:
     """Refuses a workdir that holds another experiment (WorkdirConflictError naming each
     result-relevant field, old -> new). A record of an earlier version is read through
-    `upgrade`; a larger run.ticks extends; a smaller one than a checkpoint's is refused by
-    the loop. Only reads."""
+    `upgrade` (a field it lacks: its default); a larger run.ticks extends; a smaller one
+    than a checkpoint's is refused by the loop. Only reads."""
     stored = workdir.stored_config(path)
     if stored is None:
         return
-    old = upgrade(stored.config) if stored.version == 1 else workdir.flatten(stored.config)
+    # A field added to vanish since the record was written reads as its default.
+    old = upgrade(stored.config) if stored.version == 1 else {
+        **upgrade({}), **workdir.flatten(stored.config)}
     diff = workdir.differences(old, workdir.flatten(exp.record), exp.neutral)
     if diff:
         raise workdir.conflict(path, diff)
@@ -811,6 +856,12 @@ def draw_schedule(exp: Experiment, name: str, n: int, is_client: np.ndarray,
     if net is not None and net.stragglers.any():
         (lo, hi), (s_lo, s_hi) = s.interval, net.straggler_interval
         node_interval = (np.where(net.stragglers, s_lo, lo), np.where(net.stragglers, s_hi, hi))
+    clk = clock_for(exp, name)
+    if clk is not None:  # a node trains again only once its step is done: a floor
+        floor = clk.interval_floor()
+        if (floor > 1).any():
+            lo_n, hi_n = node_interval or (np.full(n, s.interval[0]), np.full(n, s.interval[1]))
+            node_interval = (np.maximum(lo_n, floor), np.maximum(hi_n, floor))
     return schedule.draw(n, ticks, s.interval, seed=seed, first_tick=s.first_tick,
                          send_every=s.send_every, trainers=is_client,
                          node_interval=node_interval)
@@ -966,9 +1017,26 @@ def components(exp: Experiment, name: str) -> Components:
         part = _prepend_node(part)
     label_hist = partition.label_histogram(part, np.asarray(ds.y_train), ds.num_classes)[is_client]
     x_test, y_test = data.balanced_subset(ds.x_test, ds.y_test, exp.test_per_class, exp.seed)
+    model = make_model(exp)
+    input_shape = tuple(ds.x_train.shape[1:])
+    root = jax.random.PRNGKey(exp.seed)
+    shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, *input_shape)))["params"], root)
+    part_ids = None
+    if caps.partition_ids:
+        part_ids = partition_ids(jax.tree.map(lambda s: jnp.zeros((1, *s.shape)), shapes),
+                                 int(exp.algorithm_args[name]["num_partitions"]), exp.seed)
+    # Messages travel the clock's link time (their own size: a rule's message kinds).
+    clk, link = clock_for(exp, name), None
+    if clk is not None and caps.placement is not Placement.ISOLATED and not caps.synchronous:
+        wire = algorithms.make(name, **exp.algorithm_args[name]).wire or base.FULL_MODEL
+        none: Any = None
+        stub = base.Consts(graph=none, x_train=none, y_train=none, part=none, threshold=none,
+                           beta=none, is_client=none, round_ticks=none, part_ids=part_ids)
+        link = clk.link_ticks(wire.sizes(shapes, stub))
+        link = link if link.any() else None
     net = network.plan_for(exp.network, topo, is_client, star=caps.has_server,
                            ticks=exp.run.ticks, seed=exp.seed, interval=exp.schedule.interval,
-                           family=exp.graph)
+                           family=exp.graph, link_ticks=link)
     devices = devices_for(exp, name, n)
     sched, work, counts = plan(exp, name, n, is_client, net, devices)
     if net is not None:
@@ -988,21 +1056,13 @@ def components(exp: Experiment, name: str) -> Components:
         fan_in = 4 * exp.network.peer_k + 4
     if net is not None and net.max_delay > 0:
         lo_d, hi_d = exp.network.delay
-        fan_in *= hi_d - lo_d + 1
+        # Link times differ by message kind: one more tick's arrivals may coincide.
+        fan_in *= hi_d - lo_d + 1 + int(link is not None and link.shape[1] > 1)
     capacity = int(threshold.max() - 1 + fan_in)
     algo = algorithms.make(name, **exp.algorithm_args[name], merge_slots=merge_slots,
                            inbox_capacity=capacity, correction=exp.correction)
-    model = make_model(exp)
     tx = make_optimizer(exp)
-    input_shape = tuple(ds.x_train.shape[1:])
-    root = jax.random.PRNGKey(exp.seed)
     keys = {k: jax.random.fold_in(root, i) for i, k in enumerate(("init", "train", "partitions"))}
-    part_ids = None
-    if caps.partition_ids:
-        shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, *input_shape)))["params"],
-                                root)
-        part_ids = partition_ids(jax.tree.map(lambda s: jnp.zeros((1, *s.shape)), shapes),
-                                 int(exp.algorithm_args[name]["num_partitions"]), exp.seed)
     consts = base.Consts(
         graph=topo.device_graph(), x_train=jnp.asarray(ds.x_train),
         y_train=jnp.asarray(ds.y_train), part=part.device_arrays(),

@@ -112,6 +112,15 @@ SCHEMA: Section = {
                                   "constant (s)"),
         "byzantine_scale": Field(1.0, "the attack's scale s"),
     },
+    "clock": {
+        "tick_seconds": Field(0.0, "simulated seconds per tick; 0 = no simulated clock"),
+        "compute": Field("", "seconds per training step: S, lognormal:MEDIAN:SIGMA, "
+                         "uniform:LO:HI, or a file of one value per node ('' = instant)"),
+        "latency": Field("", "seconds a sender's message travels before its bytes (forms as "
+                         "compute; '' = 0)"),
+        "bandwidth": Field("", "a sender's upload bytes per second (forms as compute; '' = "
+                           "unlimited)"),
+    },
     "run": {
         "ticks": Field(1000, "ticks to simulate (a larger value extends a finished run)"),
         "eval_every": Field(100, "ticks between evaluations (metric rows)"),

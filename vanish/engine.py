@@ -365,7 +365,7 @@ def _chunk_step(algo: base.Algorithm, wire: base.Wire,
     kind = (lambda s, cs: jnp.zeros_like(s.node)) if wire.kind is None else wire.kind
     if spec is not None:
         sent, arrive_KD, stats, tried_KD = network.prepare(spec, consts.net, consts.graph,
-                                                           tick, sent)
+                                                           tick, sent, kind(sent, local_consts))
         if axis is not None:
             stats = jax.lax.psum(stats, axis)
         if spec.churn:

@@ -44,10 +44,12 @@ VAR_PREFIX, VAR_RATIO_PREFIX = "var/", "var_ratio/"
 BYTES_SENT_MEAN, BYTES_SENT_MAX, BYTES_SENT_TOTAL = (
     "bytes_sent_mean", "bytes_sent_max", "bytes_sent_total")
 BYTES_RECV_MEAN, BYTES_RECV_MAX = "bytes_recv_mean", "bytes_recv_max"
+SIM_SECONDS = "sim_seconds"  # simulated time of the row (vanish/clock.py)
 # Summary names.
 FINAL_ACC, TICKS_TO_TARGET, VAR_RATIO = "final_acc", "ticks_to_target", "var_ratio"
-# Mean bytes a node sent until the target accuracy was first reached.
-BYTES_TO_TARGET = "bytes_to_target"
+# Mean bytes a node sent until the target accuracy was first reached, and the simulated
+# seconds it took.
+BYTES_TO_TARGET, SECONDS_TO_TARGET = "bytes_to_target", "seconds_to_target"
 
 
 layer_name = treeutil.layer_name  # 'Conv_0/kernel' for a key path
@@ -196,10 +198,11 @@ def summarize(records: list[dict[str, Any]], target: float) -> dict[str, Any]:
     )
     if GLOBAL_ACC in last:
         out["final_global_acc"] = last[GLOBAL_ACC]
-    if BYTES_SENT_MEAN in last:
-        out[BYTES_SENT_MEAN] = last[BYTES_SENT_MEAN]
-        at = [r.get(BYTES_SENT_MEAN) for r in records if hit and r["tick"] == hit[0]]
-        out[BYTES_TO_TARGET] = at[0] if at else None
+    for key, to_target in ((BYTES_SENT_MEAN, BYTES_TO_TARGET), (SIM_SECONDS, SECONDS_TO_TARGET)):
+        if key in last:  # the value at the row that first reached the target
+            out[key] = last[key]
+            at = [r.get(key) for r in records if hit and r["tick"] == hit[0]]
+            out[to_target] = at[0] if at else None
     ratios = {k: v for k, v in last.items() if k.startswith(VAR_RATIO_PREFIX)}
     out.update(ratios)
     kernel = kernel_var_ratio(ratios)

@@ -81,6 +81,9 @@ class Net(NamedTuple):
     attack_scale: jax.Array  # f32
     delay_lo: jax.Array  # int32
     delay_hi: jax.Array  # int32
+    # [N, M] int32 ticks a message of each kind travels from each sender (the simulated
+    # clock's link time, vanish/clock.py; added to the drawn delay), [N, 1] zeros without.
+    link_ticks: jax.Array | None = None
 
 
 class Queue(NamedTuple):
@@ -265,7 +268,8 @@ def _epochs(topo: Topology, redraw: int, ticks: int, seed: int,
 
 def plan_for(s: Settings, topo: Topology, is_client: np.ndarray, *, star: bool, ticks: int,
              seed: int, interval: tuple[int, int] = (8, 12),
-             family: TopologySpec | None = None, force: bool = False) -> Plan | None:
+             family: TopologySpec | None = None, force: bool = False,
+             link_ticks: np.ndarray | None = None) -> Plan | None:
     """The network plan of one algorithm's run (None when the settings are fault-free).
 
     Args:
@@ -277,12 +281,16 @@ def plan_for(s: Settings, topo: Topology, is_client: np.ndarray, *, star: bool, 
         stragglers' default is 3x it).
       family: the topology family a time-varying graph is redrawn from (redraw_every).
       force: build a plan for fault-free settings too (its zero faults must equal no plan).
+      link_ticks: [N, M] ticks each sender's messages of each kind travel (the simulated
+        clock, vanish/clock.py); any > 0 builds a plan with the in-flight queue.
 
     Client-indexed choices (offline periods, stragglers, Byzantine nodes) are drawn over
     the clients, so gossip and FL runs of one config share them (FL's node 0 is the server:
     never offline, never Byzantine).
     """
-    if not (force or s.faulty):
+    if link_ticks is not None and not np.any(link_ticks):
+        link_ticks = None
+    if not (force or s.faulty or link_ticks is not None):
         return None
     n = topo.n
     clients = np.flatnonzero(is_client)
@@ -330,10 +338,13 @@ def plan_for(s: Settings, topo: Topology, is_client: np.ndarray, *, star: bool, 
               offline=jnp.asarray(pack_bits(offline if churn else offline[:0, :0])),
               byzantine=jnp.asarray(byzantine),
               attack_scale=jnp.float32(float(s.byzantine_scale)),
-              delay_lo=jnp.int32(lo), delay_hi=jnp.int32(hi))
+              delay_lo=jnp.int32(lo), delay_hi=jnp.int32(hi),
+              link_ticks=jnp.asarray(np.zeros((n, 1), np.int32) if link_ticks is None
+                                     else link_ticks, jnp.int32))
     straggler_interval = s.straggler_interval or (3 * interval[0], 3 * interval[1])
     return Plan(spec=spec, net=net, offline=offline, stragglers=stragglers,
-                straggler_interval=straggler_interval, byzantine=byzantine, max_delay=hi,
+                straggler_interval=straggler_interval, byzantine=byzantine,
+                max_delay=hi + (0 if link_ticks is None else int(link_ticks.max())),
                 peer_k=int(s.peer_k))
 
 
@@ -397,8 +408,8 @@ def corrupt(spec: Spec, net: Net, sent: base.Sent) -> PyTree:
     return jax.tree.unflatten(treedef, out)
 
 
-def route(spec: Spec, net: Net, graph: Graph, tick: jax.Array, sent: base.Sent
-          ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+def route(spec: Spec, net: Net, graph: Graph, tick: jax.Array, sent: base.Sent,
+          kind_K: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """(dest_KD, arrive_KD, stats[3], tried_KD) of the sent messages: receivers (>= N:
     lost), arrival ticks, counts (sent, delivered now, dropped) and the receivers each
     message was sent to before any loss (bool; what the sender pays for)."""
@@ -429,6 +440,10 @@ def route(spec: Spec, net: Net, graph: Graph, tick: jax.Array, sent: base.Sent
         d = jax.vmap(lambda k: jax.random.randint(k, (shape[1],), net.delay_lo,
                                                   net.delay_hi + 1))(_keys(sent.key, _DELAY))
         arrive = tick + d.astype(jnp.int32)
+        if net.link_ticks is not None:  # the clock's link time of the message's kind
+            kind = jnp.zeros_like(node_K) if kind_K is None else kind_K
+            kind = jnp.minimum(kind, net.link_ticks.shape[1] - 1)
+            arrive = arrive + net.link_ticks[node_K, kind][:, None]
     else:
         arrive = jnp.broadcast_to(tick, shape).astype(jnp.int32)
     if spec.churn:
@@ -440,11 +455,12 @@ def route(spec: Spec, net: Net, graph: Graph, tick: jax.Array, sent: base.Sent
     return dest, jnp.where(ok_link, arrive, -1), stats, ok
 
 
-def prepare(spec: Spec, net: Net, graph: Graph, tick: jax.Array,
-            sent: base.Sent) -> tuple[base.Sent, jax.Array, jax.Array, jax.Array]:
+def prepare(spec: Spec, net: Net, graph: Graph, tick: jax.Array, sent: base.Sent,
+            kind_K: jax.Array | None = None
+            ) -> tuple[base.Sent, jax.Array, jax.Array, jax.Array]:
     """The sent slots as the network delivers them (corrupted payloads, routed receivers),
     arrival ticks, counts, and the receivers tried before losses (see `route`)."""
-    dest, arrive, stats, tried = route(spec, net, graph, tick, sent)
+    dest, arrive, stats, tried = route(spec, net, graph, tick, sent, kind_K)
     return sent._replace(params=corrupt(spec, net, sent), dest=dest), arrive, stats, tried
 
 

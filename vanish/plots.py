@@ -42,6 +42,11 @@ DEFAULT_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (TICKS_HEADER, ('ticks_to_target', 'time_to_accuracy')),
     ('var ratio', ('var_ratio', 'final_var_ratio', 'var_ratio_mean')),
 )
+# Shown when some summary has them: the cost of reaching the target beyond ticks.
+COST_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ('MB/node to target', ('mb_to_target',)),
+    ('sim s to target', ('seconds_to_target',)),
+)
 SPREAD_LABEL = {'minmax': 'band: min-max over seeds', 'sd': 'band: mean ± sd over seeds'}
 
 
@@ -536,6 +541,9 @@ def _with_mean_var_ratio(summary: Mapping[str, Any]) -> dict[str, Any]:
     kernel = metrics.kernel_var_ratio(dict(summary))
     if kernel is not None:
         out.setdefault('var_ratio_mean', kernel)
+    if metrics.BYTES_TO_TARGET in summary:  # in MB (None: never reached)
+        b = summary[metrics.BYTES_TO_TARGET]
+        out['mb_to_target'] = None if b is None else round(float(b) / 1e6, 1)
     return out
 
 
@@ -548,7 +556,9 @@ def _common_target(summaries: Mapping[str, Mapping[str, Any]]) -> float | None:
 def summary_table(summaries: Mapping[str, Mapping[str, Any]], *, markdown: bool = False,
                   columns: Sequence[tuple[str, Sequence[str]]] = DEFAULT_COLUMNS,
                   target: float | None = None) -> str:
-    """Algorithm -> final accuracy, ticks to target, variance ratio, as fixed-width or Markdown.
+    """Algorithm -> final accuracy, ticks to target, variance ratio (and, when the summaries
+    have them, MB a node sent and simulated seconds until the target), as fixed-width or
+    Markdown.
 
     Args:
         summaries: {algorithm: summary dict}.
@@ -560,6 +570,9 @@ def summary_table(summaries: Mapping[str, Mapping[str, Any]], *, markdown: bool 
     """
     if target is None:
         target = _common_target(summaries)
+    if columns is DEFAULT_COLUMNS:
+        columns = [*columns, *(c for c in COST_COLUMNS if any(
+            k in _with_mean_var_ratio(s) for s in summaries.values() for k in c[1]))]
     header = ['algorithm'] + [f'ticks to {target:g}' if h == TICKS_HEADER and target is not None
                               else h for h, _ in columns]
     rows = [[alg] + [_cell(_with_mean_var_ratio(s), keys) for _, keys in columns]

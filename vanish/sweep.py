@@ -181,13 +181,17 @@ def table(jobs: Sequence[Job]) -> list[dict[str, Any]]:
             reached = [float(g["ticks_to_target"]) for g in got
                        if g.get("ticks_to_target") is not None]
             final = [float(g["final_acc"]) for g in got if g.get("final_acc") is not None]
+            # The cost of reaching the target beyond ticks (runs that count bytes / run a
+            # simulated clock), over the seeds that reached it.
+            cost = {key: [float(g[key]) for g in got if g.get(key) is not None]
+                    for key in ("bytes_to_target", "seconds_to_target")}
             best = [float(g["best_acc"]) for g in got if g.get("best_acc") is not None]
             targets = {g.get("target_accuracy") for g in got}
             row: dict[str, Any] = dict(combination=name, algorithm=algo, seeds=len(got),
                                        reached=len(reached),
                                        target=targets.pop() if len(targets) == 1 else None)
             for key, values in (("ticks_to_target", reached), ("final_acc", final),
-                                ("best_acc", best)):
+                                ("best_acc", best), *cost.items()):
                 stat = _stats(values)
                 row[f"{key}_mean"], row[f"{key}_sd"] = stat if stat else (None, None)
             row["final_acc_min"] = min(final) if final else None
@@ -205,8 +209,11 @@ def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     reached it; the target named in the header."""
     targets = {r["target"] for r in rows if r["target"] is not None}
     target = f" {targets.pop():g}" if len(targets) == 1 else ""
-    lines = [f"| combination | algorithm | seeds | ticks to{target} (reached) | final acc | "
-             "best acc |", "|---|---|---:|---:|---:|---:|"]
+    mb = any(r.get("bytes_to_target_mean") is not None for r in rows)
+    sec = any(r.get("seconds_to_target_mean") is not None for r in rows)
+    extra = ("MB/node to target | " if mb else "") + ("sim s to target | " if sec else "")
+    lines = [f"| combination | algorithm | seeds | ticks to{target} (reached) | {extra}final acc "
+             "| best acc |", "|---|---|---:|---:|" + "---:|" * (2 + mb + sec)]
     for r in rows:
         if r["reached"]:
             tta = (f"{r['ticks_to_target_mean']:.0f} ± {r['ticks_to_target_sd']:.0f} "
@@ -217,8 +224,15 @@ def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
                  if r["final_acc_mean"] is not None else "")
         best = (f"{_num(r['best_acc_mean'], 3)} ± {_num(r['best_acc_sd'], 3)}"
                 if r["best_acc_mean"] is not None else "")
+        cost = ""
+        for on, key, scale, digits in ((mb, "bytes_to_target", 1e6, 1),
+                                       (sec, "seconds_to_target", 1.0, 1)):
+            if on:
+                m, sd = r.get(f"{key}_mean"), r.get(f"{key}_sd")
+                cost += ("never | " if m is None else
+                         f"{m / scale:.{digits}f} ± {(sd or 0.0) / scale:.{digits}f} | ")
         lines.append(f"| {r['combination']} | {r['algorithm']} | {r['seeds']} | {tta} | "
-                     f"{final} | {best} |")
+                     f"{cost}{final} | {best} |")
     return "\n".join(lines) + "\n"
 
 

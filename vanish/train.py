@@ -16,6 +16,7 @@ checkpoint that reads back; a finished algorithm is not rerun.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -93,6 +94,8 @@ class Simulation:
         traffic = self.engine.traffic_bytes(state)
         if traffic is not None:
             m.update(metrics.traffic_row(*traffic))
+        if self.experiment.clock.on:  # simulated time (vanish/clock.py)
+            m[metrics.SIM_SECONDS] = int(state.tick) * self.experiment.clock.tick_seconds
         state = state._replace(loss_sum=jnp.zeros_like(state.loss_sum),
                                loss_n=jnp.zeros_like(state.loss_n))
         return state, m
@@ -258,6 +261,26 @@ def _reconcile(metrics_file: Path, name: str, step: int | None, row_ticks: list[
         tracking.reconcile_log(metrics_file, name, step, row_ticks)
 
 
+# The state as checkpoints written before vanish counted messages hold it: no `traffic`.
+_LEGACY_FIELDS: list[str] = [f for f in SimState._fields if f != "traffic"]
+_Legacy = collections.namedtuple("SimState", _LEGACY_FIELDS)  # type: ignore[misc]
+
+
+def _template(sim: Simulation) -> Any:
+    """What this run's checkpoints hold: the state, or without counters the legacy one."""
+    t = sim.init_state()
+    return t if t.traffic is not None else _Legacy(*(getattr(t, f) for f in _LEGACY_FIELDS))
+
+
+def _as_state(x: Any) -> SimState:
+    return x if isinstance(x, SimState) else SimState(**x._asdict(), traffic=None)
+
+
+def _restore(ckpt_dir: Path, sim: Simulation, step: int) -> tuple[SimState, dict[str, Any]]:
+    state, meta = checkpoint.restore(ckpt_dir, _template(sim), step)
+    return _as_state(state), meta
+
+
 def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, path: Path,
             template: Any) -> tuple[Simulation, Any, dict[str, float], list[int]] | None:
     """(simulation, state, var0, row ticks) to continue from, or None to start afresh.
@@ -279,7 +302,8 @@ def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, p
                 raise
             # Written before vanish counted messages: it continues without byte counts.
             sim.engine.count_traffic = False
-            state, meta, step, _ = checkpoint.restore_latest_intact(ckpt_dir, sim.init_state())
+            state, meta, step, _ = checkpoint.restore_latest_intact(ckpt_dir, _template(sim))
+            state = _as_state(state)
             log.info("[%s] its checkpoints predate byte counting: this run reports no bytes",
                      name)
     except CheckpointDamagedError as e:
@@ -313,7 +337,7 @@ def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, p
         counted = sim.engine.count_traffic
         sim = Simulation(dataclasses.replace(exp, engine=engine_settings), name)
         sim.engine.count_traffic = counted
-        state, meta = checkpoint.restore(ckpt_dir, sim.init_state(), step)
+        state, meta = _restore(ckpt_dir, sim, step)
     horizon = int(meta.get("horizon", exp.run.ticks))
     if meta.get("schedule") != sim.schedule.fingerprint(upto=min(horizon, exp.run.ticks)):
         why = ("it was written by an earlier vanish, whose training schedule was drawn "
@@ -341,7 +365,7 @@ def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, p
             return None
         step = older[-1]
         try:
-            state, meta = checkpoint.restore(ckpt_dir, sim.init_state(), step)
+            state, meta = _restore(ckpt_dir, sim, step)
         except Exception as e:  # noqa: BLE001  orbax: a bare Exception for an unreadable file
             if isinstance(e, (TypeError, AttributeError, NameError)):  # a bug, not damage
                 raise
