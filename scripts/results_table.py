@@ -27,6 +27,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vanish import build, config, workdir as workdir_lib
 
 # Config fields that may differ within a group: the seed (the spread) and those that never
@@ -281,24 +283,35 @@ def figure(rows: Sequence[dict[str, Any]], field: str, path: str,
     plt.close(fig)
 
 
-def load_curves(workdir: Path) -> dict[str, list[tuple[int, float]]]:
-    """{algorithm: [(tick, mean node accuracy), ...]} from a run's metrics.jsonl."""
-    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
+# The x axes of accuracy curves: metrics.jsonl key -> (axis label, scale of the values).
+CURVE_X = {"tick": ("tick", 1.0), "bytes_sent_mean": ("MB sent per node", 1e-6),
+           "sim_seconds": ("simulated seconds", 1.0)}
+
+
+def load_curves(workdir: Path, x: str = "tick") -> dict[str, list[tuple[int, float]]]:
+    """{algorithm: [(tick, mean node accuracy), ...]} from a run's metrics.jsonl (x other
+    than 'tick': [(tick, accuracy, x value)], rows without it left out)."""
+    curves: dict[str, list[Any]] = defaultdict(list)
     path = workdir / "metrics.jsonl"
     if not path.is_file():
         raise ResultsError(f"{path}: missing (the accuracy curves need it)")
     for line in path.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
-            if "acc_mean" in r:
+            if "acc_mean" in r and x == "tick":
                 curves[r["algorithm"]].append((int(r["tick"]), float(r["acc_mean"])))
+            elif "acc_mean" in r and x in r:
+                curves[r["algorithm"]].append((int(r["tick"]), float(r["acc_mean"]),
+                                               float(r[x])))
     return dict(curves)
 
 
-def curves_figure(runs: Sequence[Path], by: Sequence[str], path: str) -> None:
-    """Accuracy vs tick, one panel per group: the mean over seeds, shaded from the lowest
-    to the highest seed, one fixed style per algorithm (vanish.plots.style_for); the dotted
-    line is the group's target; the title names what all groups share."""
+def curves_figure(runs: Sequence[Path], by: Sequence[str], path: str, x: str = "tick") -> None:
+    """Accuracy vs tick (or vs `x`, a CURVE_X key: MB sent per node, simulated seconds),
+    one panel per group: the mean over seeds, shaded from the lowest to the highest seed,
+    one fixed style per algorithm (vanish.plots.style_for); the dotted line is the group's
+    target; the title names what all groups share. Off the tick axis a point is the seeds'
+    mean accuracy at one evaluation tick, placed at the seeds' mean x there."""
     import matplotlib.pyplot as plt
 
     from vanish import plots  # matplotlib (Agg): only when a figure is asked for
@@ -319,17 +332,20 @@ def curves_figure(runs: Sequence[Path], by: Sequence[str], path: str) -> None:
     for ax, key in zip(axes.flat, keys):
         per_algo: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
         for wd in groups[key]:
-            for algo, pts in load_curves(wd).items():
-                per_algo[algo].append([dict(algorithm=algo, tick=t, acc_mean=a)
-                                       for t, a in pts])
+            for algo, pts in load_curves(wd, x).items():
+                per_algo[algo].append([dict(algorithm=algo, tick=p[0], acc_mean=p[1],
+                                            x=p[2] if len(p) > 2 else p[0]) for p in pts])
+        label, scale = CURVE_X[x]
         for algo in plots.legend_order(list(per_algo)):
             band = plots.seed_band(per_algo[algo], algo, "acc_mean", "minmax")
-            if band is None:
+            at = plots.seed_band(per_algo[algo], algo, "x", "minmax")
+            if band is None or at is None:
                 continue
+            xs = np.asarray(at.mean) * scale
             style = plots.style_for(algo)
-            ax.fill_between(band.tick, band.lo, band.hi, color=style.color, alpha=0.18, lw=0,
+            ax.fill_between(xs, band.lo, band.hi, color=style.color, alpha=0.18, lw=0,
                             zorder=1)
-            line, = ax.plot(band.tick, band.mean, label=algo, **style.line_kwargs())
+            line, = ax.plot(xs, band.mean, label=algo, **style.line_kwargs())
             legend.setdefault(algo, line)
         title = ", ".join(f"{f}={v}" for f, v in zip(by, key))
         if targets[key]:
@@ -337,7 +353,7 @@ def curves_figure(runs: Sequence[Path], by: Sequence[str], path: str) -> None:
                                           zorder=1.5)
             title += f"\ntarget {targets[key]:g}, {len(groups[key])} seeds"
         ax.set_title(title, fontsize=8)
-        ax.set_xlabel("tick", fontsize=8)
+        ax.set_xlabel(label, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(keys):]:
@@ -374,6 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "field; categorical) (repeatable)")
     ap.add_argument("--curves", default="",
                     help="PATH: accuracy vs tick, one panel per group (needs metrics.jsonl)")
+    ap.add_argument("--curves-x", action="append", default=[],
+                    help=f"X:PATH: accuracy vs X, one of {sorted(CURVE_X)} (repeatable)")
     ap.add_argument("--into", default="",
                     help="FILE:NAME: also put the table between <!-- results:NAME --> and "
                          "<!-- /results:NAME --> in FILE (e.g. docs/RESULTS.md)")
@@ -390,6 +408,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             figure(rows, field, path, by, setup=figure_setup(runs, by))
         if args.curves:
             curves_figure(runs, by, args.curves)
+        for spec in args.curves_x:
+            x, _, path = spec.partition(":")
+            if x not in CURVE_X or not path:
+                raise ResultsError(f"--curves-x {spec!r}: use X:PATH with X one of "
+                                   f"{sorted(CURVE_X)}")
+            curves_figure(runs, by, path, x)
         table = markdown(rows, by)
         if args.into:
             file, _, name = args.into.rpartition(":")

@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ALGORITHMS = "fl,gossip,gossip_vc"
 # With LeNet-5 the "existing gossip learning" baseline runs too (classic gossip learning).
 WITH_CLASSIC = ALGORITHMS + ",gossip_classic"
+COST_ALGORITHMS = ("fl,gossip,gossip_vc,gossip_part,gossip_topk,gossip_topk_vc,gossip_q8,"
+                   "gossip_q8_vc,modest")
 ARCHIVE = ROOT / "docs" / "grid"
 # The metrics.jsonl keys kept in the archive: enough for accuracy-vs-tick figures.
 CURVE_KEYS = ("algorithm", "tick", "acc_mean", "acc_min", "acc_max", "global_acc", "var_ratio",
@@ -68,6 +70,12 @@ def _cells() -> list[Cell]:
                    "gossip_vc,gossip_classic,gossip,fl")]
     cells += [Cell(f"mlp_n{n}", scale, {"topology.num_nodes": n, "model.name": "mlp"}, 3000)
               for n in (50, 100, 200, 500, 1000)]
+    # Cost beyond ticks: bytes and simulated time (experiments/cost_study, the MLP, N = 100).
+    cost = "experiments/cost_study/config.py"
+    cells += [Cell(f"cost_{name}_n100", cost, fields, 1500, COST_ALGORITHMS)
+              for name, fields in (("iid", {"data.partition": "iid"}),
+                                   ("alpha0.5", {"data.partition": "dirichlet_weights",
+                                                 "data.alpha": 0.5}))]
     return cells
 
 
@@ -81,6 +89,7 @@ class Table(NamedTuple):
     cells: tuple[str, ...]
     by: str  # results_table --by
     figure: str  # results_table --figure FIELD (ticks to target vs FIELD)
+    curves_x: tuple[str, ...] = ()  # more accuracy-curve figures: vs these x (CURVE_X)
 
 
 TABLES = (
@@ -92,6 +101,8 @@ TABLES = (
           "num_nodes"),
     Table("size_mlp", tuple(f"mlp_n{n}" for n in (50, 100, 200, 500, 1000)), "num_nodes",
           "num_nodes"),
+    Table("cost", ("cost_iid_n100", "cost_alpha0.5_n100"), "partition,alpha", "group",
+          ("bytes_sent_mean", "sim_seconds")),
 )
 
 
@@ -107,7 +118,9 @@ def tables(archive: Path, results: Path, figures: Path) -> int:
         rc = rt.main([*have, "--by", t.by, "--into", f"{results}:{t.name}",
                       "--json", str(archive.parent / f"results_{t.name}.json"),
                       "--figure", f"{t.figure}:{figures / f'grid_tta_{t.name}.png'}",
-                      "--curves", str(figures / f"grid_acc_{t.name}.png")])
+                      "--curves", str(figures / f"grid_acc_{t.name}.png"),
+                      *(a for x in t.curves_x for a in (
+                          "--curves-x", f"{x}:{figures / f'grid_acc_{t.name}_{x}.png'}"))])
         print(f"{t.name}: {len(have)} of {len(t.cells)} cells -> {results} (exit {rc})")
         if rc:
             return rc

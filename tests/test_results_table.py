@@ -210,3 +210,58 @@ def test_categorical_figure_dodges_the_algorithms(tmp_path, monkeypatch):
     assert bars["fl"].get_linestyle() == "None"  # categories are not joined by a line
     assert ax.get_title() == "ticks to target: mean over seeds, error bar ± sd"  # no setup
     assert plots.style_for("fl").marker == bars["fl"].get_marker()
+
+
+def test_cost_columns_and_curves_against_bytes_and_simulated_time(tmp_path, monkeypatch):
+    """Runs that count bytes and run a clock: the MB column, the classic-gossip ratio, and
+    accuracy curves whose x is the seeds' mean MB sent (or simulated seconds) per tick."""
+    for s in range(2):
+        wd = _workdir(tmp_path / "runs", 100, s, dict(gossip_vc=100, gossip_classic=300))
+        summary = json.loads((wd / "summary.json").read_text())
+        summary["gossip_vc"]["bytes_to_target"] = 2e6 * (1 + s)
+        (wd / "summary.json").write_text(json.dumps(summary))
+        rows = [dict(algorithm=a, tick=t, acc_mean=0.1 + t / 200, bytes_sent_mean=1e6 * t * (
+            1 + s) * (2 if a == "gossip_classic" else 1), sim_seconds=0.1 * t)
+                for a in ("gossip_vc", "gossip_classic") for t in (0, 50, 100)]
+        (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = rt.markdown(rt.aggregate(rt.find_runs([tmp_path / "runs"]), ["num_nodes"]),
+                        ["num_nodes"])
+    assert "MB/node to target" in table and "classic / vc ticks" in table
+    assert "| 100 | gossip_classic | 2 | 300 ± 0 |" in table and "| 3.00 ± 0.00 |" in table
+    assert "| 3.0 ± 1.4 |" in table  # gossip_vc: 2 and 4 MB
+    saved = _captured_figures(monkeypatch)
+    assert rt.main([str(tmp_path / "runs"), "--out", str(tmp_path / "t.md"),
+                    "--curves-x", f"bytes_sent_mean:{tmp_path / 'mb.png'}",
+                    "--curves-x", f"sim_seconds:{tmp_path / 's.png'}"]) == 0
+    ax = saved["mb.png"].axes[0]
+    assert ax.get_xlabel() == "MB sent per node"
+    lines = {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+    # seeds send 1x and 2x: the mean MB at tick 100 is 150 (gossip_vc), 300 (classic)
+    assert list(lines["gossip_vc"].get_xdata()) == [0.0, 75.0, 150.0]
+    assert list(lines["gossip_classic"].get_xdata()) == [0.0, 150.0, 300.0]
+    assert saved["s.png"].axes[0].get_xlabel() == "simulated seconds"
+    assert rt.main([str(tmp_path / "runs"), "--curves-x", f"bytes:{tmp_path / 'x.png'}"]) == 1
+
+
+def test_run_grid_archive_merges_further_algorithms_of_the_same_experiment(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "run_grid", Path(__file__).parents[1] / "scripts" / "run_grid.py")
+    rg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rg)
+    first = _workdir(tmp_path / "a", 50, 0, dict(fl=100, gossip=None), algorithms="fl,gossip")
+    _curves(first, ("fl", "gossip"), dict(fl=0.8, gossip=0.1))
+    later = _workdir(tmp_path / "b", 50, 0, dict(gossip_classic=400), algorithms="gossip_classic")
+    _curves(later, ("gossip_classic",), dict(gossip_classic=0.5))
+    dest = tmp_path / "archive"
+    rg.archive(first, dest)
+    rg.archive(later, dest)
+    summary = json.loads((dest / "summary.json").read_text())
+    assert list(summary) == ["fl", "gossip", "gossip_classic"]
+    stored = json.loads((dest / "run_config.json").read_text())
+    assert stored["config"]["algorithms"] == "fl,gossip,gossip_classic"
+    algos = [json.loads(line)["algorithm"] for line in (dest / "metrics.jsonl").open()]
+    assert algos.count("gossip_classic") == 3 and algos.count("fl") == 3
+    other = _workdir(tmp_path / "c", 50, 1, dict(gossip_classic=400), algorithms="gossip_classic")
+    _curves(other, ("gossip_classic",), dict(gossip_classic=0.5))
+    with pytest.raises(ValueError, match="a different experiment"):
+        rg.archive(other, dest)  # another seed

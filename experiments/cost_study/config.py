@@ -1,0 +1,55 @@
+r"""Cost beyond ticks: accuracy against bytes sent and against simulated time.
+
+fl, plain and corrected gossip, partitioned gossip, compressed gossip (top-k 10 % and
+stochastic int8, each with and without the variance correction) and MoDeST on one network:
+100 nodes, random 8-regular graph, the MLP on offline Fashion-MNIST, IID or Dirichlet
+(alpha 0.5) label weights, 1500 ticks. Every run counts the bytes each node sends (each
+rule's own payload) and runs the simulated clock:
+
+  a tick lasts 0.1 s; a training step takes lognormal(median 0.2 s, sigma 0.5) per node
+  (so the slowest nodes train less often than every 8-12 ticks); a message leaves after the
+  step and travels its sender's latency (0.05 s) plus payload / bandwidth, the bandwidth
+  lognormal(median 2.5 MB/s = 20 Mbit/s, sigma 0.5) per node.
+
+The MLP, not LeNet-5: 10 rules x 2 partitions x 3 seeds are 60 runs, which the 2-core CPU
+affords with the MLP (~1 min each) and not with LeNet-5 (~20 min each at N = 100), and with
+LeNet-5 plain gossip never leaves chance, so its bytes to target would not exist.
+
+  python -m vanish.run --config experiments/cost_study/config.py --workdir runs/cost
+  python scripts/run_grid.py --only cost_iid_n100,cost_alpha0.5_n100   # 3 seeds, archived
+
+Results: docs/RESULTS.md, section "Cost beyond ticks".
+"""
+
+from vanish import config
+
+
+def get_config():
+    c = config.default_config()
+    c.algorithms = ("fl,gossip,gossip_vc,gossip_part,gossip_topk,gossip_topk_vc,gossip_q8,"
+                    "gossip_q8_vc,modest")
+    c.seed = 0
+    c.data.name = "fashion_mnist"
+    c.data.partition = "iid"  # or dirichlet_weights with data.alpha = 0.5
+    c.data.alpha = 0.5
+    c.data.test_per_class = 50
+    c.model.name = "mlp"
+    c.model.init = "glorot_uniform"
+    c.optim.name = "sgd"
+    c.optim.lr = 0.01
+    c.optim.momentum = 0.9
+    c.optim.batch_size = 64
+    c.topology.num_nodes = 100
+    c.topology.name = "random_regular"
+    c.topology.degree = 8
+    c.run.ticks = 1500
+    c.schedule.interval_lo = 8
+    c.schedule.interval_hi = 12
+    c.clock.tick_seconds = 0.1
+    c.clock.compute = "lognormal:0.2:0.5"
+    c.clock.latency = "0.05"
+    c.clock.bandwidth = "lognormal:2.5e6:0.5"
+    c.run.eval_every = 50
+    c.run.target_accuracy = 0.7
+    c.run.checkpoint_every = 500
+    return c
