@@ -195,3 +195,18 @@ def test_a_checkpoint_written_before_byte_counting_resumes_without_bytes(tmp_pat
     assert strip(rows(workdir)) == strip(rows(fresh))
     assert all("bytes_sent_mean" not in r for r in rows(workdir))
     assert all("bytes_sent_mean" in r for r in rows(fresh))
+
+
+def test_fields_added_since_a_workdir_was_written_read_as_their_defaults(reference, tmp_path):
+    """A record without a later section (clock) or a later algorithm's knobs is the same
+    experiment when those fields are at their defaults: it resumes (here: it is finished)."""
+    workdir = copy(reference, tmp_path)
+    stored = json.loads((workdir / "run_config.json").read_text())
+    del stored["config"]["clock"]
+    stored["config"]["algorithm_args"].pop("gossip_topk", None)
+    (workdir / "run_config.json").write_text(json.dumps(stored))
+    run.run_config(cfg_for(), workdir, progress=False)
+    same_as(workdir, reference)
+    changed = cfg_for(**{"clock.tick_seconds": 0.5})
+    with pytest.raises(errors.WorkdirConflictError, match=r"config\.clock\.tick_seconds: 0\.0 -> 0\.5"):
+        run.run_config(changed, workdir, progress=False)
