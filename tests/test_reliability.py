@@ -208,5 +208,6 @@ def test_fields_added_since_a_workdir_was_written_read_as_their_defaults(referen
     run.run_config(cfg_for(), workdir, progress=False)
     same_as(workdir, reference)
     changed = cfg_for(**{"clock.tick_seconds": 0.5})
-    with pytest.raises(errors.WorkdirConflictError, match=r"config\.clock\.tick_seconds: 0\.0 -> 0\.5"):
+    with pytest.raises(errors.WorkdirConflictError,
+                       match=r"config\.clock\.tick_seconds: 0\.0 -> 0\.5"):
         run.run_config(changed, workdir, progress=False)
