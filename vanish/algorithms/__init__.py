@@ -159,6 +159,19 @@ REGISTRY: dict[str, Entry] = {
                    knobs=dict(local_steps=_SYNC_STEPS), caps=_SYNC),
     "dpsgd_vc": Entry("dpsgd:make", "D-PSGD with variance-corrected mixing", dict(corrected=True),
                       knobs=dict(local_steps=_SYNC_STEPS), caps=_SYNC._replace(corrected=True)),
+    "modest": Entry("modest:make", "MoDeST: per round a sample of nodes trains and a sample of "
+                    "aggregators averages, no server",
+                    knobs=dict(round_ticks=_ROUND,
+                               client_fraction=Knob(0.2, "fraction of the nodes sampled to "
+                                                    "train per round",
+                                                    checks.between(0, 1, lo_open=True)),
+                               local_steps=Knob(1, "local steps per round, from its middle tick",
+                                                checks.at_least(1)),
+                               aggregators=Knob(4, "aggregators sampled per round (from the "
+                                                "round index; all nodes if more than N)",
+                                                checks.at_least(1))),
+                    caps=Capabilities(cadence=Cadence.FL_ROUNDS, shared_init=True,
+                                      shardable=False, round_knob="round_ticks")),
 }
 NAMES: tuple[str, ...] = tuple(REGISTRY)  # the built-in names (REGISTRY may grow)
 
