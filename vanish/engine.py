@@ -235,6 +235,7 @@ class Engine:
             if spec.queue:
                 net = self.consts.net
                 width = spec.uniform_k if spec.peer == "uniform" else net.out_nbr.shape[2]
+                width = max(width, self.wire.dest_width)
                 state = state._replace(queue=network.init_queue(spec, params, self.work.slots,
                                                                 width))
         return state

@@ -412,10 +412,18 @@ def route(spec: Spec, net: Net, graph: Graph, tick: jax.Array, sent: base.Sent,
           kind_K: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """(dest_KD, arrive_KD, stats[3], tried_KD) of the sent messages: receivers (>= N:
     lost), arrival ticks, counts (sent, delivered now, dropped) and the receivers each
-    message was sent to before any loss (bool; what the sender pays for)."""
+    message was sent to before any loss (bool; what the sender pays for).
+
+    Receivers are the graph's (or sampled peers); a message whose rule set `Sent.dest`
+    itself (an `encode` hook) goes to those, lost with its sender's first link's probability
+    (drop_prob without a drop file), delayed and lost at offline receivers like any other."""
     n = graph.self_weight.shape[0]
     node_K, send_K = sent.node, sent.send
-    if spec.peer == "uniform":
+    rule_dest = sent.dest is not None
+    if sent.dest is not None:  # the rule addressed its own receivers (MoDeST's aggregators)
+        nbr = sent.dest
+        ok = (nbr < n) & send_K[:, None]
+    elif spec.peer == "uniform":
         # k distinct peers, uniform over the other nodes: the top k of random scores (O(K N)).
         u = jax.vmap(lambda k: jax.random.uniform(k, (n,)))(_keys(sent.key, _PEER))
         u = jnp.where(jnp.arange(n)[None] == node_K[:, None], -1.0, u)
@@ -433,7 +441,7 @@ def route(spec: Spec, net: Net, graph: Graph, tick: jax.Array, sent: base.Sent,
     shape = nbr.shape
     sent_n = jnp.sum(ok.astype(jnp.int32))
     u = jax.vmap(lambda k: jax.random.uniform(k, (shape[1],)))(_keys(sent.key, _DROP))
-    drop = net.drop[node_K] if net.drop.shape[1] == shape[1] else \
+    drop = net.drop[node_K] if net.drop.shape[1] == shape[1] and not rule_dest else \
         jnp.broadcast_to(net.drop[node_K][:, :1], shape)
     ok_link = ok & ~(u < drop)
     if spec.queue:
@@ -479,10 +487,16 @@ def enqueue(queue: Queue, slot: jax.Array, sent: base.Sent, arrive: jax.Array) -
     def put(buf: jax.Array, x: jax.Array) -> jax.Array:
         return jax.lax.dynamic_update_index_in_dim(buf, x.astype(buf.dtype), slot, 0)
 
-    assert sent.dest is not None
+    dest = sent.dest
+    assert dest is not None
+    width = queue.dest.shape[2]
+    if dest.shape[1] < width:  # narrower receiver lists (graph vs rule-addressed): pad
+        pad = ((0, 0), (0, width - dest.shape[1]))
+        dest = jnp.pad(dest, pad, constant_values=jnp.iinfo(jnp.int32).max)  # >= N: none
+        arrive = jnp.pad(arrive, pad, constant_values=-1)
     return Queue(jax.tree.map(put, queue.params, sent.params), put(queue.node, sent.node),
                  put(queue.key, sent.key),
-                 put(queue.event_ord, sent.event_ord), put(queue.dest, sent.dest),
+                 put(queue.event_ord, sent.event_ord), put(queue.dest, dest),
                  put(queue.arrive, arrive))
 
 

@@ -96,6 +96,9 @@ class Wire(NamedTuple):
     rounds: Callable[[jax.Array, Consts, Tick], tuple[jax.Array, jax.Array]] | None = None
     fanout: int = 0
     sends: bool = True  # False: the trained slots send nothing (rules that talk at rounds)
+    # > 0: the rule addresses its own receivers (`encode` sets Sent.dest), at most this many
+    # per message (the in-flight queue's width under delays).
+    dest_width: int = 0
 
 
 def model_bytes(template: PyTree) -> int:

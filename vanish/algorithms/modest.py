@@ -36,12 +36,13 @@ message); downloads at a round's end (`Wire.rounds`): the adopted aggregator sen
 round's model to every other adopting node (N - 1 messages, all on that one aggregator; each
 other node receives one).
 
-Limitations: no network plan (`config.network.*` faults, or a clock with link times): the
-network layer routes a message along the graph's edges and replaces `Sent.dest`, and the
-`select` hook that runs after it does not see the round index, so MoDeST cannot address the
-aggregators there; a run with a network plan stops with a ConfigError at its first step.
-Hence no churn either (the aggregators are drawn among all nodes). Not written for node
-shards (`shardable=False`).
+Faults and the clock apply to MoDeST's messages as to any other: a message to an aggregator
+is lost with drop_prob, delayed (network.delay, the clock's link time) and lost at an
+offline aggregator; under churn an offline node neither trains, sends nor adopts the round's
+model, and a round whose aggregators all missed every message changes no model (robust to
+churn: any one aggregator that received something carries the round). The aggregators are
+drawn among all nodes (online or not); a message that arrives after its round's end is
+dropped with the accumulators. Not written for node shards (`shardable=False`).
 """
 
 from __future__ import annotations
@@ -52,9 +53,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from vanish import mixing
+from vanish import mixing, treeutil
 from vanish.algorithms import base
-from vanish.errors import ConfigError
 
 PyTree = Any
 SALT = 0x30DE57  # the key stream of the aggregator samples: fold_in(PRNGKey(SALT), round)
@@ -86,11 +86,7 @@ def encode(a: int, inbox: Inbox, sent: base.Sent,
            consts: base.Consts | None) -> tuple[Inbox, base.Sent]:
     """Addresses each sending slot to the round's aggregators ([K, A]; itself and
     non-sending slots: N), before the engine counts and delivers the messages."""
-    if consts is not None and consts.net is not None:
-        raise ConfigError(
-            "modest sends each model to the round's aggregators; the config.network.* faults "
-            "and a clock with link times route messages along the graph's edges and are not "
-            "modelled for it (run modest without them)")
+    del consts
     n = inbox.count.shape[0]
     ids_A = aggregators(inbox.round[0], n, a)
     to = sent.send[:, None] & (ids_A[None, :] != sent.node[:, None])
@@ -123,14 +119,17 @@ def end_of_tick(a: int, params_N: PyTree, inbox: Inbox, consts: base.Consts,
         p, ib = args
         cnt = jnp.maximum(ib.count[g], 1)
         mean = jax.tree.map(lambda t: t[g] / cnt.astype(t.dtype), ib.total)
-        p = jax.tree.map(lambda old, x: jnp.where(received, x.astype(old.dtype), old), p,
-                         mixing.broadcast(mean, n))
+        take = received if tick.online is None else received & tick.online  # [] or [N]
+        p = jax.tree.map(lambda old, x: jnp.where(treeutil.per_node(
+            jnp.broadcast_to(take, (n,)), old.ndim), x.astype(old.dtype), old), p,
+            mixing.broadcast(mean, n))
         nxt = (tick.tick + 1) // consts.round_ticks
         return p, Inbox(base.zeros(ib.total), jnp.zeros_like(ib.count),
                         jnp.full_like(ib.round, nxt))
 
     params_N, inbox = lax.cond(tick.round_end, finish, lambda x: x, (params_N, inbox))
-    return params_N, inbox, jnp.broadcast_to(tick.round_end & received, (n,))
+    merged = jnp.broadcast_to(tick.round_end & received, (n,))
+    return params_N, inbox, merged if tick.online is None else merged & tick.online
 
 
 def traffic(a: int, merged_N: jax.Array, consts: base.Consts,
@@ -157,4 +156,5 @@ def make(*, round_ticks: int = 10, client_fraction: float = 0.2, local_steps: in
         emit=lambda ib, s, c: emit(a, ib, s, c),
         end_of_tick=lambda p, ib, c, t: end_of_tick(a, p, ib, c, t),
         encode=lambda ib, s, c: encode(a, ib, s, c),
-        wire=base.FULL_MODEL._replace(rounds=lambda m, c, t: traffic(a, m, c, t)))
+        wire=base.FULL_MODEL._replace(rounds=lambda m, c, t: traffic(a, m, c, t),
+                                      dest_width=a))
