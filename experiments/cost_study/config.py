@@ -15,10 +15,16 @@ The MLP, not LeNet-5: 10 rules x 2 partitions x 3 seeds are 60 runs, which the 2
 affords with the MLP (~1 min each) and not with LeNet-5 (~20 min each at N = 100), and with
 LeNet-5 plain gossip never leaves chance, so its bytes to target would not exist.
 
-  python -m vanish.run --config experiments/cost_study/config.py --workdir runs/cost
+  python -m vanish.run --config experiments/cost_study/config.py --workdir runs/cost_study
   python scripts/run_grid.py --only cost_iid_n100,cost_alpha0.5_n100   # 3 seeds, archived
 
-Results: docs/RESULTS.md, section "Cost beyond ticks".
+Runtime on the 2-core CPU: 100 ticks of all nine rules take ~2 min (compilation included);
+1500 ticks about 10-15 min per seed and partition beside other jobs.
+
+Expected result (docs/RESULTS.md, section "Cost beyond ticks"): compressed gossip reaches a
+given accuracy with several times fewer bytes per node than full-model gossip, and only the
+corrected variants keep the kernels' variance (plain compressed gossip averages uncorrelated
+public copies as plain gossip does); FL's server is the busiest node by far.
 """
 
 from vanish import config
