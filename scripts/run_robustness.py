@@ -9,6 +9,8 @@ docstring says what is measured): churn at an offline share of 20 / 50 / 80 % (c
 80, churn_down = 20 / 80 / 320), message loss drop_prob = 0.1 / 0.3 / 0.5, and peer sampling
 to k = 1 / 2 / 8 of the 8 neighbours (gossip and gossip_vc only: fl's star has no peers to
 sample). `baseline` is churn 0 %, drop 0 and all neighbours at once, shared by the axes.
+`modest_baseline` and `modest_churn20/50/80` run MoDeST (its default knobs: rounds of 10
+ticks, a 20 % sample trains, 4 aggregators) at the baseline and churn points.
 Each (point, seed) is one `python -m vanish.run` in runs/robustness/<point>/seed<s>
 (checkpoints every 500 ticks, so a stopped run resumes where it was); a finished one (its
 summary.json reports the planned final tick for every algorithm of the point) is skipped.
@@ -44,6 +46,9 @@ def _points() -> list[Point]:
     points += [Point(f"drop{p}", {"network.drop_prob": p}, ALGORITHMS) for p in (0.1, 0.3, 0.5)]
     points += [Point(f"peer{k}", {"network.peer_k": k, "network.peer_mode": "neighbors",
                                   "algorithms": GOSSIP_ONLY}, GOSSIP_ONLY) for k in (1, 2, 8)]
+    # MoDeST (decentralized sampling) on the churn axis, beside fl and gossip_vc.
+    points += [Point(f"modest_{pt.name}", {**pt.overrides, "algorithms": "modest"}, "modest")
+               for pt in points if pt.name == "baseline" or pt.name.startswith("churn")]
     return points
 
 

@@ -194,10 +194,11 @@ def test_robustness_points_are_valid_one_factor_configs():
         cfg_p = job.config_dict()
         exp = build.experiment(cfg_p, dataset=_tiny_data())  # every check passes
         assert exp.seed == 1 and ",".join(exp.algorithms) == point.algorithms
-        assert exp.network.faulty == (point.name != "baseline"), point.name
+        base_point = point.name in ("baseline", "modest_baseline")
+        assert exp.network.faulty == (not base_point), point.name
         diff = {k for k, v in _flat(cfg_p).items() if v != flat[k]} - {
             "seed", "algorithms", "network.peer_mode"}
-        assert len(diff) == (point.name != "baseline"), (point.name, diff)  # one factor
+        assert len(diff) == (not base_point), (point.name, diff)  # one factor
         changed[point.name] = {k: _flat(cfg_p)[k] for k in diff}
     # Offline shares down / (up + down) of 20 / 50 / 80 %; fl is not run under peer sampling.
     for share in (20, 50, 80):
@@ -206,6 +207,11 @@ def test_robustness_points_are_valid_one_factor_configs():
     assert [changed[f"peer{k}"]["network.peer_k"] for k in (1, 2, 8)] == [1, 2, 8]
     assert cfg.topology.degree == 8 and cfg.network.peer_mode == "neighbors"
     assert all("fl" not in p.algorithms.split(",") for p in rr.POINTS if p.name.startswith("peer"))
+    # MoDeST runs the baseline and churn points, with the same churn settings.
+    assert [p.name for p in rr.POINTS if p.algorithms == "modest"] == [
+        "modest_baseline", "modest_churn20", "modest_churn50", "modest_churn80"]
+    for share in (20, 50, 80):
+        assert changed[f"modest_churn{share}"] == changed[f"churn{share}"]
 
 
 def _flat(cfg):
