@@ -157,3 +157,19 @@ def test_counting_changes_no_result():
     assert b.traffic is None and a.traffic is not None
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_the_counting_cost_benchmark_runs(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_traffic_cost", Path(__file__).parents[1] / "scripts" / "bench_traffic_cost.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "cost.json"
+    assert bench.main(["--tiny", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    for row in rows.values():  # counting adds work, a little
+        assert row["on"]["flops"] >= row["off"]["flops"] > 0

@@ -1,0 +1,55 @@
+"""What counting bytes costs the compiled chunk step: XLA's cost analysis of the step with
+and without the message counters (SimState.traffic), same config, same shapes.
+
+    python scripts/bench_traffic_cost.py [--json docs/bench_traffic_cost.json]
+
+A static measure (the compiled program's FLOPs and bytes accessed), so it is meaningful on a
+loaded machine, where wall-clock A/B timings are not.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from helpers import make_sim, tiny_config  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", default="")
+    ap.add_argument("--tiny", action="store_true", help="one MLP case of 8 nodes (a test)")
+    args = ap.parse_args(argv)
+    cases = [("mlp", 8)] if args.tiny else [("lenet5", 200), ("mlp", 1000)]
+    out = {}
+    print(f"{'case':28s} {'GFLOP off':>10s} {'GFLOP on':>10s} {'+%':>7s} {'GB off':>8s} "
+          f"{'GB on':>8s} {'+%':>7s}")
+    for model, n in cases:
+        for name in ("gossip_vc", "fl"):
+            cfg = tiny_config(**{"model.name": model, "topology.num_nodes": n,
+                                 "topology.degree": min(8, n - 1), "schedule.interval_lo": 8,
+                                 "schedule.interval_hi": 12, "run.ticks": 200})
+            row = {}
+            for count in (False, True):
+                sim = make_sim(cfg, name)
+                e = sim.engine
+                e.count_traffic = count
+                c = e._step.lower(e.init_state(), e.consts, e.plan).compile().cost_analysis()
+                c = c[0] if isinstance(c, list) else c
+                row["on" if count else "off"] = dict(flops=c.get("flops"),
+                                                     bytes=c.get("bytes accessed"))
+            key = f"{model} N={n} {name}"
+            out[key] = row
+            f0, f1 = row["off"]["flops"], row["on"]["flops"]
+            b0, b1 = row["off"]["bytes"], row["on"]["bytes"]
+            print(f"{key:28s} {f0 / 1e9:10.4f} {f1 / 1e9:10.4f} {(f1 / f0 - 1) * 100:7.3f} "
+                  f"{b0 / 1e9:8.3f} {b1 / 1e9:8.3f} {(b1 / b0 - 1) * 100:7.3f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
