@@ -470,3 +470,26 @@ def test_powers_of_two():
     assert demo.powers_of_two(6) == [1, 2, 4, 6]
     with pytest.raises(ValueError):
         demo.powers_of_two(0)
+
+
+def test_every_grid_cell_is_a_valid_config_of_its_algorithms():
+    """scripts/run_grid.py: each cell's job builds (every check passes) with the cell's
+    algorithms, its horizon, and the overrides it names."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_grid", ROOT / "scripts" / "run_grid.py")
+    rg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rg)
+    names = [c.name for c in rg.CELLS]
+    assert len(set(names)) == len(names)
+    for cell in rg.CELLS:
+        cfg = rg.job(cell, 1, Path("runs/x")).config_dict()
+        cfg.data.test_per_class = min(cfg.data.test_per_class, 20)  # the tiny test set's
+        exp = build.experiment(cfg, dataset=_tiny_data())
+        assert ",".join(exp.algorithms) == cell.algorithms and exp.run.ticks == cell.ticks
+        flat = _flat(cfg)
+        for path, value in cell.overrides.items():
+            assert flat[path] == value, (cell.name, path)
+    cost = [c for c in rg.CELLS if c.name.startswith("cost_")]
+    assert {c.overrides["data.partition"] for c in cost} == {"iid", "dirichlet_weights"}
+    assert all(rg.job(c, 0, Path("x")).config_dict().clock.tick_seconds > 0 for c in cost)
