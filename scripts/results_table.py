@@ -36,7 +36,7 @@ from vanish import build, config, workdir as workdir_lib
 _IGNORED = (config.RESULT_NEUTRAL - {"run.target_accuracy"}) | {"seed"}
 METRICS = (("ticks_to_target", "ticks to target"), ("final_acc", "final acc"),
            ("final_global_acc", "global-model acc"), ("var_ratio", "var ratio"),
-           ("bytes_to_target", "MB/node to target"))
+           ("bytes_to_target", "MB/node to target"), ("seconds_to_target", "sim s to target"))
 # Baselines whose ticks to target are divided by gossip_vc's (per seed), each a column.
 BASELINES = ("gossip", "fl", "gossip_classic")
 
@@ -154,14 +154,16 @@ def _cell(stat: tuple[float, float] | None, digits: int) -> str:
 
 
 def markdown(rows: Sequence[dict[str, Any]], by: Sequence[str]) -> str:
-    """The table; the MB column only when some run counted bytes, the classic-gossip ratio
-    only when classic gossip ran."""
+    """The table; the MB and simulated-seconds columns only when some run counted bytes /
+    ran the clock, the classic-gossip ratio only when classic gossip ran."""
     mb = any(r.get("bytes_to_target") is not None for r in rows)
+    sec = any(r.get("seconds_to_target") is not None for r in rows)
     bases = [b for b in BASELINES if b != "gossip_classic" or any(
         r["algorithm"] == b for r in rows)]
     names = {"gossip": "gossip", "fl": "fl", "gossip_classic": "classic"}
+    shown = {"bytes_to_target": mb, "seconds_to_target": sec}
     head = [*by, "algorithm", "seeds", *(label for key, label in METRICS
-                                         if key != "bytes_to_target" or mb),
+                                         if shown.get(key, True)),
             *(f"{names[b]} / vc ticks" for b in bases)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -174,6 +176,8 @@ def markdown(rows: Sequence[dict[str, Any]], by: Sequence[str]) -> str:
         if mb:
             b = r.get("bytes_to_target")
             cells.append("-" if b is None else _cell((b[0] / 1e6, b[1] / 1e6), 1))
+        if sec:
+            cells.append(_cell(r.get("seconds_to_target"), 1))
         cells += [_cell(r[f"{b}_over_vc"], 2) for b in bases]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

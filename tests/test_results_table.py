@@ -219,6 +219,7 @@ def test_cost_columns_and_curves_against_bytes_and_simulated_time(tmp_path, monk
         wd = _workdir(tmp_path / "runs", 100, s, dict(gossip_vc=100, gossip_classic=300))
         summary = json.loads((wd / "summary.json").read_text())
         summary["gossip_vc"]["bytes_to_target"] = 2e6 * (1 + s)
+        summary["gossip_vc"]["seconds_to_target"] = 10.0
         (wd / "summary.json").write_text(json.dumps(summary))
         rows = [dict(algorithm=a, tick=t, acc_mean=0.1 + t / 200, bytes_sent_mean=1e6 * t * (
             1 + s) * (2 if a == "gossip_classic" else 1), sim_seconds=0.1 * t)
@@ -228,7 +229,8 @@ def test_cost_columns_and_curves_against_bytes_and_simulated_time(tmp_path, monk
                         ["num_nodes"])
     assert "MB/node to target" in table and "classic / vc ticks" in table
     assert "| 100 | gossip_classic | 2 | 300 ± 0 |" in table and "| 3.00 ± 0.00 |" in table
-    assert "| 3.0 ± 1.4 |" in table  # gossip_vc: 2 and 4 MB
+    assert "| 3.0 ± 1.4 | 10.0 ± 0.0 |" in table  # gossip_vc: 2 and 4 MB, 10 s
+    assert "sim s to target" in table
     saved = _captured_figures(monkeypatch)
     assert rt.main([str(tmp_path / "runs"), "--out", str(tmp_path / "t.md"),
                     "--curves-x", f"bytes_sent_mean:{tmp_path / 'mb.png'}",
