@@ -364,9 +364,10 @@ def _chunk_step(algo: base.Algorithm, wire: base.Wire,
     net_stats, queue, online_N, arrive_KD = state.net_stats, state.queue, None, None
     traffic = state.traffic
     kind = (lambda s, cs: jnp.zeros_like(s.node)) if wire.kind is None else wire.kind
+    kind_K = kind(sent, local_consts)  # each sent slot's message kind (base.Wire)
     if spec is not None:
         sent, arrive_KD, stats, tried_KD = network.prepare(spec, consts.net, consts.graph,
-                                                           tick, sent, kind(sent, local_consts))
+                                                           tick, sent, kind_K)
         if axis is not None:
             stats = jax.lax.psum(stats, axis)
         if spec.churn:
@@ -377,8 +378,8 @@ def _chunk_step(algo: base.Algorithm, wire: base.Wire,
         tries_K = jnp.sum(tried_KD.astype(jnp.int32), axis=1)
         if wire.fanout:
             tries_K = jnp.minimum(tries_K, wire.fanout)
-        traffic = traffic._replace(sent=traffic.sent.at[slot, kind(sent, local_consts)].add(
-            tries_K, mode="drop"))
+        traffic = traffic._replace(sent=traffic.sent.at[slot, kind_K].add(tries_K,
+                                                                          mode="drop"))
     if axis is not None:
         # The sent models to the devices that hold receivers, once per chunk; each then
         # scatters only into its own inboxes.

@@ -34,31 +34,19 @@ from vanish import config
 
 
 def get_config():
-    c = config.default_config()
+    # The paper's setup (vanish.config.paper_config: Fashion-MNIST IID, SGD 0.01 / 0.9, batch
+    # 64, random 8-regular, U{8..12}), with the MLP at N = 100 and the clock on.
+    c = config.paper_config()
     c.algorithms = ("fl,gossip,gossip_vc,gossip_part,gossip_topk,gossip_topk_vc,gossip_q8,"
                     "gossip_q8_vc,modest")
-    c.seed = 0
-    c.data.name = "fashion_mnist"
-    c.data.partition = "iid"  # or dirichlet_weights with data.alpha = 0.5
-    c.data.alpha = 0.5
+    c.data.alpha = 0.5  # used with data.partition = dirichlet_weights
     c.data.test_per_class = 50
     c.model.name = "mlp"
-    c.model.init = "glorot_uniform"
-    c.optim.name = "sgd"
-    c.optim.lr = 0.01
-    c.optim.momentum = 0.9
-    c.optim.batch_size = 64
     c.topology.num_nodes = 100
-    c.topology.name = "random_regular"
-    c.topology.degree = 8
-    c.run.ticks = 1500
-    c.schedule.interval_lo = 8
-    c.schedule.interval_hi = 12
     c.clock.tick_seconds = 0.1
     c.clock.compute = "lognormal:0.2:0.5"
     c.clock.latency = "0.05"
     c.clock.bandwidth = "lognormal:2.5e6:0.5"
-    c.run.eval_every = 50
-    c.run.target_accuracy = 0.7
+    c.run.ticks, c.run.eval_every, c.run.target_accuracy = 1500, 50, 0.7
     c.run.checkpoint_every = 500
     return c
