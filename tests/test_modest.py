@@ -34,8 +34,9 @@ def _trainers(sim, r):
     return sorted(s.event_node[mask].tolist())
 
 
-def _agg(r, n=N, a=A):
-    return np.asarray(modest.aggregators(np.int32(r), n, a)).tolist()
+def _agg(r, n=N, a=A, seed=0):
+    seed = None if seed is None else np.uint32(seed)
+    return np.asarray(modest.aggregators(np.int32(r), n, a, seed)).tolist()
 
 
 def test_aggregator_sample_is_a_function_of_the_round_distinct_and_varies():
@@ -44,6 +45,21 @@ def test_aggregator_sample_is_a_function_of_the_round_distinct_and_varies():
     assert len({tuple(sorted(ids)) for ids in rounds}) > 1  # differs across rounds
     assert rounds == [_agg(r) for r in range(10)]  # recomputed: the same
     assert sorted(_agg(3, n=6, a=50)) == list(range(6))  # A > N: every node
+
+
+def test_the_aggregator_samples_are_drawn_from_the_runs_seed():
+    """Seeds are replicates: each draws its own aggregator sequence, and a run with seed s
+    sends its trainers' models to the sample of seed s."""
+    assert [_agg(r, seed=0) for r in range(10)] != [_agg(r, seed=1) for r in range(10)]
+    assert _agg(4, seed=7) == _agg(4, seed=7)
+    assert _agg(2, seed=None) == _agg(2, seed=0)
+    other = make_sim(_cfg(seed=1), "modest")
+    assert int(other.consts.seed) == 1
+    r = 0
+    state = other.run_ticks(other.init_state(), 0, R // 2 + E)  # after the trainers' sends
+    want = np.zeros(N, int)
+    want[_agg(r, seed=1)] = len(_trainers(other, r))
+    np.testing.assert_array_equal(np.asarray(state.inbox.count), want)
 
 
 def test_the_aggregators_are_the_same_at_every_tick_of_a_round_and_receive_every_trainer(sim):

@@ -1069,7 +1069,8 @@ def components(exp: Experiment, name: str) -> Components:
         threshold=jnp.asarray(threshold, jnp.int32),
         beta=jnp.float32(0.0 if caps.has_server else exp.schedule.beta),
         is_client=jnp.asarray(is_client), round_ticks=jnp.int32(round_ticks(exp, name)),
-        part_ids=part_ids, net=None if net is None else net.net)
+        part_ids=part_ids, net=None if net is None else net.net,
+        seed=jnp.uint32(exp.seed))
     return Components(
         name=name, algorithm=algo, topology=topo, is_client=is_client, partition=part,
         label_hist=label_hist, x_test=jnp.asarray(x_test), y_test=jnp.asarray(y_test),

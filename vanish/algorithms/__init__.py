@@ -168,7 +168,8 @@ REGISTRY: dict[str, Entry] = {
                                local_steps=Knob(1, "local steps per round, from its middle tick",
                                                 checks.at_least(1)),
                                aggregators=Knob(4, "aggregators sampled per round (from the "
-                                                "round index; all nodes if more than N)",
+                                                "seed and the round index; all nodes if "
+                                                "more than N)",
                                                 checks.at_least(1))),
                     caps=Capabilities(cadence=Cadence.FL_ROUNDS, shared_init=True,
                                       shardable=False, round_knob="round_ticks")),

@@ -47,6 +47,9 @@ class Consts(NamedTuple):
     round_ticks: jax.Array  # int32: FL / D-PSGD round length
     part_ids: PyTree  # partitioned gossip: coordinate -> partition id, else None
     net: Any = None  # vanish.network.Net: faults and dynamics; None = the fault-free network
+    # uint32: the run's seed, for a rule that draws its own randomness on the device
+    # (modest's aggregator samples); None = 0
+    seed: Any = None
 
 
 class Sent(NamedTuple):

@@ -11,12 +11,13 @@ messages). Time runs in rounds of R = `round_ticks` ticks, as in `fl`:
   (`schedule.fl_rounds`, from the seed); each trains E = `local_steps` steps from the model it
   holds, from the round's middle tick, and sends its model after the last step;
 * aggregators: A = `aggregators` distinct nodes per round, drawn uniformly from a key derived
-  from the round index alone (`fold_in(PRNGKey(SALT), r)`, the top A of uniform scores, in
-  that order: the sample order). Every node can compute the sample of any round without
-  asking anyone (decentralized sampling); the nodes keep the current round index in their
-  inbox (`Inbox.round`), so the sample is the same at every tick of the round. It does not
-  depend on the config seed (without faults it changes who pays which bytes, not results);
-  A > N means all N nodes;
+  from the run's seed and the round index (`fold_in(fold_in(PRNGKey(SALT), seed), r)`, the
+  top A of uniform scores, in that order: the sample order). Every node can compute the
+  sample of any round without asking anyone (decentralized sampling: the seed is shared
+  knowledge, like the protocol); the nodes keep the current round index in their inbox
+  (`Inbox.round`), so the sample is the same at every tick of the round. Seeds draw
+  different samples (without faults that changes who pays which bytes, not the models;
+  under churn it changes which aggregators are offline); A > N means all N nodes;
 * a trainer's message goes to every aggregator of the round (`encode` sets `Sent.dest` to
   them, before the engine counts and delivers it); a trainer that is itself an aggregator
   adds its own model to its own accumulator without a message (not counted on the wire);
@@ -57,7 +58,7 @@ from vanish import mixing, treeutil
 from vanish.algorithms import base
 
 PyTree = Any
-SALT = 0x30DE57  # the key stream of the aggregator samples: fold_in(PRNGKey(SALT), round)
+SALT = 0x30DE57  # the aggregator samples' key stream: fold_in(fold_in(PRNGKey(SALT), seed), r)
 
 
 class Inbox(NamedTuple):
@@ -68,11 +69,16 @@ class Inbox(NamedTuple):
     round: jax.Array  # [N] int32: the current round index, each node's own copy (all equal)
 
 
-def aggregators(round_index: jax.Array, n: int, a: int) -> jax.Array:
+def aggregators(round_index: jax.Array, n: int, a: int, seed: Any = None) -> jax.Array:
     """[min(a, n)] int32: the distinct aggregators of round `round_index` among n nodes, in
-    sample order (a function of the round index alone)."""
-    key = jax.random.fold_in(jax.random.PRNGKey(SALT), round_index)
+    sample order (a function of the run's `seed`, None = 0, and the round index alone)."""
+    key = jax.random.fold_in(jax.random.PRNGKey(SALT), 0 if seed is None else seed)
+    key = jax.random.fold_in(key, round_index)
     return lax.top_k(jax.random.uniform(key, (n,)), min(a, n))[1].astype(jnp.int32)
+
+
+def _seed(consts: base.Consts | None) -> Any:
+    return None if consts is None else consts.seed
 
 
 def init(params_N: PyTree) -> Inbox:
@@ -86,9 +92,8 @@ def encode(a: int, inbox: Inbox, sent: base.Sent,
            consts: base.Consts | None) -> tuple[Inbox, base.Sent]:
     """Addresses each sending slot to the round's aggregators ([K, A]; itself and
     non-sending slots: N), before the engine counts and delivers the messages."""
-    del consts
     n = inbox.count.shape[0]
-    ids_A = aggregators(inbox.round[0], n, a)
+    ids_A = aggregators(inbox.round[0], n, a, _seed(consts))
     to = sent.send[:, None] & (ids_A[None, :] != sent.node[:, None])
     return inbox, sent._replace(dest=jnp.where(to, ids_A[None, :], n).astype(jnp.int32))
 
@@ -96,10 +101,9 @@ def encode(a: int, inbox: Inbox, sent: base.Sent,
 def emit(a: int, inbox: Inbox, sent: base.Sent, consts: base.Consts | None) -> Inbox:
     """Accumulates each message at its aggregators, and a sending aggregator's own model at
     itself (no message)."""
-    del consts
     assert sent.dest is not None, "modest's encode addresses every message"
     n = inbox.count.shape[0]
-    ids_A = aggregators(inbox.round[0], n, a)
+    ids_A = aggregators(inbox.round[0], n, a, _seed(consts))
     own = sent.send & jnp.any(ids_A[None, :] == sent.node[:, None], axis=1)
     dest = jnp.concatenate([sent.dest, jnp.where(own, sent.node, n)[:, None]], axis=1)
     (total,), count = mixing.push_to((inbox.total,), inbox.count, (sent.params,), dest)
@@ -110,7 +114,7 @@ def end_of_tick(a: int, params_N: PyTree, inbox: Inbox, consts: base.Consts,
                 tick: base.Tick) -> tuple[PyTree, Inbox, jax.Array]:
     assert tick.axis is None, "modest is not written for node shards (shardable=False)"
     n = base.num_nodes(params_N)
-    ids_A = aggregators(inbox.round[0], n, a)
+    ids_A = aggregators(inbox.round[0], n, a, consts.seed)
     got_A = inbox.count[ids_A] > 0
     received = jnp.any(got_A)
     g = ids_A[jnp.argmax(got_A)]  # the first aggregator in sample order that received
@@ -138,7 +142,7 @@ def traffic(a: int, merged_N: jax.Array, consts: base.Consts,
     node. (Uploads are the trainers' sent slots, counted by the engine.) Without faults the
     adopted aggregator is the round's first in sample order."""
     n = merged_N.shape[0]
-    g = aggregators(tick.tick // consts.round_ticks, n, a)[0]
+    g = aggregators(tick.tick // consts.round_ticks, n, a, consts.seed)[0]
     is_g = jnp.arange(n) == g
     down = (merged_N & ~is_g).astype(jnp.int32)
     sent = jnp.where(is_g, jnp.sum(down), 0)
