@@ -26,7 +26,7 @@ Measured result (docs/RESULTS.md, section "Cost beyond ticks", target 0.7, 3 see
 the correction no rule reaches the target (plain, partitioned, top-k and int8 gossip stay at
 0.38-0.54); with it, int8 gossip matches gossip_vc's ticks with 4.0x (IID) / 4.4x
 (Dirichlet) fewer bytes per node and top-k 10 % needs 5.7x / 6.7x fewer bytes and more
-ticks; MoDeST sends 4.0x / 7.4x fewer bytes than gossip_vc; FL is fastest in ticks, its
+ticks; MoDeST sends 3.8x / 8.5x fewer bytes than gossip_vc; FL is fastest in ticks, its
 server the busiest node.
 """
 
