@@ -498,6 +498,8 @@ class ScheduleSettings:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
+    """The model: its name, convolution implementation and initializer (`model.*`)."""
+
     name: str
     conv_impl: str
     init: str
@@ -505,6 +507,9 @@ class ModelSettings:
 
 @dataclasses.dataclass(frozen=True)
 class OptimSettings:
+    """The optimizer (name, lr, momentum, lr schedule, weight decay), the batch size, and
+    whether a node's optimizer state is reset when it merges (`optim.*`)."""
+
     name: str
     lr: float
     momentum: float
@@ -983,6 +988,7 @@ class Components:
 
 
 def make_model(exp: Experiment) -> Any:
+    """The flax model `exp.model` names, sized to the dataset's classes."""
     from vanish import models
 
     return models.make_model(exp.model.name, num_classes=exp.dataset.num_classes,
@@ -990,6 +996,7 @@ def make_model(exp: Experiment) -> Any:
 
 
 def make_optimizer(exp: Experiment) -> Any:
+    """The optax optimizer `exp.optim` describes (`nodes.make_optimizer`)."""
     from vanish import nodes
 
     o = exp.optim

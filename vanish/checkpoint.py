@@ -60,6 +60,7 @@ _WRITE_FAILURE_TEXT = {'No space left on device': errno.ENOSPC, "os_error_code='
 
 
 def checkpoint_dir(workdir: PathLike) -> Path:
+    """The absolute folder of a run's checkpoints: `<workdir>/checkpoints`."""
     return Path(workdir).absolute() / CHECKPOINT_DIR
 
 
@@ -267,6 +268,7 @@ def all_steps(workdir: PathLike) -> list[int]:
 
 
 def latest_step(workdir: PathLike) -> int | None:
+    """The step of the newest complete checkpoint in `workdir`, or None if none."""
     steps = all_steps(workdir)
     return steps[-1] if steps else None
 

@@ -64,6 +64,9 @@ class Traffic(NamedTuple):
 
 
 class SimState(NamedTuple):
+    """The whole simulation state the compiled step carries, as one pytree: models, optimizer
+    and inbox state, counters, keys, the work-plan position and the network's state."""
+
     tick: jax.Array  # int32: ticks done
     params: PyTree  # stacked params_N
     opt_state: PyTree  # stacked optimizer state
@@ -102,6 +105,7 @@ def choose_fuse(requested: int, backend: str | None = None) -> int:
 
 
 def device_plan(work: schedule.WorkList) -> Plan:
+    """The work plan as device arrays, with one trailing no-op chunk (see `Plan`)."""
     padded = work.padded(len(work) + 1)
     return Plan(*(jnp.asarray(a) for a in (padded.tick, padded.node, padded.valid, padded.send,
                                             padded.last)))

@@ -177,6 +177,8 @@ def variance_ratios(row: dict[str, Any], var0: dict[str, float]) -> dict[str, fl
 
 
 def initial_variances(row: dict[str, Any]) -> dict[str, float]:
+    """{layer path: variance} from a metrics row's 'var/' entries (the tick-0 row gives
+    `variance_ratios` its reference)."""
     return {k[len(VAR_PREFIX):]: v for k, v in row.items() if k.startswith(VAR_PREFIX)}
 
 

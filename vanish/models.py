@@ -50,6 +50,7 @@ def default_conv_impl(backend: str | None = None) -> str:
 
 
 def get_initializer(name: str) -> Initializer:
+    """The flax initializer named `name` (a key of INITIALIZERS); ValueError if unknown."""
     try:
         return INITIALIZERS[name]
     except KeyError:
@@ -98,6 +99,14 @@ def conv_banded(x_BHWC: jax.Array, kernel_HWIO: jax.Array, block: int | None = N
 
 
 def conv_xla(x_BHWC: jax.Array, kernel_HWIO: jax.Array) -> jax.Array:
+    """VALID, stride-1 convolution by `lax.conv_general_dilated`.
+
+    Args:
+      x_BHWC: [B, H, W, C] input.
+      kernel_HWIO: [kh, kw, C, O] kernel.
+    Returns:
+      [B, H - kh + 1, W - kw + 1, O].
+    """
     return lax.conv_general_dilated(
         x_BHWC, kernel_HWIO, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
@@ -139,6 +148,10 @@ class Conv(nn.Module):
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max pool with stride 2: [B, H, W, C] -> [B, H // 2, W // 2, C].
+
+    An odd last row or column is dropped.
+    """
     # A reshape-max is exact for even sizes and vmaps to plain reductions (no reduce_window).
     # (A custom VJP on the four strided corners measured 20% slower per step: not kept.)
     b, h, w, c = x.shape
@@ -161,6 +174,8 @@ class MLP(nn.Module):
 
 
 class ConvLayer(NamedTuple):
+    """One convolution of a ConvNet: features, square kernel size, padding, ReLU, pool."""
+
     features: int
     kernel: int
     padding: int = 0

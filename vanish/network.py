@@ -473,6 +473,8 @@ def prepare(spec: Spec, net: Net, graph: Graph, tick: jax.Array, sent: base.Sent
 
 
 def init_queue(spec: Spec, params_N: PyTree, slots: int, width: int) -> Queue:
+    """An empty in-flight ring: `spec.queue` entries of `slots` messages, each to up to
+    `width` receivers (arrive -1: no message)."""
     q = spec.queue
     return Queue(
         params=jax.tree.map(lambda x: jnp.zeros((q, slots, *x.shape[1:]), x.dtype), params_N),
@@ -484,6 +486,11 @@ def init_queue(spec: Spec, params_N: PyTree, slots: int, width: int) -> Queue:
 
 
 def enqueue(queue: Queue, slot: jax.Array, sent: base.Sent, arrive: jax.Array) -> Queue:
+    """Writes one chunk's routed sends into ring entry `slot`, replacing what it held.
+
+    `sent.dest` and `arrive` ([K, D] arrival ticks) are padded to the queue's width D' >= D
+    (receiver >= N, arrive -1: none).
+    """
     def put(buf: jax.Array, x: jax.Array) -> jax.Array:
         return jax.lax.dynamic_update_index_in_dim(buf, x.astype(buf.dtype), slot, 0)
 

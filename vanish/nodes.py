@@ -116,6 +116,9 @@ def loss_and_accuracy(
 
 
 class TrainStep(NamedTuple):
+    """A training step's result per node: new params, new optimizer state, and the loss on
+    its batch (before the update)."""
+
     params: PyTree
     opt_state: PyTree
     loss: jax.Array

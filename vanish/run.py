@@ -56,6 +56,7 @@ def one_line(text: Any) -> str:
 
 
 def fail(message: Any) -> NoReturn:
+    """Exits with `vanish: error: <message>` on one line on stderr (exit status 1)."""
     sys.exit(f"vanish: error: {one_line(message)}")
 
 
@@ -347,6 +348,8 @@ def run_config(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike[str], 
 
 
 def describe(error: BaseException, workdir: Any) -> str:
+    """A user error's one-line message: for an environment OSError (disk full, no
+    permission: errors.ENVIRONMENT_ERRNOS) its cause, file and how to resume; else str(error)."""
     if isinstance(error, OSError) and error.errno in errors.ENVIRONMENT_ERRNOS and error.strerror:
         where = f": {error.filename}" if error.filename else ""
         return (f"{error.strerror}{where} (workdir {workdir}); nothing before the last "

@@ -37,6 +37,7 @@ INSTALL_HINT = ("tcmalloc not found: vanish runs on CPU will be slower (XLA:CPU 
 
 
 def search_dirs() -> tuple[str, ...]:
+    """Folders searched for tcmalloc: VANISH_TCMALLOC_DIRS if set, else the fixed list."""
     env = os.environ.get("VANISH_TCMALLOC_DIRS")
     return tuple(d for d in env.split(os.pathsep) if d) if env is not None else _DIRS
 
@@ -58,6 +59,7 @@ def find_tcmalloc() -> str | None:
 
 
 def tcmalloc_active() -> bool:
+    """True when tcmalloc is already preloaded (named in LD_PRELOAD)."""
     return "tcmalloc" in os.environ.get("LD_PRELOAD", "")
 
 

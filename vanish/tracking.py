@@ -62,6 +62,7 @@ def to_scalar(value: Any) -> Scalar:
 
 
 def to_scalars(scalars: Mapping[str, Any]) -> dict[str, Scalar]:
+    """`to_scalar` of every value, keys as str."""
     return {str(k): to_scalar(v) for k, v in scalars.items()}
 
 

@@ -154,20 +154,27 @@ def correction_for(corrected: bool,
 
 
 def no_inbox(params_N: PyTree) -> None:
+    """`init` of a rule with no receive state: the inbox is None."""
     del params_N
     return None
 
 
 def no_emit(inbox: PyTree, sent: Sent, consts: Consts) -> PyTree:
+    """`emit` of a rule that receives nothing from the trained nodes: the inbox unchanged."""
     del sent, consts
     return inbox
 
 
 def num_nodes(params_N: PyTree) -> int:
+    """Rows of a node-stacked tree: the leading axis of its first leaf."""
     return jax.tree.leaves(params_N)[0].shape[0]
 
 
 def take(tree_N: PyTree, idx_M: jax.Array) -> PyTree:
+    """Rows idx_M of every leaf of a node-stacked tree: [N, ...] -> [M, ...].
+
+    Ids >= N (padding) are clamped to the last row by JAX's gather; callers discard them.
+    """
     return jax.tree.map(lambda x: x[idx_M], tree_N)
 
 

@@ -30,6 +30,8 @@ _PEER = 0xC1A5  # the key stream of the random peer (training uses the key itsel
 
 
 class Inbox(NamedTuple):
+    """Classic gossip's receive state: weighted sums of the models received, and ages."""
+
     total: PyTree  # sum of the received models, each times its weight (structure of params)
     weight: jax.Array  # [N] f32: sum of the received weights
     # [N] messages since the last merge. Shadows tuple.count, as gossip.Inbox does.
@@ -39,6 +41,7 @@ class Inbox(NamedTuple):
 
 
 def init(params_N: PyTree) -> Inbox:
+    """Empty inboxes and age 0 for the N nodes of params_N."""
     n = base.num_nodes(params_N)
     # Separate arrays (the engine donates the inbox: one buffer may not appear twice).
     return Inbox(total=jax.tree.map(jnp.zeros_like, params_N),
@@ -65,6 +68,12 @@ def select(sent: base.Sent, consts: base.Consts) -> base.Sent:
 
 
 def emit(age_weighted: bool, inbox: Inbox, sent: base.Sent, consts: base.Consts) -> Inbox:
+    """Ages each sending node by one training event and delivers its model to its one peer.
+
+    The peer is the one `select` chose. The message adds model x weight to the peer's total
+    (weight: the sender's new age, or 1 without `age_weighted`), the weight to its weight sum,
+    one to its count, and raises its largest received age.
+    """
     sends = sent.send.astype(jnp.float32)
     age = inbox.age.at[sent.node].add(sends, mode="drop")  # this training event
     age_K = age[sent.node]
@@ -80,6 +89,15 @@ def emit(age_weighted: bool, inbox: Inbox, sent: base.Sent, consts: base.Consts)
 
 def end_of_tick(age_weighted: bool, slots: int, params_N: PyTree, inbox: Inbox,
                 consts: base.Consts, tick: base.Tick) -> tuple[PyTree, Inbox, jax.Array]:
+    """At a tick's last chunk, every node that received a model merges it in.
+
+    x <- (a_self x + sum_j a_j x_j) / (a_self + sum_j a_j), with ages as weights (all 1 without
+    `age_weighted`); the node's age becomes the largest merged and its inbox is cleared. Merges
+    run `slots` nodes at a time (`base.merge_selected`).
+
+    Returns:
+      (params_N, inbox, merged_N): merged_N [N] bool, the nodes that merged.
+    """
     merged_N = tick.last & (inbox.count > 0)  # every arrival merges: no threshold
 
     def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array) -> PyTree:

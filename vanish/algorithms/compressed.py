@@ -49,11 +49,14 @@ SALT = 0x51C0  # folded into a sender's key for its quantization noise (not its 
 
 
 class Inbox(NamedTuple):
+    """Plain gossip's accumulator and every node's public copy x̂ (see the module docstring)."""
+
     gossip: gossip.Inbox  # plain gossip's accumulator of received (public) models
     public: PyTree  # x̂_N: every node's public copy (structure of params_N)
 
 
 def init(params_N: PyTree) -> Inbox:
+    """Empty gossip accumulators; each public copy starts as a copy of the node's params."""
     # A copy: the engine donates its state, so the public copies need buffers of their own.
     return Inbox(gossip=gossip.init(params_N),
                  public=jax.tree.map(lambda x: jnp.array(x, copy=True), params_N))

@@ -51,6 +51,13 @@ def sharded_mix(params_n: PyTree, graph: Graph, corr: variance.CorrectionConfig,
 
 def end_of_tick(corr: variance.CorrectionConfig, params_N: PyTree, inbox: None,
                 consts: base.Consts, tick: base.Tick) -> tuple[PyTree, None, jax.Array]:
+    """At a round's end (`tick.round_end`), mixes every node with W, else changes nothing.
+
+    Unsharded: `sync_mix`; under shard_map: `sharded_mix` of this device's rows.
+
+    Returns:
+      (params_N, None, merged_N): merged_N [N] bool, all True at a round's end, else all False.
+    """
     n = base.num_nodes(params_N)
 
     def mix(p: PyTree) -> PyTree:

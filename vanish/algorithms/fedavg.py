@@ -28,6 +28,15 @@ PyTree = Any
 
 def round_end(params_N: PyTree, inbox: gossip.Inbox, consts: base.Consts,
               tick: base.Tick) -> tuple[PyTree, gossip.Inbox, jax.Array]:
+    """`fl`'s end of tick: at a round's end the server (node 0) averages what it received.
+
+    If the server received models this round, every node (under churn: every online node)
+    adopts their mean; the inboxes are cleared at every round's end. Other ticks change
+    nothing.
+
+    Returns:
+      (params_N, inbox, merged_N): merged_N [N] bool, the clients that adopted the mean.
+    """
     n = base.num_nodes(params_N)
 
     # The server is node 0: its inbox row, on every device when the nodes are sharded.
@@ -66,6 +75,13 @@ def fedavg_round(params_N: PyTree, weight_N: jax.Array) -> PyTree:
 
 def sched_round_end(fraction: float, params_N: PyTree, inbox: None, consts: base.Consts,
                     tick: base.Tick) -> tuple[PyTree, None, jax.Array]:
+    """`fl_sched`'s end of tick: at a round's end every node adopts the mean of the
+    current models of a `fraction` sample of the clients (`client_weights`, drawn from the
+    tick's key).
+
+    Returns:
+      (params_N, None, merged_N): merged_N [N] bool, every client at a round's end.
+    """
     n = base.num_nodes(params_N)
     weight = client_weights(jax.random.fold_in(tick.key, n), consts.is_client, fraction)
     params_N = jax.lax.cond(tick.round_end, lambda p: fedavg_round(p, weight), lambda p: p,

@@ -21,6 +21,8 @@ PyTree = Any
 
 
 class Inbox(NamedTuple):
+    """Gossip's receive accumulator: what each node received since its last merge."""
+
     total: PyTree  # sum of received models (structure of params_N)
     # [N] messages since the last merge (duplicates count). The field shadows tuple.count
     # (hence the ignore); a rename would change the leaf paths that checkpoints record.
@@ -29,6 +31,7 @@ class Inbox(NamedTuple):
 
 
 def init(params_N: PyTree) -> Inbox:
+    """Zero accumulators for the N nodes of params_N."""
     n = base.num_nodes(params_N)
     return Inbox(total=jax.tree.map(jnp.zeros_like, params_N),
                  count=jnp.zeros((n,), jnp.int32),
@@ -37,6 +40,11 @@ def init(params_N: PyTree) -> Inbox:
 
 def emit(corr: variance.CorrectionConfig, inbox: Inbox, sent: base.Sent,
          consts: base.Consts) -> Inbox:
+    """Adds each sent model to the inbox of every receiver it is routed to.
+
+    With targets 'others' and 'blend' the message also carries its per-layer variances
+    (`variance.correctable_variance`); other targets add zeros instead.
+    """
     if corr.target in ("others", "blend"):
         var_K = variance.correctable_variance(sent.params, corr)
     else:  # the target does not read received variances: send zeros, skip the reductions
@@ -50,6 +58,14 @@ def emit(corr: variance.CorrectionConfig, inbox: Inbox, sent: base.Sent,
 
 def end_of_tick(corr: variance.CorrectionConfig, slots: int, params_N: PyTree, inbox: Inbox,
                 consts: base.Consts, tick: base.Tick) -> tuple[PyTree, Inbox, jax.Array]:
+    """Nodes ready to merge (`base.ready_to_merge`) mix in what they received.
+
+    The merge is `variance.mix_and_correct` (beta * own + (1 - beta) * mean received, then the
+    correction `corr`), `slots` nodes at a time; merged inboxes are cleared.
+
+    Returns:
+      (params_N, inbox, merged_N): merged_N [N] bool, the nodes that merged.
+    """
     merged_N = base.ready_to_merge(inbox.count, consts, tick)
 
     def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array) -> PyTree:

@@ -62,6 +62,8 @@ SALT = 0x30DE57  # the aggregator samples' key stream: fold_in(fold_in(PRNGKey(S
 
 
 class Inbox(NamedTuple):
+    """Each node's accumulator of the models received this round, and the round index."""
+
     total: PyTree  # sum of the received models (structure of params_N)
     # [N] messages this round (a self-aggregating trainer counts its own model). Shadows
     # tuple.count, as gossip.Inbox does.
@@ -82,6 +84,7 @@ def _seed(consts: base.Consts | None) -> Any:
 
 
 def init(params_N: PyTree) -> Inbox:
+    """Empty accumulators and round index 0 for the N nodes of params_N."""
     n = base.num_nodes(params_N)
     # Separate arrays (the engine donates the inbox: one buffer may not appear twice).
     return Inbox(total=jax.tree.map(jnp.zeros_like, params_N),
@@ -112,6 +115,15 @@ def emit(a: int, inbox: Inbox, sent: base.Sent, consts: base.Consts | None) -> I
 
 def end_of_tick(a: int, params_N: PyTree, inbox: Inbox, consts: base.Consts,
                 tick: base.Tick) -> tuple[PyTree, Inbox, jax.Array]:
+    """At a round's end every node adopts the round's model (see the module docstring).
+
+    The model is the mean held by the round's first aggregator, in sample order, that received
+    anything (none did: no model changes); under churn only online nodes adopt it. The
+    accumulators are cleared and the round index advanced. Other ticks change nothing.
+
+    Returns:
+      (params_N, inbox, merged_N): merged_N [N] bool, the nodes that adopted the model.
+    """
     assert tick.axis is None, "modest is not written for node shards (shardable=False)"
     n = base.num_nodes(params_N)
     ids_A = aggregators(inbox.round[0], n, a, consts.seed)

@@ -20,6 +20,8 @@ PyTree = Any
 
 
 class Inbox(NamedTuple):
+    """Masked receive accumulator: values, message count and per-coordinate receipt counts."""
+
     total: PyTree  # sum of received (masked) models
     # The field shadows tuple.count (hence the ignore); a rename would change the leaf
     # paths that checkpoints record.
@@ -28,6 +30,7 @@ class Inbox(NamedTuple):
 
 
 def init(params_N: PyTree) -> Inbox:
+    """Zero accumulators for the N nodes of params_N."""
     zeros = lambda: jax.tree.map(jnp.zeros_like, params_N)  # noqa: E731
     return Inbox(zeros(), jnp.zeros((base.num_nodes(params_N),), jnp.int32), zeros())
 
@@ -62,6 +65,8 @@ def message_masks(part_ids: PyTree, event_ord_K: jax.Array, keys_K: jax.Array,
 
 def emit(num_partitions: int, subsample: float, inbox: Inbox, sent: base.Sent,
          consts: base.Consts) -> Inbox:
+    """Adds each sent model, masked to the coordinates its message carries
+    (`message_masks`), and the mask itself to the inbox of every receiver it is routed to."""
     masks_K = message_masks(consts.part_ids, sent.event_ord, sent.key, num_partitions,
                             subsample)
     payload_K = jax.tree.map(jnp.multiply, sent.params, masks_K)
@@ -73,6 +78,14 @@ def emit(num_partitions: int, subsample: float, inbox: Inbox, sent: base.Sent,
 
 def end_of_tick(slots: int, params_N: PyTree, inbox: Inbox, consts: base.Consts,
                 tick: base.Tick) -> tuple[PyTree, Inbox, jax.Array]:
+    """Nodes ready to merge (`base.ready_to_merge`) mix in what they received.
+
+    Each coordinate received at least once becomes beta * x + (1 - beta) * the mean of its
+    received values; the others keep x. Merged inboxes are cleared.
+
+    Returns:
+      (params_N, inbox, merged_N): merged_N [N] bool, the nodes that merged.
+    """
     merged_N = base.ready_to_merge(inbox.count, consts, tick)
     beta = consts.beta
 

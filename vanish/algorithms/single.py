@@ -14,6 +14,7 @@ PyTree = Any
 
 def end_of_tick(params_N: PyTree, inbox: None, consts: base.Consts,
                 tick: base.Tick) -> tuple[PyTree, None, jax.Array]:
+    """Nothing merges: params and inbox unchanged, merged_N [N] all False."""
     del consts, tick
     return params_N, inbox, jnp.zeros((base.num_nodes(params_N),), bool)
 

@@ -30,6 +30,8 @@ PyTree = Any
 
 
 class Inbox(NamedTuple):
+    """Per-node message buffers: the models received since the last merge."""
+
     buf: PyTree  # [N, C, ...] received models, slots [0, count) filled
     # The field shadows tuple.count (hence the ignore); a rename would change the leaf
     # paths that checkpoints record.
@@ -37,6 +39,7 @@ class Inbox(NamedTuple):
 
 
 def make_init(capacity: int) -> Callable[[PyTree], Inbox]:
+    """`init` of buffers of `capacity` messages per node: zeros, no message held."""
     def init(params_N: PyTree) -> Inbox:
         n = base.num_nodes(params_N)
         buf = jax.tree.map(lambda x: jnp.zeros((n, capacity, *x.shape[1:]), x.dtype), params_N)
@@ -46,6 +49,11 @@ def make_init(capacity: int) -> Callable[[PyTree], Inbox]:
 
 
 def emit(inbox: Inbox, sent: base.Sent, consts: base.Consts) -> Inbox:
+    """Writes each sent model into the next free slot of every receiver it is routed to.
+
+    Messages to one receiver within a chunk take consecutive slots; one that finds the buffer
+    full is dropped (and not counted), which a builder-sized capacity never causes.
+    """
     n, cap = inbox.count.shape[0], jax.tree.leaves(inbox.buf)[0].shape[1]
     dest_KD = base.destinations(sent, consts.graph)
     k, d = dest_KD.shape
