@@ -12,7 +12,8 @@ reached it is counted and shown as "never"), final mean node accuracy, final acc
 global average model and the kernel variance ratio, and gossip's and fl's ticks to target
 divided by gossip_vc's (per seed, then averaged). Numbers are read, never typed: the table
 is regenerated from the summaries, and `--into` writes it into a marked section of a
-markdown file. `--curves` draws accuracy vs tick per group from the runs' metrics.jsonl.
+markdown file. `--curves` draws accuracy vs tick per group from the runs' metrics.jsonl,
+`--variance` the kernels' variance (relative to the initial one) vs tick.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from vanish import build, config, workdir as workdir_lib
+from vanish.metrics import kernel_var_ratio
 
 # Config fields that may differ within a group: the seed (the spread) and those that never
 # change a run's trajectory, except the target, which sets the ticks to target.
@@ -292,30 +294,44 @@ CURVE_X = {"tick": ("tick", 1.0), "bytes_sent_mean": ("MB sent per node", 1e-6),
            "sim_seconds": ("simulated seconds", 1.0)}
 
 
-def load_curves(workdir: Path, x: str = "tick") -> dict[str, list[tuple[int, float]]]:
-    """{algorithm: [(tick, mean node accuracy), ...]} from a run's metrics.jsonl (x other
-    than 'tick': [(tick, accuracy, x value)], rows without it left out)."""
+# The y axes of curves: metrics.jsonl key -> (axis label, log scale, reference line, its label).
+# var_ratio: the mean over conv/dense kernels of their variance / the initial one (archived
+# rows carry it; a workdir's rows give it from their per-layer keys).
+CURVE_Y = {"acc_mean": ("mean node accuracy", False, None, "target"),
+           "var_ratio": ("kernel variance / initial", True, 1.0, "initial variance")}
+
+
+def load_curves(workdir: Path, x: str = "tick",
+                y: str = "acc_mean") -> dict[str, list[tuple[int, float]]]:
+    """{algorithm: [(tick, y value), ...]} from a run's metrics.jsonl, y the mean node
+    accuracy or the kernels' variance ratio (a CURVE_Y key); x other than 'tick':
+    [(tick, y value, x value)], rows without x or y left out."""
     curves: dict[str, list[Any]] = defaultdict(list)
     path = workdir / "metrics.jsonl"
     if not path.is_file():
-        raise ResultsError(f"{path}: missing (the accuracy curves need it)")
+        raise ResultsError(f"{path}: missing (the curves need it)")
     for line in path.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
-            if "acc_mean" in r and x == "tick":
-                curves[r["algorithm"]].append((int(r["tick"]), float(r["acc_mean"])))
-            elif "acc_mean" in r and x in r:
-                curves[r["algorithm"]].append((int(r["tick"]), float(r["acc_mean"]),
-                                               float(r[x])))
+            if y == "var_ratio" and "var_ratio" not in r:
+                ratio = kernel_var_ratio(r)
+                if ratio is not None:
+                    r["var_ratio"] = ratio
+            if y in r and x == "tick":
+                curves[r["algorithm"]].append((int(r["tick"]), float(r[y])))
+            elif y in r and x in r:
+                curves[r["algorithm"]].append((int(r["tick"]), float(r[y]), float(r[x])))
     return dict(curves)
 
 
-def curves_figure(runs: Sequence[Path], by: Sequence[str], path: str, x: str = "tick") -> None:
-    """Accuracy vs tick (or vs `x`, a CURVE_X key: MB sent per node, simulated seconds),
-    one panel per group: the mean over seeds, shaded from the lowest to the highest seed,
-    one fixed style per algorithm (vanish.plots.style_for); the dotted line is the group's
-    target; the title names what all groups share. Off the tick axis a point is the seeds'
-    mean accuracy at one evaluation tick, placed at the seeds' mean x there."""
+def curves_figure(runs: Sequence[Path], by: Sequence[str], path: str, x: str = "tick",
+                  y: str = "acc_mean") -> None:
+    """Accuracy vs tick (or vs `x`, a CURVE_X key: MB sent per node, simulated seconds; or
+    `y` = 'var_ratio': the kernels' variance / initial, log scale), one panel per group:
+    the mean over seeds, shaded from the lowest to the highest seed, one fixed style per
+    algorithm (vanish.plots.style_for); the dotted line is the group's target (for the
+    variance: the initial variance, 1); the title names what all groups share. Off the tick
+    axis a point is the seeds' mean at one evaluation tick, placed at the seeds' mean x."""
     import matplotlib.pyplot as plt
 
     from vanish import plots  # matplotlib (Agg): only when a figure is asked for
@@ -327,6 +343,7 @@ def curves_figure(runs: Sequence[Path], by: Sequence[str], path: str, x: str = "
         groups[key].append(wd)
         targets[key] = float(cfg.get("run.target_accuracy", 0.0))
     shown, _ = _titles(figure_setup(runs, by))
+    y_label, log_y, ref_y, ref_label = CURVE_Y[y]
     keys = sorted(groups, key=_group_order)
     cols = min(4, len(keys))
     rows_ = -(-len(keys) // cols)
@@ -336,12 +353,12 @@ def curves_figure(runs: Sequence[Path], by: Sequence[str], path: str, x: str = "
     for ax, key in zip(axes.flat, keys):
         per_algo: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
         for wd in groups[key]:
-            for algo, pts in load_curves(wd, x).items():
-                per_algo[algo].append([dict(algorithm=algo, tick=p[0], acc_mean=p[1],
+            for algo, pts in load_curves(wd, x, y).items():
+                per_algo[algo].append([dict(algorithm=algo, tick=p[0], y=p[1],
                                             x=p[2] if len(p) > 2 else p[0]) for p in pts])
         label, scale = CURVE_X[x]
         for algo in plots.legend_order(list(per_algo)):
-            band = plots.seed_band(per_algo[algo], algo, "acc_mean", "minmax")
+            band = plots.seed_band(per_algo[algo], algo, "y", "minmax")
             at = plots.seed_band(per_algo[algo], algo, "x", "minmax")
             if band is None or at is None:
                 continue
@@ -352,21 +369,25 @@ def curves_figure(runs: Sequence[Path], by: Sequence[str], path: str, x: str = "
             line, = ax.plot(xs, band.mean, label=algo, **style.line_kwargs())
             legend.setdefault(algo, line)
         title = ", ".join(f"{f}={v}" for f, v in zip(by, key))
-        if targets[key]:
-            legend["target"] = ax.axhline(targets[key], color="k", ls=(0, (1, 2)), lw=0.9,
-                                          zorder=1.5)
-            title += f"\ntarget {targets[key]:g}, {len(groups[key])} seeds"
+        ref = targets[key] if y == "acc_mean" else ref_y
+        if ref:
+            legend[ref_label] = ax.axhline(ref, color="k", ls=(0, (1, 2)), lw=0.9, zorder=1.5)
+            title += (f"\ntarget {ref:g}, " if y == "acc_mean" else "\n")
+            title += f"{len(groups[key])} seeds"
+        if log_y:
+            ax.set_yscale("log")
         ax.set_title(title, fontsize=8)
         ax.set_xlabel(label, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(keys):]:
         ax.axis("off")
-    axes[0][0].set_ylabel("mean node accuracy", fontsize=8)
+    axes[0][0].set_ylabel(y_label, fontsize=8)
     fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize=8,
                title="mean over seeds;\nband: min-max\nover seeds", title_fontsize=7,
                frameon=False)
-    fig.suptitle(plots.title_with_setup("node accuracy", shown), fontsize=9)
+    fig.suptitle(plots.title_with_setup("node accuracy" if y == "acc_mean" else y_label,
+                                        shown), fontsize=9)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -396,6 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="PATH: accuracy vs tick, one panel per group (needs metrics.jsonl)")
     ap.add_argument("--curves-x", action="append", default=[],
                     help=f"X:PATH: accuracy vs X, one of {sorted(CURVE_X)} (repeatable)")
+    ap.add_argument("--variance", default="",
+                    help="PATH: kernel variance / initial vs tick (log scale), one panel per "
+                         "group (needs metrics.jsonl)")
     ap.add_argument("--into", default="",
                     help="FILE:NAME: also put the table between <!-- results:NAME --> and "
                          "<!-- /results:NAME --> in FILE (e.g. docs/RESULTS.md)")
@@ -418,6 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ResultsError(f"--curves-x {spec!r}: use X:PATH with X one of "
                                    f"{sorted(CURVE_X)}")
             curves_figure(runs, by, path, x)
+        if args.variance:
+            curves_figure(runs, by, args.variance, y="var_ratio")
         table = markdown(rows, by)
         if args.into:
             file, _, name = args.into.rpartition(":")

@@ -90,6 +90,7 @@ class Table(NamedTuple):
     by: str  # results_table --by
     figure: str  # results_table --figure FIELD (ticks to target vs FIELD)
     curves_x: tuple[str, ...] = ()  # more accuracy-curve figures: vs these x (CURVE_X)
+    variance: bool = False  # also the kernel-variance curves (results_table --variance)
 
 
 TABLES = (
@@ -98,7 +99,7 @@ TABLES = (
     Table("topology", ("iid_n50", "rr3_n50", "rr16_n50", "ring_n50", "erdos_renyi_n50",
                        "barabasi_albert_n50", "watts_strogatz_n50"), "topology,degree", "group"),
     Table("size_lenet", ("iid_n50", "lenet_n100", "lenet_n200", "lenet_n1000"), "num_nodes",
-          "num_nodes"),
+          "num_nodes", variance=True),
     Table("size_mlp", tuple(f"mlp_n{n}" for n in (50, 100, 200, 500, 1000)), "num_nodes",
           "num_nodes"),
     Table("cost", ("cost_iid_n100", "cost_alpha0.5_n100"), "partition,alpha", "group",
@@ -120,7 +121,9 @@ def tables(archive: Path, results: Path, figures: Path) -> int:
                       "--figure", f"{t.figure}:{figures / f'grid_tta_{t.name}.png'}",
                       "--curves", str(figures / f"grid_acc_{t.name}.png"),
                       *(a for x in t.curves_x for a in (
-                          "--curves-x", f"{x}:{figures / f'grid_acc_{t.name}_{x}.png'}"))])
+                          "--curves-x", f"{x}:{figures / f'grid_acc_{t.name}_{x}.png'}")),
+                      *(["--variance", str(figures / f"grid_var_{t.name}.png")] if t.variance
+                        else [])])
         print(f"{t.name}: {len(have)} of {len(t.cells)} cells -> {results} (exit {rc})")
         if rc:
             return rc

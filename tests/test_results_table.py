@@ -267,3 +267,23 @@ def test_run_grid_archive_merges_further_algorithms_of_the_same_experiment(tmp_p
     _curves(other, ("gossip_classic",), dict(gossip_classic=0.5))
     with pytest.raises(ValueError, match="a different experiment"):
         rg.archive(other, dest)  # another seed
+
+
+def test_variance_curves_from_archived_rows_and_from_per_layer_keys(tmp_path):
+    """--variance plots the kernels' variance ratio: archived rows carry `var_ratio`, a
+    workdir's rows give it as the mean of their per-layer kernel ratios (biases left out)."""
+    wd = _workdir(tmp_path / "runs", 50, 0, dict(gossip=100, gossip_vc=100))
+    rows = [dict(algorithm="gossip", tick=t, acc_mean=0.1, var_ratio=1.0 / (1 + t))
+            for t in (0, 50, 100)]
+    rows += [{"algorithm": "gossip_vc", "tick": t, "acc_mean": 0.5,
+              "var_ratio/Dense_0/kernel": 1.0 + t / 100, "var_ratio/Dense_1/kernel": 1.0,
+              "var_ratio/Dense_0/bias": 99.0} for t in (0, 50, 100)]
+    rows.append(dict(algorithm="gossip_vc", tick=100, loss_mean=1.0))  # no variance: skipped
+    (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = rt.load_curves(wd, y="var_ratio")
+    assert got["gossip"] == [(0, 1.0), (50, 1 / 51), (100, 1 / 101)]
+    assert got["gossip_vc"] == [(0, 1.0), (50, 1.25), (100, 1.5)]
+    fig = tmp_path / "var.png"
+    assert rt.main([str(tmp_path / "runs"), "--variance", str(fig),
+                    "--out", str(tmp_path / "t.md")]) == 0
+    assert fig.stat().st_size > 1000
