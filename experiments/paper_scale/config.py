@@ -24,9 +24,12 @@ sizes x fl, gossip, gossip_vc) about 10 h on this machine: run it size by size i
 background (it checkpoints and resumes), or cut `--config.ticks`.
 
 Measured result (docs/RESULTS.md "Network size", scripts/run_grid.py: 3000 ticks, seeds
-0-2, target 0.8), with the MLP (`--config.model.name=mlp`; LeNet-5 only at N = 50 and 100, where
-gossip_vc matches fl's accuracy, fl needs 0.71-0.74x its ticks and plain gossip stays
-at chance; 3 seeds of LeNet-5 at N = 100 took ~55 min side by side on 2 cores):
+0-2, target 0.8). LeNet-5 at N = 50 / 100 (3 seeds), 200 and 1000 (seed 0): gossip_vc
+reaches the target in 1783 ± 813 / 1500 ± 173 / 1750 / 2000 ticks, fl needs 0.60-0.74x its
+ticks, and plain gossip and classic gossip learning stay at chance at every N (kernel
+variance ~1/N of initial), so the speed-up is only bounded below (> 1.5-2.0x at 3000
+ticks); 3 seeds at N = 100 took ~55 min side by side on 2 cores, one algorithm at N = 1000
+about an hour on one core. With the MLP (`--config.model.name=mlp`):
 plain gossip's plateau grows with N (final mean node accuracy 0.78 /
 0.75 / 0.71 / 0.26 / 0.11 at N = 50 / 100 / 200 / 500 / 1000; at N = 1000 it never leaves
 chance, kernel variance 0.1% of initial), while gossip_vc reaches the target at every N
