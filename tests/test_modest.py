@@ -173,6 +173,18 @@ def test_an_offline_aggregator_loses_its_messages_and_another_carries_the_round(
                                    atol=1e-6)
         np.testing.assert_array_equal(x[g], b[g])  # offline: did not adopt
     assert np.asarray(state.merges)[g] == 0
+    # The download is on the aggregator whose mean was adopted (the second), not on the
+    # offline first one: it sends to the other N - 2 online nodes, each receives one.
+    (mb,) = sim.engine.message_sizes
+    sent, received = (x // mb for x in sim.engine.traffic_bytes(state))
+    uploads = {i: A - (i in _agg(0)) for i in trainers}  # every aggregator but itself
+    want_sent = np.array([uploads.get(i, 0) for i in range(N)])
+    want_sent[second] += N - 2
+    np.testing.assert_array_equal(sent, want_sent)
+    assert sent[g] == 0 and received[g] == 0  # offline: received nothing, sent nothing
+    downloads = np.array([int(i not in (g, second)) for i in range(N)])
+    np.testing.assert_array_equal(received - downloads, [
+        (len(trainers) - (j in trainers)) if j in _agg(0) and j != g else 0 for j in range(N)])
 
 
 def test_the_clock_delays_uploads_by_their_link_time():

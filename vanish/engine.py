@@ -425,12 +425,13 @@ def _chunk_step(algo: base.Algorithm, wire: base.Wire,
         net_stats = state.net_stats + stats
     round_end = last & ((tick + 1) % consts.round_ticks == 0)
     now = base.Tick(tick, last, round_end, tick_key, online_N, axis, offset)
+    inbox_in = inbox  # what the tick delivered (a round's traffic may read who aggregated)
     params, inbox, merged = algo.end_of_tick(params, inbox, local_consts, now)
     if traffic is not None:
         if received is not None:
             traffic = traffic._replace(received=received)
         if wire.rounds is not None:  # transfers of a round's end (FL broadcast, D-PSGD)
-            sent_NM, received_NM = wire.rounds(merged, local_consts, now)
+            sent_NM, received_NM = wire.rounds(merged, inbox_in, local_consts, now)
             traffic = Traffic(traffic.sent + sent_NM, traffic.received + received_NM)
     if reset_opt:  # fresh optimizer state for the merged rows only
         def body(o: PyTree, idx_M: jax.Array, valid_M: jax.Array) -> PyTree:

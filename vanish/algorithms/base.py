@@ -89,14 +89,15 @@ class Wire(NamedTuple):
     int32; None: all kind 0). A message goes to every receiver it is routed to, or to at
     most `fanout` of them (0: all); with `sends` False the trained slots send nothing.
     Transfers that are not sent slots (an FL server's broadcast at a round's end, a D-PSGD
-    mixing round) are `rounds(merged_N, consts, tick) -> (sent, received)`, [N, M] int32
-    message counts of this call (None: none). The engine counts messages on the device
-    (int32, exact); bytes are counts x sizes on the host.
+    mixing round) are `rounds(merged_N, inbox, consts, tick) -> (sent, received)`, [N, M]
+    int32 message counts of this call (None: none); `inbox` is the one `end_of_tick` was
+    given (before a round's end clears it: who aggregated what). The engine counts messages
+    on the device (int32, exact); bytes are counts x sizes on the host.
     """
 
     sizes: Callable[[PyTree, Consts], tuple[int, ...]]
     kind: Callable[[Sent, Consts], jax.Array] | None = None
-    rounds: Callable[[jax.Array, Consts, Tick], tuple[jax.Array, jax.Array]] | None = None
+    rounds: Callable[[jax.Array, Any, Consts, Tick], tuple[jax.Array, jax.Array]] | None = None
     fanout: int = 0
     sends: bool = True  # False: the trained slots send nothing (rules that talk at rounds)
     # > 0: the rule addresses its own receivers (`encode` sets Sent.dest), at most this many

@@ -69,7 +69,7 @@ def end_of_tick(corr: variance.CorrectionConfig, params_N: PyTree, inbox: None,
     return params_N, inbox, jax.numpy.broadcast_to(tick.round_end, (n,))
 
 
-def mixing_traffic(merged_N: jax.Array, consts: base.Consts,
+def mixing_traffic(merged_N: jax.Array, inbox: Any, consts: base.Consts,
                    tick: base.Tick) -> tuple[jax.Array, jax.Array]:
     """A mixing round: every node sends its model to each out-neighbour and receives one
     from each in-neighbour."""

@@ -98,7 +98,7 @@ def _server_row(n: int, tick: base.Tick) -> jax.Array:
     return (jnp.arange(n) + tick.offset) == 0
 
 
-def broadcast_traffic(merged_N: jax.Array, consts: base.Consts,
+def broadcast_traffic(merged_N: jax.Array, inbox: Any, consts: base.Consts,
                       tick: base.Tick) -> tuple[jax.Array, jax.Array]:
     """A round's download: the server sends its model to every client that adopts it.
     (Uploads are the clients' sent slots, counted by the engine.)"""
@@ -107,7 +107,7 @@ def broadcast_traffic(merged_N: jax.Array, consts: base.Consts,
     return sent[:, None], got[:, None]
 
 
-def sched_traffic(fraction: float, merged_N: jax.Array, consts: base.Consts,
+def sched_traffic(fraction: float, merged_N: jax.Array, inbox: Any, consts: base.Consts,
                   tick: base.Tick) -> tuple[jax.Array, jax.Array]:
     """`fl_sched`'s round end: the sampled clients upload, every client downloads."""
     n = merged_N.shape[0]
@@ -138,4 +138,4 @@ def make_sched(*, round_ticks: int = 10, client_fraction: float = 1.0) -> base.A
         name="fl_sched", init=base.no_inbox, emit=base.no_emit,
         end_of_tick=lambda p, ib, c, t: sched_round_end(client_fraction, p, ib, c, t),
         wire=base.FULL_MODEL._replace(
-            rounds=lambda m, c, t: sched_traffic(client_fraction, m, c, t), sends=False))
+            rounds=lambda m, ib, c, t: sched_traffic(client_fraction, m, ib, c, t), sends=False))

@@ -33,9 +33,10 @@ messages). Time runs in rounds of R = `round_ticks` ticks, as in `fl`:
 
 Bytes (`Wire`, full models): uploads are the sent slots (the engine counts them: a sender
 pays one message per aggregator other than itself, each aggregator receives one per such
-message); downloads at a round's end (`Wire.rounds`): the adopted aggregator sends the
-round's model to every other adopting node (N - 1 messages, all on that one aggregator; each
-other node receives one).
+message); downloads at a round's end (`Wire.rounds`): the adopted aggregator (the one whose mean
+became the round's model: under loss or churn not always the first in sample order) sends the
+round's model to every other adopting node (N - 1 messages without churn, all on that one
+aggregator; each other adopting node receives one).
 
 Faults and the clock apply to MoDeST's messages as to any other: a message to an aggregator
 is lost with drop_prob, delayed (network.delay, the clock's link time) and lost at an
@@ -113,6 +114,14 @@ def emit(a: int, inbox: Inbox, sent: base.Sent, consts: base.Consts | None) -> I
     return Inbox(total, count, inbox.round)
 
 
+def adopted(a: int, inbox: Inbox, consts: base.Consts | None) -> tuple[jax.Array, jax.Array]:
+    """(g, received): the round's first aggregator, in sample order, that received anything
+    (its mean is the round's model), and whether any did ([] int32, [] bool)."""
+    ids_A = aggregators(inbox.round[0], inbox.count.shape[0], a, _seed(consts))
+    got_A = inbox.count[ids_A] > 0
+    return ids_A[jnp.argmax(got_A)], jnp.any(got_A)
+
+
 def end_of_tick(a: int, params_N: PyTree, inbox: Inbox, consts: base.Consts,
                 tick: base.Tick) -> tuple[PyTree, Inbox, jax.Array]:
     """At a round's end every node adopts the round's model (see the module docstring).
@@ -126,10 +135,7 @@ def end_of_tick(a: int, params_N: PyTree, inbox: Inbox, consts: base.Consts,
     """
     assert tick.axis is None, "modest is not written for node shards (shardable=False)"
     n = base.num_nodes(params_N)
-    ids_A = aggregators(inbox.round[0], n, a, consts.seed)
-    got_A = inbox.count[ids_A] > 0
-    received = jnp.any(got_A)
-    g = ids_A[jnp.argmax(got_A)]  # the first aggregator in sample order that received
+    g, received = adopted(a, inbox, consts)
 
     def finish(args: tuple[PyTree, Inbox]) -> tuple[PyTree, Inbox]:
         p, ib = args
@@ -148,13 +154,14 @@ def end_of_tick(a: int, params_N: PyTree, inbox: Inbox, consts: base.Consts,
     return params_N, inbox, merged if tick.online is None else merged & tick.online
 
 
-def traffic(a: int, merged_N: jax.Array, consts: base.Consts,
+def traffic(a: int, merged_N: jax.Array, inbox: Inbox, consts: base.Consts,
             tick: base.Tick) -> tuple[jax.Array, jax.Array]:
-    """A round's download: the adopted aggregator sends the model to every other adopting
-    node. (Uploads are the trainers' sent slots, counted by the engine.) Without faults the
-    adopted aggregator is the round's first in sample order."""
+    """A round's download: the adopted aggregator (`adopted`, from the round's inbox before
+    its end) sends the model to every other adopting node. (Uploads are the trainers' sent
+    slots, counted by the engine.) Without faults it is the round's first aggregator in
+    sample order; under loss or churn, the first that received anything."""
     n = merged_N.shape[0]
-    g = aggregators(tick.tick // consts.round_ticks, n, a, consts.seed)[0]
+    g, _ = adopted(a, inbox, consts)
     is_g = jnp.arange(n) == g
     down = (merged_N & ~is_g).astype(jnp.int32)
     sent = jnp.where(is_g, jnp.sum(down), 0)
@@ -172,5 +179,5 @@ def make(*, round_ticks: int = 10, client_fraction: float = 0.2, local_steps: in
         emit=lambda ib, s, c: emit(a, ib, s, c),
         end_of_tick=lambda p, ib, c, t: end_of_tick(a, p, ib, c, t),
         encode=lambda ib, s, c: encode(a, ib, s, c),
-        wire=base.FULL_MODEL._replace(rounds=lambda m, c, t: traffic(a, m, c, t),
+        wire=base.FULL_MODEL._replace(rounds=lambda m, ib, c, t: traffic(a, m, ib, c, t),
                                       dest_width=a))
