@@ -235,6 +235,7 @@ def figure(rows: Sequence[dict[str, Any]], field: str, path: str,
     # fraction of a category, of a decade on a log axis, or of the range on a linear one.
     span = max(values) - min(values) if values else 0.0
     categories = list(dict.fromkeys(str(r[field]) for r in rows))  # in the groups' order
+    most_seeds = max((r["seeds"] for r in rows), default=0)
 
     def x(value: Any, algo: str) -> float:
         shift = algos.index(algo) - (len(algos) - 1) / 2
@@ -261,6 +262,10 @@ def figure(rows: Sequence[dict[str, Any]], field: str, path: str,
                     ax.annotate(f"{r['never']}/{r['seeds']} never",
                                 (x(r[field], algo), r["ticks_to_target"][0]), fontsize=7,
                                 xytext=(4, 4), textcoords="offset points", color=color)
+                elif r["seeds"] < most_seeds:  # fewer seeds than the title's: say so
+                    ax.annotate(f"{r['seeds']} seed{'s' if r['seeds'] != 1 else ''}",
+                                (x(r[field], algo), r["ticks_to_target"][0]), fontsize=7,
+                                xytext=(4, -10), textcoords="offset points", color=color)
         missed = [r for r in mine if not r["ticks_to_target"] and r["horizon"]]
         if missed:  # no seed got there: a hollow marker at the horizon (a lower bound)
             ax.scatter([x(r[field], algo) for r in missed], [r["horizon"] for r in missed],
