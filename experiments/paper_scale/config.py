@@ -24,10 +24,10 @@ sizes x fl, gossip, gossip_vc) about 10 h on this machine: run it size by size i
 background (it checkpoints and resumes), or cut `--config.ticks`.
 
 Measured result (docs/RESULTS.md "Network size", scripts/run_grid.py: 3000 ticks, seeds
-0-2, target 0.8). LeNet-5 at N = 50 / 100 / 200 (3 seeds) and 1000 (seed 0): gossip_vc
-reaches the target in 1783 ± 813 / 1500 ± 173 / 1800 ± 527 / 2000 ticks, fl needs
-0.60-0.74x its ticks, and plain gossip and classic gossip learning stay at chance at every N (kernel
-variance ~1/N of initial), so the speed-up is only bounded below (> 1.5-2.0x at 3000
+0-2, target 0.8). LeNet-5 at N = 50 / 100 / 200 / 1000 (3 seeds; at N = 1000 seeds 1 and 2
+for gossip_vc only): gossip_vc reaches the target in 1783 ± 813 / 1500 ± 173 / 1800 ± 527 /
+1667 ± 306 ticks, fl needs 0.60-0.74x its ticks, and plain gossip and classic gossip learning stay at chance at every N (kernel
+variance ~1/N of initial), so the speed-up is only bounded below (> 1.7-2.0x at 3000
 ticks); 3 seeds at N = 100 took ~55 min side by side on 2 cores (N = 200: ~55 min per
 seed on one core for the four algorithms), one algorithm at N = 1000
 about an hour on one core. With the MLP (`--config.model.name=mlp`):
