@@ -23,21 +23,20 @@ evaluation of all 1000 nodes. So 10,000 ticks of one algorithm take ~6 min at N 
 sizes x fl, gossip, gossip_vc) about 10 h on this machine: run it size by size in the
 background (it checkpoints and resumes), or cut `--config.ticks`.
 
-Measured result (docs/RESULTS.md "Network size", scripts/run_grid.py: 3000 ticks, seeds
-0-2, target 0.8). LeNet-5 at N = 50 / 100 / 200 / 1000 (3 seeds; at N = 1000 seeds 1 and 2
-for gossip_vc only): gossip_vc reaches the target in 1783 ± 813 / 1500 ± 173 / 1800 ± 527 /
-1667 ± 306 ticks, fl needs 0.60-0.74x its ticks, and plain gossip and classic gossip learning stay at chance at every N (kernel
-variance ~1/N of initial), so the speed-up is only bounded below (> 1.7-2.0x at 3000
-ticks); 3 seeds at N = 100 took ~55 min side by side on 2 cores (N = 200: ~55 min per
-seed on one core for the four algorithms), one algorithm at N = 1000
-about an hour on one core. With the MLP (`--config.model.name=mlp`):
-plain gossip's plateau grows with N (final mean node accuracy 0.78 /
-0.75 / 0.71 / 0.26 / 0.11 at N = 50 / 100 / 200 / 500 / 1000; at N = 1000 it never leaves
-chance, kernel variance 0.1% of initial), while gossip_vc reaches the target at every N
-(750 ± 229 ticks at N = 1000; fl needs 0.7-1.1x its ticks). gossip / gossip_vc ticks
-to target: 5.4x at N = 50 (the one seed where plain gossip arrived), > 4.0x at
-N = 1000 (it never did). Runtime of the MLP at N = 1000: about 35 min per seed for the
-three algorithms, pinned to one core beside other work.
+Measured result (docs/RESULTS.md "Network size", scripts/run_grid.py: 3000 ticks, seeds 0-2,
+target 0.8). LeNet-5 at N = 50 / 100 / 200 / 1000 (3 seeds; at N = 1000 seeds 1 and 2 for
+gossip_vc only): gossip_vc reaches the target in 1783 ± 813 / 1500 ± 173 / 1800 ± 527 / 1667
+± 306 ticks, fl needs 0.60-0.74x its ticks, and plain gossip and classic gossip learning
+stay at chance at every N (kernel variance ~1/N of initial), so the speed-up is only bounded
+below (> 1.7-2.0x at 3000 ticks); 3 seeds at N = 100 took ~55 min side by side on 2 cores (N
+= 200: ~55 min per seed on one core for the four algorithms), one algorithm at N = 1000
+about an hour on one core. With the MLP (`--config.model.name=mlp`): plain gossip's plateau
+grows with N (final mean node accuracy 0.78 / 0.75 / 0.71 / 0.26 / 0.11 at N = 50 / 100 /
+200 / 500 / 1000; at N = 1000 it never leaves chance, kernel variance 0.1% of initial),
+while gossip_vc reaches the target at every N (750 ± 229 ticks at N = 1000; fl needs
+0.7-1.1x its ticks). gossip / gossip_vc ticks to target: 5.4x at N = 50 (the one seed where
+plain gossip arrived), > 4.0x at N = 1000 (it never did). Runtime of the MLP at N = 1000:
+about 35 min per seed for the three algorithms, pinned to one core beside other work.
 """
 
 from vanish import config
