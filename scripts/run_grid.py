@@ -38,6 +38,8 @@ ALGORITHMS = "fl,gossip,gossip_vc"
 WITH_CLASSIC = ALGORITHMS + ",gossip_classic"
 COST_ALGORITHMS = ("fl,gossip,gossip_vc,gossip_part,gossip_topk,gossip_topk_vc,gossip_q8,"
                    "gossip_q8_vc,modest")
+# The paper's horizon cells: the baselines first, then the reference rules.
+HORIZON = "gossip,gossip_classic,gossip_part,gossip_vc,fl"
 ARCHIVE = ROOT / "docs" / "grid"
 # The metrics.jsonl keys kept in the archive: enough for accuracy-vs-tick figures.
 CURVE_KEYS = ("algorithm", "tick", "acc_mean", "acc_min", "acc_max", "global_acc", "var_ratio",
@@ -76,6 +78,15 @@ def _cells() -> list[Cell]:
               for name, fields in (("iid", {"data.partition": "iid"}),
                                    ("alpha0.5", {"data.partition": "dirichlet_weights",
                                                  "data.alpha": 0.5}))]
+    # The paper's horizon (10,000 ticks): where the baselines' plateaus end. The three forms
+    # of "existing gossip learning" first, gossip_vc and fl on the same seeds after them.
+    cells += [Cell("lenet_n50_h10k", iid, {}, 10000, HORIZON)]
+    cells += [Cell("lenet_n200_h10k", scale, {"topology.num_nodes": 200}, 10000, HORIZON)]
+    cells += [Cell(f"mlp_n{n}_h10k", scale, {"topology.num_nodes": n, "model.name": "mlp"},
+                   10000, "gossip") for n in (500, 1000)]
+    # A fair baseline: the learning rate of each rule at N = 50 (0.01, the paper's, is iid_n50).
+    cells += [Cell(f"lr{lr}_n50", iid, {"optim.lr": lr}, 3000, "gossip,gossip_classic,gossip_vc")
+              for lr in (0.005, 0.02, 0.05)]
     return cells
 
 
@@ -207,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=str(ROOT / "runs" / "grid"))
     p.add_argument("--only", default="", help="comma-separated cell names (default: all)")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--algorithms", default="",
+                   help="comma-separated: run only these of each cell's algorithms (default: all)")
     p.add_argument("--archive-root", default=str(ARCHIVE))
     p.add_argument("--list", action="store_true", help="print cells and their state only")
     p.add_argument("--archive", action="store_true",
@@ -224,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown cells {unknown}; known: {sorted(names)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    wanted = {a for a in args.algorithms.split(",") if a}
     for cell in CELLS:
         if only and cell.name not in only:
             continue
@@ -237,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                 have = finished(kept, cell.ticks, cell.algorithms)
             todo = [a for a in cell.algorithms.split(",") if a not in have]
             state = "done" if not todo else f"todo: {','.join(todo)}"
+            if wanted:
+                todo = [a for a in todo if a in wanted]
             print(f"{cell.name:22s} seed {seed}: {state}", flush=True)
             if args.list or args.archive or not todo:
                 continue
