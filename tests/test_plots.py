@@ -159,11 +159,11 @@ def test_registered_algorithms_have_distinct_fixed_styles():
 
     styles = {name: plots.style_for(name) for name in NAMES}
     looks = {(s.color, str(s.linestyle), s.marker) for s in styles.values()}
-    assert len(looks) == len(NAMES) == 20  # every registered name looks different
+    assert len(looks) == len(NAMES) == 25  # every registered name looks different
     assert len({s.marker for s in styles.values()}) == len(NAMES)
     assert styles['fl'].color == 'tab:blue' and styles['gossip_vc'].color == 'tab:green'
     for family in ('gossip_trim', 'gossip_median', 'gossip_krum', 'gossip_topk', 'gossip_q8',
-                   'dpsgd'):
+                   'dpsgd', 'gossip_flag', 'gossip_align'):
         base, vc = styles[family], styles[family + '_vc']
         assert vc.color == base.color and vc.linestyle == '-' != base.linestyle
         assert vc.zorder < base.zorder  # the broken line is drawn over the solid one

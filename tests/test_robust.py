@@ -113,7 +113,7 @@ def test_target_variance_is_the_robust_rule_over_the_held_variances(rule, ddof):
     kernel = tree["Dense_0"]["kernel"]
     jtree, jcount = jax.tree.map(jnp.asarray, tree), jnp.asarray(COUNTS)
     aggregate = {"trim": trimmed_mean.trimmed_aggregate(0.2), "median": robust.median_aggregate,
-                 "krum": robust.krum_aggregate(1)}[rule](jtree, jcount)
+                 "krum": robust.krum_aggregate(1)}[rule](jtree, jcount, None)
     got = np.asarray(trimmed_mean.target_variance(jtree["Dense_0"]["kernel"], aggregate.reduce,
                                                   ddof))
     for i, m in enumerate(COUNTS):

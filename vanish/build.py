@@ -715,6 +715,7 @@ def check_graph(exp: Experiment, name: str) -> None:
                             f"{exp.graph.n}): {e}") from None
     caps = algorithms.REGISTRY[name].caps
     threshold = exp.schedule.threshold
+    check_rule(exp, name, topo)
     if threshold > 0 and caps.placement is Placement.GRAPH and caps.cadence is Cadence.GOSSIP:
         node = int(np.argmin(topo.degree))
         if threshold > int(topo.degree[node]):
@@ -723,6 +724,24 @@ def check_graph(exp: Experiment, name: str) -> None:
                 f"{int(topo.degree[node])} of node {node} in {topo.name} ({name}): that node "
                 "could never merge; use a threshold <= the smallest in-degree, or 0 (each "
                 "node's own in-degree)")
+
+
+def check_rule(exp: Experiment, name: str, topo: topology.Topology) -> None:
+    """Builds `name`'s rule once from its knobs, the model and the message buffers' size on
+    `topo` (threshold - 1 + in-degree; delays and peer sampling only enlarge it), so a knob
+    that only the rule can judge (a layer the model lacks, more than a node can hold) is
+    refused here, as one line, before the workdir is touched."""
+    caps = algorithms.REGISTRY[name].caps
+    threshold = exp.schedule.threshold if exp.schedule.threshold > 0 else int(topo.degree.max())
+    capacity = max(threshold, 1) - 1 + max(topo.max_degree, 1)
+    try:
+        algorithms.make(name, **exp.algorithm_args[name], correction=exp.correction,
+                        model=make_model(exp),
+                        **({"inbox_capacity": capacity} if caps.message_buffers else {}))
+    except (ValueError, TypeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"config.algorithm_args.{name}: {e}") from None
 
 
 def check_network(exp: Experiment) -> None:
@@ -1035,7 +1054,8 @@ def components(exp: Experiment, name: str) -> Components:
     # Messages travel the clock's link time (their own size: a rule's message kinds).
     clk, link = clock_for(exp, name), None
     if clk is not None and caps.placement is not Placement.ISOLATED and not caps.synchronous:
-        wire = algorithms.make(name, **exp.algorithm_args[name]).wire or base.FULL_MODEL
+        wire = (algorithms.make(name, **exp.algorithm_args[name], model=model).wire
+                or base.FULL_MODEL)
         none: Any = None
         stub = base.Consts(graph=none, x_train=none, y_train=none, part=none, threshold=none,
                            beta=none, is_client=none, round_ticks=none, part_ids=part_ids)
@@ -1067,7 +1087,7 @@ def components(exp: Experiment, name: str) -> Components:
         fan_in *= hi_d - lo_d + 1 + int(link is not None and link.shape[1] > 1)
     capacity = int(threshold.max() - 1 + fan_in)
     algo = algorithms.make(name, **exp.algorithm_args[name], merge_slots=merge_slots,
-                           inbox_capacity=capacity, correction=exp.correction)
+                           inbox_capacity=capacity, correction=exp.correction, model=model)
     tx = make_optimizer(exp)
     keys = {k: jax.random.fold_in(root, i) for i, k in enumerate(("init", "train", "partitions"))}
     consts = base.Consts(

@@ -105,6 +105,11 @@ _TABLE: dict[str, tuple[str, LineStyle, str]] = {
     'gossip_q8': ('darkgoldenrod', _SHORT_DASH, r'$\blacktriangledown$'),
     'gossip_q8_vc': ('darkgoldenrod', _SOLID, r'$\blacktriangleright$'),
     'modest': ('teal', _DASH_DOT_DOT, r'$\clubsuit$'),
+    'gossip_flag': ('maroon', _SHORT_DASH, r'$\spadesuit$'),
+    'gossip_flag_vc': ('maroon', _SOLID, r'$\heartsuit$'),
+    'gossip_align': ('darkviolet', _SHORT_DASH, r'$\diamondsuit$'),
+    'gossip_align_vc': ('darkviolet', _SOLID, r'$\bigstar$'),
+    'dimat': ('slategray', _DASH_DOT, r'$\natural$'),
 }
 _FALLBACK_COLORS = ('tab:red', '#1a1a1a', '#7a5195', '#ef5675', '#003f5c', '#ffa600',
                     '#2f9e44', '#8c564b', '#4c6ef5', '#e8590c')

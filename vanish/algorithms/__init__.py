@@ -95,11 +95,31 @@ _FL = Capabilities(placement=Placement.STAR, cadence=Cadence.FL_ROUNDS, shared_i
 _CORRECTED = Capabilities(corrected=True)
 _BUFFERS = Capabilities(message_buffers=True)
 _BUFFERS_VC = Capabilities(message_buffers=True, corrected=True)
+_FLAG = dict(
+    subspace=Knob(8, "dimension m of the subspace fitted to the received updates (at most the "
+                  "messages a node can hold)", checks.at_least(1)),
+    lam=Knob(0.0, "weight of the pairwise-difference term (lambda; 0: the flag median of the "
+             "updates)", checks.finite_at_least(0)),
+    iterations=Knob(1, "FlagIRLS rounds (the authors run one)", checks.at_least(1)),
+    eps=Knob(1e-6, "the IRLS weights' floor: w = (|1 - ||Y^T u||^2| + eps)^(-1/4)",
+             checks.finite_at_least(0, strict=True)))
 _TOPK = Knob(0.1, "fraction of each layer's coordinates a message carries (top-k of the "
              "residual)", checks.between(0, 1, lo_open=True))
 _COMPRESSED = Capabilities(shardable=False)
 _COMPRESSED_VC = Capabilities(shardable=False, corrected=True)
 _SYNC = Capabilities(cadence=Cadence.EVERY_TICK, round_knob="local_steps")
+_ALIGN = dict(
+    method=Knob("weight", "how a received model's hidden units are matched to the receiver's: "
+                "weight (Git Re-Basin weight matching), activation (correlation of post-ReLU "
+                "activations on a batch of the receiver's data, DIMAT) or none",
+                checks.one_of(("weight", "activation", "none"))),
+    sweeps=Knob(3, "weight matching: coordinate-descent sweeps over the layers",
+                checks.at_least(1)),
+    batch=Knob(64, "activation matching: samples of the receiver's own data per alignment",
+               checks.at_least(1)),
+    layers=Knob("", "comma-separated hidden layers to align, e.g. Dense_0,Dense_1 (empty: all)"),
+    solver=Knob("hungarian", "linear assignment: hungarian (optax, in the compiled step) or "
+                "scipy (host callback)", checks.one_of(("hungarian", "scipy"))))
 
 REGISTRY: dict[str, Entry] = {
     "single": Entry("single:make", "one node trains alone, no communication",
@@ -144,6 +164,11 @@ REGISTRY: dict[str, Entry] = {
     "gossip_krum_vc": Entry("robust:make", "Krum, variance corrected",
                             dict(rule="krum", corrected=True), knobs=dict(f=_KRUM_F),
                             caps=_BUFFERS_VC),
+    "gossip_flag": Entry("flag:make", "Flag Aggregator: the received updates projected on a "
+                         "subspace fitted by FlagIRLS (Almasi et al.)", knobs=_FLAG,
+                         caps=_BUFFERS),
+    "gossip_flag_vc": Entry("flag:make", "Flag Aggregator, variance corrected",
+                            dict(corrected=True), knobs=_FLAG, caps=_BUFFERS_VC),
     "gossip_topk": Entry("compressed:make", "compressed gossip: top-k residuals to the sender's "
                          "public copy (error feedback)",
                          dict(compressor="topk"), knobs=dict(fraction=_TOPK), caps=_COMPRESSED),
@@ -159,6 +184,17 @@ REGISTRY: dict[str, Entry] = {
                    knobs=dict(local_steps=_SYNC_STEPS), caps=_SYNC),
     "dpsgd_vc": Entry("dpsgd:make", "D-PSGD with variance-corrected mixing", dict(corrected=True),
                       knobs=dict(local_steps=_SYNC_STEPS), caps=_SYNC._replace(corrected=True)),
+    "gossip_align": Entry("align:make", "gossip that aligns each received model's hidden units "
+                          "to the receiver's (Git Re-Basin / DIMAT matching), then averages",
+                          knobs=_ALIGN, caps=_BUFFERS._replace(shardable=False)),
+    "gossip_align_vc": Entry("align:make", "aligned gossip, variance corrected",
+                             dict(corrected=True), knobs=_ALIGN,
+                             caps=_BUFFERS_VC._replace(shardable=False)),
+    "dimat": Entry("align:make_dimat", "DIMAT: synchronous rounds; each node aligns its "
+                   "in-neighbours to itself (activation matching), mixes with W, trains",
+                   knobs={**_ALIGN, "method": _ALIGN["method"]._replace(default="activation"),
+                          "local_steps": _SYNC_STEPS},
+                   caps=_SYNC._replace(shardable=False)),
     "modest": Entry("modest:make", "MoDeST: per round a sample of nodes trains and a sample of "
                     "aggregators averages, no server",
                     knobs=dict(round_ticks=_ROUND,
@@ -177,8 +213,9 @@ REGISTRY: dict[str, Entry] = {
 NAMES: tuple[str, ...] = tuple(REGISTRY)  # the built-in names (REGISTRY may grow)
 
 # What the builder supplies to factories that accept it (by keyword): sizes it derives from
-# the plan, and the `correction` section (variance.CorrectionConfig) for corrected rules.
-BUILDER_ARGS = ("merge_slots", "inbox_capacity", "correction")
+# the plan, the `correction` section (variance.CorrectionConfig) for corrected rules, and the
+# flax model (the alignment rules read its permutation spec and run it on activations).
+BUILDER_ARGS = ("merge_slots", "inbox_capacity", "correction", "model")
 
 
 def register(name: str, entry: Entry) -> None:

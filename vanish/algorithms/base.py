@@ -247,19 +247,20 @@ def ready_to_merge(count_N: jax.Array, consts: Consts, tick: Tick) -> jax.Array:
 
 
 def merge_selected(params_N: PyTree, inbox: PyTree, merged_N: jax.Array, slots: int,
-                   merge: Callable[[PyTree, PyTree, jax.Array], PyTree],
+                   merge: Callable[[PyTree, PyTree, jax.Array, jax.Array], PyTree],
                    empty: Callable[[PyTree], PyTree] = zeros) -> tuple[PyTree, PyTree]:
     """Node-local merges of the nodes in merged_N: params <- merge(params, inbox), inbox emptied.
 
-    merge(params_M, inbox_M, valid_M) -> params_M works on gathered rows; `empty(inbox_M)`
-    gives the cleared rows. Cost ~ merges * model size (see the module docstring).
+    merge(params_M, inbox_M, valid_M, idx_M) -> params_M works on gathered rows (idx_M: their
+    rows of the node axis, for a rule that reads per-node data); `empty(inbox_M)` gives the
+    cleared rows. Cost ~ merges * model size (see the module docstring).
     """
 
     def body(c: tuple[PyTree, PyTree], idx_M: jax.Array,
              valid_M: jax.Array) -> tuple[PyTree, PyTree]:
         p, ib = c
         ib_M = take(ib, idx_M)
-        new_M = merge(take(p, idx_M), ib_M, valid_M)
+        new_M = merge(take(p, idx_M), ib_M, valid_M, idx_M)
         # The cleared rows are computed FROM the gathered ones (a select on valid_M): with no
         # data dependence XLA may not order the gather before the in-place scatter, and then
         # copies every inbox stack (measured: 30 full-N copies per call at N = 1000).

@@ -100,7 +100,8 @@ def end_of_tick(age_weighted: bool, slots: int, params_N: PyTree, inbox: Inbox,
     """
     merged_N = tick.last & (inbox.count > 0)  # every arrival merges: no threshold
 
-    def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array) -> PyTree:
+    def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array, idx_M: jax.Array) -> PyTree:
+        del idx_M
         own = ib_M.age if age_weighted else jnp.ones_like(ib_M.age)
         denom = own + ib_M.weight
 

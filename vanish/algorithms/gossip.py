@@ -68,7 +68,8 @@ def end_of_tick(corr: variance.CorrectionConfig, slots: int, params_N: PyTree, i
     """
     merged_N = base.ready_to_merge(inbox.count, consts, tick)
 
-    def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array) -> PyTree:
+    def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array, idx_M: jax.Array) -> PyTree:
+        del idx_M
         return variance.mix_and_correct(p_M, ib_M.total, ib_M.count, ib_M.var_total,
                                         consts.beta, corr, active_N=valid_M)
 

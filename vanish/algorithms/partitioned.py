@@ -89,7 +89,9 @@ def end_of_tick(slots: int, params_N: PyTree, inbox: Inbox, consts: base.Consts,
     merged_N = base.ready_to_merge(inbox.count, consts, tick)
     beta = consts.beta
 
-    def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array) -> PyTree:
+    def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array, idx_M: jax.Array) -> PyTree:
+        del idx_M
+
         def coords(x: jax.Array, total: jax.Array, cnt: jax.Array) -> jax.Array:
             take = nodes.per_node(valid_M, x.ndim) & (cnt > 0)
             mixed = beta * x + (1 - beta) * total / jnp.where(take, cnt, 1.0)

@@ -31,8 +31,8 @@ import jax.numpy as jnp
 
 from vanish import nodes, variance
 from vanish.algorithms import base
-from vanish.algorithms.trimmed_mean import (Aggregate, AggregateFn, buffered_merge, emit,
-                                            make_init)
+from vanish.algorithms.trimmed_mean import (Aggregate, AggregateFn, Receiver, buffered_merge,
+                                            emit, make_init)
 
 PyTree = Any
 
@@ -57,8 +57,9 @@ def median(buf_MC: jax.Array, count_M: jax.Array) -> jax.Array:
     return jnp.where(m[:, 0] > 0, (a + b) / 2, 0.0).astype(buf_MC.dtype)
 
 
-def median_aggregate(buf_MC: PyTree, count_M: jax.Array) -> Aggregate:
+def median_aggregate(buf_MC: PyTree, count_M: jax.Array, receiver: Receiver) -> Aggregate:
     """The coordinate-wise median, leaf by leaf, and of the per-message values."""
+    del receiver
     return Aggregate(jax.tree.map(lambda b: median(b, count_M), buf_MC),
                      lambda v_MC: median(v_MC, count_M))
 
@@ -110,7 +111,8 @@ def _pick(buf_MC: PyTree, idx_M: jax.Array) -> PyTree:
 def krum_aggregate(f: int) -> AggregateFn:
     """Krum's chosen message, and the per-message values of that same message."""
 
-    def aggregate(buf_MC: PyTree, count_M: jax.Array) -> Aggregate:
+    def aggregate(buf_MC: PyTree, count_M: jax.Array, receiver: Receiver) -> Aggregate:
+        del receiver
         idx = krum_choice(buf_MC, count_M, f)
         return Aggregate(_pick(buf_MC, idx), lambda v_MC: _pick(v_MC, idx))
 

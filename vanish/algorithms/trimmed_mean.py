@@ -93,14 +93,26 @@ class Aggregate(NamedTuple):
     reduce: Callable[[jax.Array], jax.Array]
 
 
-# (buf [M, C, ...] per leaf, count [M]) -> Aggregate; rows with count 0 may hold anything.
-AggregateFn = Callable[[PyTree, jax.Array], Aggregate]
+class Receiver(NamedTuple):
+    """The M merging nodes, for an aggregate that reads more than the held messages (the
+    alignment rules align each message to the receiver's own model, on its own data)."""
+
+    params: PyTree  # [M, ...] their own models, before the merge
+    node: jax.Array  # [M] int32 their rows of the node axis (padding: >= N)
+    consts: base.Consts
+    tick: base.Tick
+
+
+# (buf [M, C, ...] per leaf, count [M], receiver) -> Aggregate; rows with count 0 may hold
+# anything.
+AggregateFn = Callable[[PyTree, jax.Array, Receiver], Aggregate]
 
 
 def trimmed_aggregate(fraction: float) -> AggregateFn:
     """The coordinate-wise trimmed mean, leaf by leaf, and of the per-message values."""
 
-    def aggregate(buf_MC: PyTree, count_M: jax.Array) -> Aggregate:
+    def aggregate(buf_MC: PyTree, count_M: jax.Array, receiver: Receiver) -> Aggregate:
+        del receiver
         return Aggregate(jax.tree.map(lambda b: trimmed_mean(b, count_M, fraction), buf_MC),
                          lambda v_MC: trimmed_mean(v_MC, count_M, fraction))
 
@@ -130,9 +142,9 @@ def buffered_merge(merge_slots: int, corr: variance.CorrectionConfig, aggregate:
     merged_N = base.ready_to_merge(inbox.count, consts, tick)
     beta = consts.beta
 
-    def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array) -> PyTree:
+    def merge(p_M: PyTree, ib_M: Inbox, valid_M: jax.Array, idx_M: jax.Array) -> PyTree:
         cnt = ib_M.count
-        agg = aggregate(ib_M.buf, cnt)
+        agg = aggregate(ib_M.buf, cnt, Receiver(p_M, idx_M, consts, tick))
         mixed = jax.tree.map(lambda x, a: beta * x + (1 - beta) * a, p_M, agg.model)
         if corr.target != "none":
             mask = variance.correctable_mask(p_M, corr, stacked=True)
