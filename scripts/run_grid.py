@@ -40,6 +40,7 @@ COST_ALGORITHMS = ("fl,gossip,gossip_vc,gossip_part,gossip_topk,gossip_topk_vc,g
                    "gossip_q8_vc,modest")
 # The paper's horizon cells: the baselines first, then the reference rules.
 HORIZON = "gossip,gossip_classic,gossip_part,gossip_vc,fl"
+ALIGN = "gossip_align_vc,gossip_align,dimat,dpsgd"
 ARCHIVE = ROOT / "docs" / "grid"
 # The metrics.jsonl keys kept in the archive: enough for accuracy-vs-tick figures.
 CURVE_KEYS = ("algorithm", "tick", "acc_mean", "acc_min", "acc_max", "global_acc", "var_ratio",
@@ -87,6 +88,12 @@ def _cells() -> list[Cell]:
     # A fair baseline: the learning rate of each rule at N = 50 (0.01, the paper's, is iid_n50).
     cells += [Cell(f"lr{lr}_n50", iid, {"optim.lr": lr}, 3000, "gossip,gossip_classic,gossip_vc")
               for lr in (0.005, 0.02, 0.05)]
+    # Align, then average (the alignment study): the new rules beside the iid_n50 and
+    # alpha0.5_n50 cells' fl, gossip and gossip_vc on the same seeds. D-PSGD and DIMAT mix
+    # every 10 ticks (every node trains every tick: 10 steps per round).
+    sync = {"algorithm_args.dimat.local_steps": 10, "algorithm_args.dpsgd.local_steps": 10}
+    cells += [Cell("align_iid_n50", iid, sync, 3000, ALIGN),
+              Cell("align_alpha0.5_n50", noniid, {"data.alpha": 0.5, **sync}, 3000, ALIGN)]
     return cells
 
 

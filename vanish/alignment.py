@@ -32,6 +32,7 @@ import numpy as np
 
 PyTree = Any
 SOLVERS = ("hungarian", "scipy")
+SOLVER_CHOICES = ("auto",) + SOLVERS
 METHODS = ("weight", "activation")
 
 
@@ -155,6 +156,13 @@ def _scipy_host(similarity: np.ndarray) -> np.ndarray:
     return out.reshape(s.shape[:-1]).astype(np.int32)
 
 
+def default_solver(backend: str | None = None) -> str:
+    """The assignment solver that is faster on `backend`: SciPy's on the CPU (5.8x optax's
+    vmapped Hungarian per LeNet-5 merge, scripts/bench_align.py, BENCHMARKS.md), the in-graph
+    one elsewhere (no device-host round trip; the only one on TPU)."""
+    return "scipy" if (backend or jax.default_backend()) == "cpu" else "hungarian"
+
+
 def assign(similarity: jax.Array, solver: str = "hungarian") -> jax.Array:
     """[n] int32: the permutation perm maximizing sum_i similarity[i, perm[i]].
 
@@ -256,17 +264,20 @@ class Aligner(NamedTuple):
 
 
 def make_aligner(model: Any, method: str = "weight", sweeps: int = 3, layers: str = "",
-                 solver: str = "hungarian") -> Aligner:
+                 solver: str = "auto") -> Aligner:
     """An `Aligner` for `model`: `method` in METHODS ("none": the identity), `layers` a
-    comma-separated subset of the spec's layer names ("" = all hidden layers). ValueError
+    comma-separated subset of the spec's layer names ("" = all hidden layers), `solver` in
+    SOLVER_CHOICES ("auto": `default_solver()`, chosen by backend). ValueError
     naming the problem for an unknown method, solver or layer."""
     if method == "none":
         return Aligner(lambda own, others, x: others, False, PermSpec(()))
     if method not in METHODS:
         raise ValueError(f"unknown matching method {method!r}; choose one of "
                          f"{', '.join(METHODS)} or none")
+    if solver == "auto":
+        solver = default_solver()
     if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVER_CHOICES)}")
     spec = spec_for(model)
     names = [s.strip() for s in layers.split(",") if s.strip()]
     if names:
@@ -302,4 +313,5 @@ def _kernels(tree: PyTree) -> list[tuple[Any, jax.Array]]:
 
 __all__ = ["Axis", "Perm", "PermSpec", "spec_for", "permute", "identity", "inverse", "assign",
            "weight_matching", "activations", "correlation", "activation_matching", "Aligner",
-           "make_aligner", "flat_correlation", "SOLVERS", "METHODS"]
+           "make_aligner", "flat_correlation", "default_solver", "SOLVERS", "SOLVER_CHOICES",
+           "METHODS"]

@@ -118,8 +118,9 @@ _ALIGN = dict(
     batch=Knob(64, "activation matching: samples of the receiver's own data per alignment",
                checks.at_least(1)),
     layers=Knob("", "comma-separated hidden layers to align, e.g. Dense_0,Dense_1 (empty: all)"),
-    solver=Knob("hungarian", "linear assignment: hungarian (optax, in the compiled step) or "
-                "scipy (host callback)", checks.one_of(("hungarian", "scipy"))))
+    solver=Knob("auto", "linear assignment: hungarian (optax, in the compiled step), scipy "
+                "(host callback) or auto (scipy on CPU, where it is faster; else hungarian)",
+                checks.one_of(("auto", "hungarian", "scipy"))))
 
 REGISTRY: dict[str, Entry] = {
     "single": Entry("single:make", "one node trains alone, no communication",

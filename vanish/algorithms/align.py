@@ -108,7 +108,7 @@ def _aligner(model: Any, method: str, sweeps: int, layers: str,
 
 
 def make(*, corrected: bool = False, method: str = "weight", sweeps: int = 3, batch: int = 64,
-         layers: str = "", solver: str = "hungarian",
+         layers: str = "", solver: str = "auto",
          correction: variance.CorrectionConfig | None = None, merge_slots: int = 8,
          inbox_capacity: int = 16, model: Any = None) -> base.Algorithm:
     """gossip_align[_vc]: buffered gossip whose merge aligns every held model to the receiver.
@@ -120,7 +120,7 @@ def make(*, corrected: bool = False, method: str = "weight", sweeps: int = 3, ba
       sweeps: weight matching's coordinate-descent sweeps over the layers.
       batch: samples per activation-matching batch.
       layers: comma-separated hidden layers to align ('' = all).
-      solver: 'hungarian' (optax, in-graph) or 'scipy' (host callback).
+      solver: 'hungarian' (optax, in-graph), 'scipy' (host callback) or 'auto' (by backend).
       correction, merge_slots, inbox_capacity, model: what the builder supplies.
     """
     aligner = _aligner(model, method, sweeps, layers, solver)
@@ -134,7 +134,7 @@ def make(*, corrected: bool = False, method: str = "weight", sweeps: int = 3, ba
 
 
 def make_dimat(*, method: str = "activation", sweeps: int = 3, batch: int = 64,
-               layers: str = "", solver: str = "hungarian", local_steps: int = 1,
+               layers: str = "", solver: str = "auto", local_steps: int = 1,
                merge_slots: int = 8, model: Any = None) -> base.Algorithm:
     """DIMAT: synchronous rounds of align-then-mix over the mixing matrix (`local_steps`
     ticks a round: a plan value). Knobs as `make`; `merge_slots` nodes are merged at once."""
