@@ -260,7 +260,7 @@ def main(argv: Sequence[str]) -> int:
 
 def one_combination(a: Args) -> int:
     """A W&B agent's call: the one combination its --config.* flags name."""
-    from vanish import build, plots
+    from vanish import build, results
     from vanish import run as run_lib
     from vanish import sweep as sweep_lib
 
@@ -277,7 +277,7 @@ def one_combination(a: Args) -> int:
     try:
         log.info("sweep combination %s -> %s", a.overrides, workdir)
         summaries = run_lib.run_config(cfg, workdir)
-        print(plots.summary_table(summaries))
+        print(results.summary_table(summaries))
         if wandb_run is not None:
             algorithms = list(build.expected_ends(cfg))
             log_to_wandb_run(wandb_run, workdir, summaries, primary_algorithm(algorithms))

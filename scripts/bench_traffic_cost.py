@@ -11,10 +11,28 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from vanish import build, config, train
 
-from helpers import make_sim, tiny_config  # noqa: E402
+
+def case_config(model: str, n: int) -> Any:
+    """A small synthetic config (600 training images, batch 8) of `model` on `n` nodes."""
+    cfg = config.default_config()
+    cfg.data.name, cfg.data.synthetic_train, cfg.data.synthetic_test = "synthetic", 600, 200
+    cfg.data.test_per_class = 5
+    cfg.model.name, cfg.optim.batch_size, cfg.optim.lr = model, 8, 0.05
+    cfg.topology.num_nodes, cfg.topology.degree = n, min(8, n - 1)
+    cfg.run.ticks, cfg.run.eval_every = 200, 10
+    cfg.schedule.interval_lo, cfg.schedule.interval_hi = 8, 12
+    return cfg
+
+
+def simulation(cfg: Any, name: str) -> train.Simulation:
+    """Algorithm `name`'s Simulation of `cfg` (built as an experiment of it alone)."""
+    cfg = cfg.copy_and_resolve_references()
+    cfg.algorithms = name
+    return train.Simulation(build.experiment(cfg), name)
 
 
 def main(argv=None) -> int:
@@ -28,12 +46,10 @@ def main(argv=None) -> int:
           f"{'GB on':>8s} {'+%':>7s}")
     for model, n in cases:
         for name in ("gossip_vc", "fl"):
-            cfg = tiny_config(**{"model.name": model, "topology.num_nodes": n,
-                                 "topology.degree": min(8, n - 1), "schedule.interval_lo": 8,
-                                 "schedule.interval_hi": 12, "run.ticks": 200})
+            cfg = case_config(model, n)
             row = {}
             for count in (False, True):
-                sim = make_sim(cfg, name)
+                sim = simulation(cfg, name)
                 e = sim.engine
                 e.count_traffic = count
                 c = e._step.lower(e.init_state(), e.consts, e.plan).compile().cost_analysis()

@@ -7,13 +7,14 @@
 Each (cell, seed) is one job of vanish.sweep (`python -m vanish.run` in a process of its own,
 its output in runs/grid/<cell>/seed<s>.log) in runs/grid/<cell>/seed<s> (checkpoints
 every 1000 ticks, so a stopped run resumes where it was); a finished one (its summary.json
-reports the planned final tick for every algorithm) is skipped. The table and figures are
-built from the workdirs by scripts/results_table.py, never from this script's output.
+reports the planned final tick for every algorithm) is skipped. The tables and figures are
+built from the workdirs by vanish.results and vanish.plots (as scripts/results_table.py
+does), never from this script's output.
 Cells run in the order below: the cheap N = 50 cells first, then the sizes.
 
 Workdirs (checkpoints, full metrics) stay out of git and may not outlive the machine, so each
 finished run is archived into docs/grid/<cell>/seed<s>/ (run_config.json, summary.json and a
-metrics.jsonl cut to the curves' keys, ~20 KB): that folder is committed, results_table.py
+metrics.jsonl cut to the curves' keys, ~20 KB): that folder is committed, --tables
 reads it, and a run already archived counts as done.
 
     python scripts/run_grid.py --archive         # archive finished workdirs, nothing run
@@ -23,13 +24,12 @@ reads it, and a run already archived counts as done.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from vanish import sweep
+from vanish import results, sweep
 from vanish.metrics import kernel_var_ratio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,13 +101,13 @@ CELLS = _cells()
 
 
 class Table(NamedTuple):
-    """A section of docs/RESULTS.md, built from archived cells by scripts/results_table.py."""
+    """A section of docs/RESULTS.md, built from archived cells by vanish.results."""
 
     name: str  # the section markers <!-- results:NAME --> in docs/RESULTS.md
     cells: tuple[str, ...]
-    by: str  # results_table --by
-    figure: str  # results_table --figure FIELD (ticks to target vs FIELD)
-    curves_x: tuple[str, ...] = ()  # more accuracy-curve figures: vs these x (CURVE_X)
+    by: str  # the fields the runs are grouped by, comma-separated (results_table --by)
+    figure: str  # ticks to target vs this field, or 'group' (results_table --figure)
+    curves_x: tuple[str, ...] = ()  # more accuracy-curve figures: vs these x (plots.CURVE_X)
     variance: bool = False  # also the kernel-variance curves (results_table --variance)
 
 
@@ -125,26 +125,35 @@ TABLES = (
 )
 
 
-def tables(archive: Path, results: Path, figures: Path) -> int:
+def tables(archive: Path, results_md: Path, figures: Path) -> int:
     """Regenerates every table, figure and accuracy-curve figure from the archived cells
-    (those not yet archived are left out; a table with none is skipped)."""
-    rt = _results_table()
+    (those not yet archived are left out; a table with none is skipped): the table into its
+    section of `results_md`, its rows into results_<name>.json beside `archive`."""
+    from vanish import plots  # matplotlib: only for the figures
+
     for t in TABLES:
-        have = [str(archive / c) for c in t.cells if (archive / c).is_dir()]
+        have = [archive / c for c in t.cells if (archive / c).is_dir()]
         if not have:
             print(f"{t.name}: no archived cell yet, skipped")
             continue
-        rc = rt.main([*have, "--by", t.by, "--into", f"{results}:{t.name}",
-                      "--json", str(archive.parent / f"results_{t.name}.json"),
-                      "--figure", f"{t.figure}:{figures / f'grid_tta_{t.name}.png'}",
-                      "--curves", str(figures / f"grid_acc_{t.name}.png"),
-                      *(a for x in t.curves_x for a in (
-                          "--curves-x", f"{x}:{figures / f'grid_acc_{t.name}_{x}.png'}")),
-                      *(["--variance", str(figures / f"grid_var_{t.name}.png")] if t.variance
-                        else [])])
-        print(f"{t.name}: {len(have)} of {len(t.cells)} cells -> {results} (exit {rc})")
-        if rc:
-            return rc
+        by = [f.strip() for f in t.by.split(",") if f.strip()]
+        try:
+            runs = results.find_runs(have)
+            rows = results.aggregate(runs, by)
+            plots.plot_ticks_to_target(rows, t.figure, figures / f"grid_tta_{t.name}.png", by,
+                                       setup=results.figure_setup(runs, by))
+            results.curves_figure(runs, by, figures / f"grid_acc_{t.name}.png")
+            for x in t.curves_x:
+                results.curves_figure(runs, by, figures / f"grid_acc_{t.name}_{x}.png", x)
+            if t.variance:
+                results.curves_figure(runs, by, figures / f"grid_var_{t.name}.png",
+                                      y="var_ratio")
+            results.replace_section(results_md, t.name, results.markdown(rows, by))
+        except results.ResultsError as e:
+            print(f"{t.name}: error: {e}", file=sys.stderr)
+            return 1
+        (archive.parent / f"results_{t.name}.json").write_text(json.dumps(rows, indent=1))
+        print(f"{t.name}: {len(have)} of {len(t.cells)} cells -> {results_md} (exit 0)")
     return 0
 
 
@@ -168,15 +177,6 @@ def done(workdir: Path, ticks: int, algorithms: str = ALGORITHMS) -> bool:
     return len(finished(workdir, ticks, algorithms)) == len(algorithms.split(","))
 
 
-def _results_table() -> Any:
-    spec = importlib.util.spec_from_file_location("results_table",
-                                                  Path(__file__).parent / "results_table.py")
-    assert spec is not None and spec.loader is not None
-    rt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rt)
-    return rt
-
-
 def archive(workdir: Path, dest: Path) -> None:
     """Copies a finished run's config, summary and cut-down curves to `dest` (committed).
 
@@ -197,11 +197,9 @@ def archive(workdir: Path, dest: Path) -> None:
                 cut["var_ratio"] = ratio
             rows.append(cut)
     if (dest / "summary.json").is_file() and (dest / "run_config.json").is_file():
-        rt = _results_table()
-        old_cfg, old_summary = rt.load_run(dest)
-        new_cfg, _ = rt.load_run(workdir)
-        differ = sorted(k for k in set(old_cfg) | set(new_cfg) if k not in rt._IGNORED
-                        and old_cfg.get(k) != new_cfg.get(k))
+        old_cfg, old_summary = results.load_run(dest)
+        new_cfg, _ = results.load_run(workdir)
+        differ = results.differences(old_cfg, new_cfg)
         if differ or old_cfg.get("seed") != new_cfg.get("seed"):
             raise ValueError(f"cannot merge {workdir} into the archive {dest}: a different "
                              f"experiment (fields {differ or ['seed']} differ)")

@@ -85,7 +85,13 @@ CONFIG_HOLDERS = {"vanish.config", "vanish.build", "vanish.run", "vanish.sweep"}
 
 def test_only_the_builder_reads_the_config():
     importers = {m for m, deps in GRAPH.items() if "vanish.config" in deps}
-    assert importers <= {"vanish.build"}, importers
+    assert importers <= {"vanish.build", "vanish.results"}, importers
+    # results reads stored records (finished runs' run_config.json), never a ConfigDict: of
+    # the schema it takes the earlier field names and the result-neutral fields only.
+    used = {n.attr for n in ast.walk(ast.parse((PACKAGE / "results.py").read_text()))
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+            and n.value.id == "config"}
+    assert used <= {"OLD_NAMES", "RESULT_NEUTRAL"}, used
     holders = set()
     for path in PACKAGE.rglob("*.py"):
         tree = ast.parse(path.read_text())

@@ -1,4 +1,4 @@
-"""Tests for vanish.plots: figures from synthetic records and the summary table."""
+"""Tests for vanish.plots: figures from synthetic records (the tables: tests/test_results.py)."""
 
 from __future__ import annotations
 
@@ -97,35 +97,6 @@ def test_plot_run_reads_metrics_file(tmp_path):
     assert acc.parent == tmp_path and var.parent == tmp_path
     assert_png(acc, 'fl', 'gossip')
     assert_png(var, 'fl', 'gossip')
-
-
-def test_summary_table_text_and_markdown():
-    summaries = {
-        'fl': {'final_acc': 0.912345, 'ticks_to_target': 1200, 'var_ratio': 0.05},
-        'gossip_vc': {'final_acc': 0.9, 'ticks_to_target': None,
-                      'var_ratio/Dense_0/kernel': 0.5, 'var_ratio/Dense_1/kernel': 1.5},
-        'gossip': {'final_acc': 0.5},
-    }
-    text = plots.summary_table(summaries)
-    lines = text.splitlines()
-    assert lines[0].split() == ['algorithm', 'final', 'acc', 'ticks', 'to', 'target', 'var',
-                                'ratio']
-    assert lines[2].split() == ['fl', '0.9123', '1200', '0.0500']
-    # Per-layer ratios are averaged when no aggregate is given; None means "never reached".
-    assert lines[3].split() == ['gossip_vc', '0.9000', 'never', '1.0000']
-    assert lines[4].split() == ['gossip', '0.5000', '-', '-']
-    assert len({len(line) for line in lines}) == 1  # fixed width
-
-    md = plots.summary_table(summaries, markdown=True).splitlines()
-    assert md[0].startswith('| algorithm') and md[0].endswith('|')
-    assert set(md[1]) <= set('|-:') and md[1].count('|') == 5
-    assert md[2].replace(' ', '') == '|fl|0.9123|1200|0.0500|'
-
-
-@pytest.mark.parametrize('value,shown', [(0.0, '0.0000'), (1.5e-5, '1.500e-05'), (7, '7')])
-def test_summary_table_number_formats(value, shown):
-    table = plots.summary_table({'a': {'final_acc': value}})
-    assert table.splitlines()[2].split()[1] == shown
 
 
 # --- one style per algorithm -------------------------------------------------------------------
@@ -343,21 +314,3 @@ def test_seed_runs_from_metrics_files(tmp_path):
         paths.append(tmp_path / f's{seed}.jsonl')
     band = plots.seed_band(paths, 'gossip_vc')
     np.testing.assert_allclose(band.hi, [0.1, 0.5, 0.9])
-
-
-# --- tables ------------------------------------------------------------------------------------
-
-def test_summary_table_names_the_target_and_says_never():
-    summaries = {'fl': {'final_acc': 0.9, 'ticks_to_target': 1200.0, 'target_accuracy': 0.75},
-                 'gossip': {'final_acc': 0.1, 'ticks_to_target': None, 'target_accuracy': 0.75},
-                 'gossip_vc': {'final_acc': 0.8, 'ticks_to_target': float('nan'),
-                               'target_accuracy': 0.75}}
-    lines = plots.summary_table(summaries).splitlines()  # the target from the summaries
-    assert lines[0].split() == ['algorithm', 'final', 'acc', 'ticks', 'to', '0.75', 'var',
-                                'ratio']
-    assert [ln.split()[2] for ln in lines[2:]] == ['1200', 'never', 'never']
-    md = plots.summary_table(summaries, markdown=True, target=0.8).splitlines()
-    assert md[0].replace(' ', '') == '|algorithm|finalacc|ticksto0.8|varratio|'
-    assert 'None' not in '\n'.join(md) and 'nan' not in '\n'.join(md)
-    mixed = {**summaries, 'fl': {**summaries['fl'], 'target_accuracy': 0.8}}
-    assert 'ticks to target' in plots.summary_table(mixed)  # no one target to name

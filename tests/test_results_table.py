@@ -1,4 +1,5 @@
-"""scripts/results_table.py on tiny synthetic workdirs: grouping, seed statistics, ratios."""
+"""The results grid on tiny synthetic workdirs: grouping, seed statistics, ratios
+(vanish.results), its figures (vanish.plots) and the command line scripts/results_table.py."""
 
 import importlib.util
 import json
@@ -6,6 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
+
+from vanish import results
 
 _SPEC = importlib.util.spec_from_file_location(
     "results_table", Path(__file__).parents[1] / "scripts" / "results_table.py")
@@ -30,7 +33,7 @@ def test_grid_statistics_and_ratios(tmp_path):
     _workdir(tmp_path, 50, 1, dict(fl=200, gossip=None, gossip_vc=200))
     _workdir(tmp_path, 50, 2, dict(fl=300, gossip=900, gossip_vc=300))
     _workdir(tmp_path, 100, 0, dict(fl=100, gossip=600, gossip_vc=150))
-    rows = rt.aggregate(rt.find_runs([tmp_path]), ["num_nodes"])
+    rows = results.aggregate(results.find_runs([tmp_path]), ["num_nodes"])
     by = {(r["num_nodes"], r["algorithm"]): r for r in rows}
     assert by[(50, "gossip_vc")]["seeds"] == 3
     mean, sd = by[(50, "gossip_vc")]["ticks_to_target"]
@@ -41,7 +44,7 @@ def test_grid_statistics_and_ratios(tmp_path):
     assert by[(50, "gossip")]["gossip_over_vc"] == (3.0, 0.0)  # seeds 0 and 2; seed 1 never
     assert by[(100, "gossip")]["gossip_over_vc"] == (4.0, 0.0)
     assert by[(50, "fl")]["fl_over_vc"] == (1.0, 0.0)
-    table = rt.markdown(rows, ["num_nodes"])
+    table = results.markdown(rows, ["num_nodes"])
     assert "| 50 | gossip | 3 | 600 ± 424 (never: 1/3) |" in table
     assert table.count("\n") == 2 + len(rows)
 
@@ -61,8 +64,8 @@ def test_mixed_configs_in_one_group_are_refused(tmp_path, capsys):
     _workdir(tmp_path, 50, 1, dict(gossip_vc=100), partition="dirichlet_weights")
     assert rt.main([str(tmp_path)]) == 1
     assert "differ in ['data.partition']" in capsys.readouterr().err
-    with pytest.raises(rt.ResultsError, match="no run workdirs"):
-        rt.find_runs([tmp_path / "nothing"])
+    with pytest.raises(results.ResultsError, match="no run workdirs"):
+        results.find_runs([tmp_path / "nothing"])
 
 
 def _curves(wd, algos, final):
@@ -75,7 +78,7 @@ def test_curves_figure_and_marked_section(tmp_path):
     for s in range(2):
         wd = _workdir(tmp_path / "runs", 50, s, dict(fl=100, gossip_vc=100))
         _curves(wd, ("fl", "gossip_vc"), dict(fl=0.8, gossip_vc=0.7 + s / 10))
-    got = rt.load_curves(wd)["gossip_vc"]
+    got = results.load_curves(wd)["gossip_vc"]
     assert [t for t, _ in got] == [0, 50, 100]
     assert [round(a, 6) for _, a in got] == [0.1, 0.45, 0.8]
     doc = tmp_path / "RESULTS.md"
@@ -121,7 +124,7 @@ def test_run_grid_tables_fill_every_section_with_archived_cells(tmp_path):
 def test_groups_are_ordered_by_number_not_by_text(tmp_path):
     for n in (1000, 50, 200):
         _workdir(tmp_path, n, 0, dict(gossip_vc=100))
-    rows = rt.aggregate(rt.find_runs([tmp_path]), ["num_nodes"])
+    rows = results.aggregate(results.find_runs([tmp_path]), ["num_nodes"])
     assert [r["num_nodes"] for r in rows] == [50, 200, 1000]
 
 
@@ -200,8 +203,8 @@ def test_categorical_figure_dodges_the_algorithms(tmp_path, monkeypatch):
         for s in range(2):
             _workdir(tmp_path / topo, 50, s, dict(fl=100, gossip_vc=200), topology_=topo)
     saved = _captured_figures(monkeypatch)
-    rows = rt.aggregate(rt.find_runs([tmp_path]), ["topology_"])
-    rt.figure(rows, "group", str(tmp_path / "g.png"), ["topology_"])
+    rows = results.aggregate(results.find_runs([tmp_path]), ["topology_"])
+    plots.plot_ticks_to_target(rows, "group", tmp_path / "g.png", ["topology_"])
     ax = saved["g.png"].axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["random_regular", "ring"]
     bars = {c.get_label(): c.lines[0] for c in ax.containers}
@@ -225,8 +228,8 @@ def test_cost_columns_and_curves_against_bytes_and_simulated_time(tmp_path, monk
             1 + s) * (2 if a == "gossip_classic" else 1), sim_seconds=0.1 * t)
                 for a in ("gossip_vc", "gossip_classic") for t in (0, 50, 100)]
         (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    table = rt.markdown(rt.aggregate(rt.find_runs([tmp_path / "runs"]), ["num_nodes"]),
-                        ["num_nodes"])
+    table = results.markdown(
+        results.aggregate(results.find_runs([tmp_path / "runs"]), ["num_nodes"]), ["num_nodes"])
     assert "MB/node to target" in table and "classic / vc ticks" in table
     assert "| 100 | gossip_classic | 2 | 300 ± 0 |" in table and "| 3.00 ± 0.00 |" in table
     assert "| 3.0 ± 1.4 | 10.0 ± 0.0 |" in table  # gossip_vc: 2 and 4 MB, 10 s
@@ -280,7 +283,7 @@ def test_variance_curves_from_archived_rows_and_from_per_layer_keys(tmp_path):
               "var_ratio/Dense_0/bias": 99.0} for t in (0, 50, 100)]
     rows.append(dict(algorithm="gossip_vc", tick=100, loss_mean=1.0))  # no variance: skipped
     (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    got = rt.load_curves(wd, y="var_ratio")
+    got = results.load_curves(wd, y="var_ratio")
     assert got["gossip"] == [(0, 1.0), (50, 1 / 51), (100, 1 / 101)]
     assert got["gossip_vc"] == [(0, 1.0), (50, 1.25), (100, 1.5)]
     fig = tmp_path / "var.png"

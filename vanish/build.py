@@ -212,6 +212,12 @@ def _conv_impls() -> tuple[str, ...]:
     return ("auto", *models.CONV_IMPLS)
 
 
+def _nodes() -> Any:
+    from vanish import nodes  # JAX and optax: imported when a check first runs
+
+    return nodes
+
+
 def _lazy_one_of(names: Callable[[], tuple[str, ...]]) -> checks.Check:
     return lambda value: checks.one_of(names())(value)
 
@@ -230,10 +236,10 @@ FIELD_RULES: dict[str, checks.Check] = {
     "model.name": _lazy_one_of(_model_names),
     "model.conv_impl": _lazy_one_of(_conv_impls),
     "model.init": _lazy_one_of(_model_inits),
-    "optim.name": checks.one_of(("sgd", "adam", "adamw")),
+    "optim.name": _lazy_one_of(lambda: tuple(_nodes().OPTIMIZERS)),
     "optim.lr": checks.finite_at_least(0),
     "optim.momentum": checks.between(0, 1, hi_open=True),
-    "optim.schedule": checks.one_of(("constant", "inv")),
+    "optim.schedule": _lazy_one_of(lambda: tuple(_nodes().LR_SCHEDULES)),
     "optim.weight_decay": checks.finite_at_least(0),
     "optim.batch_size": checks.at_least(1),
     "topology.name": checks.one_of(topology.TOPOLOGIES),
@@ -636,7 +642,9 @@ def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
         straggler_interval=parse_range(straggle, "network.straggler_interval")
         if straggle.strip() else None,
         peer_k=g("network.peer_k"), peer_mode=g("network.peer_mode"),
-        redraw_every=g("network.redraw_every"), byzantine=g("network.byzantine"),
+        # A round-varying family (one-peer exponential) rotates every tick unless told.
+        redraw_every=g("network.redraw_every") or int(graph.round_varying),
+        byzantine=g("network.byzantine"),
         byzantine_attack=g("network.byzantine_attack"),
         byzantine_scale=g("network.byzantine_scale"))
     first = g("schedule.first_tick")
@@ -752,6 +760,11 @@ def check_network(exp: Experiment) -> None:
         return
     for name in exp.algorithms:
         caps = algorithms.REGISTRY[name].caps
+        if caps.synchronous and exp.graph.round_varying:
+            raise ConfigError(
+                f"{name} mixes synchronously over a fixed graph; the {exp.graph.name} topology "
+                "changes every round, which is modelled for the message-passing algorithms "
+                "only")
         if caps.synchronous:
             raise ConfigError(
                 f"{name} mixes synchronously over the whole graph every round; the fault and "
@@ -765,10 +778,11 @@ def check_network(exp: Experiment) -> None:
         network.read_churn_trace(s.churn_trace, clients, exp.run.ticks)
     graph_algos = [a for a in exp.algorithms
                    if algorithms.REGISTRY[a].caps.placement is Placement.GRAPH]
-    if graph_algos and s.redraw_every and not exp.graph.seeded:
+    if graph_algos and s.redraw_every and not exp.graph.time_varying:
         raise ConfigError(f"config.network.redraw_every = {s.redraw_every}: the "
                           f"{exp.graph.name!r} topology has no random draw to redraw; use "
-                          "random_regular, erdos_renyi, watts_strogatz or barabasi_albert")
+                          "random_regular, erdos_renyi, watts_strogatz, barabasi_albert or "
+                          "one_peer_exponential")
     if graph_algos and s.redraw_every and s.drop_file:
         raise ConfigError("config.network.drop_file names edges of one graph; it cannot be "
                           "combined with config.network.redraw_every (the graph changes)")
@@ -797,7 +811,9 @@ def check_data(exp: Experiment) -> None:
             f"config.data.test_per_class = {exp.test_per_class} but class "
             f"{int(per_class.argmin())} of the {ds.name} test set has only "
             f"{int(per_class.min())} images")
-    clients = exp.graph.n if set(exp.algorithms) - {"single"} else 1
+    alone = {a for a in exp.algorithms
+             if algorithms.REGISTRY[a].caps.placement is Placement.ISOLATED}
+    clients = exp.graph.n if set(exp.algorithms) - alone else 1
     try:
         part = make_partition(exp, clients)
     except PartitionError as e:
@@ -872,10 +888,9 @@ def draw_schedule(exp: Experiment, name: str, n: int, is_client: np.ndarray,
     if caps.cadence is Cadence.EVERY_TICK:
         return schedule.draw(n, ticks, (1, 1), seed=seed, first_tick=0,
                              send_every=s.send_every, trainers=is_client)
-    if caps.cadence is Cadence.FL_ROUNDS:
-        return schedule.fl_rounds(n, ticks, round_ticks(exp, name), seed=seed,
-                                  local_steps=int(args["local_steps"]),
-                                  fraction=float(args["client_fraction"]), trainers=is_client)
+    own = algorithms.hook(name, "schedule")
+    if own is not None:  # the rule plans its own training (FL rounds, client sampling)
+        return own(algorithms.PlanRequest(n, ticks, seed, is_client, args))
     node_interval = None
     if net is not None and net.stragglers.any():
         (lo, hi), (s_lo, s_hi) = s.interval, net.straggler_interval
@@ -1029,7 +1044,6 @@ def components(exp: Experiment, name: str) -> Components:
     import jax.numpy as jnp
 
     from vanish.algorithms import base
-    from vanish.algorithms.partitioned import partition_ids
 
     caps = algorithms.REGISTRY[name].caps
     topo = make_topology(exp, name)
@@ -1047,19 +1061,14 @@ def components(exp: Experiment, name: str) -> Components:
     input_shape = tuple(ds.x_train.shape[1:])
     root = jax.random.PRNGKey(exp.seed)
     shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, *input_shape)))["params"], root)
-    part_ids = None
-    if caps.partition_ids:
-        part_ids = partition_ids(jax.tree.map(lambda s: jnp.zeros((1, *s.shape)), shapes),
-                                 int(exp.algorithm_args[name]["num_partitions"]), exp.seed)
+    own = algorithms.hook(name, "consts")  # the rule's own device constants
+    extra = {} if own is None else own(exp.algorithm_args[name], shapes, exp.seed)
     # Messages travel the clock's link time (their own size: a rule's message kinds).
     clk, link = clock_for(exp, name), None
     if clk is not None and caps.placement is not Placement.ISOLATED and not caps.synchronous:
         wire = (algorithms.make(name, **exp.algorithm_args[name], model=model).wire
                 or base.FULL_MODEL)
-        none: Any = None
-        stub = base.Consts(graph=none, x_train=none, y_train=none, part=none, threshold=none,
-                           beta=none, is_client=none, round_ticks=none, part_ids=part_ids)
-        link = clk.link_ticks(wire.sizes(shapes, stub))
+        link = clk.link_ticks(wire.sizes(shapes, base.Consts(**extra)))
         link = link if link.any() else None
     net = network.plan_for(exp.network, topo, is_client, star=caps.has_server,
                            ticks=exp.run.ticks, seed=exp.seed, interval=exp.schedule.interval,
@@ -1096,8 +1105,7 @@ def components(exp: Experiment, name: str) -> Components:
         threshold=jnp.asarray(threshold, jnp.int32),
         beta=jnp.float32(0.0 if caps.has_server else exp.schedule.beta),
         is_client=jnp.asarray(is_client), round_ticks=jnp.int32(round_ticks(exp, name)),
-        part_ids=part_ids, net=None if net is None else net.net,
-        seed=jnp.uint32(exp.seed))
+        net=None if net is None else net.net, seed=jnp.uint32(exp.seed), **extra)
     return Components(
         name=name, algorithm=algo, topology=topo, is_client=is_client, partition=part,
         label_hist=label_hist, x_test=jnp.asarray(x_test), y_test=jnp.asarray(y_test),

@@ -71,6 +71,11 @@ class DistributedError(RuntimeError):
     """A multi-process run that cannot join (bad coordinator, process count or id)."""
 
 
+class ResultsError(ValueError):
+    """Workdirs that cannot be tabulated (none found, unreadable, mixed configs in a group)
+    or a results file without its section markers (vanish.results)."""
+
+
 # OS errors that mean a file cannot be written or read here: the user's to fix (space, a
 # read-only mount, permissions, a name too long), reported as one line like bad input.
 ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
@@ -79,7 +84,7 @@ ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.E
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, DatasetUnavailableError, WorkdirConflictError, WorkdirLockedError,
     MetricsLogError, CheckpointMismatchError, CheckpointDamagedError, CheckpointWriteError,
-    DistributedError, FloatingPointError)
+    DistributedError, ResultsError, FloatingPointError)
 
 
 def is_user_error(error: BaseException) -> bool:

@@ -26,7 +26,8 @@ Semantics (the authors' tick model, extended):
   * peer sampling: a send goes to k of the sender's out-neighbours ('neighbors') or to k
     peers drawn uniformly from the whole network ('uniform'), instead of all neighbours;
   * time-varying topology: the graph is redrawn from its family every R ticks (epoch e uses
-    the seed (seed, e); epoch 0 is the configured graph), padded to one shape;
+    the seed (seed, e); epoch 0 is the configured graph), or a round-varying family (the
+    one-peer exponential graph) is rotated, epoch e being its round e; padded to one shape;
   * Byzantine nodes send a corrupted model (noise of scale s, -s * model, or the constant
     s in every coordinate) and keep training honestly; accuracy is reported over honest
     nodes.
@@ -249,14 +250,13 @@ def _epochs(topo: Topology, redraw: int, ticks: int, seed: int,
             family: TopologySpec | None) -> tuple[np.ndarray, np.ndarray]:
     tables = [topo.neighbor_table()]
     if redraw:
-        if family is None or not family.seeded:
+        if family is None or not family.time_varying:
             name = "this" if family is None else repr(family.name)
             raise ConfigError(f"redraw_every: the {name} topology has no random draw to "
-                              "redraw; use random_regular, erdos_renyi, watts_strogatz or "
-                              "barabasi_albert")
+                              "redraw; use random_regular, erdos_renyi, watts_strogatz, "
+                              "barabasi_albert or one_peer_exponential")
         for e in range(1, -(-ticks // redraw)):
-            epoch_seed = int(np.random.SeedSequence([seed, e]).generate_state(1)[0])
-            tables.append(family.make(epoch_seed).neighbor_table())
+            tables.append(family.epoch(e, seed).neighbor_table())
     d = max(tab.out_nbr.shape[1] for tab in tables)
     nbr = np.zeros((len(tables), topo.n, d), np.int32)
     valid = np.zeros((len(tables), topo.n, d), bool)

@@ -68,6 +68,30 @@ def inv_schedule(lr: float, gamma: float = 1e-4, power: float = 0.75) -> optax.S
     return lambda count: lr * (1.0 + gamma * count) ** (-power)
 
 
+class Optimizer(NamedTuple):
+    """A registered optimizer: make(learning_rate, momentum, weight_decay) -> optax
+    transformation, and its state's size in parameter copies (the size model's)."""
+
+    make: Callable[[Any, float, float], optax.GradientTransformation]
+    copies: Callable[[float], int]  # momentum -> parameter-sized state arrays
+    decoupled_decay: bool = False  # weight decay is the optimizer's own (else chained in)
+
+
+# name -> Optimizer: the one list of optimizer names (the config's check, the size model).
+OPTIMIZERS: dict[str, Optimizer] = {
+    "sgd": Optimizer(lambda lr, m, wd: optax.sgd(lr, momentum=m or None),
+                     lambda m: 1 if m else 0),
+    "adam": Optimizer(lambda lr, m, wd: optax.adam(lr), lambda m: 2),
+    "adamw": Optimizer(lambda lr, m, wd: optax.adamw(lr, weight_decay=wd), lambda m: 2,
+                       decoupled_decay=True),
+}
+# name -> lr -> learning rate or optax schedule.
+LR_SCHEDULES: dict[str, Callable[[float], Any]] = {
+    "constant": lambda lr: lr,
+    "inv": inv_schedule,
+}
+
+
 def make_optimizer(
     name: str = "sgd",
     *,
@@ -76,24 +100,16 @@ def make_optimizer(
     schedule: str = "constant",
     weight_decay: float = 0.0,
 ) -> optax.GradientTransformation:
-    """An optax optimizer by name: 'sgd' (with momentum), 'adam', 'adamw'.
-
-    `schedule` is 'constant' or 'inv' (Caffe's inv policy counted per node).
-    """
-    if schedule == "constant":
-        learning_rate: float | optax.Schedule = lr
-    elif schedule == "inv":
-        learning_rate = inv_schedule(lr)
-    else:
-        raise ValueError(f"unknown lr schedule {schedule!r}; choose 'constant' or 'inv'")
-    if name == "sgd":
-        tx = optax.sgd(learning_rate, momentum=momentum or None)
-    elif name == "adam":
-        tx = optax.adam(learning_rate)
-    elif name == "adamw":
-        return optax.adamw(learning_rate, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"unknown optimizer {name!r}; choose 'sgd', 'adam' or 'adamw'")
+    """An optax optimizer by name (a key of OPTIMIZERS: 'sgd' with momentum, 'adam', 'adamw');
+    `schedule` a key of LR_SCHEDULES ('constant', or 'inv': Caffe's inv policy per node)."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr schedule {schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
+    opt = OPTIMIZERS[name]
+    tx = opt.make(LR_SCHEDULES[schedule](lr), momentum, weight_decay)
+    if opt.decoupled_decay:
+        return tx
     if weight_decay:
         tx = optax.chain(optax.add_decayed_weights(weight_decay), tx)
     return tx

@@ -1,8 +1,9 @@
-"""Figures and tables from the metrics files (host only, matplotlib's Agg backend).
+"""Figures from the metrics files (host only, matplotlib's Agg backend); it draws, tables are
+vanish/results.py's.
 
     paths = plots.plot_run(workdir, target=0.75, setup={'dataset': 'fashion_mnist', 'seeds': [0]})
     plots.plot_seeds({'gossip_vc': [rows_seed0, rows_seed1]}, 'acc.png', setup=setup)
-    print(plots.summary_table({'gossip': {'final_acc': 0.91, 'ticks_to_target': 1200}}))
+    plots.plot_ticks_to_target(results.aggregate(runs, ['num_nodes']), 'num_nodes', 'tta.png')
 
 Every figure draws an algorithm with `style_for(name)`: one colour, dash pattern and marker
 per name in every figure, whatever else is plotted. `setup` is a plain mapping (dataset, model,
@@ -35,18 +36,6 @@ Records = Sequence[Mapping[str, Any]] | PathLike
 Spread = Literal['minmax', 'sd']
 
 VAR_RATIO_PREFIX = metrics.VAR_RATIO_PREFIX
-TICKS_HEADER = 'ticks to target'
-# (header, candidate summary keys): the first key present is shown.
-DEFAULT_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ('final acc', ('final_acc', 'final_accuracy', 'acc_mean')),
-    (TICKS_HEADER, ('ticks_to_target', 'time_to_accuracy')),
-    ('var ratio', ('var_ratio', 'final_var_ratio', 'var_ratio_mean')),
-)
-# Shown when some summary has them: the cost of reaching the target beyond ticks.
-COST_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ('MB/node to target', ('mb_to_target',)),
-    ('sim s to target', ('seconds_to_target',)),
-)
 SPREAD_LABEL = {'minmax': 'band: min-max over seeds', 'sd': 'band: mean ± sd over seeds'}
 
 
@@ -311,10 +300,10 @@ def seed_band(runs: Sequence[Records], algorithm: str, metric: str = 'acc_mean',
 
 # --- figures (the *_figure functions return the figure; plot_* save and close it) ------------
 
-def _save(fig: Figure, out_png: PathLike) -> Path:
+def _save(fig: Figure, out_png: PathLike, dpi: int = 110) -> Path:
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)  # long sweeps make many figures; pyplot keeps them alive otherwise
     return out
 
@@ -467,6 +456,182 @@ def plot_seeds(runs: Mapping[str, Sequence[Records]], out_png: PathLike,
     return _save(seeds_figure(runs, metric, spread, target, title, setup, ylabel, log), out_png)
 
 
+# --- results over seeds (rows of vanish.results.aggregate; curves grouped by it) ----------------
+
+# The x axes of accuracy curves: metrics.jsonl key -> (axis label, scale of the values).
+CURVE_X = {'tick': ('tick', 1.0), 'bytes_sent_mean': ('MB sent per node', 1e-6),
+           'sim_seconds': ('simulated seconds', 1.0)}
+# The y axes of curves: metrics.jsonl key -> (axis label, log scale, reference line, its label).
+# var_ratio: the mean over conv/dense kernels of their variance / the initial one.
+CURVE_Y: dict[str, tuple[str, bool, float | None, str]] = {
+    'acc_mean': ('mean node accuracy', False, None, 'target'),
+    'var_ratio': ('kernel variance / initial', True, 1.0, 'initial variance')}
+
+
+def _titles(setup: Mapping[str, Any] | None) -> tuple[dict[str, Any], float | None]:
+    shown = dict(setup or {})
+    target = shown.pop('target_accuracy', None)
+    return shown, (float(target) if target is not None else None)
+
+
+def ticks_to_target_figure(rows: Sequence[Mapping[str, Any]], field: str,
+                           by: Sequence[str] = (),
+                           setup: Mapping[str, Any] | None = None) -> Figure:
+    """Ticks to target vs `field`, one line per algorithm, error bars = sd over seeds.
+
+    Args:
+        rows: vanish.results.aggregate's rows (algorithm, seeds, never, horizon,
+            ticks_to_target as (mean, sd) or None, and the `by` fields).
+        field: the x axis: a `by` field, or 'group': one categorical point per group,
+            labelled by all the `by` fields. A numeric field spanning more than a factor of 8
+            (sizes 50 ... 1000) gets a log axis.
+        by: the fields the rows are grouped by.
+        setup: see `format_setup` (vanish.results.figure_setup); its target_accuracy names
+            the y axis.
+    """
+    if field == 'group':
+        rows = [dict(r, group=' '.join(str(r[f]) for f in by)) for r in rows]
+    shown, target = _titles(setup)
+    as_text = any(isinstance(r[field], str) for r in rows)
+    values = [] if as_text else [float(r[field]) for r in rows]
+    log_x = bool(values) and min(values) > 0 and max(values) / min(values) > 8
+    fig, ax = plt.subplots(figsize=(9, 4.8) if as_text else (8, 4.4), layout='constrained')
+    algos = legend_order(sorted({r['algorithm'] for r in rows}))
+    # Algorithms side by side at one x (dodged), so that no error bar hides another: by a
+    # fraction of a category, of a decade on a log axis, or of the range on a linear one.
+    span = max(values) - min(values) if values else 0.0
+    categories = list(dict.fromkeys(str(r[field]) for r in rows))  # in the groups' order
+    most_seeds = max((r['seeds'] for r in rows), default=0)
+
+    def x(value: Any, algo: str) -> float:
+        shift = algos.index(algo) - (len(algos) - 1) / 2
+        if as_text:
+            return categories.index(str(value)) + 0.08 * shift
+        if log_x:
+            return float(value) * 10 ** (0.012 * shift)
+        return float(value) + 0.012 * span * shift
+
+    for algo in algos:
+        mine = sorted((r for r in rows if r['algorithm'] == algo),
+                      key=lambda r: (str(type(r[field])), r[field]))
+        pts = [r for r in mine if r['ticks_to_target']]
+        style = style_for(algo)
+        color = style.color
+        if pts:  # categories are not a scale: no line joins them
+            ax.errorbar([x(r[field], algo) for r in pts],
+                        [r['ticks_to_target'][0] for r in pts],
+                        yerr=[r['ticks_to_target'][1] for r in pts], marker=style.marker,
+                        capsize=3, label=algo, color=color, zorder=style.zorder, alpha=0.9,
+                        ls='none' if as_text else style.linestyle, mec='white', mew=0.6)
+            for r in pts:  # some seeds never got there: the mean is over the others
+                if r['never']:
+                    ax.annotate(f"{r['never']}/{r['seeds']} never",
+                                (x(r[field], algo), r['ticks_to_target'][0]), fontsize=7,
+                                xytext=(4, 4), textcoords='offset points', color=color)
+                elif r['seeds'] < most_seeds:  # fewer seeds than the title's: say so
+                    ax.annotate(f"{r['seeds']} seed{'s' if r['seeds'] != 1 else ''}",
+                                (x(r[field], algo), r['ticks_to_target'][0]), fontsize=7,
+                                xytext=(4, -10), textcoords='offset points', color=color)
+        missed = [r for r in mine if not r['ticks_to_target'] and r['horizon']]
+        if missed:  # no seed got there: a hollow marker at the horizon (a lower bound)
+            ax.scatter([x(r[field], algo) for r in missed], [r['horizon'] for r in missed],
+                       marker=style.marker, s=40, facecolors='none', edgecolors=color,
+                       zorder=style.zorder, label=f'{algo}: never\n(drawn at the horizon)')
+    if as_text:
+        ax.set_xticks(range(len(categories)), categories)
+        ax.tick_params(axis='x', labelsize=7, labelrotation=30)
+        ax.set_xlim(-0.5, len(categories) - 0.5)
+    if log_x:
+        log_axis(ax, 'x')
+    if values and (log_x or len(set(values)) <= 8):  # ticks at the measured values only
+        ax.xaxis.set_major_locator(ticker.FixedLocator(sorted(set(values))))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f'{v:g}'))
+    ax.set_xlabel(field if field != 'group' else ', '.join(by))
+    ax.set_ylabel(f'ticks to accuracy {target:g}' if target is not None
+                  else 'ticks to target accuracy')
+    main = 'ticks to target: mean over seeds, error bar ± sd'
+    ax.set_title(title_with_setup(main, shown), fontsize=9)
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:  # outside: inside, it would cover the points at the horizon or the top
+        fig.legend(handles, labels, loc='outside right upper', fontsize=8, frameon=False)
+    return fig
+
+
+def plot_ticks_to_target(rows: Sequence[Mapping[str, Any]], field: str, out_png: PathLike,
+                         by: Sequence[str] = (),
+                         setup: Mapping[str, Any] | None = None) -> Path:
+    """Writes `ticks_to_target_figure(rows, field, by, setup)` to `out_png`."""
+    return _save(ticks_to_target_figure(rows, field, by, setup), out_png, dpi=120)
+
+
+class CurvePanel(NamedTuple):
+    """One group of runs (one per seed) in `group_curves_figure`."""
+
+    title: str  # the group, e.g. 'num_nodes=50'
+    runs: Mapping[str, Sequence[Records]]  # {algorithm: one record set per seed}; rows
+    # hold 'algorithm', 'tick', 'y' (the value drawn) and 'x' (its position)
+    seeds: int  # the group's runs
+    target: float | None  # the target accuracy (the reference line of accuracy panels)
+
+
+def group_curves_figure(panels: Sequence[CurvePanel], x: str = 'tick', y: str = 'acc_mean',
+                        setup: Mapping[str, Any] | None = None) -> Figure:
+    """Accuracy vs tick (or vs `x`, a CURVE_X key: MB sent per node, simulated seconds; or
+    `y` = 'var_ratio': the kernels' variance / initial, log scale), one panel per group:
+    the mean over seeds, shaded from the lowest to the highest seed, one fixed style per
+    algorithm; the dotted line is the group's target (for the variance: the initial
+    variance, 1); the title names what all groups share (`setup`). Off the tick axis a point
+    is the seeds' mean at one evaluation tick, placed at the seeds' mean x."""
+    shown, _ = _titles(setup)
+    y_label, log_y, ref_y, ref_label = CURVE_Y[y]
+    cols = min(4, len(panels))
+    rows_ = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(3.6 * cols + 1.4, 2.8 * rows_ + 0.5),
+                             squeeze=False, sharey=True, layout='constrained')
+    legend: dict[str, Any] = {}
+    for ax, panel in zip(axes.flat, panels):
+        label, scale = CURVE_X[x]
+        for algo in legend_order(list(panel.runs)):
+            band = seed_band(panel.runs[algo], algo, 'y', 'minmax')
+            at = seed_band(panel.runs[algo], algo, 'x', 'minmax')
+            if band is None or at is None:
+                continue
+            xs = np.asarray(at.mean) * scale
+            style = style_for(algo)
+            ax.fill_between(xs, band.lo, band.hi, color=style.color, alpha=0.18, lw=0,
+                            zorder=1)
+            line, = ax.plot(xs, band.mean, label=algo, **style.line_kwargs())
+            legend.setdefault(algo, line)
+        title = panel.title
+        ref = panel.target if y == 'acc_mean' else ref_y
+        if ref:
+            legend[ref_label] = ax.axhline(ref, color='k', ls=(0, (1, 2)), lw=0.9, zorder=1.5)
+            title += (f'\ntarget {ref:g}, ' if y == 'acc_mean' else '\n')
+            title += f'{panel.seeds} seeds'
+        if log_y:
+            ax.set_yscale('log')
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels):]:
+        ax.axis('off')
+    axes[0][0].set_ylabel(y_label, fontsize=8)
+    fig.legend(list(legend.values()), list(legend), loc='outside right upper', fontsize=8,
+               title='mean over seeds;\nband: min-max\nover seeds', title_fontsize=7,
+               frameon=False)
+    fig.suptitle(title_with_setup('node accuracy' if y == 'acc_mean' else y_label, shown),
+                 fontsize=9)
+    return fig
+
+
+def plot_group_curves(panels: Sequence[CurvePanel], out_png: PathLike, x: str = 'tick',
+                      y: str = 'acc_mean', setup: Mapping[str, Any] | None = None) -> Path:
+    """Writes `group_curves_figure(panels, x, y, setup)` to `out_png`."""
+    return _save(group_curves_figure(panels, x, y, setup), out_png)
+
+
 def variance_shrink_figure(k_values: Sequence[float],
                            ratios_by_layer: Mapping[str, Sequence[float]],
                            corrected: Mapping[str, Sequence[float]] | None = None,
@@ -514,88 +679,6 @@ def plot_variance_shrink(k_values: Sequence[float], ratios_by_layer: Mapping[str
         setup: see `format_setup`.
     """
     return _save(variance_shrink_figure(k_values, ratios_by_layer, corrected, setup), out_png)
-
-
-# --- tables ----------------------------------------------------------------------------------
-
-_TICKS_KEYS = frozenset(DEFAULT_COLUMNS[1][1])
-
-
-def _cell(summary: Mapping[str, Any], keys: Sequence[str]) -> str:
-    key = next((k for k in keys if k in summary), None)
-    if key is None:
-        return '-'
-    value = summary[key]
-    missing = value is None or (isinstance(value, float) and math.isnan(value))
-    if key in _TICKS_KEYS:  # None / NaN is how summaries say "target never reached"
-        if missing:
-            return 'never'
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))
-    if value is None:
-        return 'never'
-    if isinstance(value, float):
-        if math.isnan(value):
-            return '-'
-        return f'{value:.4f}' if abs(value) >= 1e-3 or value == 0 else f'{value:.3e}'
-    return str(value)
-
-
-def _with_mean_var_ratio(summary: Mapping[str, Any]) -> dict[str, Any]:
-    # Summaries may carry only per-layer final ratios: the one definition (kernel mean).
-    out = dict(summary)
-    kernel = metrics.kernel_var_ratio(dict(summary))
-    if kernel is not None:
-        out.setdefault('var_ratio_mean', kernel)
-    if metrics.BYTES_TO_TARGET in summary:  # in MB (None: never reached)
-        b = summary[metrics.BYTES_TO_TARGET]
-        out['mb_to_target'] = None if b is None else round(float(b) / 1e6, 1)
-    return out
-
-
-def _common_target(summaries: Mapping[str, Mapping[str, Any]]) -> float | None:
-    targets = {s.get('target_accuracy') for s in summaries.values()}
-    only = targets.pop() if len(targets) == 1 else None
-    return float(only) if isinstance(only, (int, float)) and not isinstance(only, bool) else None
-
-
-def summary_table(summaries: Mapping[str, Mapping[str, Any]], *, markdown: bool = False,
-                  columns: Sequence[tuple[str, Sequence[str]]] = DEFAULT_COLUMNS,
-                  target: float | None = None) -> str:
-    """Algorithm -> final accuracy, ticks to target, variance ratio (and, when the summaries
-    have them, MB a node sent and simulated seconds until the target), as fixed-width or
-    Markdown.
-
-    Args:
-        summaries: {algorithm: summary dict}.
-        markdown: a GitHub Markdown table instead of aligned plain text.
-        columns: (header, candidate keys) pairs; the first key present fills the cell, '-' if
-            none is. A ticks-to-target cell that is None or NaN (not reached) shows 'never'.
-        target: the accuracy target, named in the header ('ticks to 0.75'); by default the
-            summaries' common 'target_accuracy', if they have one.
-    """
-    if target is None:
-        target = _common_target(summaries)
-    if columns is DEFAULT_COLUMNS:
-        columns = [*columns, *(c for c in COST_COLUMNS if any(
-            k in _with_mean_var_ratio(s) for s in summaries.values() for k in c[1]))]
-    header = ['algorithm'] + [f'ticks to {target:g}' if h == TICKS_HEADER and target is not None
-                              else h for h, _ in columns]
-    rows = [[alg] + [_cell(_with_mean_var_ratio(s), keys) for _, keys in columns]
-            for alg, s in summaries.items()]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [c.ljust(w) if i == 0 else c.rjust(w)
-                  for i, (c, w) in enumerate(zip(cells, widths))]
-        return ('| ' + ' | '.join(padded) + ' |') if markdown else '  '.join(padded)
-
-    if markdown:
-        rule = '|' + '|'.join(('-' * (w + 1)) + (':' if i else '-')
-                              for i, w in enumerate(widths)) + '|'
-    else:
-        rule = '  '.join('-' * w for w in widths)
-    return '\n'.join([line(header), rule, *map(line, rows)])
 
 
 def plot_run(workdir: PathLike, target: float | None = None,

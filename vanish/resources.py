@@ -97,10 +97,10 @@ def state_bytes(exp: Any, params: int) -> dict[str, float]:
     (gossip's accumulator) or `degree + threshold` more (rules that hold the received models
     themselves); data: the training set, on the device once.
     """
-    from vanish import algorithms
+    from vanish import algorithms, nodes
 
     n = exp.graph.n + 1  # FL's server
-    opt = {"sgd": 1 if exp.optim.momentum else 0, "adam": 2, "adamw": 2}[exp.optim.name]
+    opt = nodes.OPTIMIZERS[exp.optim.name].copies(exp.optim.momentum)
     degree = int(exp.graph.kwargs.get("degree", 8))
     inbox = max((degree * 2 if algorithms.REGISTRY[a].caps.message_buffers else 1)
                 for a in exp.algorithms)

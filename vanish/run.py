@@ -365,14 +365,14 @@ def main(argv: list[str], fv: Any) -> None:
     console_logging()
     quiet_libraries()
     try:
-        from vanish import plots
+        from vanish import results
 
         summaries = run_config(fv.config, fv.workdir)  # checked first; then it runs
     except Exception as e:  # noqa: BLE001  bad input -> one line; anything else re-raised
         if os.environ.get("VANISH_DEBUG") or not errors.is_user_error(e):
             raise
         fail(describe(e, fv.workdir))
-    print(plots.summary_table(summaries))
+    print(results.summary_table(summaries))
 
 
 def command(argv: list[str]) -> int:

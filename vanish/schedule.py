@@ -13,6 +13,7 @@ and its cost is proportional to the nodes that train, not to N.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -260,6 +261,15 @@ def pack_masked(sched: Schedule, end_of_tick: np.ndarray | None = None) -> WorkL
     send[row, sched.event_node] = sched.event_send
     node = np.broadcast_to(np.arange(sched.n, dtype=np.int32), (ticks.size, sched.n)).copy()
     return WorkList(ticks, node, valid, send, np.ones(ticks.size, bool))
+
+
+def rounds_plan(request: Any) -> Schedule:
+    """The `schedule` hook of round-based rules (fl, modest): `fl_rounds` from the rule's own
+    knobs round_ticks, local_steps and client_fraction (request: algorithms.PlanRequest)."""
+    k = request.knobs
+    return fl_rounds(request.n, request.ticks, int(k["round_ticks"]), seed=request.seed,
+                     local_steps=int(k["local_steps"]), fraction=float(k["client_fraction"]),
+                     trainers=request.trainers)
 
 
 def fl_rounds(

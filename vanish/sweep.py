@@ -6,6 +6,9 @@
     rows = sweep.table(jobs)            # per combination and algorithm, over the seeds
     sweep.write_results(jobs, "runs/noniid")   # results.csv, results.md, seed figures
 
+The tables are vanish.results' (`combinations`, `combinations_markdown`, `to_csv`); this
+module reads the jobs' summaries for it and draws the seed figures with vanish.plots.
+
 One loop serves the local sweep runner (experiments/sweep.py), the results grid
 (scripts/run_grid.py) and the robustness study (scripts/run_robustness.py). A job runs
 in this process through `run.run_config` (the command line's own path) or, with
@@ -14,11 +17,8 @@ in this process through `run.run_config` (the command line's own path) or, with
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
-import math
 import os
 import re
 import subprocess
@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from vanish import errors, run
+from vanish import errors, results, run
 
 log = logging.getLogger("vanish")
 
@@ -151,99 +151,19 @@ def run_jobs(jobs: Iterable[Job], *, processes: bool = False, keep_going: bool =
 # ------------------------------------------------------------------------ across the runs
 
 
-def _stats(values: Sequence[float]) -> tuple[float, float] | None:
-    if not values:
-        return None
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 \
-        else 0.0
-    return mean, sd
-
-
 def table(jobs: Sequence[Job]) -> list[dict[str, Any]]:
-    """One row per combination and algorithm over its seeds' summaries: seeds run, seeds
-    that reached the target, ticks to target (mean, sd over those), final and best accuracy
-    (mean, sd, min, max). Unfinished runs are left out (`seeds` counts those present)."""
-    by_name: dict[str, list[Job]] = {}
+    """One row per combination and algorithm over its seeds' summaries
+    (`results.combinations`): seeds run, seeds that reached the target, ticks to target
+    (mean, sd over those), final and best accuracy (mean, sd, min, max). Unfinished runs are
+    left out (`seeds` counts those present)."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
     for job in jobs:
-        by_name.setdefault(job.name, []).append(job)
-    rows = []
-    for name, group in by_name.items():
-        summaries = []
-        for job in group:
-            try:
-                summaries.append(json.loads((job.workdir / "summary.json").read_text()))
-            except (OSError, ValueError):
-                continue
-        algorithms = list(dict.fromkeys(a for s in summaries for a in s))
-        for algo in algorithms:
-            got = [s[algo] for s in summaries if isinstance(s.get(algo), dict)]
-            reached = [float(g["ticks_to_target"]) for g in got
-                       if g.get("ticks_to_target") is not None]
-            final = [float(g["final_acc"]) for g in got if g.get("final_acc") is not None]
-            # The cost of reaching the target beyond ticks (runs that count bytes / run a
-            # simulated clock), over the seeds that reached it.
-            cost = {key: [float(g[key]) for g in got if g.get(key) is not None]
-                    for key in ("bytes_to_target", "seconds_to_target")}
-            best = [float(g["best_acc"]) for g in got if g.get("best_acc") is not None]
-            targets = {g.get("target_accuracy") for g in got}
-            row: dict[str, Any] = dict(combination=name, algorithm=algo, seeds=len(got),
-                                       reached=len(reached),
-                                       target=targets.pop() if len(targets) == 1 else None)
-            for key, values in (("ticks_to_target", reached), ("final_acc", final),
-                                ("best_acc", best), *cost.items()):
-                stat = _stats(values)
-                row[f"{key}_mean"], row[f"{key}_sd"] = stat if stat else (None, None)
-            row["final_acc_min"] = min(final) if final else None
-            row["final_acc_max"] = max(final) if final else None
-            rows.append(row)
-    return rows
-
-
-def _num(v: Any, digits: int) -> str:
-    return "" if v is None else f"{v:.{digits}f}"
-
-
-def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The table as Markdown: time to target as 'mean ± sd (k/n)', 'never' when no seed
-    reached it; the target named in the header."""
-    targets = {r["target"] for r in rows if r["target"] is not None}
-    target = f" {targets.pop():g}" if len(targets) == 1 else ""
-    mb = any(r.get("bytes_to_target_mean") is not None for r in rows)
-    sec = any(r.get("seconds_to_target_mean") is not None for r in rows)
-    extra = ("MB/node to target | " if mb else "") + ("sim s to target | " if sec else "")
-    lines = [f"| combination | algorithm | seeds | ticks to{target} (reached) | {extra}final acc "
-             "| best acc |", "|---|---|---:|---:|" + "---:|" * (2 + mb + sec)]
-    for r in rows:
-        if r["reached"]:
-            tta = (f"{r['ticks_to_target_mean']:.0f} ± {r['ticks_to_target_sd']:.0f} "
-                   f"({r['reached']}/{r['seeds']})")
-        else:
-            tta = f"never (0/{r['seeds']})"
-        final = (f"{_num(r['final_acc_mean'], 3)} ± {_num(r['final_acc_sd'], 3)}"
-                 if r["final_acc_mean"] is not None else "")
-        best = (f"{_num(r['best_acc_mean'], 3)} ± {_num(r['best_acc_sd'], 3)}"
-                if r["best_acc_mean"] is not None else "")
-        cost = ""
-        for on, key, scale, digits in ((mb, "bytes_to_target", 1e6, 1),
-                                       (sec, "seconds_to_target", 1.0, 1)):
-            if on:
-                m, sd = r.get(f"{key}_mean"), r.get(f"{key}_sd")
-                cost += ("never | " if m is None else
-                         f"{m / scale:.{digits}f} ± {(sd or 0.0) / scale:.{digits}f} | ")
-        lines.append(f"| {r['combination']} | {r['algorithm']} | {r['seeds']} | {tta} | "
-                     f"{cost}{final} | {best} |")
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The table as CSV (every column; empty where a value is missing)."""
-    out = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
-    return out.getvalue()
+        summaries = by_name.setdefault(job.name, [])
+        try:
+            summaries.append(json.loads((job.workdir / "summary.json").read_text()))
+        except (OSError, ValueError):
+            continue
+    return results.combinations(by_name)
 
 
 def write_results(jobs: Sequence[Job], root: str | os.PathLike[str]) -> dict[str, Path]:
@@ -255,8 +175,8 @@ def write_results(jobs: Sequence[Job], root: str | os.PathLike[str]) -> dict[str
     root.mkdir(parents=True, exist_ok=True)
     rows = table(jobs)
     written = {"csv": root / "results.csv", "md": root / "results.md"}
-    tracking.atomic_write_text(written["csv"], to_csv(rows))
-    tracking.atomic_write_text(written["md"], markdown(rows))
+    tracking.atomic_write_text(written["csv"], results.to_csv(rows))
+    tracking.atomic_write_text(written["md"], results.combinations_markdown(rows))
     by_name: dict[str, list[Job]] = {}
     for job in jobs:
         if (job.workdir / tracking.METRICS_FILE).is_file():

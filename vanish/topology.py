@@ -339,11 +339,12 @@ def exponential(n: int, *, weighting: str = "uniform") -> Topology:
     return _build("exponential", n, edges, directed=True, weighting=weighting)
 
 
-def one_peer_exponential(n: int, t: int, *, weighting: str = "uniform") -> Topology:
+def one_peer_exponential(n: int, t: int = 0, *, weighting: str = "uniform") -> Topology:
     """Round t of the one-peer exponential graph (Ying et al. 2021): i sends to i + 2^(t mod tau).
 
     tau = ceil(log2 n). One round is a permutation, generally NOT strongly connected (only the
-    union over tau rounds is), so connectivity is not checked. All rounds share shapes.
+    union over tau rounds is), so connectivity is not checked. All rounds share shapes. A
+    time-varying family (`ROUND_VARYING`): a run rotates it, epoch e being round e.
     """
     _need(n >= 2, f"one_peer_exponential needs n >= 2, got n={n}")
     tau = max(1, math.ceil(math.log2(n)))
@@ -428,6 +429,9 @@ _FACTORY: dict[str, tuple[Callable[..., Topology], tuple[str, ...], tuple[str, .
                   ("path",), ("directed",), False),
 }
 TOPOLOGIES = tuple(_FACTORY)
+# Families that change by round rather than by a random draw: epoch e of a run is round e
+# (`Spec.epoch`), every tick unless network.redraw_every sets the epoch length.
+ROUND_VARYING = ("one_peer_exponential",)
 
 
 def make(name: str, n: int | None, *, seed: int = 0, weighting: str = "uniform",
@@ -473,6 +477,24 @@ class Spec(NamedTuple):
     @property
     def seeded(self) -> bool:
         return self.name in _FACTORY and _FACTORY[self.name][3]
+
+    @property
+    def round_varying(self) -> bool:
+        """The family rotates by round (one-peer exponential), not by a random draw."""
+        return self.name in ROUND_VARYING
+
+    @property
+    def time_varying(self) -> bool:
+        """A run can vary this family's graph over time (redraw or rotate it)."""
+        return self.seeded or self.round_varying
+
+    def epoch(self, e: int, seed: int) -> Topology:
+        """The graph of epoch e >= 1 of a time-varying run: round e of a round-varying
+        family, else a draw with the epoch's seed (from `seed` and e)."""
+        if self.round_varying:
+            return make(self.name, self.n, weighting=self.weighting, **{**self.kwargs, "t": e})
+        epoch_seed = int(np.random.SeedSequence([seed, e]).generate_state(1)[0])
+        return self.make(epoch_seed)
 
     def make(self, seed: int = 0) -> Topology:
         """The graph of this family drawn with `seed` (see `make`)."""

@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vanish import (build, checkpoint, engine, lock, metrics, nodes, plots, runtime, tracking,
-                    workdir)
+from vanish import (build, checkpoint, engine, lock, metrics, nodes, plots, results, runtime,
+                    tracking, workdir)
 from vanish.engine import SimState
 from vanish.errors import CheckpointDamagedError, CheckpointMismatchError, WorkdirConflictError
 from vanish.partition import format_label_histogram
@@ -431,8 +431,8 @@ def train_and_evaluate(exp: build.Experiment, path: str | os.PathLike[str], *,
                 writer.close()
         if primary:
             tracking.write_csv(where / tracking.METRICS_FILE)
-            table = plots.summary_table(summaries, markdown=True,
-                                        target=exp.run.target_accuracy)
+            table = results.summary_table(summaries, markdown=True,
+                                          target=exp.run.target_accuracy)
             tracking.atomic_write_text(where / "summary.md", table + "\n")
             log.info("results in %s (summary.md, summary.json, metrics.csv, accuracy.png, "
                      "variance.png)", where)

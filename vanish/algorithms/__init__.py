@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import importlib
 import inspect
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 from vanish import checks
 
@@ -45,7 +45,6 @@ class Capabilities(NamedTuple):
     placement: Placement = Placement.GRAPH
     cadence: Cadence = Cadence.GOSSIP
     shared_init: bool = False  # every node starts from one model (FL)
-    partition_ids: bool = False  # needs Consts.part_ids (partitioned gossip)
     shardable: bool = True  # runs with the node axis split over devices
     corrected: bool = False  # reads the `correction` section (the *_vc rules)
     message_buffers: bool = False  # holds the received models themselves (inbox_capacity)
@@ -69,16 +68,37 @@ class Knob(NamedTuple):
     check: checks.Check | None = None
 
 
+class PlanRequest(NamedTuple):
+    """What a rule's `schedule` hook is told: the nodes, the horizon, the run's seed, which
+    nodes train (False: a server) and its own knobs (defaults filled in)."""
+
+    n: int
+    ticks: int
+    seed: int
+    trainers: Any  # np.ndarray [n] bool
+    knobs: Mapping[str, Any]
+
+
 class Entry(NamedTuple):
     """A registry line: the factory (`module:attr` under vanish.algorithms, a full dotted
     `package.module:attr`, or a callable), fixed keyword arguments, a one-line description,
-    the algorithm's own knobs and its capabilities."""
+    the algorithm's own knobs and its capabilities, and the hooks through which a rule plans
+    for itself (same spelling as the factory; None: what its cadence implies):
+
+    * `schedule(request: PlanRequest) -> schedule.Schedule`: when its nodes train (FL
+      rounds: which clients, how many local steps);
+    * `consts(knobs, template, seed) -> dict`: its own device constants (Consts fields,
+      e.g. partitioned gossip's `part_ids`), from one node's parameter shapes (`template`,
+      ShapeDtypeStructs); the same dict reaches its message sizes (`Wire.sizes`).
+    """
 
     factory: str | Callable[..., Any]
     description: str
     fixed: dict[str, Any] = {}
     knobs: dict[str, Knob] = {}
     caps: Capabilities = Capabilities()
+    schedule: str | Callable[..., Any] | None = None
+    consts: str | Callable[..., Any] | None = None
 
 
 _FRACTION = Knob(0.2, "fraction of the held models cut at each end, per coordinate",
@@ -92,6 +112,8 @@ _SYNC_STEPS = Knob(1, "ticks per synchronous round (local steps between mixes)",
                    checks.at_least(1))
 _FL = Capabilities(placement=Placement.STAR, cadence=Cadence.FL_ROUNDS, shared_init=True,
                    round_knob="round_ticks")
+# Round-based training: round_ticks, local_steps and client_fraction knobs (vanish/schedule.py).
+_ROUNDS_PLAN = "vanish.schedule:rounds_plan"
 _CORRECTED = Capabilities(corrected=True)
 _BUFFERS = Capabilities(message_buffers=True)
 _BUFFERS_VC = Capabilities(message_buffers=True, corrected=True)
@@ -130,7 +152,7 @@ REGISTRY: dict[str, Entry] = {
                 knobs=dict(round_ticks=_ROUND, client_fraction=_FRACTION_CLIENTS,
                            local_steps=Knob(1, "local steps per round, from its middle tick",
                                             checks.at_least(1))),
-                caps=_FL),
+                caps=_FL, schedule=_ROUNDS_PLAN),
     "fl_sched": Entry("fedavg:make_sched", "FL variant: clients train on the gossip schedule, "
                       "the server averages what they hold each round",
                       knobs=dict(round_ticks=_ROUND, client_fraction=_FRACTION_CLIENTS),
@@ -150,7 +172,7 @@ REGISTRY: dict[str, Entry] = {
                                     subsample=Knob(0.0, "> 0: a random fraction of the "
                                                    "coordinates per message instead",
                                                    checks.between(0, 1))),
-                         caps=Capabilities(partition_ids=True)),
+                         consts="partitioned:device_consts"),
     "gossip_trim": Entry("trimmed_mean:make", "coordinate-wise trimmed mean of the received "
                          "models", knobs=dict(fraction=_FRACTION), caps=_BUFFERS),
     "gossip_trim_vc": Entry("trimmed_mean:make", "trimmed mean, variance corrected",
@@ -209,7 +231,8 @@ REGISTRY: dict[str, Entry] = {
                                                 "more than N)",
                                                 checks.at_least(1))),
                     caps=Capabilities(cadence=Cadence.FL_ROUNDS, shared_init=True,
-                                      shardable=False, round_knob="round_ticks")),
+                                      shardable=False, round_knob="round_ticks"),
+                    schedule=_ROUNDS_PLAN),
 }
 NAMES: tuple[str, ...] = tuple(REGISTRY)  # the built-in names (REGISTRY may grow)
 
@@ -226,16 +249,31 @@ def register(name: str, entry: Entry) -> None:
     REGISTRY[name] = entry
 
 
-def factory(name: str) -> Callable[..., Any]:
-    """The registered factory of `name` (imported on first use)."""
-    if name not in REGISTRY:
-        raise KeyError(f"unknown algorithm {name!r}; choose from {', '.join(REGISTRY)}")
-    fn = REGISTRY[name].factory
+def _resolve(fn: str | Callable[..., Any]) -> Callable[..., Any]:
     if callable(fn):
         return fn
     module, _, attr = fn.partition(":")
     full = module if "." in module else f"vanish.algorithms.{module}"
     return getattr(importlib.import_module(full), attr)
+
+
+def factory(name: str) -> Callable[..., Any]:
+    """The registered factory of `name` (imported on first use)."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown algorithm {name!r}; choose from {', '.join(REGISTRY)}")
+    return _resolve(REGISTRY[name].factory)
+
+
+def hook(name: str, which: str) -> Callable[..., Any] | None:
+    """`name`'s `which` hook ("schedule" or "consts"; see Entry), imported on first use, or
+    None when the rule declares none."""
+    fn = getattr(REGISTRY[name], which)
+    return None if fn is None else _resolve(fn)
+
+
+def knobs_of(name: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`name`'s knobs: the defaults, overridden by `given`."""
+    return {**{k: knob.default for k, knob in REGISTRY[name].knobs.items()}, **(given or {})}
 
 
 def make(name: str, **kwargs: Any) -> Any:
@@ -251,10 +289,9 @@ def make(name: str, **kwargs: Any) -> Any:
                         f"{sorted(entry.knobs) or 'none'}")
     accepted = inspect.signature(fn).parameters
     args = {k: v for k, v in kwargs.items() if k in entry.knobs or k in accepted}
-    args = {**{k: knob.default for k, knob in entry.knobs.items()}, **args}
-    algo = fn(**entry.fixed, **args)
+    algo = fn(**entry.fixed, **knobs_of(name, args))
     return algo._replace(name=name, caps=entry.caps)
 
 
 __all__ = ["REGISTRY", "NAMES", "Entry", "Knob", "Capabilities", "Placement", "Cadence",
-           "register", "factory", "make"]
+           "PlanRequest", "register", "factory", "hook", "knobs_of", "make"]

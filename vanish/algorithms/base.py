@@ -35,17 +35,20 @@ PyTree = Any
 
 
 class Consts(NamedTuple):
-    """Device arrays the step reads: arguments of the compiled step, never captured."""
+    """Device arrays the step reads: arguments of the compiled step, never captured.
 
-    graph: Graph
-    x_train: jax.Array
-    y_train: jax.Array
-    part: Any  # partition.PartitionArrays
-    threshold: jax.Array  # [N] int32: merge once the inbox holds this many messages
-    beta: jax.Array  # f32: weight of the own model in a merge
-    is_client: jax.Array  # [N] bool: nodes that train (FL: all but the server)
-    round_ticks: jax.Array  # int32: FL / D-PSGD round length
-    part_ids: PyTree  # partitioned gossip: coordinate -> partition id, else None
+    A rule's own constants (`part_ids`) come from its registry `consts` hook; the message
+    sizes of a rule see a Consts holding only those (`Wire.sizes`)."""
+
+    graph: Graph = None  # type: ignore[assignment]
+    x_train: jax.Array = None  # type: ignore[assignment]
+    y_train: jax.Array = None  # type: ignore[assignment]
+    part: Any = None  # partition.PartitionArrays
+    threshold: jax.Array = None  # type: ignore[assignment]  # [N] int32: merge at this count
+    beta: jax.Array = None  # type: ignore[assignment]  # f32: weight of the own model
+    is_client: jax.Array = None  # type: ignore[assignment]  # [N] bool: nodes that train
+    round_ticks: jax.Array = None  # type: ignore[assignment]  # int32: FL / D-PSGD round
+    part_ids: PyTree = None  # partitioned gossip: coordinate -> partition id, else None
     net: Any = None  # vanish.network.Net: faults and dynamics; None = the fault-free network
     # uint32: the run's seed, for a rule that draws its own randomness on the device
     # (modest's aggregator samples); None = 0

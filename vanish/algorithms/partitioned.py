@@ -44,6 +44,13 @@ def partition_ids(params: PyTree, num_partitions: int, seed: int = 0) -> PyTree:
                   for k, x in zip(keys, leaves)])
 
 
+def device_consts(knobs: dict[str, Any], template: PyTree, seed: int) -> dict[str, PyTree]:
+    """The registry's `consts` hook: the coordinates' partition ids (`part_ids`), drawn from
+    the run's seed for one node's parameter shapes (`template`)."""
+    zeros = jax.tree.map(lambda s: jnp.zeros((1, *s.shape), s.dtype), template)
+    return {"part_ids": partition_ids(zeros, int(knobs["num_partitions"]), seed)}
+
+
 def message_masks(part_ids: PyTree, event_ord_K: jax.Array, keys_K: jax.Array,
                   num_partitions: int, subsample: float) -> PyTree:
     """Which coordinates each of K messages carries (1.0 = carried)."""

@@ -1,0 +1,277 @@
+"""vanish.results on hand-built runs: statistics over seeds against numpy, seeds that never
+reached the target, the grid's and a sweep's Markdown and CSV, loading stored records, and
+one run's summary table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+
+from vanish import results, sweep
+
+
+def _mean_sd(values):
+    return float(np.mean(values)), float(np.std(values, ddof=1))
+
+
+def test_stats_are_the_mean_and_the_sample_sd():
+    values = [0.81, 0.84, 0.8, 0.77]
+    mean, sd = results.stats(values)
+    np.testing.assert_allclose((mean, sd), _mean_sd(values), rtol=1e-12)
+    assert results.stats([250.0]) == (250.0, 0.0)  # one seed: no spread
+    assert results.stats([]) is None
+
+
+# ------------------------------------------------------------------ the grid (aggregate)
+
+
+def _run(root, n, seed, summary, **fields):
+    """A workdir as vanish writes it (schema 2: the config nested in sections)."""
+    wd = root / f"n{n}" / f"seed{seed}"
+    wd.mkdir(parents=True)
+    cfg = {"seed": seed, "topology": {"num_nodes": n}, "run": {"target_accuracy": 0.75},
+           **fields}
+    (wd / "run_config.json").write_text(json.dumps({"schema": 2, "config": cfg}))
+    (wd / "summary.json").write_text(json.dumps(summary))
+    return wd
+
+
+# Three seeds at N = 50: gossip misses the target in seed 1, fl in every seed.
+TTA = {"gossip_vc": [100, 250, 400], "gossip": [300, None, 900], "fl": [None, None, None]}
+FINAL = {"gossip_vc": [0.81, 0.84, 0.8], "gossip": [0.7, 0.6, 0.72], "fl": [0.5, 0.55, 0.6]}
+
+
+@pytest.fixture
+def grid(tmp_path):
+    for seed in range(3):
+        summary = {a: {"ticks_to_target": TTA[a][seed], "final_acc": FINAL[a][seed],
+                       "final_global_acc": FINAL[a][seed] + 0.01, "var_ratio": 1.0 - 0.1 * seed,
+                       "final_tick": 500} for a in TTA}
+        _run(tmp_path, 50, seed, summary)
+    _run(tmp_path, 100, 0, {"gossip_vc": {"ticks_to_target": 150, "final_acc": 0.9,
+                                          "final_tick": 600}})
+    return results.aggregate(results.find_runs([tmp_path]), ["num_nodes"])
+
+
+def test_aggregate_means_and_sds_over_seeds_match_numpy(grid):
+    by = {(r["num_nodes"], r["algorithm"]): r for r in grid}
+    assert [(r["num_nodes"], r["algorithm"]) for r in grid] == [
+        (50, "fl"), (50, "gossip"), (50, "gossip_vc"), (100, "gossip_vc")]
+    vc = by[50, "gossip_vc"]
+    assert (vc["seeds"], vc["never"], vc["horizon"]) == (3, 0, 500)
+    np.testing.assert_allclose(vc["ticks_to_target"], _mean_sd(TTA["gossip_vc"]))
+    np.testing.assert_allclose(vc["final_acc"], _mean_sd(FINAL["gossip_vc"]))
+    np.testing.assert_allclose(vc["var_ratio"], _mean_sd([1.0, 0.9, 0.8]))
+    assert vc["bytes_to_target"] is None  # no run counted bytes
+    assert by[100, "gossip_vc"]["ticks_to_target"] == (150.0, 0.0)  # one seed
+
+
+def test_a_seed_that_never_reached_the_target_is_counted_not_averaged(grid):
+    by = {(r["num_nodes"], r["algorithm"]): r for r in grid}
+    gossip = by[50, "gossip"]
+    assert (gossip["seeds"], gossip["never"]) == (3, 1)
+    np.testing.assert_allclose(gossip["ticks_to_target"], _mean_sd([300, 900]))  # not 0/inf
+    np.testing.assert_allclose(gossip["final_acc"], _mean_sd(FINAL["gossip"]))  # all seeds
+    # gossip / gossip_vc ticks, per seed where both got there: 300/100 and 900/400.
+    np.testing.assert_allclose(gossip["gossip_over_vc"], _mean_sd([3.0, 2.25]))
+    fl = by[50, "fl"]
+    assert (fl["never"], fl["ticks_to_target"], fl["fl_over_vc"]) == (3, None, None)
+
+
+def test_grid_markdown_rows(grid):
+    text = results.markdown(grid, ["num_nodes"])
+    lines = text.splitlines()
+    assert lines[0] == ("| num_nodes | algorithm | seeds | ticks to target | final acc "
+                        "| global-model acc | var ratio | gossip / vc ticks | fl / vc ticks |")
+    assert lines[1] == "|" + "---|" * 9
+    assert len(lines) == 2 + len(grid) and text.endswith("|\n")
+
+    def cell(values, digits):
+        m, s = _mean_sd(values)
+        return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+    finals = FINAL["gossip"]
+    assert lines[3] == (f"| 50 | gossip | 3 | {cell([300, 900], 0)} (never: 1/3) | "
+                        f"{cell(finals, 3)} | {cell([f + 0.01 for f in finals], 3)} | "
+                        f"{cell([1.0, 0.9, 0.8], 2)} | {cell([3.0, 2.25], 2)} | - |")
+    assert lines[2].startswith("| 50 | fl | 3 | never | ")
+    assert lines[5] == "| 100 | gossip_vc | 1 | 150 ± 0 | 0.900 ± 0.000 | - | - | - | - |"
+
+
+def test_one_group_holds_each_seed_once(tmp_path):
+    _run(tmp_path / "a", 50, 0, {"gossip": {"ticks_to_target": 1}})
+    _run(tmp_path / "b", 50, 0, {"gossip": {"ticks_to_target": 2}})
+    with pytest.raises(results.ResultsError, match=r"holds seed\(s\) twice: \[0, 0\]"):
+        results.aggregate(results.find_runs([tmp_path]), ["num_nodes"])
+
+
+# ------------------------------------------------------------------ stored records
+
+
+def test_load_run_reads_todays_and_earlier_records(tmp_path):
+    new = _run(tmp_path, 50, 3, {"fl": {}}, data={"alpha": 0.1})
+    cfg, summary = results.load_run(new)
+    assert (cfg["seed"], cfg["topology.num_nodes"], cfg["data.alpha"]) == (3, 50, 0.1)
+    assert "optim.lr" in cfg and summary == {"fl": {}}  # a field it lacks: its default
+    old = tmp_path / "old"
+    old.mkdir()  # an earlier vanish: flat names, no schema; a hand-added field stays
+    (old / "run_config.json").write_text(json.dumps({"config": {
+        "seed": 1, "num_nodes": 200, "alpha": 5.0, "tag": "x"}}))
+    (old / "summary.json").write_text("{}")
+    cfg, _ = results.load_run(old)
+    assert (cfg["topology.num_nodes"], cfg["data.alpha"], cfg["tag"]) == (200, 5.0, "x")
+    assert "num_nodes" not in cfg
+    (old / "summary.json").write_text("{not json")
+    with pytest.raises(results.ResultsError, match="summary.json: cannot read it"):
+        results.load_run(old)
+
+
+def test_field_paths_and_the_fields_seeds_may_differ_in():
+    assert results.field_path("num_nodes") == "topology.num_nodes"
+    assert results.field_path("topology.degree") == "topology.degree"
+    a = {"seed": 0, "run.ticks": 100, "optim.lr": 0.1, "run.target_accuracy": 0.7}
+    b = {"seed": 1, "run.ticks": 200, "optim.lr": 0.2, "run.target_accuracy": 0.8, "x": 1}
+    assert results.differences(a, b) == ["optim.lr", "run.target_accuracy", "x"]
+    assert results.differences(a, b, besides=["optim.lr", "x"]) == ["run.target_accuracy"]
+
+
+def test_replace_section_only_between_the_markers(tmp_path):
+    doc = tmp_path / "R.md"
+    doc.write_text("a\n<!-- results:t -->\nold\n<!-- /results:t -->\nb\n")
+    results.replace_section(doc, "t", "| new |\n")
+    assert doc.read_text() == "a\n<!-- results:t -->\n| new |\n<!-- /results:t -->\nb\n"
+    with pytest.raises(results.ResultsError, match="no section markers"):
+        results.replace_section(doc, "other", "x\n")
+    assert doc.read_text().count("| new |") == 1
+
+
+# ------------------------------------------------------------- a sweep (combinations)
+
+
+def _summary(tta, final, best, mb=None):
+    return {"gossip": {"ticks_to_target": tta, "final_acc": final, "best_acc": best,
+                       "target_accuracy": 0.75,
+                       "bytes_to_target": None if mb is None else mb * 1e6}}
+
+
+SWEEP = {"alpha=0.1": [_summary(100, 0.8, 0.82, 2.0), _summary(None, 0.7, 0.74),
+                       _summary(400, 0.78, 0.8, 4.0)],
+         "alpha=5": [_summary(None, 0.5, 0.6)]}
+
+
+def test_combinations_average_the_reached_seeds_only():
+    rows = results.combinations(SWEEP)
+    first, never = rows
+    assert (first["combination"], first["seeds"], first["reached"], first["target"]) == (
+        "alpha=0.1", 3, 2, 0.75)
+    np.testing.assert_allclose((first["ticks_to_target_mean"], first["ticks_to_target_sd"]),
+                               _mean_sd([100, 400]))
+    np.testing.assert_allclose((first["bytes_to_target_mean"], first["bytes_to_target_sd"]),
+                               _mean_sd([2e6, 4e6]))
+    np.testing.assert_allclose((first["final_acc_mean"], first["final_acc_sd"]),
+                               _mean_sd([0.8, 0.7, 0.78]))
+    assert (first["final_acc_min"], first["final_acc_max"]) == (0.7, 0.8)
+    assert (never["reached"], never["ticks_to_target_mean"], never["ticks_to_target_sd"]) == (
+        0, None, None)
+    assert never["best_acc_mean"] == 0.6 and never["best_acc_sd"] == 0.0
+
+
+def test_combinations_markdown_and_csv():
+    rows = results.combinations(SWEEP)
+    lines = results.combinations_markdown(rows).splitlines()
+    assert lines[0] == ("| combination | algorithm | seeds | ticks to 0.75 (reached) | "
+                        "MB/node to target | final acc | best acc |")
+    assert lines[1] == "|---|---|---:|---:|---:|---:|---:|"
+    m, s = _mean_sd([0.8, 0.7, 0.78])
+    bm, bs = _mean_sd([0.82, 0.74, 0.8])
+    tm, ts = _mean_sd([100, 400])
+    assert lines[2] == (f"| alpha=0.1 | gossip | 3 | {tm:.0f} ± {ts:.0f} (2/3) | "
+                        f"3.0 ± {math.sqrt(2):.1f} | {m:.3f} ± {s:.3f} | {bm:.3f} ± {bs:.3f} |")
+    assert lines[3] == "| alpha=5 | gossip | 1 | never (0/1) | never | 0.500 ± 0.000 | " \
+                       "0.600 ± 0.000 |"
+    table = list(csv.DictReader(io.StringIO(results.to_csv(rows))))
+    assert list(table[0]) == list(rows[0])  # every column, in the rows' order
+    assert table[1]["ticks_to_target_mean"] == "" and table[1]["reached"] == "0"
+    assert float(table[0]["ticks_to_target_mean"]) == pytest.approx(250.0)
+    assert results.to_csv([]) == ""
+
+
+def test_the_sweep_tabulates_its_jobs_through_results(tmp_path):
+    """vanish.sweep reads each job's summary (a job without one is left out) and writes
+    results.md and results.csv with this module's renderers."""
+    jobs = []
+    for name, summaries in SWEEP.items():
+        for seed, summary in enumerate(summaries):
+            wd = tmp_path / name / f"seed{seed}"
+            wd.mkdir(parents=True)
+            (wd / "summary.json").write_text(json.dumps(summary))
+            jobs.append(sweep.Job(name, seed, "c.py", {}, wd))
+    jobs.append(sweep.Job("alpha=5", 9, "c.py", {}, tmp_path / "unfinished"))
+    assert sweep.table(jobs) == results.combinations(SWEEP)
+    written = sweep.write_results(jobs, tmp_path / "out")
+    assert written["md"].read_text() == results.combinations_markdown(sweep.table(jobs))
+    assert written["csv"].read_bytes().decode() == results.to_csv(sweep.table(jobs))
+
+
+# ------------------------------------------------------------- one run (summary_table)
+
+
+def test_summary_table_text_and_markdown():
+    summaries = {
+        'fl': {'final_acc': 0.912345, 'ticks_to_target': 1200, 'var_ratio': 0.05},
+        'gossip_vc': {'final_acc': 0.9, 'ticks_to_target': None,
+                      'var_ratio/Dense_0/kernel': 0.5, 'var_ratio/Dense_1/kernel': 1.5},
+        'gossip': {'final_acc': 0.5},
+    }
+    text = results.summary_table(summaries)
+    lines = text.splitlines()
+    assert lines[0].split() == ['algorithm', 'final', 'acc', 'ticks', 'to', 'target', 'var',
+                                'ratio']
+    assert lines[2].split() == ['fl', '0.9123', '1200', '0.0500']
+    # Per-layer ratios are averaged when no aggregate is given; None means "never reached".
+    assert lines[3].split() == ['gossip_vc', '0.9000', 'never', '1.0000']
+    assert lines[4].split() == ['gossip', '0.5000', '-', '-']
+    assert len({len(line) for line in lines}) == 1  # fixed width
+
+    md = results.summary_table(summaries, markdown=True).splitlines()
+    assert md[0].startswith('| algorithm') and md[0].endswith('|')
+    assert set(md[1]) <= set('|-:') and md[1].count('|') == 5
+    assert md[2].replace(' ', '') == '|fl|0.9123|1200|0.0500|'
+
+
+@pytest.mark.parametrize('value,shown', [(0.0, '0.0000'), (1.5e-5, '1.500e-05'), (7, '7')])
+def test_summary_table_number_formats(value, shown):
+    table = results.summary_table({'a': {'final_acc': value}})
+    assert table.splitlines()[2].split()[1] == shown
+
+
+def test_summary_table_names_the_target_and_says_never():
+    summaries = {'fl': {'final_acc': 0.9, 'ticks_to_target': 1200.0, 'target_accuracy': 0.75},
+                 'gossip': {'final_acc': 0.1, 'ticks_to_target': None, 'target_accuracy': 0.75},
+                 'gossip_vc': {'final_acc': 0.8, 'ticks_to_target': float('nan'),
+                               'target_accuracy': 0.75}}
+    lines = results.summary_table(summaries).splitlines()  # the target from the summaries
+    assert lines[0].split() == ['algorithm', 'final', 'acc', 'ticks', 'to', '0.75', 'var',
+                                'ratio']
+    assert [ln.split()[2] for ln in lines[2:]] == ['1200', 'never', 'never']
+    md = results.summary_table(summaries, markdown=True, target=0.8).splitlines()
+    assert md[0].replace(' ', '') == '|algorithm|finalacc|ticksto0.8|varratio|'
+    assert 'None' not in '\n'.join(md) and 'nan' not in '\n'.join(md)
+    mixed = {**summaries, 'fl': {**summaries['fl'], 'target_accuracy': 0.8}}
+    assert 'ticks to target' in results.summary_table(mixed)  # no one target to name
+
+
+def test_summary_table_adds_the_cost_columns_when_a_run_counted_them():
+    summaries = {'gossip_vc': {'final_acc': 0.8, 'ticks_to_target': 300,
+                               'bytes_to_target': 2_345_678, 'seconds_to_target': 12.5},
+                 'gossip': {'final_acc': 0.6, 'ticks_to_target': None,
+                            'bytes_to_target': None}}
+    lines = results.summary_table(summaries).splitlines()
+    assert 'MB/node to target' in lines[0] and 'sim s to target' in lines[0]
+    assert lines[2].split()[-2:] == ['2.3000', '12.5000']  # 2.345678 MB, rounded to 0.1
+    assert lines[3].split()[-2:] == ['never', '-']
