@@ -125,6 +125,68 @@ TABLES = (
 )
 
 
+# The headline: (model, N, the cell of the baselines, the cell of gossip_vc on the same
+# seeds). The 10,000-tick cells first, then the 3000-tick grid's sizes.
+HEADLINE_BASELINES = ("gossip", "gossip_classic", "gossip_part")
+HEADLINE = (("lenet5", 50, "lenet_n50_h10k", "iid_n50"),
+            ("lenet5", 200, "lenet_n200_h10k", "lenet_n200"),
+            ("mlp", 500, "mlp_n500_h10k", "mlp_n500"),
+            ("mlp", 1000, "mlp_n1000_h10k", "mlp_n1000"))
+HEADLINE_3000 = (("lenet5", 50, "iid_n50", "iid_n50"), ("lenet5", 100, "lenet_n100", "lenet_n100"),
+                 ("lenet5", 200, "lenet_n200", "lenet_n200"),
+                 ("lenet5", 1000, "lenet_n1000", "lenet_n1000"),
+                 *((("mlp", n, f"mlp_n{n}", f"mlp_n{n}")) for n in (50, 100, 200, 500, 1000)))
+LR_CELLS = ("lr0.005_n50", "iid_n50", "lr0.02_n50", "lr0.05_n50")  # seed 0: lr 0.005-0.05
+PLATEAU_AT = (1000, 3000, 10000)
+
+
+def headline(archive: Path, results_md: Path, figures: Path) -> None:
+    """The speed-up tables (10,000 ticks and 3000 ticks), the figure, the plateau-end table
+    and the learning-rate grid, from the archived cells that exist."""
+    from vanish import plots
+
+    def pairs(spec: Any) -> list[tuple[str, int, Path, Path]]:
+        return [(m, n, archive / b, archive / r) for m, n, b, r in spec
+                if (archive / b).is_dir() and (archive / r).is_dir()]
+
+    rows = results.speedup_rows(pairs(HEADLINE), HEADLINE_BASELINES)
+    rows3 = results.speedup_rows(pairs(HEADLINE_3000), HEADLINE_BASELINES)
+    text = ("At 10,000 ticks:\n\n" + results.speedup_markdown(rows, HEADLINE_BASELINES)
+            + "\n\nAt 3000 ticks (the grid's cells):\n\n"
+            + results.speedup_markdown(rows3, HEADLINE_BASELINES) + "\n")
+    results.replace_section(results_md, "headline", text)
+    plots.plot_speedup(rows + [r for r in rows3 if (r["model"], r["num_nodes"]) not in
+                               {(x["model"], x["num_nodes"]) for x in rows}],
+                       HEADLINE_BASELINES, figures / "grid_speedup.png")
+    (archive.parent / "results_headline.json").write_text(
+        json.dumps({"h10k": rows, "h3000": rows3}, indent=1))
+    plateau_rows = []
+    for model, n, base, _ in pairs(HEADLINE):
+        for seed_dir in sorted((base).glob("seed*")):
+            _, summaries = results.load_run(seed_dir)
+            for algo in HEADLINE_BASELINES:
+                if algo in summaries:
+                    plateau_rows.append({"model": model, "num_nodes": n, "algorithm": algo,
+                                         "seed": int(seed_dir.name[4:]),
+                                         "plateau": results.plateau(seed_dir, algo,
+                                                                    at=PLATEAU_AT)})
+    results.replace_section(results_md, "plateau",
+                            results.plateau_markdown(plateau_rows, PLATEAU_AT) + "\n")
+    h10k = [archive / c for c in ("lenet_n50_h10k", "lenet_n200_h10k") if (archive / c).is_dir()]
+    if h10k:
+        results.curves_figure(results.find_runs(h10k), ["num_nodes"],
+                              figures / "grid_var_h10k.png", y="var_ratio")
+        results.curves_figure(results.find_runs(h10k), ["num_nodes"],
+                              figures / "grid_acc_h10k.png")
+    lr_runs = [archive / c / "seed0" for c in LR_CELLS if (archive / c / "seed0").is_dir()]
+    if lr_runs:
+        lr_rows = results.aggregate(lr_runs, ["optim.lr"])
+        results.replace_section(results_md, "lr", results.markdown(
+            [r for r in lr_rows if r["algorithm"] != "fl"], ["optim.lr"]))
+    print(f"headline: {len(rows)} + {len(rows3)} rows, {len(plateau_rows)} plateau rows, "
+          f"{len(lr_runs)} lr cells -> {results_md}")
+
+
 def tables(archive: Path, results_md: Path, figures: Path) -> int:
     """Regenerates every table, figure and accuracy-curve figure from the archived cells
     (those not yet archived are left out; a table with none is skipped): the table into its
@@ -154,6 +216,11 @@ def tables(archive: Path, results_md: Path, figures: Path) -> int:
             return 1
         (archive.parent / f"results_{t.name}.json").write_text(json.dumps(rows, indent=1))
         print(f"{t.name}: {len(have)} of {len(t.cells)} cells -> {results_md} (exit 0)")
+    try:
+        headline(archive, results_md, figures)
+    except results.ResultsError as e:
+        print(f"headline: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

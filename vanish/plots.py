@@ -565,6 +565,59 @@ def plot_ticks_to_target(rows: Sequence[Mapping[str, Any]], field: str, out_png:
     return _save(ticks_to_target_figure(rows, field, by, setup), out_png, dpi=120)
 
 
+def speedup_figure(rows: Sequence[Mapping[str, Any]], baselines: Sequence[str],
+                   reference: str = 'gossip_vc', claim: float | None = 6.0) -> Figure:
+    """Baseline ticks to target / the reference's vs N (log x), one line per baseline and
+    model (vanish.results.speedup_rows' rows). Measured ratios: filled markers with error
+    bars (sd over seeds); lower bounds (the baseline never arrived within the horizon):
+    open markers with an upward arrow. The paper's claim is a dotted line."""
+    fig, ax = plt.subplots(figsize=(8, 4.6), layout='constrained')
+    models = sorted({str(r['model']) for r in rows})
+    for b in baselines:
+        st = style_for(b)
+        for mi, model in enumerate(models):
+            pts = sorted((int(r['num_nodes']), r[b]) for r in rows
+                         if str(r['model']) == model and b in r)
+            dash = st.linestyle if mi == 0 else (0, (1, 1))
+            xs, ys = [], []
+            for n, sp in pts:
+                if sp['ratios']:
+                    m = float(np.mean(sp['ratios']))
+                    sd = float(np.std(sp['ratios'], ddof=1)) if len(sp['ratios']) > 1 else 0.0
+                    ax.errorbar([n], [m], yerr=[sd], color=st.color, marker=st.marker, ms=7,
+                                capsize=3, lw=0)
+                    xs.append(n)
+                    ys.append(m)
+                if sp['bounds']:
+                    lb = float(np.mean(sp['bounds']))
+                    ax.plot([n], [lb], color=st.color, marker=st.marker, ms=8,
+                            markerfacecolor='none', lw=0)
+                    ax.annotate('', xy=(n, lb * 1.35), xytext=(n, lb),
+                                arrowprops=dict(arrowstyle='->', color=st.color))
+                    if not sp['ratios']:
+                        xs.append(n)
+                        ys.append(lb)
+            if xs:
+                ax.plot(xs, ys, color=st.color, linestyle=dash, lw=1.5,
+                        label=f'{b} ({model})')
+    if claim:
+        ax.axhline(claim, color='0.4', ls=':', lw=1.2, label=f'paper: up to {claim:g}x')
+    ax.axhline(1.0, color='0.7', lw=0.8)
+    ax.set_xscale('log')
+    ax.set_xlabel('nodes N')
+    ax.set_ylabel(f'baseline ticks to target / {reference}\'s')
+    ax.set_title('speed-up of variance-corrected gossip (open marker + arrow: lower bound, '
+                 'the baseline never arrived)', fontsize=9)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_speedup(rows: Sequence[Mapping[str, Any]], baselines: Sequence[str],
+                 out_png: PathLike, **kwargs: Any) -> Path:
+    """Writes `speedup_figure(rows, baselines, **kwargs)` to `out_png`."""
+    return _save(speedup_figure(rows, baselines, **kwargs), out_png, dpi=120)
+
+
 class CurvePanel(NamedTuple):
     """One group of runs (one per seed) in `group_curves_figure`."""
 

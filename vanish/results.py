@@ -31,7 +31,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from vanish import config
 from vanish import workdir as workdir_lib
@@ -484,3 +484,132 @@ def summary_table(summaries: Mapping[str, Mapping[str, Any]], *, markdown: bool 
     else:
         rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule, *map(line, rows)])
+
+
+# ------------------------------------------------------------- speed-ups at a horizon
+
+
+class Plateau(NamedTuple):
+    """Where a run's plateau ends: the first evaluated tick whose mean node accuracy exceeds
+    `chance` (None: never), the tick it reaches the target (None: never within `horizon`),
+    and the kernels' variance relative to initial at the requested ticks (None: not
+    evaluated there)."""
+
+    leaves_chance: int | None
+    reaches_target: int | None
+    horizon: int
+    var_ratio: dict[int, float | None]
+
+
+def plateau(workdir: PathLike, algorithm: str, *, chance: float = 0.2,
+            at: Sequence[int] = (1000, 3000, 10000)) -> Plateau:
+    """`Plateau` of one algorithm's run in `workdir` (archived or live: its curves and its
+    summary's target)."""
+    acc = load_curves(workdir).get(algorithm, [])
+    var = dict(load_curves(workdir, y="var_ratio").get(algorithm, []))
+    if not acc:
+        raise ResultsError(f"{workdir}: no curve of {algorithm}")
+    _, summaries = load_run(workdir)
+    s = summaries[algorithm]
+    first = next((t for t, a in acc if a > chance), None)
+    return Plateau(first, s.get("ticks_to_target"), int(s.get("final_tick", acc[-1][0])),
+                   {t: var.get(t) for t in at})
+
+
+class Speedup(NamedTuple):
+    """A baseline's ticks to target over the reference's, per seed: the seeds where both
+    arrived give ratios; a seed where only the reference arrived gives a lower bound
+    (horizon / reference ticks). The two are never mixed in one mean."""
+
+    ratios: list[float]
+    bounds: list[float]
+    missing: int  # seeds where the reference never arrived (no ratio, no bound)
+
+    def cell(self) -> str:
+        """'4.2 ± 0.3 (3)', '> 5.6 (3)' (the bounds' mean: the mean ratio exceeds it), or
+        both when the seeds split; '-' without data."""
+        parts = []
+        r, b = stats(self.ratios), stats(self.bounds)
+        if r is not None:
+            parts.append(f"{r[0]:.2f} ± {r[1]:.2f} ({len(self.ratios)})")
+        if b is not None:
+            parts.append(f"> {b[0]:.2f} ({len(self.bounds)})")
+        return "; ".join(parts) or "-"
+
+
+def speedup(baseline: Sequence[tuple[int | None, int]],
+            reference: Sequence[int | None]) -> Speedup:
+    """Per seed, (baseline ticks to target or None, its horizon) against the reference's
+    ticks to target (None: never)."""
+    ratios, bounds, missing = [], [], 0
+    for (b, horizon), ref in zip(baseline, reference):
+        if ref is None or ref <= 0:
+            missing += 1
+        elif b is None:
+            bounds.append(horizon / ref)
+        else:
+            ratios.append(b / ref)
+    return Speedup(ratios, bounds, missing)
+
+
+def speedup_rows(pairs: Sequence[tuple[str, int, PathLike, PathLike]],
+                 baselines: Sequence[str], reference: str = "gossip_vc"
+                 ) -> list[dict[str, Any]]:
+    """One row per (model, N) pair of cells: (model, N, baseline cell, reference cell), the
+    cells holding seed folders. Seeds present in both cells are paired; each baseline's
+    `Speedup` against `reference` (taken from the reference cell, or from the baseline cell
+    when it ran there too)."""
+    rows = []
+    for model, n, base_cell, ref_cell in pairs:
+        seeds = sorted(p.name for p in Path(base_cell).glob("seed*")
+                       if (Path(ref_cell) / p.name / "summary.json").is_file()
+                       and (p / "summary.json").is_file())
+        row: dict[str, Any] = {"model": model, "num_nodes": n, "seeds": len(seeds)}
+        refs, summaries = [], {}
+        for s in seeds:
+            _, summaries[s] = load_run(Path(base_cell) / s)
+            _, ref_s = load_run(Path(ref_cell) / s)
+            refs.append((summaries[s].get(reference) or ref_s[reference])["ticks_to_target"])
+        row["reference_ticks"] = stats([r for r in refs if r is not None])
+        for b in baselines:
+            have = [(s, r) for s, r in zip(seeds, refs) if b in summaries[s]]
+            if not have:
+                continue
+            sp = speedup([(summaries[s][b]["ticks_to_target"], summaries[s][b]["final_tick"])
+                          for s, _ in have], [r for _, r in have])
+            row[b] = sp._asdict()
+            row[f"{b}_cell"] = sp.cell()
+        rows.append(row)
+    return rows
+
+
+def speedup_markdown(rows: Sequence[Mapping[str, Any]], baselines: Sequence[str],
+                     reference: str = "gossip_vc", claim: str = "up to 6x") -> str:
+    """The headline table: per model and N, each baseline's ticks to target / the
+    reference's, mean ± sd (seeds), lower bounds marked '>'; the paper's claim beside it."""
+    head = ["model", "N", f"{reference} ticks to target"] + [f"{b} / {reference}"
+                                                             for b in baselines] + ["paper"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        ref = r["reference_ticks"]
+        cells = [str(r["model"]), str(r["num_nodes"]),
+                 "-" if ref is None else f"{ref[0]:.0f} ± {ref[1]:.0f}"]
+        cells += [r.get(f"{b}_cell", "not run") for b in baselines]
+        lines.append("| " + " | ".join(cells + [claim]) + " |")
+    return "\n".join(lines)
+
+
+def plateau_markdown(rows: Sequence[Mapping[str, Any]], at: Sequence[int]) -> str:
+    """The plateau-end table: one row per (model, N, algorithm, seed)."""
+    head = ["model", "N", "algorithm", "seed", "leaves chance (> 0.2)", "reaches target"] + [
+        f"var ratio @ {t}" for t in at]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        p: Plateau = r["plateau"]
+        cells = [str(r["model"]), str(r["num_nodes"]), r["algorithm"], str(r["seed"]),
+                 "never" if p.leaves_chance is None else str(p.leaves_chance),
+                 f"never within {p.horizon}" if p.reaches_target is None
+                 else str(p.reaches_target)]
+        cells += ["-" if p.var_ratio.get(t) is None else f"{p.var_ratio[t]:.4f}" for t in at]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
