@@ -275,3 +275,63 @@ def test_summary_table_adds_the_cost_columns_when_a_run_counted_them():
     assert 'MB/node to target' in lines[0] and 'sim s to target' in lines[0]
     assert lines[2].split()[-2:] == ['2.3000', '12.5000']  # 2.345678 MB, rounded to 0.1
     assert lines[3].split()[-2:] == ['never', '-']
+
+
+# ------------------------------------------------------------- speed-ups at a horizon
+
+
+def test_speedup_keeps_ratios_and_lower_bounds_apart():
+    # Seeds: both arrive (300 / 100), the baseline never does within 1000 (> 1000 / 250),
+    # the reference never does (no entry), both arrive (900 / 300).
+    sp = results.speedup([(300, 1000), (None, 1000), (500, 1000), (900, 1000)],
+                         [100, 250, None, 300])
+    assert sp.ratios == [3.0, 3.0] and sp.bounds == [4.0] and sp.missing == 1
+    assert sp.cell() == "3.00 ± 0.00 (2); > 4.00 (1)"
+    none_arrived = results.speedup([(None, 10000), (None, 10000)], [2500, 2000])
+    assert none_arrived.ratios == [] and none_arrived.cell() == f"> {(4 + 5) / 2:.2f} (2)"
+    assert results.speedup([], []).cell() == "-"
+
+
+def _curves(wd, rows):
+    (wd / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def test_speedup_rows_pair_seeds_and_take_the_reference_from_its_cell(tmp_path):
+    base, ref = tmp_path / "h10k", tmp_path / "h3k"
+    for seed, (g, vc) in enumerate(((None, 2500), (6000, 2000))):
+        for root, summary in ((base, {"gossip": {"ticks_to_target": g, "final_tick": 10000}}),
+                              (ref, {"gossip_vc": {"ticks_to_target": vc, "final_tick": 3000}})):
+            wd = root / f"seed{seed}"
+            wd.mkdir(parents=True)
+            (wd / "run_config.json").write_text(json.dumps({"schema": 2, "config": {
+                "seed": seed}}))
+            (wd / "summary.json").write_text(json.dumps(summary))
+    (base / "seed7").mkdir()  # a seed the reference cell lacks is left out
+    rows = results.speedup_rows([("lenet5", 50, base, ref)], ["gossip", "gossip_classic"])
+    (row,) = rows
+    assert row["seeds"] == 2 and row["reference_ticks"] == (2250.0, pytest.approx(353.553, 1e-4))
+    assert row["gossip"]["ratios"] == [3.0] and row["gossip"]["bounds"] == [4.0]
+    assert "gossip_classic" not in row
+    table = results.speedup_markdown(rows, ["gossip", "gossip_classic"])
+    assert "| lenet5 | 50 | 2250 ± 354 | 3.00 ± 0.00 (1); > 4.00 (1) | not run | up to 6x |" \
+        in table
+
+
+def test_plateau_reads_where_a_run_leaves_chance_and_its_variance(tmp_path):
+    wd = tmp_path / "run"
+    wd.mkdir()
+    (wd / "run_config.json").write_text(json.dumps({"schema": 2, "config": {"seed": 0}}))
+    (wd / "summary.json").write_text(json.dumps({"gossip": {"ticks_to_target": None,
+                                                            "final_tick": 3000}}))
+    _curves(wd, [{"algorithm": "gossip", "tick": t, "acc_mean": a, "var_ratio": v}
+                 for t, a, v in ((0, 0.1, 1.0), (1000, 0.15, 0.02), (2000, 0.35, 0.05),
+                                 (3000, 0.6, 0.2))])
+    p = results.plateau(wd, "gossip", at=(1000, 3000, 10000))
+    assert p.leaves_chance == 2000 and p.reaches_target is None and p.horizon == 3000
+    assert p.var_ratio == {1000: 0.02, 3000: 0.2, 10000: None}
+    row = results.plateau_markdown([{"model": "mlp", "num_nodes": 9, "algorithm": "gossip",
+                                     "seed": 0, "plateau": p}], (1000, 3000, 10000))
+    assert row.splitlines()[-1] == ("| mlp | 9 | gossip | 0 | 2000 | never within 3000 | "
+                                    "0.0200 | 0.2000 | - |")
+    with pytest.raises(results.ResultsError, match="no curve of fl"):
+        results.plateau(wd, "fl")
