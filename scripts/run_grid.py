@@ -92,6 +92,8 @@ def _cells() -> list[Cell]:
     # alpha0.5_n50 cells' fl, gossip and gossip_vc on the same seeds. D-PSGD and DIMAT mix
     # every 10 ticks (every node trains every tick: 10 steps per round).
     sync = {"algorithm_args.dimat.local_steps": 10, "algorithm_args.dpsgd.local_steps": 10}
+    # What this CPU affords first: the two aligned gossip rules for 1000 ticks (seed 0).
+    cells += [Cell("align1k_iid_n50", iid, {}, 1000, "gossip_align,gossip_align_vc")]
     cells += [Cell("align_iid_n50", iid, sync, 3000, ALIGN),
               Cell("align_alpha0.5_n50", noniid, {"data.alpha": 0.5, **sync}, 3000, ALIGN)]
     return cells
