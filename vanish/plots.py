@@ -99,6 +99,8 @@ _TABLE: dict[str, tuple[str, LineStyle, str]] = {
     'gossip_align': ('darkviolet', _SHORT_DASH, r'$\diamondsuit$'),
     'gossip_align_vc': ('darkviolet', _SOLID, r'$\bigstar$'),
     'dimat': ('slategray', _DASH_DOT, r'$\natural$'),
+    'fl_async': ('cornflowerblue', _DOTTED, r'$\sharp$'),
+    'fl_buff': ('midnightblue', _DASH_DOT_DOT, r'$\flat$'),
 }
 _FALLBACK_COLORS = ('tab:red', '#1a1a1a', '#7a5195', '#ef5675', '#003f5c', '#ffa600',
                     '#2f9e44', '#8c564b', '#4c6ef5', '#e8590c')
@@ -578,7 +580,7 @@ def speedup_figure(rows: Sequence[Mapping[str, Any]], baselines: Sequence[str],
         for mi, model in enumerate(models):
             pts = sorted((int(r['num_nodes']), r[b]) for r in rows
                          if str(r['model']) == model and b in r)
-            dash = st.linestyle if mi == 0 else (0, (1, 1))
+            dash = (st.linestyle, (0, (1, 1)), (0, (4, 1, 1, 1)), (0, (6, 2)))[mi % 4]
             xs, ys = [], []
             for n, sp in pts:
                 if sp['ratios']:
