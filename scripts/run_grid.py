@@ -92,6 +92,14 @@ def _cells() -> list[Cell]:
     # alpha0.5_n50 cells' fl, gossip and gossip_vc on the same seeds. D-PSGD and DIMAT mix
     # every 10 ticks (every node trains every tick: 10 steps per round).
     sync = {"algorithm_args.dimat.local_steps": 10, "algorithm_args.dpsgd.local_steps": 10}
+    # Asynchronous FL beside fl, gossip_vc and modest on the cost study's clock (MLP, N = 100,
+    # IID): compute times lognormal with sigma 0.5 (the cost cell's: its fl, gossip_vc and
+    # modest are the same runs) and 1.0 (more stragglers).
+    cells += [Cell("async_iid_s0.5_n100", cost, {"data.partition": "iid"}, 1500,
+                   "fl_async,fl_buff")]
+    cells += [Cell("async_iid_s1.0_n100", cost, {"data.partition": "iid",
+                                                 "clock.compute": "lognormal:0.2:1.0"}, 1500,
+                   "fl_async,fl_buff,fl,gossip_vc,modest")]
     # What this CPU affords first: the two aligned gossip rules for 1000 ticks (seed 0).
     cells += [Cell("align1k_iid_n50", iid, {}, 1000, "gossip_align,gossip_align_vc")]
     cells += [Cell("align_iid_n50", iid, sync, 3000, ALIGN),

@@ -96,6 +96,8 @@ def test_every_registered_algorithm_runs_without_host_transfers_or_recompiles(na
     cfg = _tiny_cfg()
     if "subspace" in algorithms.REGISTRY[name].knobs:  # the Flag rules: a node holds <= 5 here
         cfg.algorithm_args[name].subspace = 2
+    if "K" in algorithms.REGISTRY[name].knobs:  # FedBuff: a buffer of at most the 6 clients
+        cfg.algorithm_args[name].K = 3
     sim = make_sim(cfg, name, tiny_data)
     assert isinstance(sim.algo, base.Algorithm) and sim.algo.name == name
     state = sim.run_ticks(sim.init_state(), 0, 10)

@@ -738,14 +738,24 @@ def check_rule(exp: Experiment, name: str, topo: topology.Topology) -> None:
     """Builds `name`'s rule once from its knobs, the model and the message buffers' size on
     `topo` (threshold - 1 + in-degree; delays and peer sampling only enlarge it), so a knob
     that only the rule can judge (a layer the model lacks, more than a node can hold) is
-    refused here, as one line, before the workdir is touched."""
+    refused here, as one line, before the workdir is touched. Its own `schedule` hook, if
+    any, plans an empty horizon on `topo` here too (a knob against the node count); an
+    asynchronous rule must have one."""
     caps = algorithms.REGISTRY[name].caps
     threshold = exp.schedule.threshold if exp.schedule.threshold > 0 else int(topo.degree.max())
     capacity = max(threshold, 1) - 1 + max(topo.max_degree, 1)
+    own = algorithms.hook(name, "schedule")
+    if own is None and caps.cadence is Cadence.ASYNC:
+        raise ConfigError(f"{name} trains asynchronously, so its registry line must plan its "
+                          "clients' cycles (a schedule hook); it declares none")
     try:
         algorithms.make(name, **exp.algorithm_args[name], correction=exp.correction,
                         model=make_model(exp),
                         **({"inbox_capacity": capacity} if caps.message_buffers else {}))
+        if own is not None:
+            trainers = np.arange(topo.n) > 0 if caps.has_server else np.ones(topo.n, bool)
+            own(algorithms.PlanRequest(topo.n, 0, exp.seed, trainers, exp.algorithm_args[name],
+                                       clock_for(exp, name)))
     except (ValueError, TypeError) as e:
         if isinstance(e, ConfigError):
             raise
@@ -890,7 +900,8 @@ def draw_schedule(exp: Experiment, name: str, n: int, is_client: np.ndarray,
                              send_every=s.send_every, trainers=is_client)
     own = algorithms.hook(name, "schedule")
     if own is not None:  # the rule plans its own training (FL rounds, client sampling)
-        return own(algorithms.PlanRequest(n, ticks, seed, is_client, args))
+        return own(algorithms.PlanRequest(n, ticks, seed, is_client, args,
+                                          clock_for(exp, name), net))
     node_interval = None
     if net is not None and net.stragglers.any():
         (lo, hi), (s_lo, s_hi) = s.interval, net.straggler_interval

@@ -37,6 +37,7 @@ class Cadence(enum.Enum):
     GOSSIP = "gossip"  # the reference tick schedule: every U{lo..hi} ticks
     EVERY_TICK = "every_tick"  # synchronous rounds: every node, every tick
     FL_ROUNDS = "fl_rounds"  # clients train E steps at each round's middle tick
+    ASYNC = "async"  # clients train in cycles of their own, no rounds (the rule's schedule hook)
 
 
 class Capabilities(NamedTuple):
@@ -70,13 +71,16 @@ class Knob(NamedTuple):
 
 class PlanRequest(NamedTuple):
     """What a rule's `schedule` hook is told: the nodes, the horizon, the run's seed, which
-    nodes train (False: a server) and its own knobs (defaults filled in)."""
+    nodes train (False: a server), its own knobs (defaults filled in) and the run's timing:
+    its simulated clock and its network plan (None: no clock / a fault-free network)."""
 
     n: int
     ticks: int
     seed: int
     trainers: Any  # np.ndarray [n] bool
     knobs: Mapping[str, Any]
+    clock: Any = None  # vanish.clock.Clock of these n nodes (build.clock_for), or None
+    network: Any = None  # vanish.network.Plan (delays, link ticks), or None
 
 
 class Entry(NamedTuple):
@@ -86,7 +90,9 @@ class Entry(NamedTuple):
     for itself (same spelling as the factory; None: what its cadence implies):
 
     * `schedule(request: PlanRequest) -> schedule.Schedule`: when its nodes train (FL
-      rounds: which clients, how many local steps);
+      rounds: which clients, how many local steps; asynchronous FL: each client's cycles);
+      the builder also asks it for an empty horizon before the workdir is touched, so a
+      ValueError it raises (a knob against the node count) is refused as one line;
     * `consts(knobs, template, seed) -> dict`: its own device constants (Consts fields,
       e.g. partitioned gossip's `part_ids`), from one node's parameter shapes (`template`,
       ShapeDtypeStructs); the same dict reaches its message sizes (`Wire.sizes`).
@@ -115,6 +121,17 @@ _FL = Capabilities(placement=Placement.STAR, cadence=Cadence.FL_ROUNDS, shared_i
 # Round-based training: round_ticks, local_steps and client_fraction knobs (vanish/schedule.py).
 _ROUNDS_PLAN = "vanish.schedule:rounds_plan"
 _CORRECTED = Capabilities(corrected=True)
+# Asynchronous FL (vanish/algorithms/fedasync.py): the rule plans its clients' cycles.
+_ASYNC = Capabilities(placement=Placement.STAR, cadence=Cadence.ASYNC, shared_init=True,
+                      shardable=False)
+_ASYNC_PLAN = "fedasync:plan"
+_ASYNC_KNOBS = dict(
+    a=Knob(0.5, "staleness exponent: an update tau server versions old is weighted "
+           "(1 + tau)^-a (0: no discount)", checks.finite_at_least(0)),
+    local_steps=Knob(1, "local steps per cycle, one per tick (on the clock: every "
+                     "ceil(compute / tick_seconds) ticks)", checks.at_least(1)),
+    concurrency=Knob(0, "clients training at once; the others wait for a slot, round robin "
+                     "(0 = all clients)", checks.at_least(0)))
 _BUFFERS = Capabilities(message_buffers=True)
 _BUFFERS_VC = Capabilities(message_buffers=True, corrected=True)
 _FLAG = dict(
@@ -233,6 +250,23 @@ REGISTRY: dict[str, Entry] = {
                     caps=Capabilities(cadence=Cadence.FL_ROUNDS, shared_init=True,
                                       shardable=False, round_knob="round_ticks"),
                     schedule=_ROUNDS_PLAN),
+    "fl_async": Entry("fedasync:make_async", "FedAsync: each client update is mixed into the "
+                      "server's model as it arrives, weighted alpha (1 + staleness)^-a; no "
+                      "rounds",
+                      knobs=dict(alpha=Knob(0.6, "mixing weight of a fresh update: x_s <- "
+                                            "(1 - a_t) x_s + a_t x_c, a_t = alpha (1 + tau)^-a",
+                                            checks.between(0, 1, lo_open=True)),
+                                 **_ASYNC_KNOBS),
+                      caps=_ASYNC, schedule=_ASYNC_PLAN),
+    "fl_buff": Entry("fedasync:make_buff", "FedBuff: the server buffers staleness-weighted "
+                     "client deltas and applies their mean every K updates; no rounds",
+                     knobs=dict(K=Knob(10, "buffer size: updates per server step (at most "
+                                       "the clients)", checks.at_least(1)),
+                                eta=Knob(1.0, "server learning rate: x_s <- x_s + eta * "
+                                         "mean(buffered deltas)",
+                                         checks.finite_at_least(0, strict=True)),
+                                **_ASYNC_KNOBS),
+                     caps=_ASYNC, schedule=_ASYNC_PLAN),
 }
 NAMES: tuple[str, ...] = tuple(REGISTRY)  # the built-in names (REGISTRY may grow)
 
