@@ -132,6 +132,8 @@ TABLES = (
           "num_nodes"),
     Table("cost", ("cost_iid_n100", "cost_alpha0.5_n100"), "partition,alpha", "group",
           ("bytes_sent_mean", "sim_seconds")),
+    Table("async", ("cost_iid_n100", "async_iid_s1.0_n100"), "clock.compute", "group",
+          ("sim_seconds",)),
 )
 
 
@@ -198,6 +200,46 @@ def headline(archive: Path, results_md: Path, figures: Path) -> None:
           f"{len(lr_runs)} lr cells -> {results_md}")
 
 
+# Align, then average: every rule at one tick, seed 0 (the cells ran to different horizons).
+ALIGN_SNAPSHOT = (("iid_n50", ("gossip", "gossip_vc", "fl")),
+                  ("align1k_iid_n50", ("gossip_align", "gossip_align_vc")),
+                  ("align_iid_n50", ("gossip_align", "gossip_align_vc", "dimat", "dpsgd")))
+ALIGN_TICKS = (500, 1000)
+
+
+def align_snapshot(archive: Path, results_md: Path, figures: Path) -> None:
+    """The alignment study's table: mean node accuracy and the kernels' variance / initial
+    at ALIGN_TICKS for each rule (seed 0), and its accuracy curves."""
+    from vanish import plots
+
+    head = ["rule", "cell"] + [f"acc @ {t}" for t in ALIGN_TICKS] + [
+        f"var ratio @ {t}" for t in ALIGN_TICKS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    runs = []
+    for cell, algos in ALIGN_SNAPSHOT:
+        wd = archive / cell / "seed0"
+        if not (wd / "summary.json").is_file():
+            continue
+        runs.append(wd)
+        acc, var = results.load_curves(wd), results.load_curves(wd, y="var_ratio")
+        for a in algos:
+            if a not in acc:
+                continue
+            at_acc, at_var = dict(acc[a]), dict(var.get(a, []))
+            cells = [a, cell] + [f"{at_acc[t]:.3f}" if t in at_acc else "-" for t in ALIGN_TICKS]
+            cells += [f"{at_var[t]:.4f}" if t in at_var else "-" for t in ALIGN_TICKS]
+            lines.append("| " + " | ".join(cells) + " |")
+    results.replace_section(results_md, "align", "\n".join(lines) + "\n")
+    if runs:
+        curves = {}
+        for wd in runs:
+            for a, pts in results.load_curves(wd).items():
+                if a not in curves and any(a in algos for _, algos in ALIGN_SNAPSHOT):
+                    curves[a] = [(t, y) for t, y in pts if t <= max(ALIGN_TICKS)]
+        plots.plot_named_curves(curves, figures / "grid_acc_align.png",
+                                "mean node accuracy (LeNet-5, N = 50, IID, seed 0)")
+
+
 def tables(archive: Path, results_md: Path, figures: Path) -> int:
     """Regenerates every table, figure and accuracy-curve figure from the archived cells
     (those not yet archived are left out; a table with none is skipped): the table into its
@@ -229,6 +271,7 @@ def tables(archive: Path, results_md: Path, figures: Path) -> int:
         print(f"{t.name}: {len(have)} of {len(t.cells)} cells -> {results_md} (exit 0)")
     try:
         headline(archive, results_md, figures)
+        align_snapshot(archive, results_md, figures)
     except results.ResultsError as e:
         print(f"headline: error: {e}", file=sys.stderr)
         return 1

@@ -614,6 +614,27 @@ def speedup_figure(rows: Sequence[Mapping[str, Any]], baselines: Sequence[str],
     return fig
 
 
+def named_curves_figure(curves: Mapping[str, Sequence[tuple[float, float]]],
+                        ylabel: str) -> Figure:
+    """One line per algorithm of {algorithm: [(tick, value), ...]}, in the fixed styles."""
+    fig, ax = plt.subplots(figsize=(8, 4.4), layout='constrained')
+    for name in legend_order(list(curves)):
+        st = style_for(name)
+        xs, ys = zip(*curves[name]) if curves[name] else ((), ())
+        ax.plot(xs, ys, color=st.color, linestyle=st.linestyle, lw=2, zorder=st.zorder,
+                label=name)
+    ax.set_xlabel('tick')
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_named_curves(curves: Mapping[str, Sequence[tuple[float, float]]], out_png: PathLike,
+                      ylabel: str) -> Path:
+    """Writes `named_curves_figure(curves, ylabel)` to `out_png`."""
+    return _save(named_curves_figure(curves, ylabel), out_png)
+
+
 def plot_speedup(rows: Sequence[Mapping[str, Any]], baselines: Sequence[str],
                  out_png: PathLike, **kwargs: Any) -> Path:
     """Writes `speedup_figure(rows, baselines, **kwargs)` to `out_png`."""
