@@ -267,7 +267,7 @@ def test_rules_are_listed_with_their_knobs_and_count_full_models():
 
 @pytest.mark.parametrize("field,value,match", [
     ("method", "magic", "method"), ("sweeps", 0, "sweeps"), ("batch", 0, "batch"),
-    ("solver", "lp", "solver")])
+    ("solver", "lp", "solver"), ("layers", "Dense 0", "layers")])
 def test_bad_knobs_are_refused_in_one_line(field, value, match):
     cfg = tiny_config()
     cfg.algorithms = "gossip_align"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Iterable
 from typing import Any, Callable
 
@@ -64,4 +65,15 @@ def one_of(choices: Iterable[str]) -> Check:
             return None
         shown = ", ".join(repr(c) if c == "" else c for c in names)
         return f"is unknown{did_you_mean(value, names)}; choose from {shown}"
+    return check
+
+
+def comma_names(pattern: str, example: str) -> Check:
+    """A comma-separated list (possibly empty) of names, each matching the regex `pattern`."""
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str):
+            return f"must be a comma-separated list of names such as {example}"
+        bad = [n.strip() for n in value.split(",")
+               if n.strip() and not re.fullmatch(pattern, n.strip())]
+        return None if not bad else f"has malformed name(s) {bad}; e.g. {example}"
     return check

@@ -156,7 +156,8 @@ _ALIGN = dict(
                 checks.at_least(1)),
     batch=Knob(64, "activation matching: samples of the receiver's own data per alignment",
                checks.at_least(1)),
-    layers=Knob("", "comma-separated hidden layers to align, e.g. Dense_0,Dense_1 (empty: all)"),
+    layers=Knob("", "comma-separated hidden layers to align, e.g. Dense_0,Dense_1 (empty: all)",
+                checks.comma_names(r"[A-Za-z]+_[0-9]+", "Conv_1,Dense_0")),
     solver=Knob("auto", "linear assignment: hungarian (optax, in the compiled step), scipy "
                 "(host callback) or auto (scipy on CPU, where it is faster; else hungarian)",
                 checks.one_of(("auto", "hungarian", "scipy"))))
