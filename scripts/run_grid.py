@@ -37,7 +37,7 @@ ALGORITHMS = "fl,gossip,gossip_vc"
 # With LeNet-5 the "existing gossip learning" baseline runs too (classic gossip learning).
 WITH_CLASSIC = ALGORITHMS + ",gossip_classic"
 COST_ALGORITHMS = ("fl,gossip,gossip_vc,gossip_part,gossip_topk,gossip_topk_vc,gossip_q8,"
-                   "gossip_q8_vc,modest")
+                   "gossip_q8_vc,modest,fl_async,fl_buff")
 # The paper's horizon cells: the baselines first, then the reference rules.
 HORIZON = "gossip,gossip_classic,gossip_part,gossip_vc,fl"
 ALIGN = "gossip_align_vc,gossip_align,dimat,dpsgd"
@@ -93,10 +93,8 @@ def _cells() -> list[Cell]:
     # every 10 ticks (every node trains every tick: 10 steps per round).
     sync = {"algorithm_args.dimat.local_steps": 10, "algorithm_args.dpsgd.local_steps": 10}
     # Asynchronous FL beside fl, gossip_vc and modest on the cost study's clock (MLP, N = 100,
-    # IID): compute times lognormal with sigma 0.5 (the cost cell's: its fl, gossip_vc and
-    # modest are the same runs) and 1.0 (more stragglers).
-    cells += [Cell("async_iid_s0.5_n100", cost, {"data.partition": "iid"}, 1500,
-                   "fl_async,fl_buff")]
+    # IID): compute times lognormal with sigma 0.5 (the cost cells, where fl_async and fl_buff
+    # run beside the others) and 1.0 (more stragglers).
     cells += [Cell("async_iid_s1.0_n100", cost, {"data.partition": "iid",
                                                  "clock.compute": "lognormal:0.2:1.0"}, 1500,
                    "fl_async,fl_buff,fl,gossip_vc,modest")]
