@@ -7,14 +7,18 @@ Three runs of the real CLI on one small config (gossip_vc and D-PSGD, 16 nodes):
   * 2 processes resuming the reference's tick-20 checkpoint (its tick-40 one deleted): every
     process restores its own shards of a checkpoint written on one device, and the rows
     after tick 20 equal the reference's again.
+Beside them, a run that loses process 1 (kill -9) mid-run: process 0 ends at once with one
+line, and the same commands resume it.
 """
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +134,71 @@ def test_every_process_restores_a_checkpoint_of_another_layout(runs):
         for algo in ALGORITHMS:
             assert f"[{algo}] resuming at tick 20" in log
     _assert_same_rows(_rows(base / "resumed"), _rows(base / "one"))
+
+
+# --------------------------------------------------------------- a process lost mid-run
+
+LOST_FLAGS = [f for f in FLAGS if not f.startswith(("--config.run.ticks", "--config.algorithms"))
+              ] + ["--config.run.ticks=400", "--config.algorithms=gossip_vc"]
+_LOST = re.compile(r"vanish: error: process 1 of the 2 is gone \((.+)\): process 0 stops too; "
+                   r"gossip_vc resumes from its last complete checkpoint, tick (\d+) \((\S+)\); "
+                   r"to resume, start every process again with its same command, here: (.+)$")
+
+
+def _start(workdir: Path, cache: Path, port: int, i: int) -> tuple[subprocess.Popen, Path]:
+    log = workdir.parent / f"{workdir.name}.{i}.{time.monotonic_ns()}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vanish.run", "--workdir", str(workdir), *LOST_FLAGS,
+             "--config.run.distributed=true",
+             f"--config.run.coordinator_address=localhost:{port}",
+             "--config.run.num_processes=2", f"--config.run.process_id={i}"],
+            env=_env(cache, 4), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+    return proc, log
+
+
+def test_a_lost_process_ends_the_other_at_once_with_one_line_and_the_run_resumes(tmp_path):
+    """kill -9 of process 1 mid-run: process 0 exits at once with status 1 and one line
+    naming process 1, the last complete checkpoint and its resume command (no traceback, no
+    abort of JAX's coordination client); both commands, run again, resume there and finish."""
+    workdir, cache = tmp_path / "run", tmp_path / "jax_cache"
+    port = _free_port()
+    (survivor, log), (victim, _) = (_start(workdir, cache, port, i) for i in range(2))
+    try:
+        deadline = time.monotonic() + 600
+        while "[gossip_vc] tick 40 |" not in log.read_text():
+            assert survivor.poll() is None and victim.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        victim.kill()
+        assert survivor.wait(timeout=120) == 1, log.read_text()[-3000:]
+    finally:
+        for p in (survivor, victim):
+            p.kill()
+            p.wait()
+    text = log.read_text()
+    for noise in ("Traceback", "Fatal Python error", "Check failure", "Exception ignored"):
+        assert noise not in text, text[-3000:]
+    errors = [line for line in text.splitlines() if line.startswith("vanish: error:")]
+    assert len(errors) == 1, text[-3000:]
+    match = _LOST.match(errors[0])
+    assert match, errors[0]
+    cause, tick, where, command = match.groups()
+    assert "Gloo" in cause or "peer" in cause, cause
+    steps = sorted(int(p.name) for p in (workdir / "gossip_vc" / "checkpoints").iterdir()
+                   if p.name.isdigit())
+    assert int(tick) == steps[-1] >= 20 and where.endswith(f"checkpoints/{tick}"), (tick, steps)
+    assert "vanish.run" in command and "--config.run.process_id=0" in command, command
+    # The same two commands resume from that checkpoint and finish.
+    port = _free_port()
+    procs = [_start(workdir, cache, port, i) for i in range(2)]
+    try:
+        for proc, log in procs:
+            assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        for proc, _ in procs:
+            proc.kill()
+            proc.wait()
+    for _, log in procs:
+        assert f"[gossip_vc] resuming at tick {tick}" in log.read_text()
+    assert json.loads((workdir / "summary.json").read_text())["gossip_vc"]["final_tick"] == 400

@@ -294,6 +294,7 @@ FIELD_RULES: dict[str, checks.Check] = {
     "run.coordinator_address": _host_port,
     "run.num_processes": checks.at_least(0, " (0 = from the environment)"),
     "run.process_id": checks.at_least(-1, " (-1 = from the environment)"),
+    "run.heartbeat_timeout": checks.at_least(1),
 }
 
 
@@ -489,6 +490,7 @@ class ProcessSettings:
     coordinator_address: str
     num_processes: int
     process_id: int
+    heartbeat_timeout: int = 30  # seconds without a heartbeat before JAX counts a process lost
 
 
 @dataclasses.dataclass(frozen=True)
@@ -677,7 +679,8 @@ def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
                               g("run.max_nodes_per_chunk"), bool(g("run.masked_baseline")),
                               g("run.shard_nodes")),
         processes=ProcessSettings(bool(g("run.distributed")), g("run.coordinator_address"),
-                                  g("run.num_processes"), g("run.process_id")),
+                                  g("run.num_processes"), g("run.process_id"),
+                                  g("run.heartbeat_timeout")),
         record=_plain(cfg))
     from vanish import resources  # the size model
 

@@ -14,6 +14,8 @@ dtype, shape of each leaf) that `restore` checks first and that names any mismat
 reads a flipped bit back silently, so it stores a checksum of each leaf's bytes too, which
 `restore` verifies; `restore_latest_intact` falls back past damaged checkpoints (unreadable or
 failing their checksums) to the newest one that reads back, with a warning naming each.
+Every orbax call runs in `_orbax_io`, whose event loops end the reads a failed one leaves
+pending (else their tracebacks fill the terminal when the garbage collector finds them).
 
 Layout: `workdir/checkpoints/<step>/{state, meta}`; `meta` holds the manifest and the caller's
 JSON metadata.
@@ -21,13 +23,13 @@ JSON metadata.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
 import json
 import logging
 import os
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -176,18 +178,18 @@ def save(workdir: PathLike, step: int, state: PyTree, *, keep: int | None = 2,
     except TypeError as e:
         raise TypeError(f'checkpoint metadata must be JSON-serialisable: {e}') from e
     try:
-        mngr = _manager(workdir, keep=keep)
-        try:
-            stale = [s for s in mngr.all_steps() if s >= step]
-            for s in stale:  # orbax refuses (silently) to save a step <= its latest
-                logger.warning('deleting stale checkpoint %d (saving step %d)', s, step)
-                mngr.delete(s)
-            with _quiet_orbax():
+        with _orbax_io():
+            mngr = _manager(workdir, keep=keep)
+            try:
+                stale = [s for s in mngr.all_steps() if s >= step]
+                for s in stale:  # orbax refuses (silently) to save a step <= its latest
+                    logger.warning('deleting stale checkpoint %d (saving step %d)', s, step)
+                    mngr.delete(s)
                 saved = mngr.save(step, args=ocp.args.Composite(
                     state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
                 mngr.wait_until_finished()
-        finally:
-            mngr.close()
+            finally:
+                mngr.close()
     except Exception as e:  # noqa: BLE001  a write failure -> one clear error; others re-raised
         reason = _write_failure(e)
         if reason is None:
@@ -222,31 +224,54 @@ def _write_error(workdir: PathLike, step: int, reason: str) -> str:
             'to resume')
 
 
-def _ignore_closed_loop_callbacks() -> None:
-    """After a failed read or write, tensorstore completes the operation's other pending I/O
-    and calls back into the asyncio loop orbax already closed; Python reports each callback
-    as an unraisable RuntimeError('Event loop is closed') with a traceback on stderr (16 of
-    them for one damaged checkpoint). They are harmless: drop those, pass anything else on."""
-    previous = sys.unraisablehook
-    if getattr(previous, '_vanish_closed_loop_filter', False):
-        return
+# How long closing one of orbax's event loops waits for the reads / writes it cancels.
+_DRAIN_S = 60.0
 
-    def hook(unraisable: Any) -> None:
-        closed = str(unraisable.exc_value) == 'Event loop is closed'
-        if unraisable.exc_type is RuntimeError and closed:
-            return
-        previous(unraisable)
 
-    hook._vanish_closed_loop_filter = True  # type: ignore[attr-defined]
-    sys.unraisablehook = hook
+class _DrainingLoop(asyncio.SelectorEventLoop):
+    """An event loop whose close() first cancels the tasks still pending on it and waits for
+    them, as asyncio.run() does.
+
+    Orbax runs each read and write of a checkpoint in a fresh loop (`run_until_complete`, then
+    `close`, skipping asyncio.run's teardown). When one array file cannot be read or written,
+    the call raises at once and the loop is closed with the other arrays' tasks still
+    pending: the garbage collector later closes their coroutines, which orbax's
+    `except BaseException` turns into an Exception that Python prints as "Exception ignored
+    in: <coroutine ...>" with the whole TensorStore spec (hundreds of lines per damaged
+    checkpoint), and tensorstore's late completions call back into the closed loop
+    ("Event loop is closed"). Cancelling and awaiting them before the loop closes ends them
+    as ordinary, retrieved task errors: nothing is left for the garbage collector."""
+
+    def close(self) -> None:
+        if not self.is_running() and not self.is_closed():
+            pending = asyncio.all_tasks(self)
+            for task in pending:
+                task.cancel()
+            if pending:
+                done, _ = self.run_until_complete(asyncio.wait(pending, timeout=_DRAIN_S))
+                for task in done:  # retrieved: asyncio logs no "never retrieved"
+                    if not task.cancelled():
+                        task.exception()
+            self.run_until_complete(self.shutdown_asyncgens())
+        super().close()
+
+
+class _DrainingPolicy(asyncio.DefaultEventLoopPolicy):
+    """asyncio's default policy, with `_DrainingLoop`s as the new loops."""
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return _DrainingLoop()
 
 
 @contextlib.contextmanager
-def _quiet_orbax() -> Iterator[None]:
-    """Orbax's writer threads log each failed write with a traceback (ERROR, through absl's
-    logger) before `save` raises; the raised error is enough, so hush them meanwhile (and the
-    late callbacks of a failed operation, for good)."""
-    _ignore_closed_loop_callbacks()
+def _orbax_io() -> Iterator[None]:
+    """Around every orbax call: the event loops orbax makes meanwhile close cleanly
+    (`_DrainingLoop`), and orbax's writer threads, which log each failed write with a
+    traceback (ERROR, through absl's logger) before `save` raises, are hushed: the raised
+    error is reported instead. (The policy is process-wide while it lasts; a loop another
+    thread makes meanwhile only gains the same clean close.)"""
+    policy = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_DrainingPolicy())
     absl_logger = logging.getLogger('absl')
     level = absl_logger.level
     absl_logger.setLevel(logging.CRITICAL)
@@ -254,17 +279,30 @@ def _quiet_orbax() -> Iterator[None]:
         yield
     finally:
         absl_logger.setLevel(level)
+        asyncio.set_event_loop_policy(policy)
 
 
 def all_steps(workdir: PathLike) -> list[int]:
     """Sorted steps of the complete checkpoints in `workdir` (unfinished saves are ignored)."""
     if not checkpoint_dir(workdir).is_dir():
         return []
-    mngr = _manager(workdir, read_only=True)
+    with _orbax_io():
+        mngr = _manager(workdir, read_only=True)
+        try:
+            return sorted(int(s) for s in mngr.all_steps())
+        finally:
+            mngr.close()
+
+
+def complete_steps(workdir: PathLike) -> list[int]:
+    """The steps of the complete checkpoints from the folder names alone, without orbax (for
+    when orbax cannot run: another process of a multi-process run is gone, and orbax would
+    wait for it). A step's folder takes its bare name only once the step is complete."""
     try:
-        return sorted(int(s) for s in mngr.all_steps())
-    finally:
-        mngr.close()
+        names = os.listdir(checkpoint_dir(workdir))
+    except OSError:
+        return []
+    return sorted(int(name) for name in names if name.isdigit())
 
 
 def latest_step(workdir: PathLike) -> int | None:
@@ -300,14 +338,16 @@ def restore(workdir: PathLike, template: PyTree,
     if step not in steps:
         raise FileNotFoundError(
             f'no checkpoint for step {step} in {checkpoint_dir(workdir)}; have {steps}')
-    mngr = _manager(workdir, read_only=True)
-    try:
-        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        _check_manifest(meta['manifest'], manifest(template), checkpoint_dir(workdir) / str(step))
-        state = mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(template))).state
-    finally:
-        mngr.close()
+    with _orbax_io():
+        mngr = _manager(workdir, read_only=True)
+        try:
+            meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+            _check_manifest(meta['manifest'], manifest(template),
+                            checkpoint_dir(workdir) / str(step))
+            state = mngr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(template))).state
+        finally:
+            mngr.close()
     # Checkpoints written before checksums were recorded have none: nothing to compare.
     _check_data(meta.get('checksums', {}), state, checkpoint_dir(workdir) / str(step))
     return state, meta['metadata']
@@ -379,8 +419,7 @@ def restore_latest_intact(workdir: PathLike, template: PyTree
     damaged: list[tuple[int, str]] = []
     for step in reversed(steps):
         try:
-            with _quiet_orbax():
-                state, meta = restore(workdir, template, step)
+            state, meta = restore(workdir, template, step)
         except Exception as e:  # noqa: BLE001  unreadable: try the next older one
             if not _is_damage(e):
                 raise

@@ -145,6 +145,9 @@ SCHEMA: Section = {
                                      "VANISH_COORDINATOR or the cluster)"),
         "num_processes": Field(0, "processes of a multi-process run; 0 = from the environment"),
         "process_id": Field(-1, "this process's id; -1 = from the environment"),
+        "heartbeat_timeout": Field(30, "multi-process: seconds a process may go without a "
+                                   "heartbeat before the coordinator counts it lost and JAX "
+                                   "ends every process (a killed process is noticed at once)"),
     },
 }
 SECTIONS = tuple(k for k, v in SCHEMA.items() if isinstance(v, dict))
@@ -158,7 +161,7 @@ RESULT_NEUTRAL = frozenset({
     "data.data_dir", "data.download", "run.eval_nodes", "run.ticks",
     # Where it runs: results do not depend on the device or process count.
     "run.shard_nodes", "run.distributed", "run.coordinator_address", "run.num_processes",
-    "run.process_id"})
+    "run.process_id", "run.heartbeat_timeout"})
 
 
 def algorithm_args_schema() -> Section:

@@ -65,9 +65,8 @@ def quiet_libraries() -> None:
     on every resume) through absl's logger; JAX notes a missing TPU backend."""
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's read-only notes on resume
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
-    # A failed checkpoint write leaves orbax's background writes "never retrieved": asyncio
-    # logs each with a traceback, although vanish reports the failure as one line.
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    # Its notes on joining a multi-process run (vanish says which process joins where).
+    logging.getLogger("jax._src.distributed").setLevel(logging.WARNING)
 
 
 def console_logging() -> None:

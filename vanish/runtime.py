@@ -20,11 +20,17 @@ VANISH_TCMALLOC_DIRS=<dir>:<dir> replaces the folder list (tests point it at odd
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
 import os
+import re
 import sys
+import time
+from typing import NoReturn
 
+from vanish import errors
 from vanish.errors import DistributedError
+
 _DIRS = (
     "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib/x86_64-linux-gnu",
     "/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib", "/opt/homebrew/lib",
@@ -89,19 +95,41 @@ def reexec_with_tcmalloc(argv_prefix: list[str] | None = None) -> None:
 
 
 
+# How long a process of a multi-process run may go without a heartbeat before the coordinator
+# (process 0) counts it lost and ends the run. JAX's own default is 100 s.
+HEARTBEAT_TIMEOUT_S = 30
+
+# What a collective (gloo, on CPU) or JAX's coordination service raises once another process
+# of the run is gone: its connections closed, its heartbeats stopped, a barrier it missed.
+_LOST_MARKS = ("Connection closed by peer", "Connection reset by peer", "Gloo ", "Socket closed",
+               "heartbeat timeout", "coordination service", "Barrier failed",
+               "task is set to ERROR")
+_ROLL = "vanish/processes"  # the coordination service's keys of `lost_processes`
+
+
 def join_processes(coordinator_address: str = "", num_processes: int = 0,
-                   process_id: int = -1) -> tuple[int, int]:
+                   process_id: int = -1, *,
+                   heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S) -> tuple[int, int]:
     """Joins a run of several processes (`jax.distributed.initialize`); (index, count).
 
     Each argument left unset ("", 0, -1) is read from VANISH_COORDINATOR,
     VANISH_NUM_PROCESSES and VANISH_PROCESS_ID, else left to JAX's own detection (SLURM,
     Cloud TPU, Open MPI). CPU processes exchange data with gloo collectives. Must run before
     anything starts a JAX backend (even `jax.devices()`); a second call is a no-op.
+
+    `heartbeat_timeout_s`: how long a process may go silent (hung, its host or network gone)
+    before the coordinator counts it lost and JAX ends every process; a process that dies
+    outright closes its connections and is noticed at once (`is_lost_process`). JAX's
+    preemption service is left off: vanish handles SIGTERM itself (vanish/signals.py), and
+    the service's notices would only add lines to a failure.
     """
     import jax  # pylint: disable=import-outside-toplevel
+    from jax._src import distributed  # the coordination client: JAX has no public handle
 
     if jax.distributed.is_initialized():
         return jax.process_index(), jax.process_count()
+    if int(heartbeat_timeout_s) < 1:
+        raise ValueError(f"heartbeat_timeout_s must be >= 1 second, got {heartbeat_timeout_s}")
     env = os.environ
     addr = coordinator_address or env.get("VANISH_COORDINATOR") or None
     procs = int(num_processes) or int(env.get("VANISH_NUM_PROCESSES", 0)) or None
@@ -110,17 +138,91 @@ def join_processes(coordinator_address: str = "", num_processes: int = 0,
         pid = int(env["VANISH_PROCESS_ID"]) if "VANISH_PROCESS_ID" in env else None
     # Only the CPU client reads this; accelerators use their own collectives.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.config.update("jax_enable_preemption_service", False)
     print(f"vanish: joining {procs or 'the detected'} processes as process "
           f"{'(detected)' if pid is None else pid} through {addr or 'the detected coordinator'};"
           " waits (up to JAX's 5 min) until every process has started", file=sys.stderr,
           flush=True)
     try:
         jax.distributed.initialize(coordinator_address=addr, num_processes=procs,
-                                   process_id=pid)
+                                   process_id=pid,
+                                   heartbeat_timeout_seconds=int(heartbeat_timeout_s))
     except (RuntimeError, ValueError) as e:
         raise DistributedError(
             f"cannot join the multi-process run (coordinator {addr}, {procs} processes, "
             f"process id {pid}): {str(e).splitlines()[0]}. Start every process with the same "
             "coordinator address and process count and its own process id, before any other "
             "JAX call") from None
+    client = distributed.global_state.client
+    if client is not None:  # what `lost_processes` asks after a failure: is the service up
+        client.key_value_set(f"{_ROLL}/joined/{jax.process_index()}", "1")
     return jax.process_index(), jax.process_count()
+
+
+def is_lost_process(error: BaseException) -> bool:
+    """True when `error`, raised in a multi-process run, says another process of it is gone:
+    a gloo collective whose peer closed its connection, or the coordination service
+    reporting a task lost (vanish's own errors never are)."""
+    import jax  # pylint: disable=import-outside-toplevel
+
+    if errors.is_user_error(error) or not jax.distributed.is_initialized():
+        return False
+    text = str(error)
+    return jax.process_count() > 1 and any(mark in text for mark in _LOST_MARKS)
+
+
+def lost_processes(wait_s: float = 3.0) -> list[int]:
+    """The processes of this run that are gone, asked after a collective failed: of two,
+    the other one; of more, those that do not answer a roll call through the coordination
+    service within `wait_s` (every survivor writes its key there and reads the others'); [0]
+    when the service itself (on process 0) does not answer at once."""
+    import jax  # pylint: disable=import-outside-toplevel
+    from jax._src import distributed  # the coordination client: JAX has no public handle
+
+    me, count = jax.process_index(), jax.process_count()
+    if count == 2:
+        return [1 - me]
+    client = distributed.global_state.client
+    if client is None:
+        return []
+    try:  # fast: with process 0 gone, JAX's client aborts this process within a second
+        client.blocking_key_value_get(f"{_ROLL}/joined/{me}", 100)
+        client.key_value_set(f"{_ROLL}/survivor/{me}", "1")
+    except Exception:  # noqa: BLE001  the service is gone with process 0
+        return [0]
+    others, deadline = {str(i) for i in range(count) if i != me}, time.monotonic() + wait_s
+    answered: set[str] = set()
+    while time.monotonic() < deadline and not others <= answered:
+        time.sleep(0.05)
+        with contextlib.suppress(Exception):
+            answered = {key.rsplit("/", 1)[-1]
+                        for key, _ in client.key_value_dir_get(f"{_ROLL}/survivor/")}
+    return sorted(int(i) for i in others - answered)
+
+
+def exit_lost_process(error: BaseException, resume: str) -> NoReturn:
+    """Ends this process after another process of the run is lost: one line on stderr,
+    `vanish: error: process P of N is gone (<what the collective said>): process Q stops
+    too; <resume>`, then `os._exit(1)`.
+
+    os._exit, not sys.exit: a normal exit runs JAX's atexit handler, whose shutdown of the
+    coordination client waits at a barrier for the lost process until the heartbeat timeout
+    and then aborts this one (SIGABRT, a C++ check-failure trace), and JAX has no way to
+    leave without it. Nothing is lost by skipping it: checkpoints and metrics rows are on
+    disk before they count, the caller has released the workdir lock and flushed its
+    writers, and stdout / stderr are flushed here.
+    """
+    import jax  # pylint: disable=import-outside-toplevel
+
+    me, count = jax.process_index(), jax.process_count()
+    lost = lost_processes()
+    who = (f"process {lost[0]}" if len(lost) == 1 else
+           f"processes {', '.join(map(str, lost))}" if lost else "another process")
+    verb = "are" if len(lost) > 1 else "is"
+    cause = re.sub(r"\[[\w/.]+:\d+\] ", "", str(error).strip().splitlines()[0])[:160]
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os.write(2, f"vanish: error: {who} of the {count} {verb} gone ({cause}): process {me} "
+                f"stops too; {resume}\n".encode())
+    os._exit(1)

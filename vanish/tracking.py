@@ -425,8 +425,9 @@ def _verify(path: PathLike, algorithm: str, expected_ticks: Sequence[int],
         repaired = b''.join(line.raw + b'\n' for line in kept)
         if repaired != data:
             atomic_write_bytes(path, repaired)  # other algorithms' lines: byte-identical
-            logger.info('%s: dropped %d rows of %s past tick %s%s', path, len(dropped),
-                        algorithm, upto, ' and a last line cut mid-write' if torn else '')
+            logger.info('%s: dropped %d rows of %s %s%s', path, len(dropped), algorithm,
+                        '(it starts afresh)' if upto is None else f'past tick {upto}',
+                        ' and a last line cut mid-write' if torn else '')
     return Reconciled(
         path=path, algorithm=algorithm, checkpoint_tick=upto, expected=tuple(expected),
         rows=tuple(rows), missing=tuple(t for t in expected if t not in counts),

@@ -28,7 +28,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 import jax
 import jax.numpy as jnp
@@ -125,11 +125,12 @@ def run_algorithm(exp: build.Experiment, name: str, path: Path,
     Its metric writer is stored in `writers[name]`; the caller closes it after the comparison
     figures of all algorithms have been written to it too.
 
-    Resume (`_resume`): the newest intact checkpoint, whose metrics rows are verified against
-    the log (a cut last line repaired, rows past it dropped and replayed); rows missing or
-    duplicated before it fall back to an older checkpoint, or to a fresh start. A larger
-    run.ticks than the checkpoint's extends the run on the same schedule (the schedule of
-    [0, T) does not depend on the horizon), with the engine sizes the checkpoint ran with.
+    Resume (`_plan_resume` decides, `_repair_log` makes the metrics log agree): the newest
+    intact checkpoint, whose metrics rows are verified against the log (a cut last line
+    repaired, rows past it dropped and replayed); rows missing or duplicated before it fall
+    back to an older checkpoint, or to a fresh start. A larger run.ticks than the
+    checkpoint's extends the run on the same schedule (the schedule of [0, T) does not depend
+    on the horizon), with the engine sizes the checkpoint ran with.
 
     SIGINT / SIGTERM (see `signals.StopRequest`; `stop` may be shared by several calls) stop
     it between two compiled calls: it writes a checkpoint at that tick and raises
@@ -140,90 +141,128 @@ def run_algorithm(exp: build.Experiment, name: str, path: Path,
     if stop is None:
         with StopRequest() as stop:
             return run_algorithm(exp, name, path, writers, progress=progress, stop=stop)
-    ckpt_dir = path / name  # checkpoints in workdir/<algorithm>/checkpoints/<tick>
-    metrics_file = path / tracking.METRICS_FILE
     sim = Simulation(exp, name)
     state = sim.init_state()
-    resumed = _resume(exp, sim, ckpt_dir, name, path, state) \
-        if checkpoint.latest_step(ckpt_dir) is not None else None
-    if resumed is not None:
-        sim, state, var0, row_ticks = resumed
-        start = int(state.tick)
+    ckpt_dir = path / name  # checkpoints in workdir/<algorithm>/checkpoints/<tick>
+    plan = (_plan_resume(exp, sim, ckpt_dir, name, path, state)
+            if checkpoint.latest_step(ckpt_dir) is not None else _fresh("no checkpoint"))
+    _repair_log(path / tracking.METRICS_FILE, name, plan)
+    if plan.step is None:
+        plan = plan._replace(sim=sim, state=state)
     else:
-        var0, row_ticks, start = {}, [], 0
-        if metrics_file.exists():  # rows of a run stopped before its first checkpoint
-            _reconcile(metrics_file, name, None, [])
-    # Several processes (multi-host): all compute, process 0 alone writes metrics and
-    # figures (checkpoints are written by all, each its own shards; orbax syncs them).
-    primary = jax.process_index() == 0
-    run = exp.run
-    writer = writers[name] = tracking.make_writers(
-        path, name, wandb=run.wandb, project=run.wandb_project, group=path.name,
-        config=dict(exp.record, algorithm=name), wandb_mode=run.wandb_mode or None,
-        tensorboard=run.tensorboard,
-    ) if primary else tracking.MultiWriter([])
-    ticks, every, ckpt_every = run.ticks, run.eval_every, run.checkpoint_every
-    saved = start  # the newest checkpoint's tick (0: none)
+        log.info("[%s] %s", name, plan.reason)
+    return _Run(exp, name, path, plan, writers).to_the_end(stop, progress)
 
-    def save(tick: int) -> None:
-        nonlocal saved
-        meta = dict(config_hash=exp.config_hash, horizon=ticks,
-                    schedule=sim.schedule.fingerprint(), slots=_total_slots(sim),
-                    merge_slots=sim.components.merge_slots, row_ticks=row_ticks, var0=var0,
-                    algorithm=name)
-        checkpoint.save(ckpt_dir, tick, state, keep=run.keep_checkpoints, metadata=meta)
-        saved = tick
 
-    def write(tick: int, m: dict[str, Any], rate: float) -> None:
-        _write(writer, tick, m, var0, ticks_per_s=rate)
-        row_ticks.append(tick)
+class _Run:
+    """One algorithm of `run_algorithm` on its way to run.ticks: its simulation and state,
+    its metric rows and checkpoints. Several processes (multi-host): all compute, process 0
+    alone writes metrics and figures (checkpoints are written by all, each its own shards;
+    orbax syncs them)."""
 
-    if start == 0:
+    def __init__(self, exp: build.Experiment, name: str, path: Path, plan: ResumePlan,
+                 writers: dict[str, tracking.MetricWriter]) -> None:
+        assert plan.sim is not None and plan.state is not None
+        self.exp, self.name, self.path, self.sim, self.state = exp, name, path, plan.sim, plan.state
+        self.var0, self.row_ticks = dict(plan.var0 or {}), list(plan.row_ticks)
+        self.start = self.saved = int(self.state.tick) if plan.step is not None else 0
+        self.primary = jax.process_index() == 0
+        run = exp.run
+        self.writer = writers[name] = tracking.make_writers(
+            path, name, wandb=run.wandb, project=run.wandb_project, group=path.name,
+            config=dict(exp.record, algorithm=name), wandb_mode=run.wandb_mode or None,
+            tensorboard=run.tensorboard,
+        ) if self.primary else tracking.MultiWriter([])
+
+    def save(self, tick: int) -> None:
+        meta = dict(config_hash=self.exp.config_hash, horizon=self.exp.run.ticks,
+                    schedule=self.sim.schedule.fingerprint(), slots=_total_slots(self.sim),
+                    merge_slots=self.sim.components.merge_slots, row_ticks=self.row_ticks,
+                    var0=self.var0, algorithm=self.name)
+        checkpoint.save(self.path / self.name, tick, self.state,
+                        keep=self.exp.run.keep_checkpoints, metadata=meta)
+        self.saved = tick
+
+    def write(self, tick: int, m: dict[str, Any], rate: float) -> None:
+        _write(self.writer, tick, m, self.var0, ticks_per_s=rate)
+        self.row_ticks.append(tick)
+
+    def first_row(self) -> None:
+        """Tick 0 of a fresh start: the setup line, the label histogram and the first row."""
+        sim = self.sim
         hist = format_label_histogram(sim.components.label_hist)
-        log.info("[%s] %s, %d nodes, K=%d slots, %d chunks, %d device(s)", name,
+        log.info("[%s] %s, %d nodes, K=%d slots, %d chunks, %d device(s)", self.name,
                  sim.topo.name, sim.n, sim.work.slots, len(sim.work), sim.components.devices)
-        writer.write_text("label_histogram", "per-node label histogram\n" + hist)
-        state, m = sim.evaluate(state)
-        var0 = metrics.initial_variances(m)
-        write(0, m, 0.0)
-    bar = tracking.ProgressBar(ticks, desc=name, enabled=progress if primary else False,
-                               initial=start)
-    pacer = _Pacer()
-    t = start
-    while t < ticks and not stop.requested:
-        t0, t_next = t, min(ticks, (t // every + 1) * every)
-        t_wall = time.perf_counter()
-        while t < t_next and not stop.requested:  # the segment in calls of ~0.1 s each
+        self.writer.write_text("label_histogram", "per-node label histogram\n" + hist)
+        self.state, m = sim.evaluate(self.state)
+        self.var0 = metrics.initial_variances(m)
+        self.write(0, m, 0.0)
+
+    def segment(self, t: int, t_next: int, stop: StopRequest, pacer: _Pacer) -> int:
+        """Runs ticks [t, t_next) in calls of ~0.1 s each; the tick it stopped at."""
+        while t < t_next and not stop.requested:
             t1, t_call = min(t_next, t + pacer.ticks), time.perf_counter()
-            state = jax.block_until_ready(sim.run_ticks(state, t, t1))
+            self.state = jax.block_until_ready(self.sim.run_ticks(self.state, t, t1))
             pacer.update(t1 - t, time.perf_counter() - t_call)
             t = t1
-        if t < t_next:
-            break  # stopped inside the segment
-        state, m = sim.evaluate(state)
-        rate = (t_next - t0) / max(time.perf_counter() - t_wall, 1e-9)
+        return t
+
+    def evaluate(self, t0: int, tick: int, t_wall: float) -> tuple[dict[str, Any], float]:
+        """The row of `tick` (the segment from `t0` started at `t_wall`), written; the metrics
+        and the segment's ticks per second. A non-finite loss stops the run, naming it."""
+        self.state, m = self.sim.evaluate(self.state)
+        rate = (tick - t0) / max(time.perf_counter() - t_wall, 1e-9)
         if not all(math.isfinite(m[k]) for k in ("loss_mean", "acc_mean")):
-            kept = f"the checkpoint at tick {saved} and " if saved else ""
+            kept = f"the checkpoint at tick {self.saved} and " if self.saved else ""
             raise FloatingPointError(
-                f"[{name}] non-finite loss at tick {t_next} (config.optim.lr = {exp.optim.lr:g}"
-                f" too high?); {kept}the metrics up to tick {t0} are kept in {path}")
-        write(t_next, m, rate)  # the row first, then its checkpoint
-        bar.update(t_next - t0, acc=f"{m['acc_mean']:.3f}", tps=f"{rate:.0f}")
-        if t_next % ckpt_every == 0 or t_next == ticks or stop.requested:
-            save(t_next)
-    bar.close()
-    if t < ticks:  # stopped by a signal
-        if t > saved:
-            save(t)
-        raise _interrupted(stop, name, t, ticks, saved)
-    # (Other processes read process 0's rows: its last row precedes the final checkpoint,
-    # whose save every process waited for.)
-    summary = metrics.summarize(tracking.summary_rows(metrics_file, name, row_ticks),
-                                run.target_accuracy)
-    writer.write_summary(summary)
-    if stop.requested:  # the signal came after the last tick: this algorithm is complete
-        raise _interrupted(stop, name, t, ticks, saved)
-    return summary
+                f"[{self.name}] non-finite loss at tick {tick} (config.optim.lr = "
+                f"{self.exp.optim.lr:g} too high?); {kept}the metrics up to tick {t0} are kept "
+                f"in {self.path}")
+        self.write(tick, m, rate)  # the row first, then its checkpoint
+        return m, rate
+
+    def train(self, stop: StopRequest, bar: tracking.ProgressBar) -> int:
+        """Segments of run.eval_every ticks, each ending with its row (and checkpoint),
+        until run.ticks or a stop request; the tick it reached."""
+        ticks, every, ckpt_every = self.exp.run.ticks, self.exp.run.eval_every, \
+            self.exp.run.checkpoint_every
+        pacer, t = _Pacer(), self.start
+        while t < ticks and not stop.requested:
+            t0, t_next = t, min(ticks, (t // every + 1) * every)
+            t_wall = time.perf_counter()
+            t = self.segment(t, t_next, stop, pacer)
+            if t < t_next:
+                break  # stopped inside the segment
+            m, rate = self.evaluate(t0, t_next, t_wall)
+            bar.update(t_next - t0, acc=f"{m['acc_mean']:.3f}", tps=f"{rate:.0f}")
+            if t_next % ckpt_every == 0 or t_next == ticks or stop.requested:
+                self.save(t_next)
+        return t
+
+    def to_the_end(self, stop: StopRequest, progress: bool | None) -> dict[str, Any]:
+        """Trains to run.ticks and returns the summary; a stop request ends it with a
+        checkpoint and `Interrupted`."""
+        ticks = self.exp.run.ticks
+        if self.start == 0:
+            self.first_row()
+        bar = tracking.ProgressBar(ticks, desc=self.name,
+                                   enabled=progress if self.primary else False,
+                                   initial=self.start)
+        t = self.train(stop, bar)
+        bar.close()
+        if t < ticks:  # stopped by a signal
+            if t > self.saved:
+                self.save(t)
+            raise _interrupted(stop, self.name, t, ticks, self.saved)
+        # (Other processes read process 0's rows: its last row precedes the final checkpoint,
+        # whose save every process waited for.)
+        summary = metrics.summarize(tracking.summary_rows(
+            self.path / tracking.METRICS_FILE, self.name, self.row_ticks),
+            self.exp.run.target_accuracy)
+        self.writer.write_summary(summary)
+        if stop.requested:  # the signal came after the last tick: this algorithm is complete
+            raise _interrupted(stop, self.name, t, ticks, self.saved)
+        return summary
 
 
 def _interrupted(stop: StopRequest, name: str, tick: int, ticks: int, saved: int) -> Interrupted:
@@ -253,14 +292,6 @@ def _row_ticks(meta: dict[str, Any], tick: int, every: int) -> list[int]:
     return list(range(0, tick + 1, every))
 
 
-def _reconcile(metrics_file: Path, name: str, step: int | None, row_ticks: list[int]) -> None:
-    """Repairs the metrics log for a resume from `step` (None: a fresh start). Only process 0
-    writes the log; the others read it (they decide on the same checkpoint: a row process 0
-    has dropped is missing for them too)."""
-    if jax.process_index() == 0:
-        tracking.reconcile_log(metrics_file, name, step, row_ticks)
-
-
 # The state as checkpoints written before vanish counted messages hold it: no `traffic`.
 _LEGACY_FIELDS: list[str] = [f for f in SimState._fields if f != "traffic"]
 _Legacy = collections.namedtuple("SimState", _LEGACY_FIELDS)  # type: ignore[misc]
@@ -281,26 +312,76 @@ def _restore(ckpt_dir: Path, sim: Simulation, step: int) -> tuple[SimState, dict
     return _as_state(state), meta
 
 
-def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, path: Path,
-            template: Any) -> tuple[Simulation, Any, dict[str, float], list[int]] | None:
-    """(simulation, state, var0, row ticks) to continue from, or None to start afresh.
+# ------------------------------------------------------------------------------- resume
+
+
+class ResumePlan(NamedTuple):
+    """How one algorithm continues: `_plan_resume` decides, `_repair_log` makes the metrics
+    log agree, `run_algorithm` continues from it.
+
+    step: the checkpoint (its tick) to resume from; None: the algorithm starts afresh.
+    row_ticks: the ticks of the algorithm's metrics rows that checkpoint vouches for, which
+        stay; its other rows past `step` (all of them when None) and a last line cut
+        mid-write are dropped from the log.
+    reason: why, in a few words (for a resume: the line that says so).
+    sim, state, var0: the simulation and state to continue, and the initial variances (None
+        when it starts afresh).
+    """
+
+    step: int | None
+    row_ticks: list[int]
+    reason: str
+    sim: Simulation | None = None
+    state: SimState | None = None
+    var0: dict[str, float] | None = None
+
+
+def _fresh(reason: str) -> ResumePlan:
+    return ResumePlan(None, [], reason)
+
+
+def _plan_resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, path: Path,
+                 template: Any) -> ResumePlan:
+    """Where `name` continues from. It reads the checkpoints and the metrics log, and changes
+    neither (`_repair_log` carries the plan out on the log).
 
     The newest checkpoint that reads back (damaged newer ones are skipped with a warning),
     checked against the workdir's config and this run's schedule; its metrics rows must be
-    in the log (the log is repaired: a cut last line, rows past the checkpoint). If rows
-    before it are missing or duplicated, an older checkpoint whose rows are intact is used,
-    else the algorithm starts afresh (the same seed recomputes the same rows). If no
-    checkpoint reads back, it starts afresh only when that loses nothing (no metric rows of
-    it past tick 0); otherwise CheckpointDamagedError, nothing changed.
+    in the log. If rows before it are missing or duplicated, an older checkpoint whose rows
+    are intact is used, else the algorithm starts afresh (the same seed recomputes the same
+    rows). If no checkpoint reads back, it starts afresh only when that loses nothing (no
+    metric rows of it past tick 0); otherwise CheckpointDamagedError, nothing changed.
+    Raises WorkdirConflictError for a checkpoint of another config, horizon or schedule, and
+    MetricsLogError for damaged lines of the log.
     """
     metrics_file = path / tracking.METRICS_FILE
+    newest = _restore_newest(sim, ckpt_dir, name, metrics_file, template)
+    if isinstance(newest, ResumePlan):
+        return newest
+    state, meta, step = newest
+    _check_run(exp, ckpt_dir, name, path, meta, step)
+    sim, state, meta = _fit_engine(exp, sim, ckpt_dir, name, (state, meta, step))
+    horizon = int(meta.get("horizon", exp.run.ticks))
+    _check_schedule(exp, sim, ckpt_dir, meta, horizon)
+    plan = _with_intact_rows(exp, sim, ckpt_dir, name, metrics_file, (state, meta, step))
+    if plan.step is not None and exp.run.ticks > horizon and plan.step == horizon:
+        plan = plan._replace(reason=f"{plan.reason} (extending the run from {horizon} to "
+                                    f"{exp.run.ticks} ticks)")
+    return plan
+
+
+def _restore_newest(sim: Simulation, ckpt_dir: Path, name: str, metrics_file: Path,
+                    template: Any) -> tuple[Any, dict[str, Any], int] | ResumePlan:
+    """(state, metadata, step) of the newest checkpoint that reads back, or a fresh start
+    when none does and nothing of `name` was recorded (CheckpointDamagedError when rows of it
+    would be lost). Checkpoints written before vanish counted messages continue without byte
+    counts (`sim.engine.count_traffic` is turned off)."""
     try:
         try:
             state, meta, step, _ = checkpoint.restore_latest_intact(ckpt_dir, template)
         except CheckpointMismatchError:
             if template.traffic is None:
                 raise
-            # Written before vanish counted messages: it continues without byte counts.
             sim.engine.count_traffic = False
             state, meta, step, _ = checkpoint.restore_latest_intact(ckpt_dir, _template(sim))
             state = _as_state(state)
@@ -316,7 +397,13 @@ def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, p
                 f"tick {rows[-1]['tick']}. Move {checkpoint.checkpoint_dir(ckpt_dir)} away to "
                 "restart it, or use a new --workdir; nothing was changed") from None
         log.warning("[%s] %s; nothing of it was recorded, so it starts afresh", name, e)
-        return None
+        return _fresh("no checkpoint reads back and nothing of it was recorded")
+    return state, meta, step
+
+
+def _check_run(exp: build.Experiment, ckpt_dir: Path, name: str, path: Path,
+               meta: dict[str, Any], step: int) -> None:
+    """Refuses a checkpoint of another config, or one past config.run.ticks."""
     stored = workdir.stored_config(path)
     hashes = (stored.hashes if stored else frozenset()) | {exp.config_hash}
     if meta.get("config_hash") not in hashes:
@@ -329,16 +416,29 @@ def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, p
             f"{ckpt_dir} holds {name} at tick {step}, past config.run.ticks = "
             f"{exp.run.ticks}: rerun with config.run.ticks >= {step} (a larger value extends "
             "the run), or use a new --workdir; nothing was changed")
+
+
+def _fit_engine(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str,
+                restored: tuple[Any, dict[str, Any], int]
+                ) -> tuple[Simulation, Any, dict[str, Any]]:
+    """The simulation with the engine sizes the checkpoint ran with (another horizon may
+    choose others; the checkpoint's keep it bit-exact), and the state restored into it."""
+    state, meta, step = restored
     slots = int(meta.get("slots", _total_slots(sim)))
     merge_slots = int(meta.get("merge_slots", sim.components.merge_slots))
-    if (slots, merge_slots) != (_total_slots(sim), sim.components.merge_slots):
-        # Another horizon may choose other engine sizes; the checkpoint's keep it bit-exact.
-        engine_settings = dataclasses.replace(exp.engine, slots=slots, merge_slots=merge_slots)
-        counted = sim.engine.count_traffic
-        sim = Simulation(dataclasses.replace(exp, engine=engine_settings), name)
-        sim.engine.count_traffic = counted
-        state, meta = _restore(ckpt_dir, sim, step)
-    horizon = int(meta.get("horizon", exp.run.ticks))
+    if (slots, merge_slots) == (_total_slots(sim), sim.components.merge_slots):
+        return sim, state, meta
+    engine_settings = dataclasses.replace(exp.engine, slots=slots, merge_slots=merge_slots)
+    counted = sim.engine.count_traffic
+    sim = Simulation(dataclasses.replace(exp, engine=engine_settings), name)
+    sim.engine.count_traffic = counted
+    state, meta = _restore(ckpt_dir, sim, step)
+    return sim, state, meta
+
+
+def _check_schedule(exp: build.Experiment, sim: Simulation, ckpt_dir: Path,
+                    meta: dict[str, Any], horizon: int) -> None:
+    """Refuses a checkpoint of another training schedule (over the ticks both share)."""
     if meta.get("schedule") != sim.schedule.fingerprint(upto=min(horizon, exp.run.ticks)):
         why = ("it was written by an earlier vanish, whose training schedule was drawn "
                "differently: it cannot be continued, and its finished results stay valid"
@@ -347,22 +447,30 @@ def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, p
             f"{ckpt_dir} holds a checkpoint of another training schedule (fingerprint "
             f"{meta.get('schedule')}): {why}. Use a new --workdir, or restore the old config; "
             "nothing was overwritten.")
-    every = exp.run.eval_every
+
+
+def _with_intact_rows(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str,
+                      metrics_file: Path, restored: tuple[Any, dict[str, Any], int]
+                      ) -> ResumePlan:
+    """The newest checkpoint, from the restored one down, whose metrics rows are all in the
+    log (each exactly once); a fresh start when none is (or an older one is damaged too).
+    MetricsLogError when a line of the log is damaged."""
+    state, meta, step = restored
     while True:
-        row_ticks = _row_ticks(meta, step, every)
+        row_ticks = _row_ticks(meta, step, exp.run.eval_every)
         check = tracking.check_log(metrics_file, name, row_ticks)
         if check.damaged:
             raise tracking.metrics_log_error(check)
         if check.ok:
-            break
+            return ResumePlan(step, row_ticks, f"resuming at tick {step}", sim, state,
+                              meta["var0"])
         older = [s for s in checkpoint.all_steps(ckpt_dir) if s < min(
             (*check.missing, *check.duplicated, step))]
         log.warning("[%s] %s lacks (or repeats) the rows of ticks %s; resuming from %s "
                     "instead", name, metrics_file, sorted({*check.missing, *check.duplicated}),
                     f"checkpoint {older[-1]}" if older else "the start")
         if not older:
-            _reconcile(metrics_file, name, None, [])
-            return None
+            return _fresh("the metrics log lacks rows before every checkpoint")
         step = older[-1]
         try:
             state, meta = _restore(ckpt_dir, sim, step)
@@ -371,13 +479,16 @@ def _resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str, p
                 raise
             log.warning("[%s] checkpoint %d is damaged too (%s); starting afresh", name, step,
                         _first_line(e))
-            _reconcile(metrics_file, name, None, [])
-            return None
-    _reconcile(metrics_file, name, step, row_ticks)  # a cut tail, rows past it: dropped
-    log.info("[%s] resuming at tick %d%s", name, step,
-             f" (extending the run from {horizon} to {exp.run.ticks} ticks)"
-             if exp.run.ticks > horizon and step == horizon else "")
-    return sim, state, meta["var0"], row_ticks
+            return _fresh(f"checkpoint {step} is damaged too")
+
+
+def _repair_log(metrics_file: Path, name: str, plan: ResumePlan) -> None:
+    """Carries `plan` out on the metrics log: `name`'s rows past plan.step (all of them for a
+    fresh start) and a last line cut mid-write are dropped. Only process 0 writes the log;
+    the others read it (they decide on the same checkpoint: a row process 0 has dropped is
+    missing for them too)."""
+    if jax.process_index() == 0:
+        tracking.reconcile_log(metrics_file, name, plan.step, plan.row_ticks)
 
 
 def _write(writer: tracking.MetricWriter, tick: int, m: dict[str, Any], var0: dict[str, float],
@@ -386,12 +497,18 @@ def _write(writer: tracking.MetricWriter, tick: int, m: dict[str, Any], var0: di
     writer.write_scalars(tick, {**m, **ratios, "ticks_per_s": ticks_per_s})
 
 
+# ------------------------------------------------------------------------------ the run
+
+
 def train_and_evaluate(exp: build.Experiment, path: str | os.PathLike[str], *,
                        progress: bool | None = None) -> dict[str, dict[str, Any]]:
     """Runs every algorithm of the experiment on the same data and seeds; returns summaries.
 
     Bad input raises before the workdir is touched: WorkdirError (unusable, corrupt run
-    files), WorkdirConflictError (it holds another config's run, the fields named).
+    files), WorkdirConflictError (it holds another config's run, the fields named). In a
+    multi-process run, a process that is lost (killed, its host gone) ends every other one
+    at once with one `vanish: error:` line naming it, the last complete checkpoint and the
+    command that resumes (`_exit_lost`).
 
     Args:
       exp: a checked Experiment (`build.experiment(cfg)`).
@@ -400,12 +517,8 @@ def train_and_evaluate(exp: build.Experiment, path: str | os.PathLike[str], *,
     Returns:
       {algorithm: summary} (final accuracy, ticks to target, variance ratio, ...).
     """
-    p = exp.processes
-    if p.distributed:  # first: no JAX backend may start before the processes join
-        index, count = runtime.join_processes(p.coordinator_address, p.num_processes,
-                                              p.process_id)
-        log.info("process %d of %d: %d of the %d devices", index, count,
-                 jax.local_device_count(), jax.device_count())
+    if exp.processes.distributed:  # first: no JAX backend may start before the processes join
+        _join(exp.processes)
     where = workdir.check(path, exp.algorithms)  # writable, its run files readable
     build.check_workdir(exp, where)
     log.info("dataset %s: %d train / %d test, backend %s, %d device(s)", exp.dataset.name,
@@ -413,28 +526,72 @@ def train_and_evaluate(exp: build.Experiment, path: str | os.PathLike[str], *,
              jax.device_count())
     where.mkdir(parents=True, exist_ok=True)  # the first write: every check has passed
     primary = jax.process_index() == 0
-    with lock.WorkdirLock(where) if primary else contextlib.nullcontext():
+    with lock.WorkdirLock(where) if primary else contextlib.nullcontext() as held:
         if primary:
             workdir.store_config(where, exp.record, exp.neutral, tracking.atomic_write_text)
-        writers: dict[str, tracking.MetricWriter] = {}
-        try:
-            summaries = {a: run_algorithm(exp, a, where, writers, progress=progress)
-                         for a in exp.algorithms}
-            if primary:
-                acc_png, var_png = plots.plot_run(where, target=exp.run.target_accuracy,
-                                                  setup=exp.setup())
-                for writer in writers.values():  # the comparison figures into every run
-                    writer.write_image(exp.run.ticks, "accuracy", acc_png)
-                    writer.write_image(exp.run.ticks, "variance", var_png)
-        finally:
-            for writer in writers.values():
-                writer.close()
+        summaries = _run_all(exp, where, progress, held)
         if primary:
-            tracking.write_csv(where / tracking.METRICS_FILE)
-            table = results.summary_table(summaries, markdown=True,
-                                          target=exp.run.target_accuracy)
-            tracking.atomic_write_text(where / "summary.md", table + "\n")
-            log.info("results in %s (summary.md, summary.json, metrics.csv, accuracy.png, "
-                     "variance.png)", where)
+            _write_results(exp, where, summaries)
     return summaries
 
+
+def _join(p: build.ProcessSettings) -> None:
+    index, count = runtime.join_processes(p.coordinator_address, p.num_processes,
+                                          p.process_id, heartbeat_timeout_s=p.heartbeat_timeout)
+    log.info("process %d of %d: %d of the %d devices", index, count,
+             jax.local_device_count(), jax.device_count())
+
+
+def _run_all(exp: build.Experiment, where: Path, progress: bool | None,
+             held: lock.WorkdirLock | None) -> dict[str, dict[str, Any]]:
+    """Every algorithm in turn, then (process 0) the comparison figures into every run."""
+    writers: dict[str, tracking.MetricWriter] = {}
+    summaries: dict[str, dict[str, Any]] = {}
+    try:
+        for name in exp.algorithms:
+            try:
+                summaries[name] = run_algorithm(exp, name, where, writers, progress=progress)
+            except Exception as e:  # noqa: BLE001  a lost process -> one line; else re-raised
+                if not runtime.is_lost_process(e):
+                    raise
+                _exit_lost(e, where, name, writers, held)
+        if jax.process_index() == 0:
+            acc_png, var_png = plots.plot_run(where, target=exp.run.target_accuracy,
+                                              setup=exp.setup())
+            for writer in writers.values():  # the comparison figures into every run
+                writer.write_image(exp.run.ticks, "accuracy", acc_png)
+                writer.write_image(exp.run.ticks, "variance", var_png)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return summaries
+
+
+def _exit_lost(error: BaseException, where: Path, name: str,
+               writers: dict[str, tracking.MetricWriter], held: lock.WorkdirLock | None
+               ) -> NoReturn:
+    """Another process of the run is gone while `name` ran: its last complete checkpoint
+    and the resume command into one error line, and this process ends at once
+    (`runtime.exit_lost_process`: no JAX shutdown, which would wait for the lost process and
+    abort). The workdir lock is released and the writers flushed first."""
+    steps = checkpoint.complete_steps(where / name)
+    kept = (f"{name} resumes from its last complete checkpoint, tick {steps[-1]} "
+            f"({checkpoint.checkpoint_dir(where / name) / str(steps[-1])})" if steps
+            else f"{name} has no complete checkpoint yet (it starts over)")
+    for writer in writers.values():
+        with contextlib.suppress(Exception):
+            writer.flush()
+    if held is not None:
+        held.release()
+    runtime.exit_lost_process(error, f"{kept}; to resume, start every process again with "
+                                     f"its same command, here: {shlex.join(sys.orig_argv)}")
+
+
+def _write_results(exp: build.Experiment, where: Path,
+                   summaries: dict[str, dict[str, Any]]) -> None:
+    """metrics.csv and summary.md (process 0)."""
+    tracking.write_csv(where / tracking.METRICS_FILE)
+    table = results.summary_table(summaries, markdown=True, target=exp.run.target_accuracy)
+    tracking.atomic_write_text(where / "summary.md", table + "\n")
+    log.info("results in %s (summary.md, summary.json, metrics.csv, accuracy.png, "
+             "variance.png)", where)
