@@ -198,6 +198,8 @@ def headline(archive: Path, results_md: Path, figures: Path) -> None:
           f"{len(lr_runs)} lr cells -> {results_md}")
 
 
+# Every section of docs/RESULTS.md that --tables fills (<!-- results:NAME --> markers).
+SECTIONS = tuple(t.name for t in TABLES) + ("headline", "plateau", "lr", "align")
 # Align, then average: every rule at one tick, seed 0 (the cells ran to different horizons).
 ALIGN_SNAPSHOT = (("iid_n50", ("gossip", "gossip_vc", "fl")),
                   ("align1k_iid_n50", ("gossip_align", "gossip_align_vc")),

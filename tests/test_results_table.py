@@ -111,10 +111,13 @@ def test_run_grid_tables_fill_every_section_with_archived_cells(tmp_path):
         for wd in (archive / f"mlp_n{n}" / f"n{n}").iterdir():
             wd.rename(archive / f"mlp_n{n}" / wd.name)
     doc = tmp_path / "RESULTS.md"
-    doc.write_text("".join(f"<!-- results:{t.name} -->\n<!-- /results:{t.name} -->\n"
-                           for t in rg.TABLES))
+    doc.write_text("".join(f"<!-- results:{name} -->\n<!-- /results:{name} -->\n"
+                           for name in rg.SECTIONS))
     assert rg.tables(archive, doc, tmp_path / "figures") == 0
     text = doc.read_text()
+    # The headline's 3000-tick rows: gossip never arrived, so a bound (horizon unknown in these
+    # summaries: no bound, no ratio).
+    assert "| mlp | 50 | 150 ± 0 | - | not run | not run | up to 6x |" in text
     assert "| 100 | gossip | 2 | never |" in text and "| 50 | gossip_vc | 2 | 150 ± 0 |" in text
     assert "<!-- results:noniid -->\n<!-- /results:noniid -->" in text  # no cell: untouched
     assert (tmp_path / "figures" / "grid_acc_size_mlp.png").stat().st_size > 1000
@@ -290,3 +293,13 @@ def test_variance_curves_from_archived_rows_and_from_per_layer_keys(tmp_path):
     assert rt.main([str(tmp_path / "runs"), "--variance", str(fig),
                     "--out", str(tmp_path / "t.md")]) == 0
     assert fig.stat().st_size > 1000
+
+
+def test_results_md_has_every_section_the_grid_fills():
+    spec = importlib.util.spec_from_file_location(
+        "run_grid", Path(__file__).parents[1] / "scripts" / "run_grid.py")
+    rg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rg)
+    doc = (Path(__file__).parents[1] / "docs" / "RESULTS.md").read_text()
+    for name in rg.SECTIONS:
+        assert f"<!-- results:{name} -->" in doc and f"<!-- /results:{name} -->" in doc, name

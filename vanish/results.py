@@ -537,13 +537,13 @@ class Speedup(NamedTuple):
         return "; ".join(parts) or "-"
 
 
-def speedup(baseline: Sequence[tuple[int | None, int]],
+def speedup(baseline: Sequence[tuple[int | None, int | None]],
             reference: Sequence[int | None]) -> Speedup:
     """Per seed, (baseline ticks to target or None, its horizon) against the reference's
-    ticks to target (None: never)."""
+    ticks to target (None: never); a seed without either arrival or horizon is missing."""
     ratios, bounds, missing = [], [], 0
     for (b, horizon), ref in zip(baseline, reference):
-        if ref is None or ref <= 0:
+        if ref is None or ref <= 0 or (b is None and not horizon):
             missing += 1
         elif b is None:
             bounds.append(horizon / ref)
@@ -575,7 +575,7 @@ def speedup_rows(pairs: Sequence[tuple[str, int, PathLike, PathLike]],
             have = [(s, r) for s, r in zip(seeds, refs) if b in summaries[s]]
             if not have:
                 continue
-            sp = speedup([(summaries[s][b]["ticks_to_target"], summaries[s][b]["final_tick"])
+            sp = speedup([(summaries[s][b]["ticks_to_target"], summaries[s][b].get("final_tick"))
                           for s, _ in have], [r for _, r in have])
             row[b] = sp._asdict()
             row[f"{b}_cell"] = sp.cell()
