@@ -543,12 +543,14 @@ def speedup(baseline: Sequence[tuple[int | None, int | None]],
     ticks to target (None: never); a seed without either arrival or horizon is missing."""
     ratios, bounds, missing = [], [], 0
     for (b, horizon), ref in zip(baseline, reference):
-        if ref is None or ref <= 0 or (b is None and not horizon):
+        if ref is None or ref <= 0:
             missing += 1
-        elif b is None:
-            bounds.append(horizon / ref)
-        else:
+        elif b is not None:
             ratios.append(b / ref)
+        elif horizon:
+            bounds.append(horizon / ref)
+        else:  # never arrived, horizon unknown: no bound
+            missing += 1
     return Speedup(ratios, bounds, missing)
 
 
