@@ -21,6 +21,18 @@ def tiny_config(**sections: Any) -> Any:
     return cfg
 
 
+def small_config(**overrides: Any) -> Any:
+    """The algorithm tests' synthetic set-up (MLP, 6 nodes of a random 3-regular graph, 20
+    ticks, FL rounds of 5); `overrides` by short name, as `override`."""
+    cfg = config.default_config()
+    cfg.data.name, cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = (
+        "synthetic", 400, 100, 3)
+    cfg.model.name, cfg.optim.batch_size, cfg.optim.lr = "mlp", 8, 0.05
+    cfg.topology.num_nodes, cfg.topology.name, cfg.topology.degree = 6, "random_regular", 3
+    cfg.run.ticks, cfg.schedule.interval_lo, cfg.schedule.interval_hi = 20, 2, 4
+    return override(cfg, fl_round_ticks=5, **overrides)
+
+
 def set_fields(cfg: Any, fields: dict[str, Any]) -> Any:
     """Sets {dotted path: value} on a config; returns it."""
     for path, value in fields.items():

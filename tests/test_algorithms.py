@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import make_sim, override
+from helpers import make_sim, small_config
 from vanish import config, data
 from vanish.algorithms import fedavg, partitioned
 
@@ -75,14 +75,7 @@ from vanish import algorithms, build  # noqa: E402
 from vanish.algorithms import base, trimmed_mean  # noqa: E402
 
 
-def _tiny_cfg(**overrides):
-    cfg = config.default_config()
-    cfg.data.name, cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = (
-        "synthetic", 400, 100, 3)
-    cfg.model.name, cfg.optim.batch_size, cfg.optim.lr = "mlp", 8, 0.05
-    cfg.topology.num_nodes, cfg.topology.name, cfg.topology.degree = 6, "random_regular", 3
-    cfg.run.ticks, cfg.schedule.interval_lo, cfg.schedule.interval_hi = 20, 2, 4
-    return override(cfg, fl_round_ticks=5, **overrides)
+_tiny_cfg = small_config  # tests/helpers.py
 
 
 @pytest.fixture(scope="module")

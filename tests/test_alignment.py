@@ -106,12 +106,17 @@ def test_scipy_solver_agrees_with_the_in_graph_one_under_vmap():
 # ------------------------------------------------------------------- matching: oracles
 
 
+def _shuffled(name, seed):
+    """A model, its params, a batch, its spec, random permutations and the permuted params."""
+    m, params, x = _model(name)
+    spec = alignment.spec_for(m)
+    perms = _random_perms(spec, seed)
+    return m, params, x, spec, perms, alignment.permute(spec, perms, params)
+
+
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_weight_matching_recovers_a_random_permutation(name):
-    m, params, _ = _model(name)
-    spec = alignment.spec_for(m)
-    perms = _random_perms(spec, 2)
-    shuffled = alignment.permute(spec, perms, params)
+    m, params, _, spec, perms, shuffled = _shuffled(name, 2)
     found, aligned = jax.jit(lambda a, b: alignment.weight_matching(spec, a, b, 2))(params,
                                                                                    shuffled)
     for f, p in zip(found, perms):
@@ -124,10 +129,7 @@ def test_weight_matching_recovers_a_random_permutation(name):
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_activation_matching_recovers_a_random_permutation(name):
-    m, params, x = _model(name)
-    spec = alignment.spec_for(m)
-    perms = _random_perms(spec, 3)
-    shuffled = alignment.permute(spec, perms, params)
+    m, params, x, spec, perms, shuffled = _shuffled(name, 3)
     found, aligned = jax.jit(lambda a, b, xb: alignment.activation_matching(
         spec, m, a, b, xb))(params, shuffled, x)
     # Units that never fire on the batch (or fire exactly like another) cannot be told
@@ -170,10 +172,7 @@ def test_weight_matching_of_independent_models_beats_the_identity():
 
 
 def test_layers_select_a_subset_and_refuse_unknown_names():
-    m, params, x = _model("lenet5")
-    spec = alignment.spec_for(m)
-    perms = _random_perms(spec, 5)
-    shuffled = alignment.permute(spec, perms, params)
+    m, params, _, spec, perms, shuffled = _shuffled("lenet5", 5)
     aligner = alignment.make_aligner(m, "weight", sweeps=2, layers="Dense_0, Dense_1")
     assert aligner.spec.layers == ("Dense_0", "Dense_1")
     out = jax.tree.map(lambda v: v[0], aligner.align_many(

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import make_sim, override
+from helpers import make_sim, small_config
 from jax_cache import compile_cache
 from vanish import algorithms, build, config, data, errors, variance
 from vanish.algorithms import base, flag, trimmed_mean
@@ -293,15 +293,7 @@ def test_a_subspace_larger_than_the_inbox_is_refused():
 # ------------------------------------------------------------------------- end to end
 
 
-def _tiny_cfg(**overrides):  # the small synthetic set-up of tests/test_robust.py
-    cfg = config.default_config()
-    cfg.data.name, cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = (
-        "synthetic", 400, 100, 3)
-    cfg.model.name, cfg.optim.batch_size, cfg.optim.lr = "mlp", 8, 0.05
-    cfg.topology.num_nodes, cfg.topology.name, cfg.topology.degree = 6, "random_regular", 3
-    cfg.run.ticks, cfg.schedule.interval_lo, cfg.schedule.interval_hi = 20, 2, 4
-    override(cfg, fl_round_ticks=5, **overrides)
-    return cfg
+_tiny_cfg = small_config  # tests/helpers.py
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jax_cache import compile_cache
-from helpers import make_sim, override
+from helpers import make_sim, small_config
 from vanish import algorithms, config, data, variance
 from vanish.algorithms import base, robust, trimmed_mean
 
@@ -196,15 +196,7 @@ def test_robust_rules_are_registered_and_allowed_by_the_config():
         robust.make(rule="mean")
 
 
-def _tiny_cfg(**overrides):  # the small synthetic set-up of tests/test_algorithms.py
-    cfg = config.default_config()
-    cfg.data.name, cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = (
-        "synthetic", 400, 100, 3)
-    cfg.model.name, cfg.optim.batch_size, cfg.optim.lr = "mlp", 8, 0.05
-    cfg.topology.num_nodes, cfg.topology.name, cfg.topology.degree = 6, "random_regular", 3
-    cfg.run.ticks, cfg.schedule.interval_lo, cfg.schedule.interval_hi = 20, 2, 4
-    override(cfg, fl_round_ticks=5, **overrides)
-    return cfg
+_tiny_cfg = small_config  # tests/helpers.py
 
 
 def test_median_vc_simulation_merges_to_finite_params(tmp_path):
