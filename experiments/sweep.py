@@ -16,7 +16,8 @@ accuracy) and <root>/<combination>/accuracy_seeds.png the mean and min-max band 
 
 How the flags reach a W&B agent's run (the one mechanism every sweep.yaml uses): a swept
 parameter is named `config.<section>.<field>`, and the command ends in `${args}`, which W&B
-expands to `--config.data.alpha=0.1`: this program then runs that one combination in
+expands to `--config.partition_args.dirichlet_weights.alpha=0.1`: this program then runs that
+one combination in
 runs/<experiment>/sweep/<combination> and logs every algorithm's curves
 (`<algorithm>/acc_mean`, ...) and the sweep metrics (`final_acc`, `ticks_to_target` of
 gossip_vc if listed, else the last algorithm; `speedup_vs_gossip`) into the agent's run.

@@ -22,7 +22,7 @@ def case_config(model: str, n: int) -> Any:
     cfg.data.name, cfg.data.synthetic_train, cfg.data.synthetic_test = "synthetic", 600, 200
     cfg.data.test_per_class = 5
     cfg.model.name, cfg.optim.batch_size, cfg.optim.lr = model, 8, 0.05
-    cfg.topology.num_nodes, cfg.topology.degree = n, min(8, n - 1)
+    cfg.topology.num_nodes, cfg.topology_args.random_regular.degree = n, min(8, n - 1)
     cfg.run.ticks, cfg.run.eval_every = 200, 10
     cfg.schedule.interval_lo, cfg.schedule.interval_hi = 8, 12
     return cfg

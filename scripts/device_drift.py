@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.algorithms = args.algorithm
         cfg.data.name, cfg.data.test_per_class = "synthetic", 5
         cfg.model.name, cfg.optim.batch_size = "mlp", 8
-        cfg.topology.name, cfg.topology.degree, cfg.topology.num_nodes = "random_regular", 3, 16
+        cfg.topology.name, cfg.topology.num_nodes = "random_regular", 16
+        cfg.topology_args.random_regular.degree = 3
         cfg.run.ticks, cfg.run.shard_nodes = args.ticks, shard
         return train.Simulation(build.experiment(cfg, dataset=ds), args.algorithm)
 

@@ -32,6 +32,9 @@ from typing import Any, NamedTuple
 from vanish import results, sweep
 from vanish.metrics import kernel_var_ratio
 
+ALPHA = "partition_args.dirichlet_weights.alpha"  # the non-IID runs' concentration
+DEGREE = "topology_args.random_regular.degree"  # paper_topology derives the others from it
+
 ROOT = Path(__file__).resolve().parent.parent
 ALGORITHMS = "fl,gossip,gossip_vc"
 # With LeNet-5 the "existing gossip learning" baseline runs too (classic gossip learning).
@@ -59,10 +62,10 @@ def _cells() -> list[Cell]:
     iid, noniid = "experiments/paper_iid/config.py", "experiments/paper_noniid/config.py"
     topo, scale = "experiments/paper_topology/config.py", "experiments/paper_scale/config.py"
     cells = [Cell("iid_n50", iid, {}, 3000, WITH_CLASSIC)]
-    cells += [Cell(f"alpha{a}_n50", noniid, {"data.alpha": a}, 3000) for a in (0.1, 0.5, 5.0)]
-    cells += [Cell(f"rr{d}_n50", topo, {"topology.name": "random_regular", "topology.degree": d},
+    cells += [Cell(f"alpha{a}_n50", noniid, {ALPHA: a}, 3000) for a in (0.1, 0.5, 5.0)]
+    cells += [Cell(f"rr{d}_n50", topo, {"topology.name": "random_regular", DEGREE: d},
                    3000) for d in (3, 16)]
-    cells += [Cell(f"{t}_n50", topo, {"topology.name": t, "topology.degree": 8}, 3000)
+    cells += [Cell(f"{t}_n50", topo, {"topology.name": t, DEGREE: 8}, 3000)
               for t in ("ring", "erdos_renyi", "barabasi_albert", "watts_strogatz")]
     # Sizes: LeNet-5 where this CPU affords 3 seeds, the MLP beyond (said in RESULTS.md).
     cells += [Cell(f"lenet_n{n}", scale, {"topology.num_nodes": n}, 3000, WITH_CLASSIC)
@@ -78,7 +81,7 @@ def _cells() -> list[Cell]:
     cells += [Cell(f"cost_{name}_n100", cost, fields, 1500, COST_ALGORITHMS)
               for name, fields in (("iid", {"data.partition": "iid"}),
                                    ("alpha0.5", {"data.partition": "dirichlet_weights",
-                                                 "data.alpha": 0.5}))]
+                                                 "partition_args.dirichlet_weights.alpha": 0.5}))]
     # The paper's horizon (10,000 ticks): where the baselines' plateaus end. The three forms
     # of "existing gossip learning" first, gossip_vc and fl on the same seeds after them.
     cells += [Cell("lenet_n50_h10k", iid, {}, 10000, HORIZON)]
@@ -101,7 +104,7 @@ def _cells() -> list[Cell]:
     # What this CPU affords first: the two aligned gossip rules for 1000 ticks (seed 0).
     cells += [Cell("align1k_iid_n50", iid, {}, 1000, "gossip_align,gossip_align_vc")]
     cells += [Cell("align_iid_n50", iid, sync, 3000, ALIGN),
-              Cell("align_alpha0.5_n50", noniid, {"data.alpha": 0.5, **sync}, 3000, ALIGN)]
+              Cell("align_alpha0.5_n50", noniid, {ALPHA: 0.5, **sync}, 3000, ALIGN)]
     return cells
 
 

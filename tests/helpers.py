@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vanish import build, config, train
+from vanish import build, compat, config, train
 
 
 def tiny_config(**sections: Any) -> Any:
@@ -14,7 +14,7 @@ def tiny_config(**sections: Any) -> Any:
     cfg.data.name, cfg.data.synthetic_train, cfg.data.synthetic_test = "synthetic", 600, 200
     cfg.data.test_per_class = 5
     cfg.model.name, cfg.optim.batch_size, cfg.optim.lr = "mlp", 8, 0.05
-    cfg.topology.num_nodes, cfg.topology.degree = 6, 3
+    cfg.topology.num_nodes, cfg.topology_args.random_regular.degree = 6, 3
     cfg.run.ticks, cfg.run.eval_every = 40, 10
     cfg.schedule.interval_lo, cfg.schedule.interval_hi = 2, 4
     set_fields(cfg, sections)
@@ -28,7 +28,8 @@ def small_config(**overrides: Any) -> Any:
     cfg.data.name, cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = (
         "synthetic", 400, 100, 3)
     cfg.model.name, cfg.optim.batch_size, cfg.optim.lr = "mlp", 8, 0.05
-    cfg.topology.num_nodes, cfg.topology.name, cfg.topology.degree = 6, "random_regular", 3
+    cfg.topology.num_nodes, cfg.topology.name = 6, "random_regular"
+    cfg.topology_args.random_regular.degree = 3
     cfg.run.ticks, cfg.schedule.interval_lo, cfg.schedule.interval_hi = 20, 2, 4
     return override(cfg, fl_round_ticks=5, **overrides)
 
@@ -54,9 +55,9 @@ def make_sim(cfg: Any, name: str, dataset: Any = None) -> train.Simulation:
 
 def override(cfg: Any, **flat: Any) -> Any:
     """Sets fields by their short (pre-section) names, e.g. override(cfg, num_nodes=3,
-    fl_round_ticks=5): each goes to its place(s) in the sections (config.OLD_NAMES); a dotted
+    fl_round_ticks=5): each goes to its place(s) in the sections (compat.OLD_NAMES); a dotted
     name is set as it is. Returns cfg."""
     for name, value in flat.items():
-        for path in config.OLD_NAMES.get(name, (name,)):
+        for path in compat.OLD_NAMES.get(name, (name,)):
             set_fields(cfg, {path: value})
     return cfg

@@ -38,6 +38,9 @@ import pytest
 
 from vanish import checkpoint, config, lock
 
+ALPHA = "partition_args.dirichlet_weights.alpha"
+SUBSETS = "partition_args.label_subsets.subsets"
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = '''
 from vanish import config
@@ -49,7 +52,7 @@ def get_config():
     c.data.name = "synthetic"
     c.data.synthetic_train, c.data.synthetic_test, c.data.test_per_class = 200, 100, 5
     c.model.name, c.optim.batch_size, c.optim.lr = "mlp", 8, 0.05
-    c.topology.num_nodes, c.topology.name, c.topology.degree = 4, "ring", 2
+    c.topology.num_nodes, c.topology.name, c.topology_args.random_regular.degree = 4, "ring", 2
     c.run.ticks, c.run.eval_every, c.run.keep_checkpoints = 4, 2, 2
     c.schedule.interval_lo, c.schedule.interval_hi = 1, 2
     return c
@@ -188,14 +191,22 @@ CASES = [
             r"config\.schedule\.first_tick = 'soon' must be a non-negative integer"),
     field("schedule.send_every", "0", r"config\.schedule\.send_every = 0 must be >= 1"),
     field("schedule.threshold", "-1", r"config\.schedule\.threshold = -1 must be >= 0"),
-    field("topology.degree", "0", r"config\.topology\.degree = 0 must be >= 1"),
-    field("topology.edge_prob", "0", r"config\.topology\.edge_prob = 0\.0 must be in \(0, 1\]"),
-    field("topology.rewire_prob", "2", r"config\.topology\.rewire_prob = 2\.0 must be in \[0, 1\]"),
-    field("topology.attach", "0", r"config\.topology\.attach = 0 must be >= 1"),
-    field("data.alpha", "0", r"config\.data\.alpha = 0\.0 must be a finite number > 0"),
-    field("data.shards_per_node", "0", r"config\.data\.shards_per_node = 0 must be >= 1"),
-    field("data.label_subsets", "a-b", r"config\.data\.label_subsets = 'a-b': cannot read 'a-b'"),
-    field("data.label_subsets", "5-3", r"config\.data\.label_subsets = '5-3': cannot read '5-3'"),
+    field("topology_args.random_regular.degree", "0",
+          r"config\.topology_args\.random_regular\.degree = 0 must be >= 1"),
+    field("topology_args.erdos_renyi.p", "0",
+          r"config\.topology_args\.erdos_renyi\.p = 0\.0 must be in \(0, 1\]"),
+    field("topology_args.watts_strogatz.p", "2",
+          r"config\.topology_args\.watts_strogatz\.p = 2\.0 must be in \[0, 1\]"),
+    field("topology_args.barabasi_albert.m", "0",
+          r"config\.topology_args\.barabasi_albert\.m = 0 must be >= 1"),
+    field(ALPHA, "0", r"config\.partition_args\.dirichlet_weights\.alpha = 0\.0 must be a finite "
+          r"number > 0"),
+    field("partition_args.shards.shards_per_node", "0",
+          r"config\.partition_args\.shards\.shards_per_node = 0 must be >= 1"),
+    field(SUBSETS, "a-b", r"config\.partition_args\.label_subsets\.subsets = 'a-b' cannot read "
+          r"'a-b'"),
+    field(SUBSETS, "5-3", r"config\.partition_args\.label_subsets\.subsets = '5-3' cannot read "
+          r"'5-3'"),
     field("data.test_per_class", "0", r"config\.data\.test_per_class = 0 must be >= 1"),
     field("data.synthetic_train", "0", r"config\.data\.synthetic_train = 0 must be >= 1"),
     field("seed", "-1", r"config\.seed = -1 must be in \[0, 2\*\*32\)"),
@@ -254,45 +265,49 @@ CASES = [
     field("data.data_dir", "{inputs}/data_empty",
             r"config\.data\.data_dir = '\S+' is an empty directory"),
     bad("edge_list_unset", "--config.topology.name=edge_list",
-        expect=r"config\.topology\.name = 'edge_list' needs config\.topology\.edge_list"),
+        expect=r"config\.topology\.name = 'edge_list' needs "
+               r"config\.topology_args\.edge_list\.path"),
     bad("edge_list_missing", "--config.topology.name=edge_list",
-            "--config.topology.edge_list={inputs}/nope.txt",
-        expect=r"config\.topology\.edge_list = '\S+nope\.txt' names no file"),
+            "--config.topology_args.edge_list.path={inputs}/nope.txt",
+        expect=r"config\.topology_args\.edge_list\.path = '\S+nope\.txt' names no file"),
     bad("edge_list_directory", "--config.topology.name=edge_list",
-            "--config.topology.edge_list={inputs}",
-        expect=r"config\.topology\.edge_list = '\S+' is a directory"),
+            "--config.topology_args.edge_list.path={inputs}",
+        expect=r"config\.topology_args\.edge_list\.path = '\S+' is a directory"),
     bad("edge_list_malformed", "--config.topology.name=edge_list",
-        "--config.topology.edge_list={inputs}/malformed.txt",
+        "--config.topology_args.edge_list.path={inputs}/malformed.txt",
         expect=r"malformed\.txt: malformed line 2: 'x y'", workdir="empty"),
     bad("edge_list_self_loop", "--config.topology.name=edge_list",
-        "--config.topology.edge_list={inputs}/self_loop.txt", expect=r"self-loop at node 2"),
+        "--config.topology_args.edge_list.path={inputs}/self_loop.txt",
+        expect=r"self-loop at node 2"),
     bad("edge_list_out_of_range", "--config.topology.name=edge_list",
-        "--config.topology.edge_list={inputs}/out_of_range.txt",
+        "--config.topology_args.edge_list.path={inputs}/out_of_range.txt",
         expect=r"node id 7 out of range for n=4 .*out_of_range\.txt, line 2\)"),
     bad("edge_list_disconnected", "--config.topology.name=edge_list",
-        "--config.topology.edge_list={inputs}/disconnected.txt", expect=r"graph is disconnected"),
+        "--config.topology_args.edge_list.path={inputs}/disconnected.txt",
+        expect=r"graph is disconnected"),
     bad("edge_list_duplicate_edge", "--config.topology.name=edge_list",
-        "--config.topology.edge_list={inputs}/duplicate.txt",
+        "--config.topology_args.edge_list.path={inputs}/duplicate.txt",
         expect=r"duplicate\.txt: line 5 repeats the edge 1 2 of line 2; name each edge once"),
     bad("edge_list_empty", "--config.topology.name=edge_list",
-            "--config.topology.edge_list={inputs}/empty.txt",
+            "--config.topology_args.edge_list.path={inputs}/empty.txt",
         expect=r"no edges among n=4 nodes"),
     bad("edge_list_binary", "--config.topology.name=edge_list",
-            "--config.topology.edge_list={inputs}/binary.py",
+            "--config.topology_args.edge_list.path={inputs}/binary.py",
         expect=r"edge list \S+binary\.py cannot be read: not UTF-8 text"),
     bad("corrupt_idx_files", "--config.data.name=fashion_mnist",
             "--config.data.data_dir={inputs}/idx",
         expect=r"train-images-idx3-ubyte: bad IDX magic number", workdir="empty"),
     # ---------------------------------------------------------------- graph and data
     bad("random_regular_degree_too_big", "--config.topology.name=random_regular",
-            "--config.topology.degree=9",
+            "--config.topology_args.random_regular.degree=9",
         expect=r"config\.topology\.name = 'random_regular' \(num_nodes=4\): .*degree d=9"),
-    bad("random_regular_odd", "--config.topology.name=random_regular", "--config.topology.degree=3",
+    bad("random_regular_odd", "--config.topology.name=random_regular",
+        "--config.topology_args.random_regular.degree=3",
         "--config.topology.num_nodes=5", expect=r"n \* d must be even"),
     field("topology.name", "torus",
             r"config\.topology\.name = 'torus' \(num_nodes=4\): degenerate torus"),
     bad("erdos_renyi_disconnected", "--config.topology.name=erdos_renyi",
-            "--config.topology.edge_prob=0.01",
+            "--config.topology_args.erdos_renyi.p=0.01",
         "--config.topology.num_nodes=40", expect=r"G\(n=40, p=0\.01\) was disconnected"),
     field("schedule.threshold", "3",
             r"config\.schedule\.threshold = 3 exceeds the in-degree 2 of node 0",
@@ -304,13 +319,15 @@ CASES = [
         expect=r"batch_size = 60 is larger than node \d+'s data \(50 training examples"),
     field("data.test_per_class", "50",
             r"config\.data\.test_per_class = 50 but class \d+ .* only 10 images"),
-    bad("too_many_shards", "--config.data.partition=shards", "--config.data.shards_per_node=100",
+    bad("too_many_shards", "--config.data.partition=shards",
+        "--config.partition_args.shards.shards_per_node=100",
         expect=r"config\.data\.partition = 'shards' .*shards_per_node=100"),
     bad("dirichlet_split_too_small", "--config.data.partition=dirichlet_split",
         "--config.topology.num_nodes=30", "--config.topology.name=complete",
         expect=r"config\.data\.partition = 'dirichlet_split' .*min_size"),
     bad("label_subset_without_data", "--config.data.partition=label_subsets",
-        "--config.data.label_subsets=0-4,12", expect=r"subset \[12\] has labels \[12\]"),
+        "--config.partition_args.label_subsets.subsets=0-4,12",
+        expect=r"subset \[12\] has labels \[12\]"),
     # ------------------------------------------- faults, sizes: found before the workdir
     bad("churn_trace_node_out_of_range", "--config.network.churn_trace={inputs}/churn_99.txt",
         expect=r"churn_trace \S+churn_99\.txt' line 1: node 99 is not in \[0, 4\)"),
@@ -592,7 +609,7 @@ def test_choice_fields_accept_exactly_their_registry():
 
 # Fields whose values are checked where they are used (files, names of layers) or that any
 # value of their type suits.
-FREE = {"data.data_dir", "topology.edge_list", "correction.skip", "run.wandb_project"}
+FREE = {"data.data_dir", "topology_args.edge_list.path", "correction.skip", "run.wandb_project"}
 
 
 def test_every_field_has_a_rule_and_every_experiment_passes():
@@ -601,7 +618,7 @@ def test_every_field_has_a_rule_and_every_experiment_passes():
     schema = config.fields()
     assert set(build.FIELD_RULES) <= set(schema)
     for path, f in schema.items():
-        knob = path.startswith("algorithm_args.") and build._knob_rule(path) is not None
+        knob = build._knob_rule(path) is not None  # a registered component's own knob
         assert (path in build.FIELD_RULES or knob or isinstance(f.default, bool)
                 or path in FREE), f"config.{path} has no rule"
     build.validate(config.default_config())

@@ -28,6 +28,9 @@ from experiments.variance_demo import run as demo  # noqa: E402
 from vanish import build, config, run, tracking  # noqa: E402
 from vanish import sweep as sweeps  # noqa: E402
 
+ALPHA = "partition_args.dirichlet_weights.alpha"  # the non-IID runs' concentration
+DEGREE = "topology_args.random_regular.degree"  # paper_topology derives the others from it
+
 yaml = pytest.importorskip("yaml")
 
 EXPERIMENTS = ROOT / "experiments"
@@ -40,7 +43,7 @@ NON_TICK = {"variance_demo": "python -m experiments.variance_demo.run --workdir 
 FIELDS = config.fields()  # {dotted path: Field(default, help)}
 # Fields the end-to-end tests shrink (sizes only), unless the sweep sets them.
 TINY = {"data.name": "synthetic", "data.synthetic_train": 600, "data.synthetic_test": 200,
-        "data.test_per_class": 5, "topology.num_nodes": 6, "topology.degree": 3,
+        "data.test_per_class": 5, "topology.num_nodes": 6, DEGREE: 3,
         "model.name": "mlp", "run.ticks": 30, "run.eval_every": 10, "optim.batch_size": 16,
         "run.checkpoint_every": 30}
 
@@ -173,9 +176,11 @@ def test_config_checker_catches_a_typo_and_a_wrong_type():
 
 def test_topology_config_derives_graph_density_from_degree():
     cfg = run.load_config_file(str(EXPERIMENTS / "paper_topology" / "config.py"))
-    swept = run.apply_overrides(cfg, {"topology.degree": 16})
-    assert swept.topology.attach == 8 and swept.topology.edge_prob == pytest.approx(16 / 49)
-    assert cfg.topology.attach == 4  # apply_overrides copies; the original is untouched
+    swept = run.apply_overrides(cfg, {"topology_args.random_regular.degree": 16})
+    a = swept.topology_args
+    assert a.barabasi_albert.m == 8 and a.erdos_renyi.p == pytest.approx(16 / 49)
+    assert a.watts_strogatz.k == 16
+    assert cfg.topology_args.barabasi_albert.m == 4  # apply_overrides copies; the original stays
 
 
 def test_robustness_points_are_valid_one_factor_configs():
@@ -205,7 +210,7 @@ def test_robustness_points_are_valid_one_factor_configs():
         down = changed[f"churn{share}"]["network.churn_down"]
         assert down / (cfg.network.churn_up + down) == pytest.approx(share / 100)
     assert [changed[f"peer{k}"]["network.peer_k"] for k in (1, 2, 8)] == [1, 2, 8]
-    assert cfg.topology.degree == 8 and cfg.network.peer_mode == "neighbors"
+    assert cfg.topology_args.random_regular.degree == 8 and cfg.network.peer_mode == "neighbors"
     assert all("fl" not in p.algorithms.split(",") for p in rr.POINTS if p.name.startswith("peer"))
     # MoDeST runs the baseline and churn points, with the same churn settings.
     assert [p.name for p in rr.POINTS if p.algorithms == "modest"] == [
@@ -307,11 +312,11 @@ def test_sweep_rejects_unprefixed_and_empty_parameters():
     with pytest.raises(ValueError, match="config.<section>.<field>"):
         sweep_lib.swept_values({"parameters": {"alpha": {"values": [0.1]}}})
     with pytest.raises(ValueError, match="empty"):
-        sweep_lib.swept_values({"parameters": {"config.data.alpha": {"values": []}}})
+        sweep_lib.swept_values({"parameters": {f"config.{ALPHA}": {"values": []}}})
     defaults = config.default_config()
-    with pytest.raises(ValueError, match=r"'data\.alhpa' \(did you mean 'data\.alpha'\?\)"):
-        run.apply_overrides(defaults, {"data.alhpa": 0.1})
-    with pytest.raises(ValueError, match="it is now config.data.alpha"):
+    with pytest.raises(ValueError, match=r"'data\.partiton' \(did you mean 'data\.partition'\?\)"):
+        run.apply_overrides(defaults, {"data.partiton": "iid"})
+    with pytest.raises(ValueError, match="it is now config.partition_args.dirichlet_weights.alpha"):
         run.apply_overrides(defaults, {"alpha": 0.1})
     with pytest.raises(ValueError, match="takes an integer, not 'ten'"):
         run.apply_overrides(defaults, {"topology.num_nodes": "ten"})
@@ -320,14 +325,14 @@ def test_sweep_rejects_unprefixed_and_empty_parameters():
 
 
 def test_grid_order_and_workdir_names():
-    swept = {"topology.name": ["ring", "erdos_renyi"], "topology.degree": [3, 8]}
+    swept = {"topology.name": ["ring", "erdos_renyi"], DEGREE: [3, 8]}
     jobs = sweeps.grid_jobs("c.py", swept, seeds=[0, 1], root="r", overrides={"run.ticks": 5})
-    assert [(j.overrides["topology.name"], j.overrides["topology.degree"], j.seed)
+    assert [(j.overrides["topology.name"], j.overrides[DEGREE], j.seed)
             for j in jobs[:3]] == [("ring", 3, 0), ("ring", 3, 1), ("ring", 8, 0)]
     assert len(jobs) == 8 and all(j.overrides["run.ticks"] == 5 for j in jobs)
-    assert jobs[0].workdir == Path("r/topology.name=ring,topology.degree=3/seed0")
+    assert jobs[0].workdir == Path("r/topology.name=ring,random_regular.degree=3/seed0")
     assert jobs[0].flags()[-1] == "--config.seed=0"
-    assert sweeps.combination_name({"data.alpha": 5.0}) == "data.alpha=5"
+    assert sweeps.combination_name({ALPHA: 5.0}) == "dirichlet_weights.alpha=5"
     assert sweeps.combination_name({}) == "base"
 
 
@@ -416,7 +421,7 @@ def test_a_wandb_agent_combination_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
     sweep = sweep_lib.load_sweep(EXPERIMENTS / "paper_noniid" / "sweep.yaml")
     params = {k: v[0] for k, v in sweep_lib.swept_values(sweep).items()}
-    assert params == {"data.alpha": 0.1}
+    assert params == {"partition_args.dirichlet_weights.alpha": 0.1}
     argv = ["--config", sweep_lib.sweep_config_path(sweep), "--root", str(tmp_path),
             *(f"--config.{k}={v}" for k, v in {**TINY, **params}.items())]
     assert sweep_lib.main(argv) == 0
@@ -432,7 +437,7 @@ def test_a_wandb_agent_combination_runs_end_to_end(tmp_path, monkeypatch):
         assert 0.0 <= last["acc_mean"] <= 1.0 and math.isfinite(last["loss_mean"])
         assert summaries[algorithm]["final_tick"] == 30
     saved = json.loads((workdir / "config.json").read_text())
-    assert saved["gossip_vc"]["data"]["alpha"] == 0.1
+    assert saved["gossip_vc"]["partition_args"]["dirichlet_weights"]["alpha"] == 0.1
     assert saved["gossip_vc"]["topology"]["num_nodes"] == 6
     assert (workdir / "accuracy.png").is_file() and (workdir / "variance.png").is_file()
     # Merges happened, and plain gossip lost kernel variance where gossip_vc did not.

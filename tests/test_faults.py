@@ -51,7 +51,8 @@ def get_config():
     c.data.name = "synthetic"
     c.data.synthetic_train, c.data.synthetic_test, c.data.test_per_class = 800, 200, 5
     c.model.name, c.optim.batch_size, c.optim.lr, c.optim.momentum = "mlp", 8, 0.05, 0.9
-    c.topology.num_nodes, c.topology.name, c.topology.degree = 8, "random_regular", 3
+    c.topology.num_nodes, c.topology.name = 8, "random_regular"
+    c.topology_args.random_regular.degree = 3
     c.run.ticks = {TICKS}
     c.run.eval_every = {EVERY}
     c.run.checkpoint_every = 0

@@ -30,7 +30,8 @@ def golden_cfg(algorithm):
     cfg.data.name, cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = (
         "synthetic", 600, 200, 5)
     cfg.model.name, cfg.optim.batch_size, cfg.optim.lr, cfg.optim.momentum = "mlp", 8, 0.05, 0.9
-    cfg.topology.num_nodes, cfg.topology.name, cfg.topology.degree = 6, "random_regular", 3
+    cfg.topology.num_nodes, cfg.topology.name = 6, "random_regular"
+    cfg.topology_args.random_regular.degree = 3
     cfg.run.ticks = 40
     cfg.run.eval_every = 10
     cfg.schedule.interval_lo = 2

@@ -47,7 +47,7 @@ def get_config():
     c.data.name = "synthetic"
     c.data.synthetic_train, c.data.synthetic_test, c.data.test_per_class = 600, 200, 5
     c.model.name, c.optim.batch_size, c.optim.lr = "mlp", 8, 0.05
-    c.topology.num_nodes, c.topology.name, c.topology.degree = 4, "ring", 2
+    c.topology.num_nodes, c.topology.name, c.topology_args.random_regular.degree = 4, "ring", 2
     c.schedule.interval_lo, c.schedule.interval_hi = 2, 4
     c.run.ticks, c.run.eval_every, c.run.checkpoint_every = {TICKS}, {EVAL_EVERY}, 0
     c.run.wandb = False

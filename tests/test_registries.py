@@ -11,13 +11,14 @@ from vanish.algorithms import Entry, PlanRequest
 from vanish.errors import ConfigError
 
 # Names whose defaults cannot run and what the one line must name.
-NEEDS = {("topology", "edge_list"): "edge_list"}
-NODES = {("topology", "torus"): 9}  # a torus needs rows, cols >= 3
+NEEDS = {("topology", "edge_list"): "config.topology_args.edge_list.path"}
+# A torus needs rows, cols >= 3; Watts-Strogatz's default ring lattice (k = 8) needs N > 8.
+NODES = {("topology", "torus"): 9, ("topology", "watts_strogatz"): 12}
 
 
 def _registries():
-    out = [("topology", n, {"topology.name": n}) for n in topology.TOPOLOGIES]
-    out += [("partition", n, {"data.partition": n}) for n in partition.SCHEMES]
+    out = [("topology", n, {"topology.name": n}) for n in topology.REGISTRY]
+    out += [("partition", n, {"data.partition": n}) for n in partition.REGISTRY]
     out += [("model", n, {"model.name": n}) for n in models.MODELS]
     out += [("init", n, {"model.init": n}) for n in models.INITIALIZERS]
     out += [("optimizer", n, {"optim.name": n}) for n in nodes.OPTIMIZERS]

@@ -127,11 +127,11 @@ def test_a_workdir_of_the_flat_config_resumes_or_names_what_changed(reference, t
     the same experiment resumes; another one is refused, naming the field old -> new."""
     workdir = copy(reference, tmp_path)
     stored = json.loads((workdir / "run_config.json").read_text())
-    from vanish import config, workdir as workdir_lib
+    from vanish import compat, workdir as workdir_lib
 
     flat = workdir_lib.flatten(stored["config"])
     old = {}
-    for name, paths in config.OLD_NAMES.items():
+    for name, paths in compat.OLD_NAMES.items():
         if paths[0] in flat:
             old[name] = flat[paths[0]]
     old.update(seed=flat["seed"], algorithms=flat["algorithms"])
@@ -143,6 +143,59 @@ def test_a_workdir_of_the_flat_config_resumes_or_names_what_changed(reference, t
     same_as(workdir, reference)
     upgraded = json.loads((workdir / "run_config.json").read_text())
     assert upgraded["schema"] == 2 and "0123456789abcdef" in upgraded["accepts"]
+
+
+def _previous_layout(record: dict) -> dict:
+    """A record as vanish wrote it before the topology / partition knobs had sections of
+    their own (topology.degree, data.alpha, ...; config.py's sections otherwise)."""
+    old = {k: dict(v) if isinstance(v, dict) else v for k, v in record.items()
+           if k not in ("topology_args", "partition_args")}
+    args, parts = record["topology_args"], record["partition_args"]
+    old["topology"].update(degree=args["random_regular"]["degree"],
+                           edge_prob=args["erdos_renyi"]["p"],
+                           rewire_prob=args["watts_strogatz"]["p"],
+                           attach=args["barabasi_albert"]["m"], edge_list="")
+    old["data"].update(alpha=parts["dirichlet_weights"]["alpha"],
+                       shards_per_node=parts["shards"]["shards_per_node"],
+                       label_subsets=parts["label_subsets"]["subsets"])
+    return old
+
+
+def test_a_workdir_of_the_previous_sections_resumes_and_migrates(reference, tmp_path):
+    """A run stopped at tick 40 whose run_config.json has the previous layout (and its own
+    hash) resumes to the reference's trajectory; a changed degree is named in the new
+    spelling; scripts/migrate_records.py rewrites the record as vanish writes it today."""
+    import importlib.util
+
+    workdir = tmp_path / "w"
+    run.run_config(cfg_for(ticks=40), workdir, progress=False)
+    file = workdir / "run_config.json"
+    today = json.loads(file.read_text())
+    old = dict(today, config_hash="0123456789abcdef", accepts=[],
+               config=_previous_layout(today["config"]))
+    file.write_text(json.dumps(old))
+    with pytest.raises(errors.WorkdirConflictError,
+                       match=r"config\.topology_args\.random_regular\.degree: 3 -> 4"):
+        run.run_config(cfg_for(**{"topology_args.random_regular.degree": 4}), workdir,
+                       progress=False)
+    run.run_config(cfg_for(ticks=60), workdir, progress=False)
+    same_as(workdir, reference)
+    spec = importlib.util.spec_from_file_location(
+        "migrate_records", Path(__file__).parents[1] / "scripts" / "migrate_records.py")
+    migrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migrate)
+    file.write_text(json.dumps(old))
+    assert migrate.main([str(workdir)]) == 0
+    migrated = json.loads(file.read_text())
+    from vanish import config, workdir as workdir_lib
+
+    got, want = (workdir_lib.flatten(r["config"]) for r in (migrated, today))
+    idle = config.idle_knobs(want)  # topology.degree also set watts_strogatz.k (unused here)
+    assert {k: v for k, v in got.items() if k not in idle} == {
+        k: v for k, v in want.items() if k not in idle}
+    assert migrated["config_hash"] == today["config_hash"]
+    assert "0123456789abcdef" in migrated["accepts"]
+    assert migrate.migrate(file) is None  # a second pass changes nothing
 
 
 def test_run_files_are_created_with_the_umask(reference):

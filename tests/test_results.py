@@ -116,7 +116,8 @@ def test_one_group_holds_each_seed_once(tmp_path):
 def test_load_run_reads_todays_and_earlier_records(tmp_path):
     new = _run(tmp_path, 50, 3, {"fl": {}}, data={"alpha": 0.1})
     cfg, summary = results.load_run(new)
-    assert (cfg["seed"], cfg["topology.num_nodes"], cfg["data.alpha"]) == (3, 50, 0.1)
+    alpha = "partition_args.dirichlet_weights.alpha"
+    assert (cfg["seed"], cfg["topology.num_nodes"], cfg[alpha]) == (3, 50, 0.1)
     assert "optim.lr" in cfg and summary == {"fl": {}}  # a field it lacks: its default
     old = tmp_path / "old"
     old.mkdir()  # an earlier vanish: flat names, no schema; a hand-added field stays
@@ -124,7 +125,8 @@ def test_load_run_reads_todays_and_earlier_records(tmp_path):
         "seed": 1, "num_nodes": 200, "alpha": 5.0, "tag": "x"}}))
     (old / "summary.json").write_text("{}")
     cfg, _ = results.load_run(old)
-    assert (cfg["topology.num_nodes"], cfg["data.alpha"], cfg["tag"]) == (200, 5.0, "x")
+    assert (cfg["topology.num_nodes"], cfg[alpha], cfg["tag"]) == (200, 5.0, "x")
+    assert cfg["partition_args.dirichlet_split.alpha"] == 5.0  # an old field, both places
     assert "num_nodes" not in cfg
     (old / "summary.json").write_text("{not json")
     with pytest.raises(results.ResultsError, match="summary.json: cannot read it"):
@@ -133,7 +135,9 @@ def test_load_run_reads_todays_and_earlier_records(tmp_path):
 
 def test_field_paths_and_the_fields_seeds_may_differ_in():
     assert results.field_path("num_nodes") == "topology.num_nodes"
-    assert results.field_path("topology.degree") == "topology.degree"
+    assert results.field_path("topology.degree") == "topology_args.random_regular.degree"
+    path = "topology_args.watts_strogatz.k"
+    assert results.field_path(path) == path
     a = {"seed": 0, "run.ticks": 100, "optim.lr": 0.1, "run.target_accuracy": 0.7}
     b = {"seed": 1, "run.ticks": 200, "optim.lr": 0.2, "run.target_accuracy": 0.8, "x": 1}
     assert results.differences(a, b) == ["optim.lr", "run.target_accuracy", "x"]

@@ -32,7 +32,7 @@ CASES = FULL if os.environ.get("VANISH_FULL_SHARDING") else [
 SCRIPT = textwrap.dedent(
     """
     import json, re, sys, jax, numpy as np
-    from vanish import build, config, data, run, train
+    from vanish import build, compat, config, data, run, train
     assert jax.device_count() == 8, jax.devices()
     ds = data.load("synthetic", num_train=600, num_test=200)
 
@@ -45,13 +45,13 @@ SCRIPT = textwrap.dedent(
         cfg.data.name = "synthetic"
         cfg.model.name = "mlp"
         cfg.topology.name = topo
-        cfg.topology.degree = 3
+        cfg.topology_args.random_regular.degree = 3
         cfg.topology.num_nodes = 15 if algo == "fl" else 16  # FL adds the server: 16 nodes
         cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = 600, 200, 5
         cfg.run.ticks, cfg.optim.batch_size = 16, 8
         for kv in filter(None, extra.split(",")):
             k, v = kv.split("=")
-            cfg = run.apply_overrides(cfg, {p: v for p in config.OLD_NAMES.get(k, (k,))})
+            cfg = run.apply_overrides(cfg, {p: v for p in compat.OLD_NAMES.get(k, (k,))})
         return cfg
 
     out = {}

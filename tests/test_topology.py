@@ -146,9 +146,12 @@ def test_erdos_renyi_resamples_until_connected() -> None:
     (lambda: topology.from_networkx(nx.DiGraph([(0, 1), (1, 2)])),
      r"not strongly connected: 3 strongly connected components"),
     (lambda: topology.ring(5).with_weighting("magic"), r"unknown weighting 'magic'"),
-    (lambda: topology.make("hypercube", 8), r"unknown topology 'hypercube'; valid names: ring"),
-    (lambda: topology.make("random_regular", 8), r"missing \['degree'\]"),
-    (lambda: topology.make("ring", 8, degree=3), r"unexpected argument\(s\) \['degree'\]"),
+    (lambda: topology.make("hypercube", 8), r"unknown topology 'hypercube'; valid: ring"),
+    (lambda: topology.make("rign", 8), r"unknown topology 'rign' \(did you mean 'ring'\?\)"),
+    (lambda: topology.make("random_regular", 8), r"d=8 must satisfy 1 <= d < n=8"),
+    (lambda: topology.make("ring", 8, degree=3), r"argument degree is not a knob of 'ring'"),
+    (lambda: topology.make("watts_strogatz", 8, p=2.0), r"argument p = 2\.0 must be in"),
+    (lambda: topology.make("edge_list", None), r"needs its path"),
 ])
 def test_invalid_inputs_raise_clear_errors(fn, match: str) -> None:
     with pytest.raises(TopologyError, match=match):

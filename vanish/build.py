@@ -26,8 +26,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from vanish import (algorithms, checks, config, data, network, partition, schedule, topology,
-                    workdir)
+from vanish import (algorithms, checks, compat, config, data, network, partition, schedule,
+                    topology, workdir)
 from vanish import clock as clock_lib
 from vanish.algorithms import Cadence, Placement
 from vanish.errors import ConfigError, PartitionError, TopologyError
@@ -66,28 +66,6 @@ def parse_range(text: Any, field: str) -> tuple[int, int]:
     if not 0 <= r[0] <= r[1]:
         raise ConfigError(f"config.{field} = {text!r} must satisfy 0 <= lo <= hi")
     return r
-
-
-def parse_label_subsets(text: str) -> list[list[int]]:
-    """'0-4,5-9' -> [[0..4], [5..9]]; '0 2 4,1 3' -> [[0,2,4],[1,3]]."""
-    subsets = []
-    for part in str(text).split(","):
-        part = part.strip()
-        try:
-            if "-" in part:
-                lo, hi = (int(v) for v in part.split("-"))
-                if lo > hi:
-                    raise ValueError
-                subsets.append(list(range(lo, hi + 1)))
-            elif part:
-                subsets.append([int(v) for v in part.split()])
-        except ValueError:
-            raise ConfigError(f"config.data.label_subsets = {text!r}: cannot read {part!r}; use "
-                              "ranges 'lo-hi' or space-separated labels, subsets separated by "
-                              "commas, e.g. '0-4,5-9'") from None
-    if not subsets:
-        raise ConfigError(f"config.data.label_subsets = {text!r} names no labels; e.g. '0-4,5-9'")
-    return subsets
 
 
 # --------------------------------------------------------------------------- the rule book
@@ -228,10 +206,7 @@ FIELD_RULES: dict[str, checks.Check] = {
     "data.name": _dataset,
     "data.synthetic_train": checks.at_least(1),
     "data.synthetic_test": checks.at_least(1),
-    "data.partition": checks.one_of(partition.SCHEMES),
-    "data.alpha": checks.finite_at_least(0, strict=True),
-    "data.shards_per_node": checks.at_least(1),
-    "data.label_subsets": _parses(parse_label_subsets),
+    "data.partition": _lazy_one_of(lambda: tuple(partition.REGISTRY)),
     "data.test_per_class": checks.at_least(1),
     "model.name": _lazy_one_of(_model_names),
     "model.conv_impl": _lazy_one_of(_conv_impls),
@@ -242,12 +217,8 @@ FIELD_RULES: dict[str, checks.Check] = {
     "optim.schedule": _lazy_one_of(lambda: tuple(_nodes().LR_SCHEDULES)),
     "optim.weight_decay": checks.finite_at_least(0),
     "optim.batch_size": checks.at_least(1),
-    "topology.name": checks.one_of(topology.TOPOLOGIES),
+    "topology.name": _lazy_one_of(lambda: tuple(topology.REGISTRY)),
     "topology.num_nodes": checks.at_least(1),
-    "topology.degree": checks.at_least(1),
-    "topology.edge_prob": checks.between(0, 1, lo_open=True),
-    "topology.rewire_prob": checks.between(0, 1),
-    "topology.attach": checks.at_least(1),
     "topology.weighting": checks.one_of(topology.WEIGHTINGS),
     "schedule.interval_lo": checks.at_least(1),
     "schedule.interval_hi": checks.at_least(1),
@@ -310,12 +281,12 @@ def _cross_rules(get: View) -> list[str]:
         found.append(f"config.topology.num_nodes = {n}: {', '.join(graph)} need(s) at least 2 "
                      "nodes to communicate")
     if get("topology.name") == "edge_list":
-        path = get("topology.edge_list")
+        path = get("topology_args.edge_list.path")
         problem = "is empty" if not path.strip() else _readable_file(path)
         if problem:
-            found.append(f"config.topology.name = 'edge_list' needs config.topology.edge_list, "
-                         f"a readable file of 'u v' lines; config.topology.edge_list = {path!r} "
-                         f"{problem}")
+            found.append("config.topology.name = 'edge_list' needs config.topology_args.edge_list"
+                         ".path, a readable file of 'u v' lines; config.topology_args.edge_list."
+                         f"path = {path!r} {problem}")
     lo, hi = get("schedule.interval_lo"), get("schedule.interval_hi")
     if hi < lo:
         found.append(f"config.schedule.interval_hi = {hi} is below config.schedule.interval_lo "
@@ -390,12 +361,6 @@ def suggest(path: str) -> str:
     return f" (did you mean {by_leaf[close[0]]!r}?)" if close else ""
 
 
-def moved_hint(path: str) -> str:
-    """' (now config.topology.num_nodes)' for a field name of an earlier version, else ''."""
-    new = config.OLD_NAMES.get(path)
-    return f": it is now config.{' and config.'.join(new)}" if new else ""
-
-
 def problems(cfg: Any) -> list[str]:
     """Everything wrong with `cfg` (a ConfigDict or nested dict), one message per problem."""
     schema = config.fields()
@@ -403,7 +368,7 @@ def problems(cfg: Any) -> list[str]:
     found: list[str] = []
     for path in values:
         if path not in schema:
-            hint = moved_hint(path) or suggest(path)
+            hint = compat.moved_hint(path) or suggest(path)
             found.append(f"unknown config field {path!r}{hint} (python -m vanish.run --list "
                          "shows every field)")
     missing = [p for p in schema if p not in values]
@@ -429,12 +394,12 @@ def problems(cfg: Any) -> list[str]:
 
 
 def _knob_rule(path: str) -> checks.Check | None:
+    """The check of a component's knob (`<kind>_args.<name>.<knob>`, from its registry)."""
     parts = path.split(".")
-    if len(parts) == 3 and parts[0] == "algorithm_args":
-        entry = algorithms.REGISTRY.get(parts[1])
-        knob = entry.knobs.get(parts[2]) if entry else None
-        return knob.check if knob else None
-    return None
+    reg = config.component_registries().get(parts[0]) if len(parts) == 3 else None
+    line = reg.get(parts[1]) if reg is not None else None
+    knob = line.knobs.get(parts[2]) if line is not None else None
+    return knob.check if knob is not None else None
 
 
 def validate(cfg: Any) -> None:
@@ -571,7 +536,7 @@ def setup_of(record: Mapping[str, Any]) -> dict[str, Any]:
     g = _get(record)
     part = g("data.partition")
     if part.startswith("dirichlet"):
-        part += f" alpha={g('data.alpha'):g}"
+        part += f" alpha={g(f'partition_args.{part}.alpha'):g}"
     return dict(dataset=g("data.name"), model=g("model.name"), num_nodes=g("topology.num_nodes"),
                 topology=g("topology.name"), partition=part, seeds=[g("seed")])
 
@@ -600,19 +565,10 @@ def _correction(g: View) -> Any:
     return variance.CorrectionConfig(eps=g("correction.eps"), ddof=g("correction.ddof"), **fields)
 
 
-_TOPOLOGY_ARGS: dict[str, dict[str, str]] = {  # topology -> {its argument: config field}
-    "random_regular": dict(degree="degree"),
-    "erdos_renyi": dict(p="edge_prob"),
-    "watts_strogatz": dict(k="degree", p="rewire_prob"),
-    "barabasi_albert": dict(m="attach"),
-    "edge_list": dict(path="edge_list"),
-}
-_PARTITION_ARGS: dict[str, dict[str, str]] = {  # scheme -> {its argument: config field}
-    "dirichlet_weights": dict(alpha="alpha"),
-    "dirichlet_split": dict(alpha="alpha"),
-    "shards": dict(shards_per_node="shards_per_node"),
-    "label_subsets": dict(subsets="label_subsets"),
-}
+def _knobs(g: View, section: str, name: str) -> dict[str, Any]:
+    """{knob: value} of component `name` from its generated section `<section>.<name>`."""
+    line = config.component_registries()[section][name]
+    return {k: g(f"{section}.{name}.{k}") for k in line.knobs}
 
 
 def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
@@ -631,10 +587,9 @@ def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
     seed = int(g("seed"))
     t = g("topology.name")
     graph = topology.Spec(t, int(g("topology.num_nodes")), g("topology.weighting"),
-                          {arg: g(f"topology.{f}") for arg, f in _TOPOLOGY_ARGS.get(t, {}).items()})
+                          _knobs(g, "topology_args", t))
     part = g("data.partition")
-    part_args = {arg: (parse_label_subsets(g(f"data.{f}")) if f == "label_subsets"
-                       else g(f"data.{f}")) for arg, f in _PARTITION_ARGS.get(part, {}).items()}
+    part_args = _knobs(g, "partition_args", part)
     straggle = g("network.straggler_interval")
     net = network.Settings(
         drop_prob=g("network.drop_prob"), drop_file=g("network.drop_file"),
@@ -665,8 +620,7 @@ def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
                                   g("schedule.send_every"), g("schedule.threshold"),
                                   g("schedule.beta")),
         correction=None,
-        algorithm_args={n: {k: g(f"algorithm_args.{n}.{k}") for k in entry.knobs}
-                        for n, entry in algorithms.REGISTRY.items()},
+        algorithm_args={n: _knobs(g, "algorithm_args", n) for n in algorithms.REGISTRY},
         network=net,
         clock=clock_lib.Settings(float(g("clock.tick_seconds")), g("clock.compute"),
                                  g("clock.latency"), g("clock.bandwidth")),
@@ -682,6 +636,9 @@ def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
                                   g("run.num_processes"), g("run.process_id"),
                                   g("run.heartbeat_timeout")),
         record=_plain(cfg))
+    # The knobs of the topology and partition not chosen never change this run.
+    exp = dataclasses.replace(exp, neutral=config.RESULT_NEUTRAL | config.idle_knobs(
+        workdir.flatten(exp.record)))
     from vanish import resources  # the size model
 
     resources.check_plan(exp)  # the schedule, the graph and the fault plan over run.ticks
@@ -848,17 +805,6 @@ def make_partition(exp: Experiment, n_clients: int) -> partition.Partition:
                                     seed=exp.seed, **exp.partition_args)
 
 
-def upgrade(flat_old: Mapping[str, Any]) -> dict[str, Any]:
-    """A config record of an earlier version (flat field names) as today's {dotted path:
-    value}: each old field moved to its place (config.OLD_NAMES), new fields at defaults."""
-    out = workdir.flatten(config.default_config().to_dict())
-    for old, value in flat_old.items():
-        for path in config.OLD_NAMES.get(old, (old,)):
-            if path in out:
-                out[path] = value
-    return out
-
-
 def check_workdir(exp: Experiment, path: Path) -> None:
     """Refuses a workdir that holds another experiment (WorkdirConflictError naming each
     result-relevant field, old -> new). A record of an earlier version is read through
@@ -868,8 +814,8 @@ def check_workdir(exp: Experiment, path: Path) -> None:
     if stored is None:
         return
     # A field added to vanish since the record was written reads as its default.
-    old = upgrade(stored.config) if stored.version == 1 else {
-        **upgrade({}), **workdir.flatten(stored.config)}
+    old = compat.upgrade(stored.config if stored.version == 1
+                         else workdir.flatten(stored.config))
     diff = workdir.differences(old, workdir.flatten(exp.record), exp.neutral)
     if diff:
         raise workdir.conflict(path, diff)
@@ -1154,6 +1100,13 @@ def _model_line(fn: Any) -> str:
     return _first_line(fn)
 
 
+def _lines(reg: Mapping[str, Any], section: str) -> dict[str, str]:
+    """{name: its description, then one line per knob} of a registry, for `listing`."""
+    return {name: line.description + "".join(
+        f"\n      {section}.{name}.{k} = {kn.default!r}: {kn.help}"
+        for k, kn in line.knobs.items()) for name, line in reg.items()}
+
+
 def listing() -> str:
     """Every registered algorithm, topology, model, partition and dataset with its one-line
     description (and an algorithm's own knobs with defaults), then every config field with
@@ -1169,17 +1122,13 @@ def listing() -> str:
         out.extend(f"  {name:<{width}}  {text}" for name, text in rows.items())
         out.append("")
 
-    algos = {}
-    for name, entry in algorithms.REGISTRY.items():
-        knobs = "".join(f"\n  {'':<{len(name)}}    algorithm_args.{name}.{k} = {kn.default!r}: "
-                        f"{kn.help}" for k, kn in entry.knobs.items())
-        algos[name] = entry.description + knobs
-    table("algorithms (config.algorithms, comma separated)", algos)
-    table("topologies (config.topology.name)",
-          {k: _first_line(v[0]) or k.replace("_", " ") for k, v in topology._FACTORY.items()})
+    table("algorithms (config.algorithms, comma separated)",
+          _lines(algorithms.REGISTRY, "algorithm_args"))
+    table("topologies (config.topology.name; knobs: config.topology_args.<name>)",
+          _lines(topology.REGISTRY, "topology_args"))
     table("models (config.model.name)", {k: _model_line(v) for k, v in models.MODELS.items()})
-    table("partitions (config.data.partition)",
-          {k: _first_line(v) for k, v in partition.SCHEMES.items()})
+    table("partitions (config.data.partition; knobs: config.partition_args.<name>)",
+          _lines(partition.REGISTRY, "partition_args"))
     table("datasets (config.data.name)", {**data.DATASETS, "<tfds name>": data.TFDS_DESCRIPTION})
     fields = {f"config.{path} = {f.default!r}": f.help for path, f in config.fields().items()}
     table("config fields (--config.<section>.<field>=<value>)", fields)

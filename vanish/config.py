@@ -15,6 +15,7 @@ from `default_config()` (or `paper_config()`) and override fields.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import ml_collections
@@ -44,10 +45,8 @@ SCHEMA: Section = {
         "download": Field(False, "let TFDS download a named dataset (needs network, vanish[data])"),
         "synthetic_train": Field(6000, "training examples of the 'synthetic' dataset"),
         "synthetic_test": Field(1000, "test examples of the 'synthetic' dataset"),
-        "partition": Field("iid", "how the training data is split over nodes"),
-        "alpha": Field(0.5, "Dirichlet concentration (dirichlet_weights, dirichlet_split)"),
-        "shards_per_node": Field(2, "label-sorted shards per node (shards)"),
-        "label_subsets": Field("0-4,5-9", "label subsets, e.g. '0-4,5-9' (label_subsets)"),
+        "partition": Field("iid", "how the training data is split over nodes (its knobs: "
+                           "partition_args.<name>)"),
         "test_per_class": Field(10, "class-balanced test images per class each node is scored on"),
     },
     "model": {
@@ -66,13 +65,9 @@ SCHEMA: Section = {
         "reset_on_merge": Field(False, "reset a node's optimizer state when it merges"),
     },
     "topology": {
-        "name": Field("random_regular", "the communication graph"),
+        "name": Field("random_regular", "the communication graph (its knobs: "
+                      "topology_args.<name>)"),
         "num_nodes": Field(50, "number of nodes N (FL adds a server node)"),
-        "degree": Field(8, "degree (random_regular; k of watts_strogatz)"),
-        "edge_prob": Field(0.2, "edge probability (erdos_renyi)"),
-        "rewire_prob": Field(0.1, "rewiring probability (watts_strogatz)"),
-        "attach": Field(4, "edges per new node (barabasi_albert)"),
-        "edge_list": Field("", "a file of 'u v' lines (edge_list); '#' starts a comment"),
         "weighting": Field("uniform", "mixing weights of synchronous rules: uniform, metropolis, "
                            "max_degree"),
     },
@@ -164,15 +159,47 @@ RESULT_NEUTRAL = frozenset({
     "run.process_id", "run.heartbeat_timeout"})
 
 
+# The generated sections whose component one field chooses: the knobs of the components not
+# chosen never change a run (they are result-neutral for that run: `idle_knobs`). Every
+# algorithm's knobs count, since `algorithms` may grow in a workdir.
+CHOSEN_BY = {"topology_args": "topology.name", "partition_args": "data.partition"}
+
+
+def idle_knobs(flat: Mapping[str, Any]) -> frozenset[str]:
+    """The paths of `flat` (a {dotted path: value} record) that are knobs of components the
+    record does not choose, e.g. topology_args.watts_strogatz.k on a ring."""
+    out = set()
+    for path in flat:
+        section, _, rest = path.partition(".")
+        chooser = CHOSEN_BY.get(section)
+        if chooser is not None and rest.partition(".")[0] != flat.get(chooser):
+            out.add(path)
+    return frozenset(out)
+
+
+def component_registries() -> dict[str, Mapping[str, Any]]:
+    """{config section: the registry whose lines' knobs it holds}: `<kind>_args.<name>.<knob>`
+    for every component a config chooses by name (vanish/registry.py's shape)."""
+    from vanish import partition, topology  # host modules (they import JAX)
+
+    return {"algorithm_args": algorithms.REGISTRY, "topology_args": topology.REGISTRY,
+            "partition_args": partition.REGISTRY}
+
+
+def _knob_section(reg: Mapping[str, Any]) -> Section:
+    return {name: {knob: Field(k.default, k.help) for knob, k in line.knobs.items()}
+            for name, line in reg.items()}
+
+
 def algorithm_args_schema() -> Section:
     """`algorithm_args.<name>.<knob>` for every registered algorithm (its own knobs)."""
-    return {name: {knob: Field(k.default, k.help) for knob, k in entry.knobs.items()}
-            for name, entry in algorithms.REGISTRY.items()}
+    return _knob_section(algorithms.REGISTRY)
 
 
 def schema() -> Section:
-    """The whole schema, `algorithm_args` included."""
-    return {**SCHEMA, "algorithm_args": algorithm_args_schema()}
+    """The whole schema, the generated `*_args` sections included."""
+    return {**SCHEMA, **{section: _knob_section(reg)
+                         for section, reg in component_registries().items()}}
 
 
 def fields(section: Section | None = None, prefix: str = "") -> dict[str, Field]:
@@ -213,48 +240,10 @@ def paper_config() -> ml_collections.ConfigDict:
     c.model.name, c.model.init = "lenet5", "glorot_uniform"
     o = c.optim
     o.name, o.lr, o.momentum, o.schedule, o.batch_size = "sgd", 0.01, 0.9, "constant", 64
-    c.topology.num_nodes, c.topology.name, c.topology.degree = 50, "random_regular", 8
+    c.topology.num_nodes, c.topology.name = 50, "random_regular"
+    c.topology_args.random_regular.degree = 8
     c.run.ticks, c.schedule.interval_lo, c.schedule.interval_hi = 10_000, 8, 12
     c.schedule.threshold, c.schedule.beta, c.correction.target = 0, 0.5, "others"
     c.algorithm_args.fl.round_ticks = 10
     c.run.eval_every, c.run.target_accuracy = 100, 0.8  # Fashion-MNIST; use 0.95 with MNIST
     return c
-
-
-# The flat field names of earlier versions -> their place now. A config or flag that uses an
-# old name is refused with the new spelling (vanish/build.py), and a workdir written with the
-# old names is read through this table (vanish/workdir.py).
-_MOVED_TO = {
-    "data": ("dataset:name data_dir download synthetic_train synthetic_test partition alpha "
-             "shards_per_node label_subsets test_per_class"),
-    "model": "model:name conv_impl init",
-    "optim": ("optimizer:name lr momentum lr_schedule:schedule weight_decay batch_size "
-              "reset_opt_on_merge:reset_on_merge"),
-    "topology": "topology:name num_nodes degree edge_prob rewire_prob attach edge_list weighting",
-    "schedule": "interval_lo interval_hi first_tick send_every threshold beta",
-    "correction": ("vc_target:target vc_blend:blend vc_eps:eps vc_ddof:ddof vc_strength:strength "
-                   "vc_skip:skip vc_reference:reference correct_biases:biases"),
-    "network": ("drop_prob drop_file delay churn_up churn_down churn_trace stragglers "
-                "straggler_interval peer_k peer_mode redraw_every byzantine byzantine_attack "
-                "byzantine_scale"),
-    "run": ("ticks eval_every target_accuracy checkpoint_every keep_checkpoints wandb "
-            "wandb_project wandb_mode slots fuse max_slots merge_slots eval_nodes "
-            "max_nodes_per_chunk masked_baseline shard_nodes distributed coordinator_address "
-            "num_processes process_id"),
-}
-OLD_NAMES: dict[str, tuple[str, ...]] = {
-    old: (f"{section}.{new or old}",)
-    for section, names in _MOVED_TO.items()
-    for old, _, new in (item.partition(":") for item in names.split())
-}
-OLD_NAMES.update({
-    "fl_round_ticks": ("algorithm_args.fl.round_ticks", "algorithm_args.fl_sched.round_ticks"),
-    "fl_client_fraction": ("algorithm_args.fl.client_fraction",
-                           "algorithm_args.fl_sched.client_fraction"),
-    "fl_local_steps": ("algorithm_args.fl.local_steps",),
-    "num_partitions": ("algorithm_args.gossip_part.num_partitions",),
-    "subsample": ("algorithm_args.gossip_part.subsample",),
-    "trim_fraction": ("algorithm_args.gossip_trim.fraction",
-                      "algorithm_args.gossip_trim_vc.fraction"),
-    "sync_local_steps": ("algorithm_args.dpsgd.local_steps", "algorithm_args.dpsgd_vc.local_steps"),
-})

@@ -1,7 +1,7 @@
 """Every error vanish raises on purpose, on the ground floor (imports nothing of vanish).
 
     from vanish.errors import ConfigError
-    raise ConfigError("config.topology.degree = 0 must be >= 1")
+    raise ConfigError("config.topology_args.random_regular.degree = 0 must be >= 1")
 
 A user error is bad input or a bad environment (a config value, a file the config names, the
 workdir, the data, the machine's memory): the command line prints it as one line

@@ -13,14 +13,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vanish import checks, registry
 from vanish.errors import PartitionError
+from vanish.registry import Knob
 
 SeedLike = int | np.random.Generator
 
@@ -293,33 +295,89 @@ def label_subsets(y: np.ndarray, n_nodes: int, subsets: Sequence[Sequence[int]],
                      {'subsets': subsets, 'assignment': assignment})
 
 
-SCHEMES: dict[str, Callable[..., Partition]] = {
-    'iid': iid,
-    'dirichlet_weights': dirichlet_weights,
-    'dirichlet_split': dirichlet_split,
-    'shards': shards,
-    'label_subsets': label_subsets,
+def parse_subsets(text: str) -> list[list[int]]:
+    """'0-4,5-9' -> [[0..4], [5..9]]; '0 2 4,1 3' -> [[0,2,4],[1,3]] (PartitionError if not)."""
+    subsets = []
+    for part in str(text).split(','):
+        part = part.strip()
+        try:
+            if '-' in part:
+                lo, hi = (int(v) for v in part.split('-'))
+                if lo > hi:
+                    raise ValueError
+                subsets.append(list(range(lo, hi + 1)))
+            elif part:
+                subsets.append([int(v) for v in part.split()])
+        except ValueError:
+            raise PartitionError(f'cannot read {part!r}; use ranges \'lo-hi\' or space-separated '
+                                 'labels, subsets separated by commas, e.g. \'0-4,5-9\'') from None
+    if not subsets:
+        raise PartitionError("names no labels; e.g. '0-4,5-9'")
+    return subsets
+
+
+def _subsets_check(value: Any) -> str | None:
+    try:
+        parse_subsets(value)
+    except PartitionError as e:
+        return str(e)
+    return None
+
+
+def _label_subsets_of(y: np.ndarray, n_nodes: int, subsets: str | Sequence[Sequence[int]],
+                      assignment: str = 'round_robin', num_classes: int | None = None
+                      ) -> Partition:
+    return label_subsets(y, n_nodes, parse_subsets(subsets) if isinstance(subsets, str)
+                         else subsets, assignment, num_classes)
+
+
+_ALPHA = Knob(0.5, 'Dirichlet concentration (small: each node sees few labels)',
+              checks.finite_at_least(0, strict=True))
+# The registry (vanish/registry.py's shape): a scheme's knobs become the config section
+# `partition_args.<name>`; capability `seeded`: the scheme draws with the run's seed.
+REGISTRY: dict[str, registry.Component] = {
+    'iid': registry.Component(iid, 'every node samples the whole training set'),
+    'dirichlet_weights': registry.Component(
+        dirichlet_weights, "per-node label weights ~ Dirichlet(alpha) (the paper's non-IID)",
+        knobs=dict(alpha=_ALPHA), caps=dict(seeded=True)),
+    'dirichlet_split': registry.Component(
+        dirichlet_split, 'a disjoint split, each class cut over nodes ~ Dirichlet(alpha)',
+        knobs=dict(alpha=_ALPHA), caps=dict(seeded=True)),
+    'shards': registry.Component(
+        shards, 'label-sorted shards, a few per node (McMahan et al.)',
+        knobs=dict(shards_per_node=Knob(2, 'label-sorted shards per node', checks.at_least(1))),
+        caps=dict(seeded=True)),
+    'label_subsets': registry.Component(
+        _label_subsets_of, 'each node sees one subset of the labels',
+        knobs=dict(subsets=Knob('0-4,5-9', "label subsets, e.g. '0-4,5-9' (round robin over "
+                                "the nodes)", _subsets_check))),
 }
+SCHEMES = tuple(REGISTRY)  # the built-in names (REGISTRY may grow)
+
+
+def register(name: str, line: registry.Component) -> None:
+    """Adds a partition scheme: a function (y, n_nodes, <knobs>[, seed]) -> Partition."""
+    registry.register(REGISTRY, name, line, kind='partition scheme')
 
 
 def make_partition(scheme: str, y: np.ndarray, n_nodes: int, *, seed: SeedLike = 0,
                    **kwargs: Any) -> Partition:
-    """Build a partition by scheme name; kwargs are the scheme's own parameters."""
-    if scheme not in SCHEMES:
-        raise PartitionError(f'unknown partition scheme {scheme!r}; valid: {sorted(SCHEMES)}')
-    fn = SCHEMES[scheme]
+    """Build a partition by scheme name; kwargs are the scheme's own parameters (its knobs,
+    defaults for those left out, and any other parameter its function takes)."""
+    if scheme not in REGISTRY:
+        raise PartitionError(registry.unknown(REGISTRY, scheme, kind='partition scheme'))
+    line = REGISTRY[scheme]
+    fn = line.factory
     signature = inspect.signature(fn)
     accepted = [p for p in signature.parameters if p not in ('y', 'n_nodes', 'seed')]
+    accepted += [k for k in line.knobs if k not in accepted]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise PartitionError(f'partition scheme {scheme!r} got unknown parameters {unknown}; '
-                         f'it accepts {accepted}')
-    if 'seed' in signature.parameters:
+                             f'it accepts {accepted}')
+    kwargs = {**registry.defaults(line), **kwargs}
+    if line.caps.get('seeded') or 'seed' in signature.parameters:
         kwargs['seed'] = seed
-    try:
-        signature.bind(y, n_nodes, **kwargs)
-    except TypeError as e:  # a missing required parameter, e.g. alpha
-        raise PartitionError(f'partition scheme {scheme!r}: {e}; it accepts {accepted}') from None
     return fn(y, n_nodes, **kwargs)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from vanish import topology
 from vanish.errors import ResourceError
 
 GiB = 1024**3
@@ -50,8 +51,7 @@ def plan_bytes(exp: Any) -> dict[str, float]:
     n, ticks = exp.graph.n, exp.run.ticks
     lo = max(1, min(exp.schedule.interval))
     events = n * (ticks / lo + 1)
-    degree = {"complete": n - 1, "ring": 2, "torus": 4}.get(
-        exp.graph.name, int(exp.graph.kwargs.get("degree", exp.graph.kwargs.get("k", 8))))
+    degree, _ = topology.degree_estimate(exp.graph.name, n, exp.graph.kwargs)
     s = exp.network
     epochs = (ticks // s.redraw_every + 1) if s.redraw_every else 1
     churn = ticks * n * 1.2 if (s.churn_down > 0 or s.churn_trace) else 0.0
@@ -101,8 +101,8 @@ def state_bytes(exp: Any, params: int) -> dict[str, float]:
 
     n = exp.graph.n + 1  # FL's server
     opt = nodes.OPTIMIZERS[exp.optim.name].copies(exp.optim.momentum)
-    degree = int(exp.graph.kwargs.get("degree", 8))
-    inbox = max((degree * 2 if algorithms.REGISTRY[a].caps.message_buffers else 1)
+    _, degree = topology.degree_estimate(exp.graph.name, exp.graph.n, exp.graph.kwargs)
+    inbox = max((int(degree) * 2 if algorithms.REGISTRY[a].caps.message_buffers else 1)
                 for a in exp.algorithms)
     per_model = params * 4.0
     x = exp.dataset.x_train

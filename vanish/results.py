@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from vanish import config
+from vanish import compat, config
 from vanish import workdir as workdir_lib
 from vanish.errors import ResultsError as ResultsError  # re-exported: this module's error
 
@@ -86,8 +86,6 @@ def load_run(workdir: PathLike) -> tuple[dict[str, Any], dict[str, dict[str, Any
     """({dotted config path: value}, summaries) of a workdir, live or archived; a config
     stored with the flat field names of an earlier vanish is read in today's sections (every
     field present). ResultsError if either file cannot be read."""
-    from vanish import build  # JAX: only when a run is read (the sweep loop needs none)
-
     workdir = Path(workdir)
     out = []
     for name in ("run_config.json", "summary.json"):
@@ -96,20 +94,16 @@ def load_run(workdir: PathLike) -> tuple[dict[str, Any], dict[str, dict[str, Any
         except (OSError, json.JSONDecodeError) as e:
             raise ResultsError(f"{workdir / name}: cannot read it ({e})") from None
     stored = out[0]
-    if stored.get("schema", 1) == 1:
-        cfg = build.upgrade(stored["config"])
-        # Fields vanish does not know (added by hand, or since removed) stay, to group by.
-        cfg.update({k: v for k, v in stored["config"].items()
-                    if k not in config.OLD_NAMES and k not in cfg})
-    else:
-        cfg = {**build.upgrade({}), **workdir_lib.flatten(stored["config"])}
-    return cfg, out[1]
+    # Fields vanish does not know (added by hand, or since removed) stay, to group by.
+    flat = stored["config"] if stored.get("schema", 1) == 1 else workdir_lib.flatten(
+        stored["config"])
+    return compat.upgrade(flat, keep_unknown=True), out[1]
 
 
 def field_path(name: str) -> str:
     """A field name as a dotted config path: 'topology.num_nodes', or its short (earlier)
     name 'num_nodes'."""
-    return config.OLD_NAMES.get(name, (name,))[0]
+    return compat.field_path(name)
 
 
 def differences(a: Mapping[str, Any], b: Mapping[str, Any],
@@ -117,7 +111,7 @@ def differences(a: Mapping[str, Any], b: Mapping[str, Any],
     """The config paths (sorted) in which runs `a` and `b` differ, other than the seed, the
     fields that never change a trajectory (but the target) and `besides`: runs that differ
     in none are seeds of one experiment."""
-    besides = set(besides)
+    besides = set(besides) | (config.idle_knobs(a) & config.idle_knobs(b))
     return sorted(k for k in set(a) | set(b) if k not in _IGNORED and k not in besides
                   and a.get(k) != b.get(k))
 

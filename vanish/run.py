@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 import ml_collections
 
-from vanish import checks, errors
+from vanish import checks, compat, errors
 
 _CONFIG_FLAG = re.compile(r"^--?config(=|$)")
 _OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]*)")
@@ -98,11 +98,10 @@ _OVERRIDE_FIELD = re.compile(r"Could not override field '(\w+)'")
 
 def _moved(e: BaseException) -> str:
     """A hint when a config file sets a field by its name of an earlier version."""
-    from vanish import build
 
     match = _OVERRIDE_FIELD.search(str(e))
-    if match and build.moved_hint(match.group(1)):
-        return (f" (config.{match.group(1)} is a section now{build.moved_hint(match.group(1))};"
+    if match and compat.moved_hint(match.group(1)):
+        return (f" (config.{match.group(1)} is a section now{compat.moved_hint(match.group(1))};"
                 " python -m vanish.run --list shows every field)")
     return ""
 
@@ -190,7 +189,7 @@ def check_overrides(argv: list[str], cfg: ml_collections.ConfigDict) -> None:
                                          "fields")
             if part not in node:
                 path = ".".join(parts[:depth + 1])
-                hint = (build.moved_hint(path) or checks.did_you_mean(part, list(node.keys()))
+                hint = (compat.moved_hint(path) or checks.did_you_mean(part, list(node.keys()))
                         or build.suggest(path))
                 raise errors.ConfigError(
                     f"unknown config field {path!r} in {arg}{hint} (python -m vanish.run --list "
@@ -317,7 +316,7 @@ def apply_overrides(cfg: ml_collections.ConfigDict,
         node, parts = out, path.split(".")
         for depth, part in enumerate(parts):
             if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                hint = build.moved_hint(path) or build.suggest(path)
+                hint = compat.moved_hint(path) or build.suggest(path)
                 raise errors.ConfigError(f"unknown config field {path!r}{hint}")
             if depth < len(parts) - 1:
                 node = node[part]

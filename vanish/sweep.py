@@ -1,6 +1,7 @@
 """Many runs: a grid of config overrides x seeds, each in its own workdir, then one table.
 
-    jobs = sweep.grid_jobs("experiments/paper_noniid/config.py", {"data.alpha": [0.1, 5.0]},
+    alpha = "partition_args.dirichlet_weights.alpha"
+    jobs = sweep.grid_jobs("experiments/paper_noniid/config.py", {alpha: [0.1, 5.0]},
                            seeds=[0, 1], root="runs/noniid", overrides={"run.ticks": 300})
     sweep.run_jobs(jobs)                # finished ones skipped, the others resume or start
     rows = sweep.table(jobs)            # per combination and algorithm, over the seeds
@@ -62,9 +63,17 @@ def _fmt(value: Any) -> str:
     return re.sub(r"[^\w.+-]", "_", text)
 
 
+def _short(path: str) -> str:
+    """A component's knob without its section: 'random_regular.degree' for
+    'topology_args.random_regular.degree' (component names are unique per kind)."""
+    section, _, rest = path.partition(".")
+    return rest if section.endswith("_args") and rest.count(".") == 1 else path
+
+
 def combination_name(params: Mapping[str, Any]) -> str:
-    """'data.alpha=0.1,topology.degree=8': the folder of one combination ('base' if none)."""
-    return ",".join(f"{k}={_fmt(v)}" for k, v in params.items()) or "base"
+    """'data.partition=shards,optim.lr=0.1' (a component's knob without its section:
+    'dirichlet_weights.alpha=0.1'): the folder of one combination ('base' if none)."""
+    return ",".join(f"{_short(k)}={_fmt(v)}" for k, v in params.items()) or "base"
 
 
 def grid_jobs(config: str, swept: Mapping[str, Sequence[Any]], *, seeds: Sequence[int],

@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import re
+from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -17,7 +18,9 @@ import jax.numpy as jnp
 import networkx as nx
 import numpy as np
 
+from vanish import checks, registry
 from vanish.errors import TopologyError
+from vanish.registry import Knob
 
 WEIGHTINGS = ("uniform", "metropolis", "max_degree")
 # Bounded resampling for random families that can come out disconnected.
@@ -295,8 +298,10 @@ def star(n: int, center: int = 0, *, weighting: str = "uniform") -> Topology:
     return _build("star", n, edges, weighting=weighting)
 
 
-def random_regular(n: int, d: int, seed: int = 0, *, weighting: str = "uniform") -> Topology:
-    """Uniform random d-regular graph, redrawn deterministically from `seed` until connected."""
+def random_regular(n: int, degree: int, seed: int = 0, *, weighting: str = "uniform") -> Topology:
+    """Uniform random d-regular graph (d = `degree`), redrawn deterministically from `seed`
+    until connected."""
+    d = degree
     _need(1 <= d < n, f"random_regular degree d={d} must satisfy 1 <= d < n={n}")
     _need(n * d % 2 == 0, f"random_regular: n * d must be even, got n={n}, d={d} (n*d={n * d})")
     g = _connected_draw(lambda s: nx.random_regular_graph(d, n, seed=s), seed,
@@ -344,7 +349,7 @@ def one_peer_exponential(n: int, t: int = 0, *, weighting: str = "uniform") -> T
 
     tau = ceil(log2 n). One round is a permutation, generally NOT strongly connected (only the
     union over tau rounds is), so connectivity is not checked. All rounds share shapes. A
-    time-varying family (`ROUND_VARYING`): a run rotates it, epoch e being round e.
+    time-varying family (capability `round_varying`): a run rotates it, epoch e being round e.
     """
     _need(n >= 2, f"one_peer_exponential needs n >= 2, got n={n}")
     tau = max(1, math.ceil(math.log2(n)))
@@ -404,60 +409,121 @@ def from_networkx(g: nx.Graph, name: str = "networkx", *, weighting: str = "unif
     return _build(name, n, _nx_edges(g), directed=g.is_directed(), weighting=weighting)
 
 
-def _torus_of(n: int, rows: int | None = None, cols: int | None = None, **kw: Any) -> Topology:
-    if rows is None and cols is None:
+def _torus_of(n: int, rows: int = 0, cols: int = 0, **kw: Any) -> Topology:
+    if not rows and not cols:
         return torus(n, **kw)
-    rows = rows if rows is not None else n // int(cols)  # type: ignore[arg-type]
-    cols = cols if cols is not None else n // rows
+    rows = rows or n // cols
+    cols = cols or n // rows
     _need(rows * cols == n, f"torus rows * cols = {rows} * {cols} = {rows * cols} != n={n}")
     return torus(rows, cols, **kw)
 
 
-# name -> (generator, required kwargs passed positionally after n, optional kwargs, seeded)
-_FACTORY: dict[str, tuple[Callable[..., Topology], tuple[str, ...], tuple[str, ...], bool]] = {
-    "ring": (ring, (), (), False),
-    "torus": (_torus_of, (), ("rows", "cols"), False),
-    "complete": (complete, (), (), False),
-    "star": (star, (), ("center",), False),
-    "random_regular": (random_regular, ("degree",), (), True),
-    "erdos_renyi": (erdos_renyi, ("p",), (), True),
-    "watts_strogatz": (watts_strogatz, ("k", "p"), (), True),
-    "barabasi_albert": (barabasi_albert, ("m",), (), True),
-    "exponential": (exponential, (), (), False),
-    "one_peer_exponential": (one_peer_exponential, (), ("t",), False),
-    "edge_list": (lambda n, path, directed=False, **kw: from_edge_list(path, n, directed, **kw),
-                  ("path",), ("directed",), False),
+def _log2_hops(n: int) -> int:
+    return int(math.floor(math.log2(max(n - 1, 1)))) + 1
+
+
+def _edge_list(n: int | None, path: str = "", directed: bool = False, **kw: Any) -> Topology:
+    _need(bool(str(path).strip()), "topology 'edge_list' needs its path, a file of 'u v' lines "
+          "(config.topology_args.edge_list.path)")
+    return from_edge_list(path, n, directed, **kw)
+
+
+_SEEDED = dict(seeded=True)
+# The registry (vanish/registry.py's shape). A family's knobs become the config section
+# `topology_args.<name>`; its capabilities: `seeded` (it draws at random: a time-varying run
+# redraws it with each epoch's seed), `round_varying` (it changes by round: epoch e is round e,
+# passed as `t`), `degree(n, knobs) -> (mean, max)` (the size model's estimates of the mean and
+# the largest in-degree; edge_list's are unknown before its file is read) and
+# `infers_n` (n may be None: read from the file). Adding a family is its function plus a line.
+REGISTRY: dict[str, registry.Component] = {
+    "ring": registry.Component(ring, "a cycle: each node's two neighbours",
+                               caps=dict(degree=lambda n, k: (2, 2))),
+    "torus": registry.Component(
+        _torus_of, "a 2-D wrap-around grid: four neighbours each",
+        knobs=dict(rows=Knob(0, "grid rows (0: the squarest factorisation of N, or N / cols)",
+                             checks.at_least(0)),
+                   cols=Knob(0, "grid columns (0: N / rows)", checks.at_least(0))),
+        caps=dict(degree=lambda n, k: (4, 4))),
+    "complete": registry.Component(complete, "every pair of nodes linked",
+                                   caps=dict(degree=lambda n, k: (n - 1, n - 1))),
+    "star": registry.Component(
+        star, "one hub linked to every other node",
+        knobs=dict(center=Knob(0, "the hub node", checks.at_least(0))),
+        caps=dict(degree=lambda n, k: (2, n - 1))),
+    "random_regular": registry.Component(
+        random_regular, "a random d-regular graph",
+        knobs=dict(degree=Knob(8, "every node's degree d", checks.at_least(1))),
+        caps=dict(_SEEDED, degree=lambda n, k: (k["degree"], k["degree"]))),
+    "erdos_renyi": registry.Component(
+        erdos_renyi, "G(n, p): each edge present with probability p (redrawn until connected)",
+        knobs=dict(p=Knob(0.2, "edge probability", checks.between(0, 1, lo_open=True))),
+        caps=dict(_SEEDED, degree=lambda n, k: (k["p"] * (n - 1),
+                                                  k["p"] * n + 3 * math.sqrt(k["p"] * n) + 1))),
+    "watts_strogatz": registry.Component(
+        watts_strogatz, "a ring lattice of k neighbours, each edge rewired with probability p",
+        knobs=dict(k=Knob(8, "ring neighbours of each node", checks.at_least(1)),
+                   p=Knob(0.1, "rewiring probability", checks.between(0, 1))),
+        caps=dict(_SEEDED, degree=lambda n, k: (k["k"], 2 * k["k"]))),
+    "barabasi_albert": registry.Component(
+        barabasi_albert, "preferential attachment: each new node links to m others",
+        knobs=dict(m=Knob(4, "edges of each new node", checks.at_least(1))),
+        caps=dict(_SEEDED, degree=lambda n, k: (2 * k["m"], k["m"] * math.sqrt(n) + k["m"]))),
+    "exponential": registry.Component(
+        exponential, "node i sends to i + 2^j for every j (static, directed)",
+        caps=dict(degree=lambda n, k: (_log2_hops(n), _log2_hops(n)))),
+    "one_peer_exponential": registry.Component(
+        one_peer_exponential, "round t: node i sends to i + 2^(t mod log2 N) (time-varying)",
+        caps=dict(round_varying=True, degree=lambda n, k: (1, 1))),
+    "edge_list": registry.Component(
+        _edge_list, "a graph read from a file of 'u v' lines",
+        knobs=dict(path=Knob("", "the file: one 'u v' edge per line; '#' starts a comment"),
+                   directed=Knob(False, "u v means u -> v only (v receives u's model)")),
+        caps=dict(infers_n=True, degree=lambda n, k: (8, 8))),
 }
-TOPOLOGIES = tuple(_FACTORY)
-# Families that change by round rather than by a random draw: epoch e of a run is round e
-# (`Spec.epoch`), every tick unless network.redraw_every sets the epoch length.
-ROUND_VARYING = ("one_peer_exponential",)
+TOPOLOGIES = tuple(REGISTRY)  # the built-in names (REGISTRY may grow)
+
+
+def register(name: str, line: registry.Component) -> None:
+    """Adds a topology family (its function, description, knobs and capabilities)."""
+    registry.register(REGISTRY, name, line, kind="topology")
 
 
 def make(name: str, n: int | None, *, seed: int = 0, weighting: str = "uniform",
          **kwargs: Any) -> Topology:
     """Builds a topology by name, e.g. make("random_regular", 64, degree=8, seed=1).
 
-    Names (kwargs): ring, torus (rows, cols), complete, star (center), random_regular (degree),
-    erdos_renyi (p), watts_strogatz (k, p), barabasi_albert (m), exponential,
-    one_peer_exponential (t), edge_list (path, directed; n may be None: inferred).
+    Keyword arguments are the family's knobs (`REGISTRY[name].knobs`; a knob left out takes
+    its default) and `t`, the round of a round-varying family (one_peer_exponential).
+    edge_list's n may be None (inferred from the file).
     """
-    if name not in _FACTORY:
-        raise TopologyError(f"unknown topology {name!r}; valid names: {', '.join(TOPOLOGIES)}")
+    if name not in REGISTRY:
+        raise TopologyError(registry.unknown(REGISTRY, name, kind="topology"))
     if weighting not in WEIGHTINGS:
         raise TopologyError(f"unknown weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
-    fn, required, optional, seeded = _FACTORY[name]
-    unknown = sorted(set(kwargs) - set(required) - set(optional))
-    missing = [k for k in required if k not in kwargs]
-    if unknown or missing:
-        raise TopologyError(f"topology {name!r}: unexpected argument(s) {unknown}, missing "
-                            f"{missing}; it takes {list(required + optional) or 'none'}")
-    if n is None and name != "edge_list":
+    line = REGISTRY[name]
+    t = kwargs.pop("t", None) if line.caps.get("round_varying") else None
+    bad = registry.knob_problems(REGISTRY, name, kwargs, prefix=f"topology {name!r}: argument ")
+    if bad:
+        raise TopologyError("; ".join(bad))
+    if n is None and not line.caps.get("infers_n"):
         raise TopologyError(f"topology {name!r} needs the number of nodes n")
-    args = [kwargs.pop(k) for k in required]
-    if seeded:
-        kwargs["seed"] = seed
-    return fn(n, *args, weighting=weighting, **kwargs)
+    args = {**registry.defaults(line), **kwargs}
+    if line.caps.get("seeded"):
+        args["seed"] = seed
+    if t is not None:
+        args["t"] = t
+    return line.factory(n, weighting=weighting, **args)
+
+
+def degree_estimate(name: str, n: int, knobs: Mapping[str, Any]) -> tuple[float, float]:
+    """The size model's (mean, largest) in-degree of a family over n nodes (its `degree`
+    capability; a family without one: n - 1, the most a graph can have)."""
+    line = REGISTRY[name]
+    estimate = line.caps.get("degree")
+    if estimate is None:
+        return float(n - 1), float(n - 1)
+    mean, top = estimate(n, {**registry.defaults(line), **knobs})
+    return float(mean), float(top)
 
 
 class Spec(NamedTuple):
@@ -476,12 +542,12 @@ class Spec(NamedTuple):
 
     @property
     def seeded(self) -> bool:
-        return self.name in _FACTORY and _FACTORY[self.name][3]
+        return self.name in REGISTRY and bool(REGISTRY[self.name].caps.get("seeded"))
 
     @property
     def round_varying(self) -> bool:
         """The family rotates by round (one-peer exponential), not by a random draw."""
-        return self.name in ROUND_VARYING
+        return self.name in REGISTRY and bool(REGISTRY[self.name].caps.get("round_varying"))
 
     @property
     def time_varying(self) -> bool:

@@ -39,7 +39,7 @@ def get_config():
     c = config.paper_config()
     c.algorithms = ("fl,gossip,gossip_vc,gossip_part,gossip_topk,gossip_topk_vc,gossip_q8,"
                     "gossip_q8_vc,modest")
-    c.data.alpha = 0.5  # used with data.partition = dirichlet_weights
+    c.partition_args.dirichlet_weights.alpha = 0.5  # used with data.partition = dirichlet_weights
     c.data.test_per_class = 50
     c.model.name = "mlp"
     c.topology.num_nodes = 100

@@ -51,7 +51,7 @@ def get_config():
     # Network: 64 nodes, random 8-regular graph (the paper's degree).
     c.topology.num_nodes = 64
     c.topology.name = "random_regular"
-    c.topology.degree = 8
+    c.topology_args.random_regular.degree = 8
     # Tick model (the paper's): each node trains ~150 times in 1500 ticks.
     c.run.ticks = 1500
     c.schedule.interval_lo = 8

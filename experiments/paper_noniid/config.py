@@ -11,7 +11,8 @@ experiments/paper_iid (LeNet-5, 50 nodes, random 8-regular, U{8..12}, batch 64, 
 
   python -m vanish.run --config experiments/paper_noniid/config.py --workdir runs/paper_noniid
 
-One alpha: add `--config.data.alpha=0.1` (and a workdir of its own: a workdir resumes its own
+One alpha: add `--config.partition_args.dirichlet_weights.alpha=0.1` (and a workdir of its
+own: a workdir resumes its own
 config only). All of alpha in {0.1, 0.5, 5}, each in runs/paper_noniid/sweep/alpha=<a>:
   python -m experiments.sweep experiments/paper_noniid/sweep.yaml
 or with W&B: `wandb sweep experiments/paper_noniid/sweep.yaml`, then `wandb agent <id>`.
@@ -38,7 +39,9 @@ def get_config():
     c = config.paper_config()
     # Data: non-IID by per-node Dirichlet(alpha) label weights (swept: 0.1, 0.5, 5.0).
     c.data.partition = "dirichlet_weights"
-    c.data.alpha = 0.5
+    c.partition_args.dirichlet_weights.alpha = 0.5
+    # --config.data.partition=dirichlet_split splits with the same (swept) alpha.
+    c.partition_args.dirichlet_split.alpha = c.partition_args.dirichlet_weights.get_ref("alpha")
     # Every node is tested on the balanced test set, so a skewed node scores lower than in
     # the IID run; the target is set a little lower than paper_iid's 0.8.
     c.run.target_accuracy = 0.75

@@ -11,12 +11,14 @@ gossip_vc should widen with d.
   python -m vanish.run --config experiments/paper_topology/config.py --workdir runs/paper_topology
 
 (random 8-regular, i.e. paper_iid without the single-node baseline). One graph:
-`--config.topology.name=barabasi_albert --config.topology.degree=16` with a workdir of its own. The
+`--config.topology.name=barabasi_albert --config.topology_args.random_regular.degree=16` with a
+workdir of its own. The
 whole 5 x 3 grid, each in runs/paper_topology/sweep/topology=<t>,degree=<d>:
   python -m experiments.sweep experiments/paper_topology/sweep.yaml
 or `wandb sweep experiments/paper_topology/sweep.yaml`, then `wandb agent <id>`.
 
-How `degree` sets each graph (computed from config.topology.degree, so one swept field drives all):
+How `degree` sets each graph (computed from config.topology_args.random_regular.degree, so one
+swept field drives all):
 random_regular: d exactly; watts_strogatz: ring lattice k = d (networkx links k // 2
 neighbours on each side, so d = 3 gives degree 2), rewired w.p. rewire_prob = 0.1;
 erdos_renyi: edge_prob = d / (num_nodes - 1) (expected degree d; redrawn until connected);
@@ -46,13 +48,15 @@ from vanish import config
 def get_config():
     c = config.paper_config()
     c.algorithms = "fl,gossip,gossip_vc"
-    # Network: the swept fields are `topology.name` and `topology.degree`; the other graphs'
-    # parameters follow the degree through references, so --config.topology.degree=16
-    # changes them too.
-    t = c.topology
-    t.edge_prob = (ml_collections.FieldReference(1.0) * t.get_ref("degree")
-                   / (t.get_ref("num_nodes") - 1))  # erdos_renyi: expected degree = degree
-    t.attach = t.get_ref("degree") // 2  # barabasi_albert: average degree ~ 2 * attach
-    c.topology.rewire_prob = 0.1  # watts_strogatz, k = degree
+    # Network: the swept fields are `topology.name` and `topology_args.random_regular.degree`;
+    # the other graphs' parameters follow that degree through references, so
+    # --config.topology_args.random_regular.degree=16 changes them too.
+    a = c.topology_args
+    degree = a.random_regular.get_ref("degree")
+    a.erdos_renyi.p = (ml_collections.FieldReference(1.0) * degree
+                       / (c.topology.get_ref("num_nodes") - 1))  # expected degree = degree
+    a.barabasi_albert.m = degree // 2  # average degree ~ 2 * m
+    a.watts_strogatz.k = degree  # a ring lattice of k = degree, rewired w.p. 0.1
+    a.watts_strogatz.p = 0.1
     # threshold 0 = each node's degree (hubs of barabasi_albert wait for more models).
     return c

@@ -21,6 +21,7 @@ import inspect
 from typing import Any, Callable, Mapping, NamedTuple
 
 from vanish import checks
+from vanish.registry import Knob as Knob  # one knob shape for every registry
 
 
 class Placement(enum.Enum):
@@ -59,14 +60,6 @@ class Capabilities(NamedTuple):
     def synchronous(self) -> bool:
         """Mixes over the whole graph every round (no messages: faults do not apply)."""
         return self.cadence is Cadence.EVERY_TICK
-
-
-class Knob(NamedTuple):
-    """One hyperparameter of one algorithm: default (its type is the knob's), help, check."""
-
-    default: Any
-    help: str
-    check: checks.Check | None = None
 
 
 class PlanRequest(NamedTuple):
