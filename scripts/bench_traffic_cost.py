@@ -28,11 +28,12 @@ def case_config(model: str, n: int) -> Any:
     return cfg
 
 
-def simulation(cfg: Any, name: str) -> train.Simulation:
-    """Algorithm `name`'s Simulation of `cfg` (built as an experiment of it alone)."""
+def simulation(cfg: Any, name: str, count: bool = True) -> train.Simulation:
+    """Algorithm `name`'s Simulation of `cfg` (built as an experiment of it alone), with or
+    without the message counters."""
     cfg = cfg.copy_and_resolve_references()
     cfg.algorithms = name
-    return train.Simulation(build.experiment(cfg), name)
+    return train.Simulation(build.experiment(cfg), name, count_traffic=count)
 
 
 def main(argv=None) -> int:
@@ -49,9 +50,8 @@ def main(argv=None) -> int:
             cfg = case_config(model, n)
             row = {}
             for count in (False, True):
-                sim = simulation(cfg, name)
+                sim = simulation(cfg, name, count)
                 e = sim.engine
-                e.count_traffic = count
                 c = e._step.lower(e.init_state(), e.consts, e.plan).compile().cost_analysis()
                 c = c[0] if isinstance(c, list) else c
                 row["on" if count else "off"] = dict(flops=c.get("flops"),

@@ -226,8 +226,7 @@ def test_a_checkpoint_written_before_byte_counting_resumes_without_bytes(tmp_pat
     new_init, save = engine.Engine.__init__, checkpoint.save
 
     def old_init(self, *args, **kwargs):  # an engine that does not count (as before)
-        new_init(self, *args, **kwargs)
-        self.count_traffic = False
+        new_init(self, *args, **{**kwargs, "count_traffic": False})
 
     def old_save(workdir, step, state, **kwargs):  # the state as an earlier vanish saved it
         legacy = train._Legacy(*(getattr(state, f) for f in train._LEGACY_FIELDS))

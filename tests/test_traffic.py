@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from helpers import make_sim, tiny_config
-from vanish import metrics
+from vanish import metrics, train
 
 TICKS = 40
 
@@ -152,8 +152,8 @@ def test_counting_changes_no_result():
     """The counters only observe: the models are the same with and without them."""
     sim = make_sim(tiny_config(), "gossip_vc")
     a = sim.run_ticks(sim.init_state(), 0, 20)
-    sim.engine.count_traffic = False
-    b = sim.run_ticks(sim.init_state(), 0, 20)
+    off = train.Simulation(sim.exp, "gossip_vc", count_traffic=False)
+    b = off.run_ticks(off.init_state(), 0, 20)
     assert b.traffic is None and a.traffic is not None
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

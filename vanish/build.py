@@ -571,6 +571,41 @@ def _knobs(g: View, section: str, name: str) -> dict[str, Any]:
     return {k: g(f"{section}.{name}.{k}") for k in line.knobs}
 
 
+def _network_settings(g: View, graph: topology.Spec) -> network.Settings:
+    """The `network` section as network.Settings (faults and dynamics)."""
+    straggle = g("network.straggler_interval")
+    return network.Settings(
+        drop_prob=g("network.drop_prob"), drop_file=g("network.drop_file"),
+        delay=parse_range(g("network.delay"), "network.delay"),
+        churn_up=g("network.churn_up"), churn_down=g("network.churn_down"),
+        churn_trace=g("network.churn_trace"), stragglers=g("network.stragglers"),
+        straggler_interval=parse_range(straggle, "network.straggler_interval")
+        if straggle.strip() else None,
+        peer_k=g("network.peer_k"), peer_mode=g("network.peer_mode"),
+        # A round-varying family (one-peer exponential) rotates every tick unless told.
+        redraw_every=g("network.redraw_every") or int(graph.round_varying),
+        byzantine=g("network.byzantine"),
+        byzantine_attack=g("network.byzantine_attack"),
+        byzantine_scale=g("network.byzantine_scale"))
+
+
+def _run_settings(g: View) -> tuple[RunSettings, EngineSettings, ProcessSettings]:
+    """The `run` section: how long and how it is measured, the engine's strategy, and the
+    processes of a multi-process run."""
+    every = g("run.eval_every")
+    return (RunSettings(g("run.ticks"), every, g("run.target_accuracy"),
+                        g("run.checkpoint_every") or every, g("run.keep_checkpoints"),
+                        bool(g("run.wandb")), g("run.wandb_project"), g("run.wandb_mode"),
+                        bool(g("run.tensorboard"))),
+            EngineSettings(g("run.slots"), g("run.fuse"), g("run.max_slots"),
+                           g("run.merge_slots"), g("run.eval_nodes"),
+                           g("run.max_nodes_per_chunk"), bool(g("run.masked_baseline")),
+                           g("run.shard_nodes")),
+            ProcessSettings(bool(g("run.distributed")), g("run.coordinator_address"),
+                            g("run.num_processes"), g("run.process_id"),
+                            g("run.heartbeat_timeout")))
+
+
 def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
     """Checks `cfg` whole and returns the Experiment; raises a one-line ConfigError (or a
     subclass: TopologyError, PartitionError, DatasetError, ResourceError) otherwise.
@@ -590,22 +625,9 @@ def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
                           _knobs(g, "topology_args", t))
     part = g("data.partition")
     part_args = _knobs(g, "partition_args", part)
-    straggle = g("network.straggler_interval")
-    net = network.Settings(
-        drop_prob=g("network.drop_prob"), drop_file=g("network.drop_file"),
-        delay=parse_range(g("network.delay"), "network.delay"),
-        churn_up=g("network.churn_up"), churn_down=g("network.churn_down"),
-        churn_trace=g("network.churn_trace"), stragglers=g("network.stragglers"),
-        straggler_interval=parse_range(straggle, "network.straggler_interval")
-        if straggle.strip() else None,
-        peer_k=g("network.peer_k"), peer_mode=g("network.peer_mode"),
-        # A round-varying family (one-peer exponential) rotates every tick unless told.
-        redraw_every=g("network.redraw_every") or int(graph.round_varying),
-        byzantine=g("network.byzantine"),
-        byzantine_attack=g("network.byzantine_attack"),
-        byzantine_scale=g("network.byzantine_scale"))
+    net = _network_settings(g, graph)
     first = g("schedule.first_tick")
-    every = g("run.eval_every")
+    run_settings, engine_settings, processes = _run_settings(g)
     exp = Experiment(
         # The dataset is loaded (below) only once the cheaper checks have passed.
         algorithms=names, seed=seed, dataset=None,  # type: ignore[arg-type]
@@ -624,17 +646,7 @@ def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
         network=net,
         clock=clock_lib.Settings(float(g("clock.tick_seconds")), g("clock.compute"),
                                  g("clock.latency"), g("clock.bandwidth")),
-        run=RunSettings(g("run.ticks"), every, g("run.target_accuracy"),
-                        g("run.checkpoint_every") or every, g("run.keep_checkpoints"),
-                        bool(g("run.wandb")), g("run.wandb_project"), g("run.wandb_mode"),
-                        bool(g("run.tensorboard"))),
-        engine=EngineSettings(g("run.slots"), g("run.fuse"), g("run.max_slots"),
-                              g("run.merge_slots"), g("run.eval_nodes"),
-                              g("run.max_nodes_per_chunk"), bool(g("run.masked_baseline")),
-                              g("run.shard_nodes")),
-        processes=ProcessSettings(bool(g("run.distributed")), g("run.coordinator_address"),
-                                  g("run.num_processes"), g("run.process_id"),
-                                  g("run.heartbeat_timeout")),
+        run=run_settings, engine=engine_settings, processes=processes,
         record=_plain(cfg))
     # The knobs of the topology and partition not chosen never change this run.
     exp = dataclasses.replace(exp, neutral=config.RESULT_NEUTRAL | config.idle_knobs(
@@ -1023,13 +1035,7 @@ def components(exp: Experiment, name: str) -> Components:
     shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, *input_shape)))["params"], root)
     own = algorithms.hook(name, "consts")  # the rule's own device constants
     extra = {} if own is None else own(exp.algorithm_args[name], shapes, exp.seed)
-    # Messages travel the clock's link time (their own size: a rule's message kinds).
-    clk, link = clock_for(exp, name), None
-    if clk is not None and caps.placement is not Placement.ISOLATED and not caps.synchronous:
-        wire = (algorithms.make(name, **exp.algorithm_args[name], model=model).wire
-                or base.FULL_MODEL)
-        link = clk.link_ticks(wire.sizes(shapes, base.Consts(**extra)))
-        link = link if link.any() else None
+    link = _link_ticks(exp, name, model, shapes, extra)
     net = network.plan_for(exp.network, topo, is_client, star=caps.has_server,
                            ticks=exp.run.ticks, seed=exp.seed, interval=exp.schedule.interval,
                            family=exp.graph, link_ticks=link)
@@ -1037,24 +1043,12 @@ def components(exp: Experiment, name: str) -> Components:
     sched, work, counts = plan(exp, name, n, is_client, net, devices)
     if net is not None:
         net = network.with_queue(net, work)
-    expected = network.expected_arrivals(net, topo)
-    threshold = (expected if exp.schedule.threshold <= 0
-                 else np.full(n, exp.schedule.threshold))
-    threshold = np.maximum(threshold, 1)
+    threshold = np.maximum(network.expected_arrivals(net, topo) if exp.schedule.threshold <= 0
+                           else np.full(n, exp.schedule.threshold), 1)
     e = exp.engine
     merge_slots = e.capped(e.merge_slots if e.merge_slots > 0
                            else min(n, schedule.choose_merge_slots(counts)))
-    # Message buffers: the most a node can hold at a tick's end (threshold - 1 + in-degree).
-    # Delays: up to (hi - lo + 1) send ticks' messages arrive at once; uniform peer sampling
-    # has no fixed in-degree (4k + 4 covers all but rare bursts; the excess is dropped).
-    fan_in = max(topo.max_degree, 1)
-    if net is not None and net.spec.peer == "uniform":
-        fan_in = 4 * exp.network.peer_k + 4
-    if net is not None and net.max_delay > 0:
-        lo_d, hi_d = exp.network.delay
-        # Link times differ by message kind: one more tick's arrivals may coincide.
-        fan_in *= hi_d - lo_d + 1 + int(link is not None and link.shape[1] > 1)
-    capacity = int(threshold.max() - 1 + fan_in)
+    capacity = _inbox_capacity(exp, topo, net, link, threshold)
     algo = algorithms.make(name, **exp.algorithm_args[name], merge_slots=merge_slots,
                            inbox_capacity=capacity, correction=exp.correction, model=model)
     tx = make_optimizer(exp)
@@ -1074,6 +1068,36 @@ def components(exp: Experiment, name: str) -> Components:
         reset_opt=exp.optim.reset_on_merge, devices=devices,
         halo=halo_shifts(topo, devices, name, net), eval_nodes=e.capped(e.eval_nodes),
         network=net)
+
+
+def _link_ticks(exp: Experiment, name: str, model: Any, shapes: Any,
+                extra: Mapping[str, Any]) -> np.ndarray | None:
+    """[N, M] ticks each sender's messages of each kind travel on the simulated clock
+    (compute + latency + their own size / bandwidth), or None (no clock, no link time)."""
+    from vanish.algorithms import base
+
+    caps = algorithms.REGISTRY[name].caps
+    clk = clock_for(exp, name)
+    if clk is None or caps.placement is Placement.ISOLATED or caps.synchronous:
+        return None
+    wire = algorithms.make(name, **exp.algorithm_args[name], model=model).wire or base.FULL_MODEL
+    link = clk.link_ticks(wire.sizes(shapes, base.Consts(**extra)))
+    return link if link.any() else None
+
+
+def _inbox_capacity(exp: Experiment, topo: topology.Topology, net: network.Plan | None,
+                    link: np.ndarray | None, threshold: np.ndarray) -> int:
+    """Message buffers: the most a node can hold at a tick's end (threshold - 1 + in-degree).
+    Delays: up to (hi - lo + 1) send ticks' messages arrive at once; uniform peer sampling
+    has no fixed in-degree (4k + 4 covers all but rare bursts; the excess is dropped)."""
+    fan_in = max(topo.max_degree, 1)
+    if net is not None and net.spec.peer == "uniform":
+        fan_in = 4 * exp.network.peer_k + 4
+    if net is not None and net.max_delay > 0:
+        lo_d, hi_d = exp.network.delay
+        # Link times differ by message kind: one more tick's arrivals may coincide.
+        fan_in *= hi_d - lo_d + 1 + int(link is not None and link.shape[1] > 1)
+    return int(threshold.max() - 1 + fan_in)
 
 
 def _prepend_node(part: partition.Partition) -> partition.Partition:

@@ -126,10 +126,11 @@ class Engine:
                  consts: base.Consts, *, batch_size: int, train_key: jax.Array, fuse: int = 0,
                  reset_opt: bool = False, merge_slots: int = 8, devices: int = 1,
                  network_spec: network.Spec | None = None,
-                 halo: tuple[int, ...] | None = None):
+                 halo: tuple[int, ...] | None = None, count_traffic: bool = True):
         self.algorithm, self.tx, self.work = algorithm, tx, work
         self.wire = algorithm.wire or base.FULL_MODEL
-        self.count_traffic = True  # False: states without Traffic (train.py, old checkpoints)
+        # False: states without Traffic (a run resumed from a checkpoint that predates it).
+        self._count_traffic = bool(count_traffic)
         self._sizes: tuple[int, ...] | None = None
         self.network_spec = network_spec
         self._init_params = init_params
@@ -154,9 +155,9 @@ class Engine:
         self.halo = None if self.mesh is None else halo
         exchange = None if axis is None else functools.partial(_exchange, self.devices,
                                                                 self.halo)
-        step = functools.partial(_chunk_step, algorithm, self.wire, train_step, tx,
-                                 int(batch_size), bool(reset_opt), int(merge_slots),
-                                 network_spec, axis, exchange)
+        step = functools.partial(_chunk_step, Step(
+            algorithm, self.wire, train_step, tx, int(batch_size), bool(reset_opt),
+            int(merge_slots), network_spec, axis, exchange))
         if self.mesh is not None:
             rep = _replicated(self.mesh)
             self.consts = _put_global(consts, rep)
@@ -177,6 +178,11 @@ class Engine:
             return jax.lax.scan(body, s, None, length=self.fuse)[0]
 
         self._scan = jax.jit(scan, donate_argnums=(0,))
+
+    @property
+    def count_traffic(self) -> bool:
+        """Whether the state carries message counters (fixed when the engine is built)."""
+        return self._count_traffic
 
     @property
     def n(self) -> int:
@@ -326,121 +332,223 @@ def _exchange(devices: int, halo: tuple[int, ...] | None, tree: PyTree) -> PyTre
     return jax.tree.map(lambda *xs: jnp.concatenate(xs), *blocks)
 
 
-def _chunk_step(algo: base.Algorithm, wire: base.Wire,
-                train_step: Callable[..., nodes.TrainStep], tx: Any,
-                batch_size: int, reset_opt: bool, merge_slots: int,
-                spec: network.Spec | None, axis: str | None,
-                exchange: Callable[[PyTree], PyTree] | None, state: SimState,
-                consts: base.Consts, plan: Plan) -> SimState:
-    """One chunk. axis=None: the whole node axis here. axis='nodes' (under shard_map): this
-    device's n = N / D nodes, from global row `offset`; plan rows are this device's block."""
+class Step(NamedTuple):
+    """What one compiled chunk step is made of (static: fixed when the Engine is built)."""
+
+    algo: base.Algorithm
+    wire: base.Wire
+    train_step: Callable[..., nodes.TrainStep]
+    tx: Any
+    batch_size: int
+    reset_opt: bool
+    merge_slots: int
+    spec: network.Spec | None  # the network layer (None: fault-free, no delays)
+    axis: str | None  # None: the whole node axis here; 'nodes': under shard_map
+    exchange: Callable[[PyTree], PyTree] | None  # sent models across devices (sharded)
+
+    def kind(self, sent: base.Sent, consts: base.Consts) -> jax.Array:
+        """Each sent slot's message kind (base.Wire; one kind: all 0)."""
+        if self.wire.kind is None:
+            return jnp.zeros_like(sent.node)
+        return self.wire.kind(sent, consts)
+
+
+class Chunk(NamedTuple):
+    """Where one chunk stands: its tick, its nodes (global ids and this device's rows), which
+    of them train and send, and the constants of this device's rows."""
+
+    chunk: jax.Array  # the work-plan chunk
+    tick: jax.Array
+    last: jax.Array  # the tick's final chunk
+    node_K: jax.Array
+    row_K: jax.Array  # node_K as rows of this device's block
+    valid_K: jax.Array  # slots that train (padding and offline nodes do not)
+    send_K: jax.Array
+    slot_K: jax.Array | None  # row_K, padding out of bounds (scatters drop it); from _train
+    n: int  # nodes on this device
+    offset: jax.Array  # global id of this device's first node
+    consts: base.Consts  # this device's rows
+    tick_key: jax.Array
+
+
+class Routed(NamedTuple):
+    """What the route phase hands to delivery: the messages (and, with delays, their
+    arrival ticks), each slot's kind, the network's counters and who is online."""
+
+    sent: base.Sent
+    kind_K: jax.Array
+    arrive_KD: jax.Array | None
+    stats: jax.Array | None
+    online_N: jax.Array | None
+
+
+def _locate(step: Step, state: SimState, consts: base.Consts, plan: Plan) -> Chunk:
+    """The chunk's tick and nodes from the plan (offline nodes neither train nor send)."""
     c = state.chunk
     tick, node_K, valid_K = plan.tick[c], plan.node[c], plan.valid[c]
     send_K, last = plan.send[c], plan.last[c]
     n = state.train_count.shape[0]
-    offset = jnp.int32(0) if axis is None else jax.lax.axis_index(axis).astype(jnp.int32) * n
-    if axis is not None:
+    offset = (jnp.int32(0) if step.axis is None
+              else jax.lax.axis_index(step.axis).astype(jnp.int32) * n)
+    if step.axis is not None:
         local_consts = _local_consts(consts, offset, n)
         row_K = jnp.where(valid_K, node_K - offset, 0)
     else:
         local_consts, row_K = consts, node_K
-    if spec is not None and spec.churn:  # offline nodes neither train nor send
+    if step.spec is not None and step.spec.churn:
         valid_K = valid_K & network.online(consts.net, tick, node_K)
-    # 1. Train the chunk's nodes, one step each, on batches drawn by (tick, node) keys.
     tick_key = jax.random.fold_in(state.key, tick)
-    keys_K = jax.vmap(lambda i: jax.random.fold_in(tick_key, i))(node_K)
-    idx_KB = partition.sample_indices_for_keys(keys_K, consts.part, node_K, batch_size)
+    return Chunk(c, tick, last, node_K, row_K, valid_K, send_K, None, n, offset,
+                 local_consts, tick_key)
+
+
+def _train(step: Step, ch: Chunk, state: SimState,
+           consts: base.Consts) -> tuple[Chunk, SimState, base.Sent]:
+    """Trains the chunk's nodes one step each, on batches drawn by (tick, node) keys; returns
+    the chunk (with its scatter slots), the state with their new models and counters, and
+    what they send."""
+    keys_K = jax.vmap(lambda i: jax.random.fold_in(ch.tick_key, i))(ch.node_K)
+    idx_KB = partition.sample_indices_for_keys(keys_K, consts.part, ch.node_K,
+                                               step.batch_size)
     x_KB, y_KB = consts.x_train[idx_KB], consts.y_train[idx_KB]
-    out = train_step(nodes.tree_take(state.params, row_K),
-                     nodes.tree_take(state.opt_state, row_K), x_KB, y_KB)
-    params = nodes.tree_put(state.params, row_K, out.params, valid_K)
-    opt_state = nodes.tree_put(state.opt_state, row_K, out.opt_state, valid_K)
-    slot = jnp.where(valid_K, row_K, n)  # padding slots scatter out of bounds (dropped)
-    event_ord_K = state.train_count[row_K]
-    train_count = state.train_count.at[slot].add(1, mode="drop")
-    loss_sum = state.loss_sum.at[slot].add(out.loss, mode="drop")
-    loss_n = state.loss_n.at[slot].add(1, mode="drop")
-    # 2. Send (through the network layer when there is one), 3. end of tick: the algorithm's.
-    sent = base.Sent(out.params, node_K, send_K & valid_K, keys_K, event_ord_K)
-    inbox = state.inbox
-    if algo.encode is not None:  # what goes on the wire (a compressor and its own state)
-        inbox, sent = algo.encode(inbox, sent, local_consts)
-    net_stats, queue, online_N, arrive_KD = state.net_stats, state.queue, None, None
-    traffic = state.traffic
-    kind = (lambda s, cs: jnp.zeros_like(s.node)) if wire.kind is None else wire.kind
-    kind_K = kind(sent, local_consts)  # each sent slot's message kind (base.Wire)
-    if spec is not None:
-        sent, arrive_KD, stats, tried_KD = network.prepare(spec, consts.net, consts.graph,
-                                                           tick, sent, kind_K)
-        if axis is not None:
-            stats = jax.lax.psum(stats, axis)
-        if spec.churn:
-            online_N = network.online(consts.net, tick, offset + jnp.arange(n))
+    out = step.train_step(nodes.tree_take(state.params, ch.row_K),
+                          nodes.tree_take(state.opt_state, ch.row_K), x_KB, y_KB)
+    params = nodes.tree_put(state.params, ch.row_K, out.params, ch.valid_K)
+    opt_state = nodes.tree_put(state.opt_state, ch.row_K, out.opt_state, ch.valid_K)
+    ch = ch._replace(slot_K=jnp.where(ch.valid_K, ch.row_K, ch.n))
+    event_ord_K = state.train_count[ch.row_K]
+    state = state._replace(
+        params=params, opt_state=opt_state,
+        train_count=state.train_count.at[ch.slot_K].add(1, mode="drop"),
+        loss_sum=state.loss_sum.at[ch.slot_K].add(out.loss, mode="drop"),
+        loss_n=state.loss_n.at[ch.slot_K].add(1, mode="drop"))
+    sent = base.Sent(out.params, ch.node_K, ch.send_K & ch.valid_K, keys_K, event_ord_K)
+    return ch, state, sent
+
+
+def _route(step: Step, ch: Chunk, state: SimState, consts: base.Consts,
+           sent: base.Sent) -> tuple[SimState, Routed]:
+    """What goes on the wire (the rule's encoder), through the network layer (losses,
+    delays, peer sampling), counted at the senders, and (sharded) to the devices that hold
+    the receivers."""
+    if step.algo.encode is not None:  # a compressor and its own state
+        inbox, sent = step.algo.encode(state.inbox, sent, ch.consts)
+        state = state._replace(inbox=inbox)
+    kind_K = step.kind(sent, ch.consts)
+    arrive_KD = stats = online_N = None
+    if step.spec is not None:
+        sent, arrive_KD, stats, tried_KD = network.prepare(step.spec, consts.net, consts.graph,
+                                                           ch.tick, sent, kind_K)
+        if step.axis is not None:
+            stats = jax.lax.psum(stats, step.axis)
+        if step.spec.churn:
+            online_N = network.online(consts.net, ch.tick, ch.offset + jnp.arange(ch.n))
     else:
         tried_KD = base.destinations(sent, consts.graph) < consts.graph.self_weight.shape[0]
-    if traffic is not None and wire.sends:  # the sender pays for every copy, lost ones too
-        tries_K = jnp.sum(tried_KD.astype(jnp.int32), axis=1)
-        if wire.fanout:
-            tries_K = jnp.minimum(tries_K, wire.fanout)
-        traffic = traffic._replace(sent=traffic.sent.at[slot, kind_K].add(tries_K,
-                                                                          mode="drop"))
-    if axis is not None:
+    state = _count_sent(step, ch, state, tried_KD, kind_K)
+    if step.axis is not None:
         # The sent models to the devices that hold receivers, once per chunk; each then
         # scatters only into its own inboxes.
-        assert exchange is not None
+        assert step.exchange is not None
         if sent.dest is None:
             sent = sent._replace(dest=base.destinations(sent, consts.graph))
-        sent, arrive_KD = exchange((sent, arrive_KD))
+        sent, arrive_KD = step.exchange((sent, arrive_KD))
+    return state, Routed(sent, kind_K, arrive_KD, stats, online_N)
+
+
+def _count_sent(step: Step, ch: Chunk, state: SimState, tried_KD: jax.Array,
+                kind_K: jax.Array) -> SimState:
+    """The sender pays for every copy it tried, lost ones too (at most the rule's fan-out)."""
+    traffic = state.traffic
+    if traffic is None or not step.wire.sends:
+        return state
+    tries_K = jnp.sum(tried_KD.astype(jnp.int32), axis=1)
+    if step.wire.fanout:
+        tries_K = jnp.minimum(tries_K, step.wire.fanout)
+    sent = traffic.sent.at[ch.slot_K, kind_K].add(tries_K, mode="drop")
+    return state._replace(traffic=traffic._replace(sent=sent))
+
+
+def _deliver(step: Step, ch: Chunk, state: SimState, routed: Routed) -> SimState:
+    """Hands the messages that arrive to the rule's inbox (at once, or from the in-flight
+    queue at their arrival tick's last chunk) and counts them at their receivers."""
+    algo, axis, n = step.algo, step.axis, ch.n
 
     def emit(carry: tuple[PyTree, jax.Array | None], s: base.Sent,
              cs: base.Consts) -> tuple[PyTree, jax.Array | None]:
-        """Hands delivered messages to the rule (after its own choice of receivers, on
-        this device's rows) and counts them at their receivers."""
+        """Delivered messages to the rule (after its own choice of receivers, on this
+        device's rows), counted at their receivers."""
         ib, received = carry
         if algo.select is not None:
             s = algo.select(s, cs)
         if axis is not None:
-            s = _localize(s, offset, n)
+            s = _localize(s, ch.offset, n)
         ib = algo.emit(ib, s, cs)
         if received is not None:
             dest_KD = base.destinations(s, cs.graph)
-            kind_KD = jnp.broadcast_to(kind(s, cs)[:, None], dest_KD.shape)
+            kind_KD = jnp.broadcast_to(step.kind(s, cs)[:, None], dest_KD.shape)
             received = received.at[dest_KD, kind_KD].add(1, mode="drop")
         return ib, received
 
-    received = None if traffic is None or not wire.sends else traffic.received
-    if spec is None:
-        inbox, received = emit((inbox, received), sent, local_consts)
+    traffic = state.traffic
+    counted = traffic is not None and step.wire.sends
+    carry = (state.inbox, traffic.received if counted else None)  # type: ignore[union-attr]
+    queue, net_stats = state.queue, state.net_stats
+    stats: jax.Array | None
+    if step.spec is not None and step.spec.queue:  # in flight until the arrival tick
+        assert queue is not None and routed.arrive_KD is not None
+        assert routed.stats is not None
+        queue = network.enqueue(queue, ch.chunk % step.spec.queue, routed.sent,
+                                routed.arrive_KD)
+        n_all = n if axis is None else n * jax.lax.axis_size(axis)
+        carry, delivered = network.deliver(emit, queue, carry, ch.consts, ch.tick, ch.last,
+                                           n_all)
+        stats = routed.stats.at[1].add(delivered)
     else:
-        assert state.net_stats is not None
-        if spec.queue:  # in flight until the arrival tick's last chunk
-            assert state.queue is not None and arrive_KD is not None
-            queue = network.enqueue(state.queue, c % spec.queue, sent, arrive_KD)
-            n_all = n if axis is None else n * jax.lax.axis_size(axis)
-            (inbox, received), delivered = network.deliver(emit, queue, (inbox, received),
-                                                           local_consts, tick, last, n_all)
-            stats = stats.at[1].add(delivered)
-        else:
-            inbox, received = emit((inbox, received), sent, local_consts)
-        net_stats = state.net_stats + stats
-    round_end = last & ((tick + 1) % consts.round_ticks == 0)
-    now = base.Tick(tick, last, round_end, tick_key, online_N, axis, offset)
-    inbox_in = inbox  # what the tick delivered (a round's traffic may read who aggregated)
-    params, inbox, merged = algo.end_of_tick(params, inbox, local_consts, now)
-    if traffic is not None:
-        if received is not None:
-            traffic = traffic._replace(received=received)
-        if wire.rounds is not None:  # transfers of a round's end (FL broadcast, D-PSGD)
-            sent_NM, received_NM = wire.rounds(merged, inbox_in, local_consts, now)
-            traffic = Traffic(traffic.sent + sent_NM, traffic.received + received_NM)
-    if reset_opt:  # fresh optimizer state for the merged rows only
-        def body(o: PyTree, idx_M: jax.Array, valid_M: jax.Array) -> PyTree:
-            fresh = jax.vmap(tx.init)(base.take(params, idx_M))
-            return base.put(o, jnp.where(valid_M, idx_M, n), fresh)
+        carry = emit(carry, routed.sent, ch.consts)
+        stats = routed.stats
+    if step.spec is not None:
+        assert net_stats is not None and stats is not None
+        net_stats = net_stats + stats
+    inbox, received = carry
+    if counted:
+        assert traffic is not None and received is not None
+        traffic = traffic._replace(received=received)
+    return state._replace(inbox=inbox, queue=queue, net_stats=net_stats, traffic=traffic)
 
-        opt_state = base.for_selected(merged, merge_slots, body, opt_state)
-    return SimState(
-        tick=state.tick, params=params, opt_state=opt_state, inbox=inbox,
-        train_count=train_count, merges=state.merges + merged.astype(jnp.int32),
-        loss_sum=loss_sum, loss_n=loss_n, key=state.key, chunk=c + 1, net_stats=net_stats,
-        queue=queue, traffic=traffic)
+
+def _end_of_tick(step: Step, ch: Chunk, state: SimState, consts: base.Consts,
+                 online_N: jax.Array | None) -> SimState:
+    """The rule's end of tick (its merges; a round's end), the round's transfers counted,
+    fresh optimizer state for merged rows (reset_on_merge); then the next chunk."""
+    round_end = ch.last & ((ch.tick + 1) % consts.round_ticks == 0)
+    now = base.Tick(ch.tick, ch.last, round_end, ch.tick_key, online_N, step.axis, ch.offset)
+    inbox_in = state.inbox  # what the tick delivered (a round's traffic may read who merged)
+    params, inbox, merged = step.algo.end_of_tick(state.params, state.inbox, ch.consts, now)
+    traffic = state.traffic
+    if traffic is not None and step.wire.rounds is not None:
+        # Transfers of a round's end (an FL broadcast, a D-PSGD mixing round).
+        sent_NM, received_NM = step.wire.rounds(merged, inbox_in, ch.consts, now)
+        traffic = Traffic(traffic.sent + sent_NM, traffic.received + received_NM)
+    opt_state = state.opt_state
+    if step.reset_opt:  # fresh optimizer state for the merged rows only
+        def body(o: PyTree, idx_M: jax.Array, valid_M: jax.Array) -> PyTree:
+            fresh = jax.vmap(step.tx.init)(base.take(params, idx_M))
+            return base.put(o, jnp.where(valid_M, idx_M, ch.n), fresh)
+
+        opt_state = base.for_selected(merged, step.merge_slots, body, opt_state)
+    return state._replace(params=params, opt_state=opt_state, inbox=inbox, traffic=traffic,
+                          merges=state.merges + merged.astype(jnp.int32),
+                          chunk=ch.chunk + 1)
+
+
+def _chunk_step(step: Step, state: SimState, consts: base.Consts, plan: Plan) -> SimState:
+    """One chunk, in phases: train its nodes, route what they send, deliver it to the inboxes,
+    then the end of tick (traffic is counted where it happens: sent in route, received in
+    delivery, a round's transfers at its end). axis=None: the whole node axis here;
+    axis='nodes' (under shard_map): this device's N / D nodes, plan rows its own block."""
+    ch = _locate(step, state, consts, plan)
+    ch, state, sent = _train(step, ch, state, consts)
+    state, routed = _route(step, ch, state, consts, sent)
+    state = _deliver(step, ch, state, routed)
+    return _end_of_tick(step, ch, state, consts, routed.online_N)

@@ -47,7 +47,8 @@ log = logging.getLogger("vanish")
 class Simulation:
     """One algorithm of an Experiment: its parts, its engine and its evaluator."""
 
-    def __init__(self, exp: build.Experiment, name: str):
+    def __init__(self, exp: build.Experiment, name: str, *, count_traffic: bool = True):
+        self.exp = exp
         c = self.components = build.components(exp, name)
         self.name, self.algo, self.topo, self.n = name, c.algorithm, c.topology, c.topology.n
         self.schedule, self.work, self.network = c.schedule, c.work, c.network
@@ -57,7 +58,8 @@ class Simulation:
             c.algorithm, nodes.make_train_step(c.model, c.tx), c.tx, init, c.work, c.consts,
             batch_size=c.batch_size, train_key=c.keys["train"], fuse=c.fuse,
             reset_opt=c.reset_opt, merge_slots=c.merge_slots, devices=c.devices,
-            network_spec=None if c.network is None else c.network.spec, halo=c.halo)
+            network_spec=None if c.network is None else c.network.spec, halo=c.halo,
+            count_traffic=count_traffic)
         # Accuracy is the honest nodes' (Byzantine nodes' own models are not the result).
         self.eval_mask = c.is_client if c.network is None else c.is_client & ~c.network.byzantine
         self.mesh, self.consts, self.fuse = self.engine.mesh, self.engine.consts, self.engine.fuse
@@ -355,10 +357,10 @@ def _plan_resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: s
     MetricsLogError for damaged lines of the log.
     """
     metrics_file = path / tracking.METRICS_FILE
-    newest = _restore_newest(sim, ckpt_dir, name, metrics_file, template)
+    newest = _restore_newest(exp, sim, ckpt_dir, name, metrics_file, template)
     if isinstance(newest, ResumePlan):
         return newest
-    state, meta, step = newest
+    sim, state, meta, step = newest
     _check_run(exp, ckpt_dir, name, path, meta, step)
     sim, state, meta = _fit_engine(exp, sim, ckpt_dir, name, (state, meta, step))
     horizon = int(meta.get("horizon", exp.run.ticks))
@@ -370,19 +372,20 @@ def _plan_resume(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: s
     return plan
 
 
-def _restore_newest(sim: Simulation, ckpt_dir: Path, name: str, metrics_file: Path,
-                    template: Any) -> tuple[Any, dict[str, Any], int] | ResumePlan:
-    """(state, metadata, step) of the newest checkpoint that reads back, or a fresh start
-    when none does and nothing of `name` was recorded (CheckpointDamagedError when rows of it
-    would be lost). Checkpoints written before vanish counted messages continue without byte
-    counts (`sim.engine.count_traffic` is turned off)."""
+def _restore_newest(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: str,
+                    metrics_file: Path, template: Any
+                    ) -> tuple[Simulation, Any, dict[str, Any], int] | ResumePlan:
+    """(simulation, state, metadata, step) of the newest checkpoint that reads back, or a
+    fresh start when none does and nothing of `name` was recorded (CheckpointDamagedError
+    when rows of it would be lost). Checkpoints written before vanish counted messages
+    continue without byte counts (in a simulation built with count_traffic=False)."""
     try:
         try:
             state, meta, step, _ = checkpoint.restore_latest_intact(ckpt_dir, template)
         except CheckpointMismatchError:
             if template.traffic is None:
                 raise
-            sim.engine.count_traffic = False
+            sim = Simulation(exp, name, count_traffic=False)
             state, meta, step, _ = checkpoint.restore_latest_intact(ckpt_dir, _template(sim))
             state = _as_state(state)
             log.info("[%s] its checkpoints predate byte counting: this run reports no bytes",
@@ -398,7 +401,7 @@ def _restore_newest(sim: Simulation, ckpt_dir: Path, name: str, metrics_file: Pa
                 "restart it, or use a new --workdir; nothing was changed") from None
         log.warning("[%s] %s; nothing of it was recorded, so it starts afresh", name, e)
         return _fresh("no checkpoint reads back and nothing of it was recorded")
-    return state, meta, step
+    return sim, state, meta, step
 
 
 def _check_run(exp: build.Experiment, ckpt_dir: Path, name: str, path: Path,
@@ -429,9 +432,8 @@ def _fit_engine(exp: build.Experiment, sim: Simulation, ckpt_dir: Path, name: st
     if (slots, merge_slots) == (_total_slots(sim), sim.components.merge_slots):
         return sim, state, meta
     engine_settings = dataclasses.replace(exp.engine, slots=slots, merge_slots=merge_slots)
-    counted = sim.engine.count_traffic
-    sim = Simulation(dataclasses.replace(exp, engine=engine_settings), name)
-    sim.engine.count_traffic = counted
+    sim = Simulation(dataclasses.replace(exp, engine=engine_settings), name,
+                     count_traffic=sim.engine.count_traffic)
     state, meta = _restore(ckpt_dir, sim, step)
     return sim, state, meta
 
