@@ -638,6 +638,7 @@ def test_the_builder_starts_no_jax_backend(inputs):
     assert proc.stdout.split()[-1] == "False", proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(inputs, finished_run):
     workdir = inputs / "fallback"
     shutil.copytree(finished_run, workdir)

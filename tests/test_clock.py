@@ -137,6 +137,7 @@ def test_slower_nodes_train_less_often_as_predicted(tmp_path):
     np.testing.assert_array_equal(np.asarray(state.train_count), want)
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_drawn_heterogeneity_orders_the_nodes_by_their_speed():
     cfg = tiny_config(**{"clock.tick_seconds": 0.1, "clock.compute": "lognormal:0.4:0.8",
                          "topology.num_nodes": 12, "schedule.interval_lo": 1,

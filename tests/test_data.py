@@ -392,7 +392,7 @@ def test_partitions_are_deterministic_by_seed() -> None:
     ('nope', 4, {}, "unknown partition scheme 'nope'; valid: .*dirichlet_split"),
     ('dirichlet_weights', 4, {'alpha': 0.0}, 'alpha must be'),
     ('dirichlet_split', 4, {'alpha': -1.0}, 'alpha must be'),
-    ('dirichlet_weights', 4, {}, "'dirichlet_weights'.*alpha"),
+    ('dirichlet_weights', 4, {'beta': 1.0}, r"'dirichlet_weights'.*unknown parameters \['beta'\]"),
     ('iid', 0, {}, 'n_nodes must be'),
     ('shards', 4, {'shards_per_node': 0}, 'shards_per_node must be'),
     ('shards', 4, {'alpha': 1.0}, "unknown parameters \\['alpha'\\]"),

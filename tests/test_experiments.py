@@ -348,6 +348,7 @@ def test_sweep_metrics_pick_the_primary_algorithm_and_speedup():
     assert "speedup_vs_gossip" not in m and "gossip/ticks_to_target" not in m
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_the_sweep_command_runs_a_grid_with_an_override_and_two_seeds(tmp_path):
     """The README's sweep command as a real process: 2 combinations x 2 seeds, each in its
     own workdir, a cross-run table over the seeds, a seed figure per combination; run again,
@@ -414,6 +415,7 @@ def test_wandb_report_logs_every_algorithm_per_tick(tmp_path):
 # ------------------------------------------------------------------------- (c) end to end
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_a_wandb_agent_combination_runs_end_to_end(tmp_path, monkeypatch):
     """What `wandb agent` runs for the first combination of paper_noniid (shrunk): the
     sweep's --config.* flags select it, the workdir is named after them."""

@@ -298,6 +298,7 @@ def _flags(algorithms_: str) -> list[str]:
             f"--config.algorithms={algorithms_}"]
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_both_rules_run_through_the_command_line_and_are_listed(tmp_path, capsys):
     workdir = tmp_path / "w"
     code = run.command(["vanish", "--config=experiments/default/config.py",

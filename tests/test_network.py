@@ -354,6 +354,7 @@ def test_byzantine_payloads(dataset):
             np.testing.assert_allclose(y[bad], want(x[bad]))
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_median_keeps_accuracy_where_averaging_collapses_under_sign_flips():
     """20% of 20 nodes send -4 x their model: plain averaging (and its variance-corrected
     form) is dragged to chance, the coordinate-wise median is not (honest nodes' accuracy;
@@ -382,6 +383,7 @@ FAULTS_B = dict(drop_prob=0.4, delay="1-2", churn_up=50.0, churn_down=10.0, peer
                 byzantine=0.4, byzantine_attack="noise", byzantine_scale=2.0)
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_no_recompilation_when_fault_values_change(dataset):
     a = make_sim(cfg_of(**FAULTS_A), "gossip_vc", dataset)
     b = make_sim(cfg_of(**FAULTS_B), "gossip_vc", dataset)
@@ -397,6 +399,7 @@ def test_no_recompilation_when_fault_values_change(dataset):
                          (model_state(want), want.net_stats, want.queue))
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_faulty_runs_are_deterministic_and_resume_through_checkpoints(dataset, tmp_path):
     sim = make_sim(cfg_of(**FAULTS_A), "gossip_vc", dataset)
     whole = _np(run(sim))

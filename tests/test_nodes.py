@@ -55,6 +55,7 @@ def test_conv_banded_equals_lax_conv(block, kernel_shape):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_gossip_init_independent_fl_init_shared():
     model = models.make_model("lenet5")
     indep = nodes.init_params(model, jax.random.PRNGKey(0), 4, (28, 28, 1))

@@ -98,3 +98,71 @@ def test_a_rule_with_its_own_schedule_is_one_registry_line():
             == 6 * sim.n
     finally:
         del algorithms.REGISTRY[name]
+
+
+def _chain(n: int, hops: int = 1, *, weighting: str = "uniform") -> topology.Topology:
+    """A test family: node i linked to i + 1, ..., i + hops (a path with chords)."""
+    edges = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + hops + 1))]
+    return topology.from_networkx(__import__("networkx").Graph(edges), "chain",
+                                  weighting=weighting)
+
+
+def _halves(y, n_nodes: int, left: float = 0.5):
+    """A test scheme: the first half of the nodes see labels < 5 with weight `left`."""
+    import numpy as np
+
+    from vanish.partition import Partition
+
+    y = np.asarray(y)
+    groups = [np.flatnonzero(y < 5), np.flatnonzero(y >= 5)]
+    width = max(map(len, groups))
+    index = np.stack([np.pad(g, (0, width - len(g)), constant_values=-1) for g in groups])
+    prob = np.array([[left, 1 - left] if i < n_nodes // 2 else [1 - left, left]
+                     for i in range(n_nodes)])
+    return Partition("halves", index.astype(np.int32),
+                     np.array([len(g) for g in groups], np.int32), prob, {"left": left})
+
+
+def test_a_topology_and_a_partition_defined_here_are_one_line_each_through_the_cli(tmp_path):
+    """The ARCHITECTURE.md recipes: a function plus one registry line; its knobs become
+    `topology_args.<name>` / `partition_args.<name>`, checked like any field, listed."""
+    import contextlib
+    import io
+    import json
+
+    from vanish import checks, config, registry
+
+    topology.register("chain", registry.Component(
+        _chain, "a path with chords", knobs=dict(hops=registry.Knob(
+            1, "chords per node", checks.at_least(1))), caps=dict(degree=lambda n, k: (
+                2 * k["hops"], 2 * k["hops"]))))
+    partition.register("halves", registry.Component(
+        _halves, "two label halves", knobs=dict(left=registry.Knob(
+            0.8, "weight of a node's own half", checks.between(0, 1)))))
+    try:
+        assert config.default_config().topology_args.chain.hops == 1
+        assert config.default_config().partition_args.halves.left == 0.8
+        assert "topology_args.chain.hops = 1: chords per node" in build.listing()
+        workdir = tmp_path / "w"
+        argv = ["vanish", "--config=experiments/default/config.py", f"--workdir={workdir}",
+                "--config.topology.name=chain", "--config.topology.num_nodes=6",
+                "--config.data.partition=halves", "--config.data.name=synthetic",
+                "--config.model.name=mlp", "--config.run.ticks=20",
+                "--config.run.eval_every=10", "--config.algorithms=gossip_vc"]
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            assert run.command([*argv, "--config.topology_args.chain.hops=0"]) == 1
+        assert "config.topology_args.chain.hops = 0 must be >= 1" in err.getvalue()
+        assert not workdir.exists()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            assert run.command([*argv, "--config.topology_args.chain.hops=2"]) == 0
+        record = json.loads((workdir / "run_config.json").read_text())["config"]
+        assert record["topology_args"]["chain"] == {"hops": 2}
+        assert (workdir / "summary.json").is_file()
+        exp = build.experiment(tiny_config(**{"topology.name": "chain",
+                                              "topology_args.chain.hops": 2,
+                                              "data.partition": "halves"}))
+        assert int(build.make_topology(exp, "gossip_vc").degree.max()) == 4
+        assert build.make_partition(exp, 6).node_group_prob[0, 0] == 0.8
+    finally:
+        del topology.REGISTRY["chain"], partition.REGISTRY["halves"]

@@ -218,6 +218,7 @@ def test_the_builder_refuses_before_the_workdir_exists(tmp_path):
     assert exp.run.ticks == TICKS and checkpoint.latest_step(workdir / "gossip") is None
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_a_checkpoint_written_before_byte_counting_resumes_without_bytes(tmp_path, monkeypatch):
     """A workdir whose checkpoints hold no message counters (an earlier vanish) continues
     to the same models and accuracies; its rows after the resume carry no byte counts."""

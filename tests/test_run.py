@@ -129,6 +129,7 @@ def test_end_to_end_writes_every_artifact(full_run):
 # ------------------------------------------------------------------------------ 2. resume
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_interrupted_runs_resume_to_the_uninterrupted_result(full_run, tmp_path, monkeypatch,
                                                              spy_run_ticks):
     """Two interruptions: gossip between writing its tick-40 metrics and its tick-40

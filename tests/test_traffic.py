@@ -159,6 +159,7 @@ def test_counting_changes_no_result():
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_the_counting_cost_benchmark_runs(tmp_path):
     import importlib.util
     import json
