@@ -19,7 +19,9 @@ from vanish import build, config, train
 def case_config(model: str, n: int) -> Any:
     """A small synthetic config (600 training images, batch 8) of `model` on `n` nodes."""
     cfg = config.default_config()
-    cfg.data.name, cfg.data.synthetic_train, cfg.data.synthetic_test = "synthetic", 600, 200
+    cfg.data.name = "synthetic"
+    cfg.dataset_args.synthetic.num_train = 600
+    cfg.dataset_args.synthetic.num_test = 200
     cfg.data.test_per_class = 5
     cfg.model.name, cfg.optim.batch_size, cfg.optim.lr = model, 8, 0.05
     cfg.topology.num_nodes, cfg.topology_args.random_regular.degree = n, min(8, n - 1)

@@ -11,7 +11,9 @@ def tiny_config(**sections: Any) -> Any:
     """A small synthetic config (MLP, 6 nodes, 40 ticks); `sections` sets dotted fields,
     e.g. tiny_config(**{"topology.num_nodes": 8})."""
     cfg = config.default_config()
-    cfg.data.name, cfg.data.synthetic_train, cfg.data.synthetic_test = "synthetic", 600, 200
+    cfg.data.name = "synthetic"
+    cfg.dataset_args.synthetic.num_train = 600
+    cfg.dataset_args.synthetic.num_test = 200
     cfg.data.test_per_class = 5
     cfg.model.name, cfg.optim.batch_size, cfg.optim.lr = "mlp", 8, 0.05
     cfg.topology.num_nodes, cfg.topology_args.random_regular.degree = 6, 3
@@ -25,8 +27,8 @@ def small_config(**overrides: Any) -> Any:
     """The algorithm tests' synthetic set-up (MLP, 6 nodes of a random 3-regular graph, 20
     ticks, FL rounds of 5); `overrides` by short name, as `override`."""
     cfg = config.default_config()
-    cfg.data.name, cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = (
-        "synthetic", 400, 100, 3)
+    cfg.data.name, cfg.data.test_per_class = "synthetic", 3
+    cfg.dataset_args.synthetic.num_train, cfg.dataset_args.synthetic.num_test = 400, 100
     cfg.model.name, cfg.optim.batch_size, cfg.optim.lr = "mlp", 8, 0.05
     cfg.topology.num_nodes, cfg.topology.name = 6, "random_regular"
     cfg.topology_args.random_regular.degree = 3

@@ -49,7 +49,9 @@ def test_partition_masks_round_robin_cover_every_coordinate_once():
 def _opt_after_tick0(reset: bool):
     cfg = config.default_config()
     cfg.data.name, cfg.model.name, cfg.optim.batch_size = "synthetic", "mlp", 8
-    cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = 600, 200, 5
+    cfg.dataset_args.synthetic.num_train = 600
+    cfg.dataset_args.synthetic.num_test = 200
+    cfg.data.test_per_class = 5
     cfg.topology.num_nodes, cfg.topology.name, cfg.run.ticks = 4, "complete", 5
     cfg.optim.reset_on_merge = reset
     ds = data.load("synthetic", num_train=600, num_test=200)

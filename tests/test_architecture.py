@@ -159,7 +159,7 @@ def test_a_rule_defined_here_is_one_registry_line_and_runs_through_the_cli(tmp_p
         cfg_file.write_text(
             "from vanish import config\n\ndef get_config():\n    c = config.default_config()\n"
             "    c.algorithms = 'half_merge,gossip'\n    c.data.name = 'synthetic'\n"
-            "    c.data.synthetic_train, c.data.synthetic_test = 600, 200\n"
+            "    c.dataset_args.synthetic.num_train, c.dataset_args.synthetic.num_test = 600, 200\n"
             "    c.data.test_per_class = 5\n    c.model.name = 'mlp'\n"
             "    c.optim.batch_size = 8\n    c.topology.num_nodes = 6\n"
             "    c.topology_args.random_regular.degree = 3\n"

@@ -50,7 +50,9 @@ def get_config():
     c = config.default_config()
     c.algorithms = "gossip"
     c.data.name = "synthetic"
-    c.data.synthetic_train, c.data.synthetic_test, c.data.test_per_class = 200, 100, 5
+    c.dataset_args.synthetic.num_train = 200
+    c.dataset_args.synthetic.num_test = 100
+    c.data.test_per_class = 5
     c.model.name, c.optim.batch_size, c.optim.lr = "mlp", 8, 0.05
     c.topology.num_nodes, c.topology.name, c.topology_args.random_regular.degree = 4, "ring", 2
     c.run.ticks, c.run.eval_every, c.run.keep_checkpoints = 4, 2, 2
@@ -208,7 +210,8 @@ CASES = [
     field(SUBSETS, "5-3", r"config\.partition_args\.label_subsets\.subsets = '5-3' cannot read "
           r"'5-3'"),
     field("data.test_per_class", "0", r"config\.data\.test_per_class = 0 must be >= 1"),
-    field("data.synthetic_train", "0", r"config\.data\.synthetic_train = 0 must be >= 1"),
+    field("dataset_args.synthetic.num_train", "0",
+          r"config\.dataset_args\.synthetic\.num_train = 0 must be >= 1"),
     field("seed", "-1", r"config\.seed = -1 must be in \[0, 2\*\*32\)"),
     field("correction.blend", "2", r"config\.correction\.blend = 2\.0 must be in \[0, 1\]"),
     field("correction.eps", "-1e-4",
@@ -676,8 +679,10 @@ runpy.run_module("vanish.run", run_name="__main__", alter_sys=True)
 
 
 @pytest.mark.parametrize("name,damage,why", [
-    ("truncated", lambda f: f.write_bytes(b"\0garbage"), "a file of it is truncated"),
-    ("zeroed", lambda f: f.write_bytes(bytes(f.stat().st_size)), "a file of it is corrupt"),
+    pytest.param("truncated", lambda f: f.write_bytes(b"\0garbage"), "a file of it is truncated",
+                 marks=pytest.mark.slow),
+    pytest.param("zeroed", lambda f: f.write_bytes(bytes(f.stat().st_size)),
+                 "a file of it is corrupt", marks=pytest.mark.slow),
     ("removed", lambda f: f.unlink(), "a file of it is missing or truncated"),
 ], ids=["truncated", "zeroed", "removed"])
 def test_a_damaged_array_file_falls_back_with_one_warning_and_nothing_else(

@@ -17,7 +17,8 @@ TINY = ["--lenet", "8", "--mlp", "10", "--ticks", "12", "--warmup", "2", "--batc
         "--degree", "3", "--num-train", "64"]
 
 
-@pytest.mark.parametrize("fuse", [pytest.param("1", marks=pytest.mark.slow), "3"])
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
+@pytest.mark.parametrize("fuse", ["1", "3"])
 def test_bench_gpu_writes_rows(tmp_path, fuse):
     out = tmp_path / "gpu.json"
     res = bg.main(TINY + ["--fuse", fuse, "--out", str(out)])

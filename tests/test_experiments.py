@@ -42,7 +42,8 @@ TICK_EXPERIMENTS = ["default", "paper_iid", "paper_noniid", "paper_topology", "p
 NON_TICK = {"variance_demo": "python -m experiments.variance_demo.run --workdir runs/variance_demo"}
 FIELDS = config.fields()  # {dotted path: Field(default, help)}
 # Fields the end-to-end tests shrink (sizes only), unless the sweep sets them.
-TINY = {"data.name": "synthetic", "data.synthetic_train": 600, "data.synthetic_test": 200,
+TINY = {"data.name": "synthetic", "dataset_args.synthetic.num_train": 600,
+        "dataset_args.synthetic.num_test": 200,
         "data.test_per_class": 5, "topology.num_nodes": 6, DEGREE: 3,
         "model.name": "mlp", "run.ticks": 30, "run.eval_every": 10, "optim.batch_size": 16,
         "run.checkpoint_every": 30}
@@ -450,6 +451,7 @@ def test_a_wandb_agent_combination_runs_end_to_end(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------- (d) variance demo
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_variance_demo_shows_one_over_k_and_the_correction_restores_it(tmp_path):
     cfg = run.load_config_file(str(EXPERIMENTS / "variance_demo" / "config.py"))
     result = demo.shrink_ratios(cfg, [1, 2, 8])

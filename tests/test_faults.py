@@ -49,7 +49,9 @@ from vanish import config
 def get_config():
     c = config.default_config()
     c.data.name = "synthetic"
-    c.data.synthetic_train, c.data.synthetic_test, c.data.test_per_class = 800, 200, 5
+    c.dataset_args.synthetic.num_train = 800
+    c.dataset_args.synthetic.num_test = 200
+    c.data.test_per_class = 5
     c.model.name, c.optim.batch_size, c.optim.lr, c.optim.momentum = "mlp", 8, 0.05, 0.9
     c.topology.num_nodes, c.topology.name = 8, "random_regular"
     c.topology_args.random_regular.degree = 3

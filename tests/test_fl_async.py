@@ -290,8 +290,8 @@ def test_an_async_rule_without_its_own_plan_is_refused():
 # ------------------------------------------------------------------ the command line
 
 def _flags(algorithms_: str) -> list[str]:
-    return ["--config.data.name=synthetic", "--config.data.synthetic_train=400",
-            "--config.data.synthetic_test=100", "--config.data.test_per_class=3",
+    return ["--config.data.name=synthetic", "--config.dataset_args.synthetic.num_train=400",
+            "--config.dataset_args.synthetic.num_test=100", "--config.data.test_per_class=3",
             "--config.model.name=mlp", "--config.optim.batch_size=8",
             f"--config.topology.num_nodes={N}", "--config.run.ticks=10",
             "--config.run.eval_every=5", "--config.run.checkpoint_every=5",

@@ -27,8 +27,8 @@ EXACT = ("averaging_events", "training_events")
 
 def golden_cfg(algorithm):
     cfg = config.default_config()
-    cfg.data.name, cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = (
-        "synthetic", 600, 200, 5)
+    cfg.data.name, cfg.data.test_per_class = "synthetic", 5
+    cfg.dataset_args.synthetic.num_train, cfg.dataset_args.synthetic.num_test = 600, 200
     cfg.model.name, cfg.optim.batch_size, cfg.optim.lr, cfg.optim.momentum = "mlp", 8, 0.05, 0.9
     cfg.topology.num_nodes, cfg.topology.name = 6, "random_regular"
     cfg.topology_args.random_regular.degree = 3

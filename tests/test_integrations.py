@@ -45,7 +45,9 @@ def get_config():
     c = config.default_config()
     c.algorithms = "{",".join(ALGORITHMS)}"
     c.data.name = "synthetic"
-    c.data.synthetic_train, c.data.synthetic_test, c.data.test_per_class = 600, 200, 5
+    c.dataset_args.synthetic.num_train = 600
+    c.dataset_args.synthetic.num_test = 200
+    c.data.test_per_class = 5
     c.model.name, c.optim.batch_size, c.optim.lr = "mlp", 8, 0.05
     c.topology.num_nodes, c.topology.name, c.topology_args.random_regular.degree = 4, "ring", 2
     c.schedule.interval_lo, c.schedule.interval_hi = 2, 4

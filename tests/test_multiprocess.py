@@ -32,7 +32,8 @@ ALGORITHMS = ("gossip_vc", "dpsgd")
 FLAGS = ["--config", str(ROOT / "experiments/default/config.py"),
          "--config.data.name=synthetic", "--config.model.name=mlp",
          "--config.topology.num_nodes=16", "--config.topology_args.random_regular.degree=3",
-         "--config.data.synthetic_train=600", "--config.data.synthetic_test=200",
+         "--config.dataset_args.synthetic.num_train=600",
+         "--config.dataset_args.synthetic.num_test=200",
          "--config.data.test_per_class=5", "--config.run.ticks=40", "--config.optim.batch_size=8",
          "--config.run.eval_every=10", "--config.run.checkpoint_every=20",
          f"--config.algorithms={','.join(ALGORITHMS)}"]

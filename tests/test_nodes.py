@@ -14,7 +14,8 @@ def _batch(n, b=8, shape=(28, 28, 1), seed=1):
     return jax.random.normal(kx, (n, b, *shape)), jax.random.randint(ky, (n, b), 0, 10)
 
 
-@pytest.mark.parametrize("name", ["mlp", "lenet5", "caffe_lenet"])
+@pytest.mark.parametrize("name", ["mlp", "lenet5",
+                                  pytest.param("caffe_lenet", marks=pytest.mark.slow)])
 def test_vectorized_step_equals_per_node_loop(name):
     model = models.make_model(name, conv_impl="banded")
     tx = nodes.make_optimizer(lr=0.05, momentum=0.9)

@@ -42,6 +42,7 @@ def test_every_registered_name_builds_from_its_defaults_or_names_its_need(kind, 
     assert parts.topology.n == n and parts.consts.graph.degree.shape == (n,)
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_a_new_topology_from_defaults_runs_through_the_cli(tmp_path):
     # The time-varying one-peer exponential graph, end to end from its defaults.
     workdir = tmp_path / "w"
@@ -123,14 +124,22 @@ def _halves(y, n_nodes: int, left: float = 0.5):
                      np.array([len(g) for g in groups], np.int32), prob, {"left": left})
 
 
-def test_a_topology_and_a_partition_defined_here_are_one_line_each_through_the_cli(tmp_path):
+def _blobs(*, seed: int, data_dir, download: bool, size: int = 300):
+    """A test dataset: the synthetic images, `size` of them to train on."""
+    from vanish import data
+
+    return data.synthetic(seed=seed + 1, num_train=size, num_test=1000)
+
+
+def test_a_topology_a_partition_and_a_dataset_defined_here_are_one_line_each(tmp_path):
     """The ARCHITECTURE.md recipes: a function plus one registry line; its knobs become
-    `topology_args.<name>` / `partition_args.<name>`, checked like any field, listed."""
+    `topology_args.<name>` / `partition_args.<name>` / `dataset_args.<name>`, checked like
+    any field, listed, and run through the command line."""
     import contextlib
     import io
     import json
 
-    from vanish import checks, config, registry
+    from vanish import checks, config, data, registry
 
     topology.register("chain", registry.Component(
         _chain, "a path with chords", knobs=dict(hops=registry.Knob(
@@ -139,14 +148,18 @@ def test_a_topology_and_a_partition_defined_here_are_one_line_each_through_the_c
     partition.register("halves", registry.Component(
         _halves, "two label halves", knobs=dict(left=registry.Knob(
             0.8, "weight of a node's own half", checks.between(0, 1)))))
+    data.register("blobs", registry.Component(_blobs, "a few synthetic images", knobs=dict(
+        size=registry.Knob(300, "training images", checks.at_least(1)))))
     try:
         assert config.default_config().topology_args.chain.hops == 1
+        assert config.default_config().dataset_args.blobs.size == 300
         assert config.default_config().partition_args.halves.left == 0.8
         assert "topology_args.chain.hops = 1: chords per node" in build.listing()
         workdir = tmp_path / "w"
         argv = ["vanish", "--config=experiments/default/config.py", f"--workdir={workdir}",
                 "--config.topology.name=chain", "--config.topology.num_nodes=6",
-                "--config.data.partition=halves", "--config.data.name=synthetic",
+                "--config.data.partition=halves", "--config.data.name=blobs",
+                "--config.dataset_args.blobs.size=240",
                 "--config.model.name=mlp", "--config.run.ticks=20",
                 "--config.run.eval_every=10", "--config.algorithms=gossip_vc"]
         err = io.StringIO()
@@ -154,10 +167,13 @@ def test_a_topology_and_a_partition_defined_here_are_one_line_each_through_the_c
             assert run.command([*argv, "--config.topology_args.chain.hops=0"]) == 1
         assert "config.topology_args.chain.hops = 0 must be >= 1" in err.getvalue()
         assert not workdir.exists()
+        err = io.StringIO()
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-            assert run.command([*argv, "--config.topology_args.chain.hops=2"]) == 0
+            code = run.command([*argv, "--config.topology_args.chain.hops=2"])
+        assert code == 0, err.getvalue()[-500:]
         record = json.loads((workdir / "run_config.json").read_text())["config"]
         assert record["topology_args"]["chain"] == {"hops": 2}
+        assert record["dataset_args"]["blobs"] == {"size": 240}
         assert (workdir / "summary.json").is_file()
         exp = build.experiment(tiny_config(**{"topology.name": "chain",
                                               "topology_args.chain.hops": 2,
@@ -165,4 +181,4 @@ def test_a_topology_and_a_partition_defined_here_are_one_line_each_through_the_c
         assert int(build.make_topology(exp, "gossip_vc").degree.max()) == 4
         assert build.make_partition(exp, 6).node_group_prob[0, 0] == 0.8
     finally:
-        del topology.REGISTRY["chain"], partition.REGISTRY["halves"]
+        del topology.REGISTRY["chain"], partition.REGISTRY["halves"], data.REGISTRY["blobs"]

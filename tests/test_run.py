@@ -27,7 +27,9 @@ EVAL_TICKS = [0, 20, 40, 60]
 def run_cfg(**overrides):
     cfg = config.default_config()
     cfg.data.name = "synthetic"
-    cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = 600, 200, 5
+    cfg.dataset_args.synthetic.num_train = 600
+    cfg.dataset_args.synthetic.num_test = 200
+    cfg.data.test_per_class = 5
     cfg.model.name, cfg.optim.batch_size, cfg.optim.lr, cfg.optim.momentum = "mlp", 8, 0.05, 0.9
     cfg.topology.num_nodes, cfg.topology.name = 4, "ring"
     cfg.run.ticks = 60
@@ -281,7 +283,7 @@ def test_list_names_every_registry_entry_and_every_config_field(capsys):
     assert names("topologies") == list(topology.TOPOLOGIES)
     assert names("models") == list(models.MODELS)
     assert names("partitions") == list(partition.SCHEMES)
-    assert names("datasets")[:-1] == list(data.DATASETS)
+    assert names("datasets")[:-1] == list(data.REGISTRY)
     fields = next(b for t, b in sections.items() if t.startswith("config fields"))
     for path, f in config.fields().items():
         assert f"config.{path} = {f.default!r}" in fields and f.help in fields, path

@@ -47,7 +47,9 @@ SCRIPT = textwrap.dedent(
         cfg.topology.name = topo
         cfg.topology_args.random_regular.degree = 3
         cfg.topology.num_nodes = 15 if algo == "fl" else 16  # FL adds the server: 16 nodes
-        cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = 600, 200, 5
+        cfg.dataset_args.synthetic.num_train = 600
+        cfg.dataset_args.synthetic.num_test = 200
+        cfg.data.test_per_class = 5
         cfg.run.ticks, cfg.optim.batch_size = 16, 8
         for kv in filter(None, extra.split(",")):
             k, v = kv.split("=")

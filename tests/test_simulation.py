@@ -32,7 +32,9 @@ TICKS = 60
 def make_cfg(**overrides):
     cfg = config.default_config()
     cfg.data.name = "synthetic"
-    cfg.data.synthetic_train, cfg.data.synthetic_test, cfg.data.test_per_class = 600, 200, 5
+    cfg.dataset_args.synthetic.num_train = 600
+    cfg.dataset_args.synthetic.num_test = 200
+    cfg.data.test_per_class = 5
     cfg.model.name = "mlp"
     cfg.optim.batch_size = 8
     cfg.optim.lr, cfg.optim.momentum = 0.05, 0.9

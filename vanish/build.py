@@ -204,8 +204,6 @@ FIELD_RULES: dict[str, checks.Check] = {
     "seed": _seed,
     "algorithms": _parses(parse_algorithms),
     "data.name": _dataset,
-    "data.synthetic_train": checks.at_least(1),
-    "data.synthetic_test": checks.at_least(1),
     "data.partition": _lazy_one_of(lambda: tuple(partition.REGISTRY)),
     "data.test_per_class": checks.at_least(1),
     "model.name": _lazy_one_of(_model_names),
@@ -654,9 +652,10 @@ def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
     from vanish import resources  # the size model
 
     resources.check_plan(exp)  # the schedule, the graph and the fault plan over run.ticks
+    name = g("data.name").strip().lower().replace("-", "_")
     ds = dataset if dataset is not None else data.load(
-        g("data.name"), data_dir=g("data.data_dir") or None, download=bool(g("data.download")),
-        seed=seed, num_train=g("data.synthetic_train"), num_test=g("data.synthetic_test"))
+        name, data_dir=g("data.data_dir") or None, download=bool(g("data.download")),
+        seed=seed, **(_knobs(g, "dataset_args", name) if name in data.REGISTRY else {}))
     exp = dataclasses.replace(exp, dataset=ds, correction=_correction(g))
     resources.check_memory(exp)  # the stacked state (the model's size: abstract, no device)
     for name in names:
@@ -1153,7 +1152,8 @@ def listing() -> str:
     table("models (config.model.name)", {k: _model_line(v) for k, v in models.MODELS.items()})
     table("partitions (config.data.partition; knobs: config.partition_args.<name>)",
           _lines(partition.REGISTRY, "partition_args"))
-    table("datasets (config.data.name)", {**data.DATASETS, "<tfds name>": data.TFDS_DESCRIPTION})
+    table("datasets (config.data.name; knobs: config.dataset_args.<name>)",
+          {**_lines(data.REGISTRY, "dataset_args"), "<tfds name>": data.TFDS_DESCRIPTION})
     fields = {f"config.{path} = {f.default!r}": f.help for path, f in config.fields().items()}
     table("config fields (--config.<section>.<field>=<value>)", fields)
     return "\n".join(out)

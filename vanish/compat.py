@@ -22,8 +22,7 @@ from vanish import config, workdir
 # 2026-10: the flat config of the first versions was split into sections. Each entry is
 # "section: old[:new] ..." (new defaults to old).
 _SECTIONS_2026_10 = {
-    "data": ("dataset:name data_dir download synthetic_train synthetic_test partition "
-             "test_per_class"),
+    "data": "dataset:name data_dir download partition test_per_class",
     "model": "model:name conv_impl init",
     "optim": ("optimizer:name lr momentum lr_schedule:schedule weight_decay batch_size "
               "reset_opt_on_merge:reset_on_merge"),
@@ -50,8 +49,10 @@ _RULE_KNOBS_2026_10 = {  # the flat FL / rule knobs -> the rules' own sections
                       "algorithm_args.gossip_trim_vc.fraction"),
     "sync_local_steps": ("algorithm_args.dpsgd.local_steps", "algorithm_args.dpsgd_vc.local_steps"),
 }
-# 2026-12: a topology's and a partition's own knobs moved from shared fields to the sections
-# generated from their registries (`topology_args.<name>`, `partition_args.<name>`). Also the
+# 2026-12: a topology's, a partition's and a dataset's own knobs moved from shared fields to
+# the sections
+# generated from their registries (`topology_args.<name>`, `partition_args.<name>`,
+# `dataset_args.<name>`). Also the
 # flat names of the first versions of these fields.
 _COMPONENT_KNOBS_2026_12 = {
     "topology.degree": ("topology_args.random_regular.degree", "topology_args.watts_strogatz.k"),
@@ -63,12 +64,16 @@ _COMPONENT_KNOBS_2026_12 = {
                    "partition_args.dirichlet_split.alpha"),
     "data.shards_per_node": ("partition_args.shards.shards_per_node",),
     "data.label_subsets": ("partition_args.label_subsets.subsets",),
+    "data.synthetic_train": ("dataset_args.synthetic.num_train",),
+    "data.synthetic_test": ("dataset_args.synthetic.num_test",),
 }
 _FLAT_COMPONENT_KNOBS = {"degree": "topology.degree", "edge_prob": "topology.edge_prob",
                          "rewire_prob": "topology.rewire_prob", "attach": "topology.attach",
                          "edge_list": "topology.edge_list", "alpha": "data.alpha",
                          "shards_per_node": "data.shards_per_node",
-                         "label_subsets": "data.label_subsets"}
+                         "label_subsets": "data.label_subsets",
+                         "synthetic_train": "data.synthetic_train",
+                         "synthetic_test": "data.synthetic_test"}
 
 # Old name (flat, or a dotted path of an earlier layout) -> today's path(s).
 OLD_NAMES: dict[str, tuple[str, ...]] = {

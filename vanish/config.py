@@ -43,8 +43,6 @@ SCHEMA: Section = {
                       "cifar10, ...)"),
         "data_dir": Field("", "a prepared TFDS data_dir, or a folder with Fashion-MNIST IDX files"),
         "download": Field(False, "let TFDS download a named dataset (needs network, vanish[data])"),
-        "synthetic_train": Field(6000, "training examples of the 'synthetic' dataset"),
-        "synthetic_test": Field(1000, "test examples of the 'synthetic' dataset"),
         "partition": Field("iid", "how the training data is split over nodes (its knobs: "
                            "partition_args.<name>)"),
         "test_per_class": Field(10, "class-balanced test images per class each node is scored on"),
@@ -162,7 +160,8 @@ RESULT_NEUTRAL = frozenset({
 # The generated sections whose component one field chooses: the knobs of the components not
 # chosen never change a run (they are result-neutral for that run: `idle_knobs`). Every
 # algorithm's knobs count, since `algorithms` may grow in a workdir.
-CHOSEN_BY = {"topology_args": "topology.name", "partition_args": "data.partition"}
+CHOSEN_BY = {"topology_args": "topology.name", "partition_args": "data.partition",
+             "dataset_args": "data.name"}
 
 
 def idle_knobs(flat: Mapping[str, Any]) -> frozenset[str]:
@@ -172,7 +171,8 @@ def idle_knobs(flat: Mapping[str, Any]) -> frozenset[str]:
     for path in flat:
         section, _, rest = path.partition(".")
         chooser = CHOSEN_BY.get(section)
-        if chooser is not None and rest.partition(".")[0] != flat.get(chooser):
+        chosen = str(flat.get(chooser, "")).strip().lower().replace("-", "_")
+        if chooser is not None and rest.partition(".")[0] != chosen:
             out.add(path)
     return frozenset(out)
 
@@ -180,10 +180,10 @@ def idle_knobs(flat: Mapping[str, Any]) -> frozenset[str]:
 def component_registries() -> dict[str, Mapping[str, Any]]:
     """{config section: the registry whose lines' knobs it holds}: `<kind>_args.<name>.<knob>`
     for every component a config chooses by name (vanish/registry.py's shape)."""
-    from vanish import partition, topology  # host modules (they import JAX)
+    from vanish import data, partition, topology  # host modules (they import JAX)
 
     return {"algorithm_args": algorithms.REGISTRY, "topology_args": topology.REGISTRY,
-            "partition_args": partition.REGISTRY}
+            "partition_args": partition.REGISTRY, "dataset_args": data.REGISTRY}
 
 
 def _knob_section(reg: Mapping[str, Any]) -> Section:

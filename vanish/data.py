@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import inspect
 import os
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
 
+from vanish import checks, registry
 from vanish.errors import DatasetError, DatasetUnavailableError
+from vanish.registry import Knob
 from vanish.partition import (  # noqa: F401  (re-exported: data is the module callers know)
-    SCHEMES,
     Partition,
     PartitionArrays,
     dirichlet_split,
@@ -58,13 +61,6 @@ _IDX_DTYPES = {0x08: '>u1', 0x09: '>i1', 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 
 
 
 
-# The datasets vanish has without TensorFlow Datasets (any other name is a TFDS name).
-DATASETS = {
-    'synthetic': 'class-dependent Gaussian images, generated from the seed (no files)',
-    'fashion_mnist': ('Fashion-MNIST from IDX files (Debian\'s dataset-fashion-mnist, or '
-                      'config.data.data_dir); else through TFDS'),
-}
-BUILTIN_DATASETS = tuple(DATASETS)
 TFDS_DESCRIPTION = ('any TensorFlow Datasets name (mnist, cifar10, ...): needs vanish[data] and '
                     'a prepared config.data.data_dir or config.data.download')
 
@@ -282,32 +278,62 @@ def synthetic(*, seed: int = 0, num_train: int = 6000, num_test: int = 1000,
 # ----------------------------------------------------------------------------- entry points
 
 
+def _synthetic_of(*, seed: int, data_dir: str | None, download: bool,
+                  **knobs: Any) -> Dataset:
+    return synthetic(seed=seed, **knobs)
+
+
+def _fashion_mnist_of(*, seed: int, data_dir: str | None, download: bool) -> Dataset:
+    directory = find_fashion_mnist(data_dir)
+    if directory is not None:
+        return load_idx_dataset(directory, 'fashion_mnist')
+    try:
+        return load_tfds('fashion_mnist', data_dir=data_dir, download=download)
+    except DatasetUnavailableError as e:
+        searched = ', '.join(str(d) for d in fashion_mnist_dirs(data_dir))
+        raise DatasetUnavailableError(f'No Fashion-MNIST IDX files in {searched}. {e}') from None
+
+
+# The datasets vanish has without TensorFlow Datasets (vanish/registry.py's shape; any other
+# name is a TFDS name). A line's factory takes (seed, data_dir, download, <its knobs>); its
+# knobs become the config section `dataset_args.<name>`.
+REGISTRY: dict[str, registry.Component] = {
+    'synthetic': registry.Component(
+        _synthetic_of, 'class-dependent Gaussian images, generated from the seed (no files)',
+        knobs=dict(num_train=Knob(6000, 'training examples', checks.at_least(1)),
+                   num_test=Knob(1000, 'test examples', checks.at_least(1)))),
+    'fashion_mnist': registry.Component(
+        _fashion_mnist_of, 'Fashion-MNIST from IDX files (Debian\'s dataset-fashion-mnist, or '
+        'config.data.data_dir); else through TFDS'),
+}
+BUILTIN_DATASETS = tuple(REGISTRY)  # the built-in names (REGISTRY may grow)
+
+
+def register(name: str, line: registry.Component) -> None:
+    """Adds a dataset: a function (seed, data_dir, download, <knobs>) -> Dataset."""
+    registry.register(REGISTRY, name, line, kind='dataset')
+
+
 def load(name: str, *, data_dir: str | None = None, download: bool = False, seed: int = 0,
-         num_train: int = 6000, num_test: int = 1000, image_shape: Sequence[int] = (28, 28, 1),
-         num_classes: int = 10, noise: float = 4.0) -> Dataset:
-    """Load a dataset by name.
+         **knobs: Any) -> Dataset:
+    """Load a dataset by name: a registered one (`REGISTRY`) with its knobs, else TFDS.
 
     'fashion_mnist': offline IDX files, searched in data_dir, $VANISH_FASHION_MNIST_DIR, then
     /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist); else TFDS.
-    'synthetic': `synthetic()` with seed, num_train, num_test, image_shape, num_classes, noise
-    (these arguments are ignored for other datasets). Any other name: TFDS.
-    Raises DatasetUnavailableError with instructions when the data cannot be found.
+    'synthetic': `synthetic()` with seed and its knobs (num_train, num_test; also
+    image_shape, num_classes, noise). Knobs a dataset does not take are ignored, so one call
+    can name several. Raises DatasetUnavailableError with instructions when the data cannot
+    be found.
     """
     key = name.strip().lower().replace('-', '_')
-    if key == 'synthetic':
-        return synthetic(seed=seed, num_train=num_train, num_test=num_test,
-                         image_shape=image_shape, num_classes=num_classes, noise=noise)
-    if key == 'fashion_mnist':
-        directory = find_fashion_mnist(data_dir)
-        if directory is not None:
-            return load_idx_dataset(directory, 'fashion_mnist')
-        try:
-            return load_tfds(key, data_dir=data_dir, download=download)
-        except DatasetUnavailableError as e:
-            searched = ', '.join(str(d) for d in fashion_mnist_dirs(data_dir))
-            raise DatasetUnavailableError(
-                f'No Fashion-MNIST IDX files in {searched}. {e}') from None
-    return load_tfds(key, data_dir=data_dir, download=download)
+    line = REGISTRY.get(key)
+    if line is None:
+        return load_tfds(key, data_dir=data_dir, download=download)
+    accepts = inspect.signature(line.factory).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in accepts.values())
+    own = {k: v for k, v in knobs.items() if takes_any or k in accepts}
+    return line.factory(seed=seed, data_dir=data_dir, download=download,
+                        **{**registry.defaults(line), **own})
 
 
 def balanced_subset_indices(y: np.ndarray, per_class: int, seed: int | np.random.Generator,

@@ -159,9 +159,9 @@ class Engine:
             algorithm, self.wire, train_step, tx, int(batch_size), bool(reset_opt),
             int(merge_slots), network_spec, axis, exchange))
         if self.mesh is not None:
-            rep = _replicated(self.mesh)
-            self.consts = _put_global(consts, rep)
-            self.plan = _put_global(self.plan, rep)
+            rep = replicated(self.mesh)
+            self.consts = put_global(consts, rep)
+            self.plan = put_global(self.plan, rep)
             self._shapes = jax.eval_shape(self._init_local)
             specs = state_specs(self._shapes)
             plan_spec = Plan(*(P(None, AXIS) if f in ("node", "valid", "send") else P()
@@ -170,7 +170,7 @@ class Engine:
                                  out_specs=specs, check_vma=False)
         self._step = jax.jit(step, donate_argnums=(0,))
         if self.mesh is not None:
-            self._replicate = jax.jit(lambda x: x, out_shardings=_replicated(self.mesh))
+            self._replicate = jax.jit(lambda x: x, out_shardings=replicated(self.mesh))
 
         def scan(s: SimState, c: base.Consts, p: Plan, end: jax.Array) -> SimState:
             def body(s: SimState, _: None) -> tuple[SimState, None]:
@@ -210,7 +210,7 @@ class Engine:
         """An explicit (transfer-guard friendly) int32 on the state's devices."""
         if self.mesh is None:
             return jax.device_put(np.int32(value))
-        return _put_global(np.int32(value), _replicated(self.mesh))
+        return put_global(np.int32(value), replicated(self.mesh))
 
     def fetch(self, x: jax.Array) -> np.ndarray:
         """A state array on the host, whole, on every process (sharded ones are gathered)."""
@@ -284,12 +284,14 @@ def node_mesh(n: int, count: int | None = None) -> jax.sharding.Mesh:
     return jax.sharding.Mesh(devices, (AXIS,))
 
 
-def _replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+    """Every device of `mesh` holds the whole array (public: train.py places the test set)."""
     return jax.sharding.NamedSharding(mesh, P())
 
 
-def _put_global(tree: PyTree, sharding: jax.sharding.Sharding) -> PyTree:
-    """Host values (the same on every process) as global arrays with `sharding`."""
+def put_global(tree: PyTree, sharding: jax.sharding.Sharding) -> PyTree:
+    """Host values (the same on every process) as global arrays with `sharding` (public:
+    train.py places the test set and the evaluation weights the same way)."""
     def put(x: Any) -> jax.Array:
         a = np.asarray(x)
         return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])

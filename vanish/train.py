@@ -69,9 +69,9 @@ class Simulation:
         self.x_test, self.y_test = c.x_test, c.y_test
         self._weight = jnp.asarray(self.eval_mask, jnp.float32)
         if self.mesh is not None:  # global arrays made on every process: replicated / split
-            self.x_test, self.y_test = engine._put_global((c.x_test, c.y_test),
-                                                          engine._replicated(self.mesh))
-            self._weight = engine._put_global(
+            self.x_test, self.y_test = engine.put_global((c.x_test, c.y_test),
+                                                          engine.replicated(self.mesh))
+            self._weight = engine.put_global(
                 np.asarray(self.eval_mask, np.float32),
                 jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(engine.AXIS)))
 
