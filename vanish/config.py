@@ -171,8 +171,10 @@ def idle_knobs(flat: Mapping[str, Any]) -> frozenset[str]:
     for path in flat:
         section, _, rest = path.partition(".")
         chooser = CHOSEN_BY.get(section)
+        if chooser is None:
+            continue
         chosen = str(flat.get(chooser, "")).strip().lower().replace("-", "_")
-        if chooser is not None and rest.partition(".")[0] != chosen:
+        if rest.partition(".")[0] != chosen:
             out.add(path)
     return frozenset(out)
 
