@@ -616,12 +616,12 @@ FREE = {"data.data_dir", "topology_args.edge_list.path", "correction.skip", "run
 
 
 def test_every_field_has_a_rule_and_every_experiment_passes():
-    from vanish import build, run
+    from vanish import build, rules, run
 
     schema = config.fields()
     assert set(build.FIELD_RULES) <= set(schema)
     for path, f in schema.items():
-        knob = build._knob_rule(path) is not None  # a registered component's own knob
+        knob = rules.knob_rule(path) is not None  # a registered component's own knob
         assert (path in build.FIELD_RULES or knob or isinstance(f.default, bool)
                 or path in FREE), f"config.{path} has no rule"
     build.validate(config.default_config())

@@ -1,0 +1,64 @@
+"""`python -m vanish.run --list`: every registered name of every kind, with its knobs, and
+every config field with its default and help (one source: the registries and the schema)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+from vanish import algorithms, config, data, partition, topology
+
+
+
+# ------------------------------------------------------------------------------- the listing
+
+
+def _first_line(obj: Any) -> str:
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def _model_line(fn: Any) -> str:
+    args = getattr(fn, "args", None)  # a functools.partial of models.ConvNet
+    if args:
+        convs, dense = args
+        layers = [f"conv {c.features}@{c.kernel}x{c.kernel}" for c in convs]
+        return "convolutional net: " + ", ".join(layers + [f"dense {d}" for d in dense])
+    return _first_line(fn)
+
+
+def _lines(reg: Mapping[str, Any], section: str) -> dict[str, str]:
+    """{name: its description, then one line per knob} of a registry, for `listing`."""
+    return {name: line.description + "".join(
+        f"\n      {section}.{name}.{k} = {kn.default!r}: {kn.help}"
+        for k, kn in line.knobs.items()) for name, line in reg.items()}
+
+
+def listing() -> str:
+    """Every registered algorithm, topology, model, partition and dataset with its one-line
+    description (and an algorithm's own knobs with defaults), then every config field with
+    its default and help: `python -m vanish.run --list`. One source: the registries and the
+    schema."""
+    from vanish import models
+
+    out: list[str] = []
+
+    def table(title: str, rows: Mapping[str, str]) -> None:
+        out.append(f"{title}:")
+        width = max(map(len, rows), default=0)
+        out.extend(f"  {name:<{width}}  {text}" for name, text in rows.items())
+        out.append("")
+
+    table("algorithms (config.algorithms, comma separated)",
+          _lines(algorithms.REGISTRY, "algorithm_args"))
+    table("topologies (config.topology.name; knobs: config.topology_args.<name>)",
+          _lines(topology.REGISTRY, "topology_args"))
+    table("models (config.model.name)", {k: _model_line(v) for k, v in models.MODELS.items()})
+    table("partitions (config.data.partition; knobs: config.partition_args.<name>)",
+          _lines(partition.REGISTRY, "partition_args"))
+    table("datasets (config.data.name; knobs: config.dataset_args.<name>)",
+          {**_lines(data.REGISTRY, "dataset_args"), "<tfds name>": data.TFDS_DESCRIPTION})
+    fields = {f"config.{path} = {f.default!r}": f.help for path, f in config.fields().items()}
+    table("config fields (--config.<section>.<field>=<value>)", fields)
+    return "\n".join(out)
