@@ -44,6 +44,8 @@ COST_ALGORITHMS = ("fl,gossip,gossip_vc,gossip_part,gossip_topk,gossip_topk_vc,g
 # The paper's horizon cells: the baselines first, then the reference rules.
 HORIZON = "gossip,gossip_classic,gossip_part,gossip_vc,fl"
 ALIGN = "gossip_align_vc,gossip_align,dimat,dpsgd"
+BYZANTINE = ("gossip_flag,gossip_median,gossip_trim,gossip_krum,gossip_flag_vc,gossip_vc,"
+             "gossip")
 ARCHIVE = ROOT / "docs" / "grid"
 # The metrics.jsonl keys kept in the archive: enough for accuracy-vs-tick figures.
 CURVE_KEYS = ("algorithm", "tick", "acc_mean", "acc_min", "acc_max", "global_acc", "var_ratio",
@@ -105,6 +107,14 @@ def _cells() -> list[Cell]:
     cells += [Cell("align1k_iid_n50", iid, {}, 1000, "gossip_align,gossip_align_vc")]
     cells += [Cell("align_iid_n50", iid, sync, 3000, ALIGN),
               Cell("align_alpha0.5_n50", noniid, {ALPHA: 0.5, **sync}, 3000, ALIGN)]
+    # Byzantine nodes (the robust rules and the Flag Aggregator beside plain and corrected
+    # gossip): the MLP at N = 50, a fifth or a tenth of the nodes sending sign-flipped or
+    # noise models, and a clean reference.
+    byz = {"topology.num_nodes": 50, "model.name": "mlp"}
+    cells += [Cell("byz_none_n50", scale, byz, 1500, BYZANTINE)]
+    cells += [Cell(f"byz_{attack}{f}_n50", scale,
+                   {**byz, "network.byzantine": f, "network.byzantine_attack": attack}, 1500,
+                   BYZANTINE) for attack in ("sign_flip", "noise") for f in (0.2, 0.1)]
     return cells
 
 
@@ -135,6 +145,9 @@ TABLES = (
           ("bytes_sent_mean", "sim_seconds")),
     Table("async", ("cost_iid_n100", "async_iid_s1.0_n100"), "clock.compute", "group",
           ("sim_seconds",)),
+    Table("byzantine", ("byz_none_n50", "byz_sign_flip0.2_n50", "byz_sign_flip0.1_n50",
+                        "byz_noise0.2_n50", "byz_noise0.1_n50"),
+          "network.byzantine_attack,network.byzantine", "group"),
 )
 
 
