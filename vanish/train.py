@@ -78,6 +78,13 @@ class Simulation:
     def init_state(self) -> SimState:
         return self.engine.init_state()
 
+    def restore_latest(self, ckpt_dir: str | os.PathLike[str]
+                       ) -> tuple[SimState, dict[str, Any], int]:
+        """(state, metadata, tick) of the newest intact checkpoint under `ckpt_dir` (a run's
+        `<workdir>/<algorithm>`), for analysis (scripts/neighbour_correlation.py)."""
+        state, meta, step, _ = checkpoint.restore_latest_intact(Path(ckpt_dir), _template(self))
+        return _as_state(state), meta, step
+
     def run_ticks(self, state: SimState, t0: int, t1: int) -> SimState:
         """Runs ticks [t0, t1); asynchronous (returns before the device is done)."""
         return self.engine.run_ticks(state, t0, t1)
