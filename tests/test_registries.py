@@ -182,3 +182,59 @@ def test_a_topology_a_partition_and_a_dataset_defined_here_are_one_line_each(tmp
         assert build.make_partition(exp, 6).node_group_prob[0, 0] == 0.8
     finally:
         del topology.REGISTRY["chain"], partition.REGISTRY["halves"], data.REGISTRY["blobs"]
+
+
+def _bias_sum(params):
+    """A test metric: the sum of one node's biases."""
+    import jax
+    import jax.numpy as jnp
+
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    return sum(jnp.sum(x) for path, x in leaves if "bias" in jax.tree_util.keystr(path))
+
+
+def test_a_metric_defined_here_is_one_line_and_reaches_rows_and_summaries(tmp_path):
+    """The ARCHITECTURE.md recipe for a metric: a function of one node's params plus a line;
+    `run.metrics` asks for it; rows hold its mean over the evaluated nodes (checked against
+    NumPy on the same state), the summary its final value; a bad name is one line."""
+    import contextlib
+    import io
+    import json
+
+    import jax
+
+    from vanish import metrics, registry, tracking
+
+    metrics.register("bias_sum", registry.Component(_bias_sum, "sum of a node's biases"))
+    try:
+        sim = make_sim(tiny_config(**{"run.metrics": "bias_sum,kernel_norm"}), "gossip_vc")
+        state = sim.run_ticks(sim.init_state(), 0, 10)
+        params = jax.device_get(state.params)
+        _, row = sim.evaluate(state)
+        leaves = jax.tree_util.tree_leaves_with_path(params)
+        bias = sum(np.asarray(x).reshape(sim.n, -1).sum(1) for p, x in leaves
+                   if "bias" in jax.tree_util.keystr(p))
+        norm = np.sqrt(sum((np.asarray(x).reshape(sim.n, -1).astype(np.float64) ** 2).sum(1)
+                           for p, x in leaves if "kernel" in jax.tree_util.keystr(p)))
+        np.testing.assert_allclose(row["bias_sum"], bias.mean(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(row["kernel_norm"], norm.mean(), rtol=1e-4)
+        workdir = tmp_path / "w"
+        argv = ["vanish", "--config=experiments/default/config.py", f"--workdir={workdir}",
+                "--config.data.name=synthetic", "--config.model.name=mlp",
+                "--config.topology.num_nodes=6", "--config.topology_args.random_regular.degree=3",
+                "--config.run.ticks=20", "--config.run.eval_every=10",
+                "--config.algorithms=gossip"]
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            assert run.command([*argv, "--config.run.metrics=bias_summ"]) == 1
+        assert ("config.run.metrics = 'bias_summ' names unknown metric(s) ['bias_summ'] (did "
+                "you mean 'bias_sum'?)") in err.getvalue()
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            assert run.command([*argv, "--config.run.metrics=bias_sum"]) == 0
+        rows = tracking.read_jsonl(workdir / tracking.METRICS_FILE)
+        assert [r["tick"] for r in rows if "bias_sum" in r] == [0, 10, 20]
+        summary = json.loads((workdir / "summary.json").read_text())
+        assert summary["gossip"]["final_bias_sum"] == [r for r in rows if r["tick"] == 20][0][
+            "bias_sum"]
+    finally:
+        del metrics.REGISTRY["bias_sum"]

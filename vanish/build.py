@@ -33,7 +33,8 @@ from vanish.listing import listing as listing
 # them, so callers import one module.
 from vanish.rules import (FIELD_RULES as FIELD_RULES, View as View, _get, _plain,
                           parse_algorithms as parse_algorithms, parse_range as parse_range,
-                          problems as problems, suggest as suggest, validate as validate)
+                          parse_names as parse_names, problems as problems,
+                          suggest as suggest, validate as validate)
 from vanish.settings import (EngineSettings as EngineSettings, Experiment as Experiment,
                              ModelSettings as ModelSettings, OptimSettings as OptimSettings,
                              ProcessSettings as ProcessSettings, RunSettings as RunSettings,
@@ -94,7 +95,7 @@ def _run_settings(g: View) -> tuple[RunSettings, EngineSettings, ProcessSettings
     return (RunSettings(g("run.ticks"), every, g("run.target_accuracy"),
                         g("run.checkpoint_every") or every, g("run.keep_checkpoints"),
                         bool(g("run.wandb")), g("run.wandb_project"), g("run.wandb_mode"),
-                        bool(g("run.tensorboard"))),
+                        bool(g("run.tensorboard")), parse_names(g("run.metrics"))),
             EngineSettings(g("run.slots"), g("run.fuse"), g("run.max_slots"),
                            g("run.merge_slots"), g("run.eval_nodes"),
                            g("run.max_nodes_per_chunk"), bool(g("run.masked_baseline")),

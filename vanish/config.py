@@ -118,6 +118,8 @@ SCHEMA: Section = {
         "ticks": Field(1000, "ticks to simulate (a larger value extends a finished run)"),
         "eval_every": Field(100, "ticks between evaluations (metric rows)"),
         "target_accuracy": Field(0.7, "mean node accuracy that defines 'ticks to target'"),
+        "metrics": Field("", "extra per-node metrics, comma-separated (--list shows them): "
+                         "each row gets their mean over the evaluated nodes"),
         "checkpoint_every": Field(0, "ticks between checkpoints; 0 = at every evaluation"),
         "keep_checkpoints": Field(2, "checkpoints kept per algorithm"),
         "wandb": Field(False, "log to Weights & Biases (offline unless an API key is set)"),
@@ -150,6 +152,7 @@ SECTIONS = tuple(k for k, v in SCHEMA.items() if isinstance(v, dict))
 # seeds across them. `run.ticks` is neutral up to the stored end: a larger value extends.
 RESULT_NEUTRAL = frozenset({
     "algorithms", "run.eval_every", "run.checkpoint_every", "run.keep_checkpoints", "run.wandb",
+    "run.metrics",
     "run.wandb_project", "run.wandb_mode", "run.tensorboard", "run.fuse", "run.target_accuracy",
     "data.data_dir", "data.download", "run.eval_nodes", "run.ticks",
     # Where it runs: results do not depend on the device or process count.

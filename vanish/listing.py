@@ -57,6 +57,9 @@ def listing() -> str:
     table("models (config.model.name)", {k: _model_line(v) for k, v in models.MODELS.items()})
     table("partitions (config.data.partition; knobs: config.partition_args.<name>)",
           _lines(partition.REGISTRY, "partition_args"))
+    from vanish import metrics
+
+    table("metrics (config.run.metrics, comma separated)", _lines(metrics.REGISTRY, "-"))
     table("datasets (config.data.name; knobs: config.dataset_args.<name>)",
           {**_lines(data.REGISTRY, "dataset_args"), "<tfds name>": data.TFDS_DESCRIPTION})
     fields = {f"config.{path} = {f.default!r}": f.help for path, f in config.fields().items()}

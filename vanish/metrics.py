@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from vanish import mixing, nodes, treeutil, variance
+from vanish import mixing, nodes, registry, treeutil, variance
 
 PyTree = Any
 
@@ -55,8 +55,32 @@ BYTES_TO_TARGET, SECONDS_TO_TARGET = "bytes_to_target", "seconds_to_target"
 layer_name = treeutil.layer_name  # 'Conv_0/kernel' for a key path
 
 
+def kernel_norm(params: PyTree) -> jax.Array:
+    """The L2 norm of one node's kernels, all of them flattened into one vector."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for path, x in leaves
+                        if "kernel" in jax.tree_util.keystr(path)))
+
+
+# Extra per-node metrics a run can ask for by name (config.run.metrics; vanish/registry.py's
+# shape): a line's factory maps ONE node's params to a scalar. The evaluator vmaps it over the
+# nodes (each device over its own rows when the node axis is split); a metrics row gets its
+# mean over the evaluated nodes under the metric's name, and the summary its final value as
+# `final_<name>`. Adding a metric is a function plus a line (or `register`).
+REGISTRY: dict[str, registry.Component] = {
+    "kernel_norm": registry.Component(kernel_norm, "L2 norm of a node's kernels (mean over "
+                                      "nodes): how far training and merging move the weights"),
+}
+
+
+def register(name: str, line: registry.Component) -> None:
+    """Adds a per-node metric: a function of one node's params to a scalar."""
+    registry.register(REGISTRY, name, line, kind="metric")
+
+
 def make_evaluator(model: Any, nodes_per_chunk: int = 64,
-                   mesh: jax.sharding.Mesh | None = None) -> Callable[..., dict[str, Any]]:
+                   mesh: jax.sharding.Mesh | None = None,
+                   extra: tuple[str, ...] = ()) -> Callable[..., dict[str, Any]]:
     """A jitted evaluation (params_N, x_T, y_T, weight_N, state) -> device dict of metrics.
 
     `mesh`: the node axis is split over its axis 'nodes' (engine.py). Each device then
@@ -64,7 +88,9 @@ def make_evaluator(model: Any, nodes_per_chunk: int = 64,
     (means, the global average model, consensus) are combined with psums; the metrics come
     back replicated, so every process can read them. (A plain jit of the same function
     would all-gather every model to every device whenever nodes_per_chunk < N.)
+    `extra`: names of REGISTRY metrics, each evaluated on every node ([N] in `extra`).
     """
+    node_metrics = {name: jax.vmap(REGISTRY[name].factory) for name in extra}
     eval_N = nodes.make_eval_step(model)  # vmapped over a stack of nodes
 
     def one_chunk_at_a_time(params_N: PyTree, x_T: jax.Array,
@@ -89,6 +115,7 @@ def make_evaluator(model: Any, nodes_per_chunk: int = 64,
                  train_count: jax.Array, merges: jax.Array, loss_sum: jax.Array,
                  loss_n: jax.Array, axis: str | None = None) -> dict[str, Any]:
         acc_N, loss_N = one_chunk_at_a_time(params_N, x_T, y_T)
+        extra_N = {name: fn(params_N).astype(jnp.float32) for name, fn in node_metrics.items()}
         var = variance.layer_variance(params_N)
         if axis is None:
             layer_var = {layer_name(path): jnp.mean(v)
@@ -105,11 +132,12 @@ def make_evaluator(model: Any, nodes_per_chunk: int = 64,
             avg = jax.tree.map(lambda a: psum(a * mine) / jnp.where(everyone > 0, everyone, 1),
                                mixing.federated_mean(params_N, weight_N))
             consensus = _consensus_sharded(params_N, psum, n_all)
-            acc_N, loss_N = jax.lax.all_gather((acc_N, loss_N), axis, tiled=True)
+            acc_N, loss_N, extra_N = jax.lax.all_gather((acc_N, loss_N, extra_N), axis,
+                                                        tiled=True)
         g_loss, g_acc = nodes.loss_and_accuracy(model, avg, x_T, y_T)
         total_n = psum(jnp.sum(loss_n))
         return dict(
-            acc_N=acc_N, loss_N=loss_N, layer_var=layer_var, global_acc=g_acc,
+            acc_N=acc_N, loss_N=loss_N, extra_N=extra_N, layer_var=layer_var, global_acc=g_acc,
             global_loss=g_loss, consensus=consensus,
             merges=psum(jnp.sum(merges)), train_events=psum(jnp.sum(train_count)),
             train_loss=psum(jnp.sum(loss_sum)) / jnp.maximum(total_n, 1), train_n=total_n)
@@ -151,6 +179,8 @@ def to_row(out: dict[str, Any], eval_nodes: np.ndarray, *, has_server: bool) -> 
         m[SERVER_ACC] = float(out["acc_N"][0])
     for path, v in out["layer_var"].items():
         m[f"{VAR_PREFIX}{path}"] = float(v)
+    for name, v_N in out.get("extra_N", {}).items():
+        m[name] = float(np.asarray(v_N)[eval_nodes].mean())
     return m
 
 
@@ -205,6 +235,7 @@ def summarize(records: list[dict[str, Any]], target: float) -> dict[str, Any]:
             out[key] = last[key]
             at = [r.get(key) for r in records if hit and r["tick"] == hit[0]]
             out[to_target] = at[0] if at else None
+    out.update({f"final_{name}": last[name] for name in REGISTRY if name in last})
     ratios = {k: v for k, v in last.items() if k.startswith(VAR_RATIO_PREFIX)}
     out.update(ratios)
     kernel = kernel_var_ratio(ratios)

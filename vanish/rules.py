@@ -39,6 +39,24 @@ def parse_algorithms(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def parse_names(text: str) -> tuple[str, ...]:
+    """'a, b' -> ('a', 'b') (a comma-separated list of names; '' -> ())."""
+    return tuple(n.strip() for n in str(text).split(",") if n.strip())
+
+
+def _metric_names(value: Any) -> str | None:
+    from vanish import metrics  # JAX: only when the field is checked
+
+    names = parse_names(value)
+    bad = [n for n in names if n not in metrics.REGISTRY]
+    if bad:
+        return (f"names unknown metric(s) {bad}{checks.did_you_mean(bad[0], metrics.REGISTRY)}; "
+                f"choose from {', '.join(metrics.REGISTRY)}")
+    if len(set(names)) != len(names):
+        return "lists a metric twice"
+    return None
+
+
 def parse_range(text: Any, field: str) -> tuple[int, int]:
     """'3' -> (3, 3); '2-5' -> (2, 5): an inclusive range of non-negative integer ticks."""
     value = str(text).strip()
@@ -235,6 +253,7 @@ FIELD_RULES: dict[str, checks.Check] = {
     "run.ticks": checks.at_least(0),
     "run.eval_every": checks.at_least(1),
     "run.target_accuracy": checks.between(0, 1),
+    "run.metrics": _metric_names,
     "run.checkpoint_every": checks.at_least(0, " (0 = at every evaluation)"),
     "run.keep_checkpoints": checks.at_least(1),
     "run.wandb_mode": checks.one_of(("", "online", "offline", "disabled")),

@@ -31,6 +31,7 @@ class RunSettings:
     wandb_project: str
     wandb_mode: str
     tensorboard: bool
+    metrics: tuple[str, ...] = ()  # extra per-node metrics (metrics.REGISTRY names)
 
 
 @dataclasses.dataclass(frozen=True)

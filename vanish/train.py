@@ -65,7 +65,8 @@ class Simulation:
         self.mesh, self.consts, self.fuse = self.engine.mesh, self.engine.consts, self.engine.fuse
         self.model, self.tx, self.is_client = c.model, c.tx, c.is_client
         self.experiment = exp
-        self._eval = metrics.make_evaluator(c.model, c.eval_nodes, mesh=self.mesh)
+        self._eval = metrics.make_evaluator(c.model, c.eval_nodes, mesh=self.mesh,
+                                            extra=exp.run.metrics)
         self.x_test, self.y_test = c.x_test, c.y_test
         self._weight = jnp.asarray(self.eval_mask, jnp.float32)
         if self.mesh is not None:  # global arrays made on every process: replicated / split
