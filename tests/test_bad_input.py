@@ -591,7 +591,7 @@ def test_the_real_command_line_says_the_same(case: Case, inputs, finished_run):
 def test_choice_fields_accept_exactly_their_registry():
     from vanish import algorithms, build, models, network, partition, topology
 
-    for path, names in {"data.partition": partition.SCHEMES, "model.name": models.MODELS,
+    for path, names in {"data.partition": partition.SCHEMES, "model.name": models.REGISTRY,
                         "model.init": models.INITIALIZERS, "topology.name": topology.TOPOLOGIES,
                         "topology.weighting": topology.WEIGHTINGS,
                         "network.peer_mode": network.PEER_MODES,

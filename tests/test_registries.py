@@ -19,7 +19,7 @@ NODES = {("topology", "torus"): 9, ("topology", "watts_strogatz"): 12}
 def _registries():
     out = [("topology", n, {"topology.name": n}) for n in topology.REGISTRY]
     out += [("partition", n, {"data.partition": n}) for n in partition.REGISTRY]
-    out += [("model", n, {"model.name": n}) for n in models.MODELS]
+    out += [("model", n, {"model.name": n}) for n in models.REGISTRY]
     out += [("init", n, {"model.init": n}) for n in models.INITIALIZERS]
     out += [("optimizer", n, {"optim.name": n}) for n in nodes.OPTIMIZERS]
     out += [("lr schedule", n, {"optim.schedule": n}) for n in nodes.LR_SCHEDULES]

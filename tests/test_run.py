@@ -281,7 +281,7 @@ def test_list_names_every_registry_entry_and_every_config_field(capsys):
                 and not line.startswith("    ")]
     assert names("algorithms") == list(algorithms.REGISTRY)
     assert names("topologies") == list(topology.TOPOLOGIES)
-    assert names("models") == list(models.MODELS)
+    assert names("models") == list(models.REGISTRY)
     assert names("partitions") == list(partition.SCHEMES)
     assert names("datasets")[:-1] == list(data.REGISTRY)
     fields = next(b for t, b in sections.items() if t.startswith("config fields"))

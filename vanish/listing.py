@@ -14,20 +14,6 @@ from vanish import algorithms, config, data, partition, topology
 # ------------------------------------------------------------------------------- the listing
 
 
-def _first_line(obj: Any) -> str:
-    doc = (getattr(obj, "__doc__", None) or "").strip()
-    return doc.splitlines()[0] if doc else ""
-
-
-def _model_line(fn: Any) -> str:
-    args = getattr(fn, "args", None)  # a functools.partial of models.ConvNet
-    if args:
-        convs, dense = args
-        layers = [f"conv {c.features}@{c.kernel}x{c.kernel}" for c in convs]
-        return "convolutional net: " + ", ".join(layers + [f"dense {d}" for d in dense])
-    return _first_line(fn)
-
-
 def _lines(reg: Mapping[str, Any], section: str) -> dict[str, str]:
     """{name: its description, then one line per knob} of a registry, for `listing`."""
     return {name: line.description + "".join(
@@ -54,7 +40,12 @@ def listing() -> str:
           _lines(algorithms.REGISTRY, "algorithm_args"))
     table("topologies (config.topology.name; knobs: config.topology_args.<name>)",
           _lines(topology.REGISTRY, "topology_args"))
-    table("models (config.model.name)", {k: _model_line(v) for k, v in models.MODELS.items()})
+    from vanish import nodes
+
+    table("models (config.model.name)", _lines(models.REGISTRY, "-"))
+    table("kernel initializers (config.model.init)", _lines(models.INITIALIZERS, "-"))
+    table("optimizers (config.optim.name)", _lines(nodes.OPTIMIZERS, "-"))
+    table("learning-rate schedules (config.optim.schedule)", _lines(nodes.LR_SCHEDULES, "-"))
     table("partitions (config.data.partition; knobs: config.partition_args.<name>)",
           _lines(partition.REGISTRY, "partition_args"))
     from vanish import metrics

@@ -24,15 +24,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from vanish import registry
+
 Initializer = Callable[..., jax.Array]
 
-INITIALIZERS: dict[str, Initializer] = {
-    "glorot_uniform": nn.initializers.glorot_uniform(),
-    "glorot_normal": nn.initializers.glorot_normal(),
-    "he_uniform": nn.initializers.he_uniform(),
-    "he_normal": nn.initializers.he_normal(),
-    "lecun_normal": nn.initializers.lecun_normal(),
-    "lecun_uniform": nn.initializers.lecun_uniform(),
+# Kernel initializers (vanish/registry.py's shape): factory = the flax initializer.
+INITIALIZERS: dict[str, registry.Component] = {
+    name: registry.Component(getattr(nn.initializers, name)(), f"flax's {name}")
+    for name in ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal",
+                 "lecun_uniform")
 }
 
 CONV_IMPLS = ("xla", "banded")
@@ -52,7 +52,7 @@ def default_conv_impl(backend: str | None = None) -> str:
 def get_initializer(name: str) -> Initializer:
     """The flax initializer named `name` (a key of INITIALIZERS); ValueError if unknown."""
     try:
-        return INITIALIZERS[name]
+        return INITIALIZERS[name].factory
     except KeyError:
         raise ValueError(
             f"unknown initializer {name!r}; choose one of {sorted(INITIALIZERS)}"
@@ -218,11 +218,20 @@ CifarCNN = functools.partial(
     ConvNet, (ConvLayer(32, 3, 1), ConvLayer(64, 3, 1), ConvLayer(64, 3, 1, pool=False)), (64,))
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "mlp": MLP,
-    "lenet5": LeNet5,
-    "caffe_lenet": CaffeLeNet,
-    "cifar_cnn": CifarCNN,
+def _conv_line(net: Any) -> str:
+    convs, dense = net.args  # a functools.partial of ConvNet
+    layers = [f"conv {c.features}@{c.kernel}x{c.kernel}" for c in convs]
+    return "convolutional net: " + ", ".join(layers + [f"dense {d}" for d in dense])
+
+
+# The models (vanish/registry.py's shape): factory(num_classes, kernel_init[, conv_impl]) ->
+# a flax module; capability `conv`: it has convolutions (config.model.conv_impl applies).
+REGISTRY: dict[str, registry.Component] = {
+    "mlp": registry.Component(MLP, "multi-layer perceptron on flattened inputs (784-128-64-10 "
+                              "on MNIST)", caps=dict(conv=False)),
+    "lenet5": registry.Component(LeNet5, _conv_line(LeNet5), caps=dict(conv=True)),
+    "caffe_lenet": registry.Component(CaffeLeNet, _conv_line(CaffeLeNet), caps=dict(conv=True)),
+    "cifar_cnn": registry.Component(CifarCNN, _conv_line(CifarCNN), caps=dict(conv=True)),
 }
 
 
@@ -235,11 +244,12 @@ def make_model(
     **kwargs: Any,
 ) -> nn.Module:
     """Builds a model by name; `conv_impl="auto"` picks the fastest per backend."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    cls = MODELS[name]
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(REGISTRY)}")
+    line = REGISTRY[name]
+    cls = line.factory
     kwargs = dict(num_classes=num_classes, kernel_init=get_initializer(init), **kwargs)
-    if name != "mlp":
+    if line.caps.get("conv"):
         impl = default_conv_impl() if conv_impl == "auto" else conv_impl
         if impl not in CONV_IMPLS:
             raise ValueError(

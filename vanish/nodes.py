@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vanish import treeutil
+from vanish import registry, treeutil
 
 PyTree = Any
 # The mesh axis of the stacked node dimension when it is split over devices (engine.py).
@@ -68,27 +68,25 @@ def inv_schedule(lr: float, gamma: float = 1e-4, power: float = 0.75) -> optax.S
     return lambda count: lr * (1.0 + gamma * count) ** (-power)
 
 
-class Optimizer(NamedTuple):
-    """A registered optimizer: make(learning_rate, momentum, weight_decay) -> optax
-    transformation, and its state's size in parameter copies (the size model's)."""
-
-    make: Callable[[Any, float, float], optax.GradientTransformation]
-    copies: Callable[[float], int]  # momentum -> parameter-sized state arrays
-    decoupled_decay: bool = False  # weight decay is the optimizer's own (else chained in)
-
-
-# name -> Optimizer: the one list of optimizer names (the config's check, the size model).
-OPTIMIZERS: dict[str, Optimizer] = {
-    "sgd": Optimizer(lambda lr, m, wd: optax.sgd(lr, momentum=m or None),
-                     lambda m: 1 if m else 0),
-    "adam": Optimizer(lambda lr, m, wd: optax.adam(lr), lambda m: 2),
-    "adamw": Optimizer(lambda lr, m, wd: optax.adamw(lr, weight_decay=wd), lambda m: 2,
-                       decoupled_decay=True),
+# The optimizers (vanish/registry.py's shape; the one list of names: the config's check, the
+# size model, --list): factory(learning_rate, momentum, weight_decay) -> optax transformation;
+# capabilities `copies(momentum)`, its state's size in parameter copies (the size model's),
+# and `decoupled_decay` (weight decay is the optimizer's own, else chained in).
+OPTIMIZERS: dict[str, registry.Component] = {
+    "sgd": registry.Component(lambda lr, m, wd: optax.sgd(lr, momentum=m or None),
+                              "SGD with momentum (config.optim.momentum; 0: plain SGD)",
+                              caps=dict(copies=lambda m: 1 if m else 0)),
+    "adam": registry.Component(lambda lr, m, wd: optax.adam(lr), "Adam",
+                               caps=dict(copies=lambda m: 2)),
+    "adamw": registry.Component(lambda lr, m, wd: optax.adamw(lr, weight_decay=wd),
+                                "AdamW (decoupled weight decay: config.optim.weight_decay)",
+                                caps=dict(copies=lambda m: 2, decoupled_decay=True)),
 }
-# name -> lr -> learning rate or optax schedule.
-LR_SCHEDULES: dict[str, Callable[[float], Any]] = {
-    "constant": lambda lr: lr,
-    "inv": inv_schedule,
+# Learning-rate schedules: factory(lr) -> a learning rate or an optax schedule.
+LR_SCHEDULES: dict[str, registry.Component] = {
+    "constant": registry.Component(lambda lr: lr, "the same rate throughout"),
+    "inv": registry.Component(inv_schedule, "Caffe's inv: lr (1 + 1e-4 t)^-0.75, t the node's "
+                              "own step count"),
 }
 
 
@@ -107,8 +105,8 @@ def make_optimizer(
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
     opt = OPTIMIZERS[name]
-    tx = opt.make(LR_SCHEDULES[schedule](lr), momentum, weight_decay)
-    if opt.decoupled_decay:
+    tx = opt.factory(LR_SCHEDULES[schedule].factory(lr), momentum, weight_decay)
+    if opt.caps.get("decoupled_decay"):
         return tx
     if weight_decay:
         tx = optax.chain(optax.add_decayed_weights(weight_decay), tx)

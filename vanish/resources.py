@@ -100,7 +100,7 @@ def state_bytes(exp: Any, params: int) -> dict[str, float]:
     from vanish import algorithms, nodes
 
     n = exp.graph.n + 1  # FL's server
-    opt = nodes.OPTIMIZERS[exp.optim.name].copies(exp.optim.momentum)
+    opt = nodes.OPTIMIZERS[exp.optim.name].caps["copies"](exp.optim.momentum)
     _, degree = topology.degree_estimate(exp.graph.name, exp.graph.n, exp.graph.kwargs)
     inbox = max((int(degree) * 2 if algorithms.REGISTRY[a].caps.message_buffers else 1)
                 for a in exp.algorithms)

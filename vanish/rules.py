@@ -178,7 +178,7 @@ def _readable_file(value: Any) -> str | None:
 def _model_names() -> tuple[str, ...]:
     from vanish import models  # flax: imported when a model name is checked
 
-    return tuple(models.MODELS)
+    return tuple(models.REGISTRY)
 
 
 def _model_inits() -> tuple[str, ...]:
