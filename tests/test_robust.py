@@ -208,3 +208,29 @@ def test_median_vc_simulation_merges_to_finite_params(tmp_path):
         jax.block_until_ready(state)
     assert int(np.asarray(state.merges).sum()) > 0
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state.params))
+
+
+def test_ranks_and_a_sort_give_the_same_order_statistics_ties_included(tmp_path, monkeypatch):
+    """The rules' pairwise ranks (up to RANK_SLOTS slots) against the sort they replace, on
+    buffers with ties and every fill level: the median bit for bit, the trimmed mean to
+    float tolerance; and scripts/bench_robust.py runs on a tiny input."""
+    import importlib.util
+    import json
+
+    x = jnp.round(jax.random.normal(jax.random.PRNGKey(3), (6, 7, 5, 4)) * 2) / 2  # ties
+    count = jnp.array([0, 1, 2, 4, 6, 7])
+    got = (robust.median(x, count), trimmed_mean.trimmed_mean(x, count, 0.2))
+    monkeypatch.setattr(robust, "RANK_SLOTS", 0)
+    monkeypatch.setattr(trimmed_mean, "RANK_SLOTS", 0)
+    want = (robust.median(x, count), trimmed_mean.trimmed_mean(x, count, 0.2))
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+    np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), rtol=1e-6, atol=1e-6)
+    path = __import__("pathlib").Path(__file__).parents[1] / "scripts" / "bench_robust.py"
+    spec = importlib.util.spec_from_file_location("bench_robust", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "r.json"
+    assert bench.main(["--slots", "5", "--nodes", "2", "--repeats", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["rule"] for r in rows] == ["trimmed mean 0.2", "median"]
+    assert rows[1]["max_abs_diff"] == 0.0 and rows[0]["max_abs_diff"] < 1e-5

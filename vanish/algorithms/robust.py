@@ -31,7 +31,8 @@ import jax.numpy as jnp
 
 from vanish import nodes, variance
 from vanish.algorithms import base
-from vanish.algorithms.trimmed_mean import (Aggregate, AggregateFn, Receiver, buffered_merge,
+from vanish.algorithms.trimmed_mean import (RANK_SLOTS, Aggregate, AggregateFn, Receiver,
+                                            buffered_merge, slot_ranks,
                                             emit, make_init)
 
 PyTree = Any
@@ -49,11 +50,14 @@ def median(buf_MC: jax.Array, count_M: jax.Array) -> jax.Array:
     """
     slot = _slots(buf_MC)
     m = nodes.per_node(count_M, buf_MC.ndim)
-    vals = jnp.sort(jnp.where(slot < m, buf_MC, jnp.inf), axis=1)
     lo, hi = jnp.maximum((m - 1) // 2, 0), m // 2  # equal when m is odd
+    if buf_MC.shape[1] <= RANK_SLOTS:  # pairwise ranks, not a sort (trimmed_mean.RANK_SLOTS)
+        vals, pos = buf_MC, slot_ranks(buf_MC, count_M)
+    else:
+        vals, pos = jnp.sort(jnp.where(slot < m, buf_MC, jnp.inf), axis=1), slot
     # Exactly one slot matches each index, so these sums are exact (no gather needed).
-    a = jnp.sum(jnp.where(slot == lo, vals, 0.0), axis=1)
-    b = jnp.sum(jnp.where(slot == hi, vals, 0.0), axis=1)
+    a = jnp.sum(jnp.where(pos == lo, vals, 0.0), axis=1)
+    b = jnp.sum(jnp.where(pos == hi, vals, 0.0), axis=1)
     return jnp.where(m[:, 0] > 0, (a + b) / 2, 0.0).astype(buf_MC.dtype)
 
 
