@@ -1,11 +1,14 @@
-"""The robust merges' order statistics: pairwise ranks against a sort along the slot axis.
+"""The robust merges' cost: order statistics by pairwise ranks against a sort along the slot
+axis, and every robust aggregate per merge group against the plain mean.
 
     python scripts/bench_robust.py [--slots 15] [--nodes 8] [--repeats 5] [--out robust.json]
 
 Times one merge group (M nodes x C held messages of the MLP's parameters, every leaf) of the
 coordinate-wise trimmed mean and median, computed by `trimmed_mean.slot_ranks` (what the rules
 use up to `RANK_SLOTS` slots) and by a sort (the baseline, measured in the same run), checks
-that they agree, prints a table and writes JSON.
+that they agree; then the cost of one merge group of each robust aggregate (trimmed mean,
+median, Krum f = 1, the Flag Aggregator m = 8) against the plain mean of the held messages.
+Prints two tables and writes JSON.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from vanish import models
-from vanish.algorithms import robust, trimmed_mean
+from vanish.algorithms import flag, robust, trimmed_mean
 
 
 def _time(fn, *args, repeats: int) -> float:
@@ -55,9 +58,24 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['rule']:18s} {r['sort_ms']:9.1f} {r['ranks_ms']:9.1f} {r['speedup']:8.1f}x "
               f"{r['max_abs_diff']:11.2e}")
+    own = jax.tree.map(lambda b: b[:, 0] * 0.5, buf)
+    count = jnp.full((a.nodes,), a.slots)  # full buffers: every message held
+    costs = {}
+    for name, agg in (("mean", None), ("trimmed mean 0.2", trimmed_mean.trimmed_aggregate(0.2)),
+                      ("median", robust.median_aggregate), ("krum f=1", robust.krum_aggregate(1)),
+                      ("flag m=8", flag.flag_aggregate(min(8, a.slots)))):
+        if agg is None:
+            g = jax.jit(lambda b, c, o: jax.tree.map(lambda x: jnp.mean(x, axis=1), b))
+        else:
+            g = jax.jit(lambda b, c, o, agg=agg: agg(b, c, o).model)
+        costs[name] = _time(g, buf, count, own, repeats=a.repeats)
+    print(f"\n{'aggregate':18s} {'ms / merge group':>17s} {'x mean':>7s}")
+    for name, ms in costs.items():
+        print(f"{name:18s} {ms:17.1f} {ms / costs['mean']:7.1f}")
     if a.out:
         with open(a.out, "w") as f:
-            json.dump(dict(device=jax.devices()[0].device_kind, rows=rows), f, indent=1)
+            json.dump(dict(device=jax.devices()[0].device_kind, rows=rows, aggregates=costs),
+                      f, indent=1)
     return 0
 
 

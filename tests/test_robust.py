@@ -234,3 +234,5 @@ def test_ranks_and_a_sort_give_the_same_order_statistics_ties_included(tmp_path,
     rows = json.loads(out.read_text())["rows"]
     assert [r["rule"] for r in rows] == ["trimmed mean 0.2", "median"]
     assert rows[1]["max_abs_diff"] == 0.0 and rows[0]["max_abs_diff"] < 1e-5
+    assert set(json.loads(out.read_text())["aggregates"]) == {
+        "mean", "trimmed mean 0.2", "median", "krum f=1", "flag m=8"}
