@@ -77,3 +77,15 @@ def comma_names(pattern: str, example: str) -> Check:
                if n.strip() and not re.fullmatch(pattern, n.strip())]
         return None if not bad else f"has malformed name(s) {bad}; e.g. {example}"
     return check
+
+
+def parses(parse: Callable[[Any], Any], errors: type[Exception] = ValueError) -> Check:
+    """The check of a value with a parser of its own: the parser's message when it refuses
+    (raises one of `errors`), None when it reads the value."""
+    def check(value: Any) -> str | None:
+        try:
+            parse(value)
+        except errors as e:
+            return str(e)
+        return None
+    return check

@@ -316,14 +316,6 @@ def parse_subsets(text: str) -> list[list[int]]:
     return subsets
 
 
-def _subsets_check(value: Any) -> str | None:
-    try:
-        parse_subsets(value)
-    except PartitionError as e:
-        return str(e)
-    return None
-
-
 def _label_subsets_of(y: np.ndarray, n_nodes: int, subsets: str | Sequence[Sequence[int]],
                       assignment: str = 'round_robin', num_classes: int | None = None
                       ) -> Partition:
@@ -350,7 +342,7 @@ REGISTRY: dict[str, registry.Component] = {
     'label_subsets': registry.Component(
         _label_subsets_of, 'each node sees one subset of the labels',
         knobs=dict(subsets=Knob('0-4,5-9', "label subsets, e.g. '0-4,5-9' (round robin over "
-                                "the nodes)", _subsets_check))),
+                                "the nodes)", checks.parses(parse_subsets, PartitionError)))),
 }
 SCHEMES = tuple(REGISTRY)  # the built-in names (REGISTRY may grow)
 

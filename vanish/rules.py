@@ -82,13 +82,7 @@ View = Callable[[str], Any]
 
 def _parses(parse: Callable[[Any], Any]) -> checks.Check:
     """The rule of a field with its own parser: the parser's message (it names the field)."""
-    def check(value: Any) -> str | None:
-        try:
-            parse(value)
-        except ConfigError as e:
-            return str(e)
-        return None
-    return check
+    return checks.parses(parse, ConfigError)
 
 
 def _seed(value: Any) -> str | None:
