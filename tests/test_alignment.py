@@ -232,7 +232,8 @@ def test_dimat_without_alignment_reproduces_dpsgd():
 
 
 @pytest.mark.parametrize("name,knobs", [
-    ("gossip_align", dict(sweeps=1, solver="hungarian")),  # in the compiled step
+    pytest.param("gossip_align", dict(sweeps=1, solver="hungarian"),  # in the compiled step
+                 marks=pytest.mark.slow),
     pytest.param("gossip_align_vc", dict(sweeps=1), marks=pytest.mark.slow),
     pytest.param("gossip_align", dict(method="activation", batch=16), marks=pytest.mark.slow),
     ("dimat", dict(batch=16))])  # solver auto: SciPy through a callback on the CPU

@@ -778,6 +778,7 @@ def _mount(*args: str) -> bool:
     return subprocess.run(["mount", *args], capture_output=True).returncode == 0
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_a_full_disk_during_checkpointing_is_one_line(inputs, finished_run):
     """A real 5 MiB tmpfs: the tick-2 checkpoint (3.2 MB) fits, the tick-4 one does not."""
     disk = inputs / "tiny_disk"

@@ -73,7 +73,8 @@ def test_drop_probability_one_means_no_merge_ever(dataset, name):
     assert int(np.sum(state.train_count)) > 0
 
 
-@pytest.mark.parametrize("name", ["gossip_vc", "fl", "gossip_trim"])
+@pytest.mark.parametrize("name", ["gossip_vc", "fl",
+                                  pytest.param("gossip_trim", marks=pytest.mark.slow)])
 def test_zero_faults_through_the_network_layer_equal_the_fault_free_run_bit_for_bit(
         dataset, name):
     """drop 0, no one offline, no Byzantine node: the routed program equals the plain one."""
