@@ -23,18 +23,6 @@ from typing import Any
 from vanish import compat, config, workdir
 
 
-def nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """{'a.b': 1} -> {'a': {'b': 1}}."""
-    out: dict[str, Any] = {}
-    for path, value in flat.items():
-        *sections, leaf = path.split(".")
-        node = out
-        for s in sections:
-            node = node.setdefault(s, {})
-        node[leaf] = value
-    return out
-
-
 def migrate(file: Path) -> dict[str, Any] | None:
     """Today's record for `file` (None: it is already in today's layout)."""
     stored = json.loads(file.read_text())
@@ -47,7 +35,7 @@ def migrate(file: Path) -> dict[str, Any] | None:
     accepts = sorted({str(stored.get("config_hash")), *map(str, stored.get("accepts", []))}
                      - {digest, "None"})
     return dict(schema=workdir.SCHEMA_VERSION, config_hash=digest, accepts=accepts,
-                config=nest(upgraded))
+                config=workdir.unflatten(upgraded))
 
 
 def main(argv: list[str] | None = None) -> int:

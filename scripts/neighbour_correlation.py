@@ -31,14 +31,7 @@ def experiment_of(path: Path) -> build.Experiment:
         raise SystemExit(f"{path}: no {workdir.CONFIG_FILE}")
     flat = compat.upgrade(stored.config if stored.version == 1
                           else workdir.flatten(stored.config))
-    nested: dict = {}
-    for key, value in flat.items():
-        *sections, leaf = key.split(".")
-        node = nested
-        for s in sections:
-            node = node.setdefault(s, {})
-        node[leaf] = value
-    return build.experiment(ml_collections.ConfigDict(nested))
+    return build.experiment(ml_collections.ConfigDict(workdir.unflatten(flat)))
 
 
 def correlations(sim: train.Simulation, state, edges: int, seed: int = 0) -> dict:

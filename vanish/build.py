@@ -31,7 +31,7 @@ from vanish.schedule import WorkList
 from vanish.listing import listing as listing
 # The builder's public names live in its rooms (rules, settings, listing); build re-exports
 # them, so callers import one module.
-from vanish.rules import (FIELD_RULES as FIELD_RULES, View as View, _get, _plain,
+from vanish.rules import (FIELD_RULES as FIELD_RULES, View as View, view, plain,
                           parse_algorithms as parse_algorithms, parse_range as parse_range,
                           parse_names as parse_names, problems as problems,
                           suggest as suggest, validate as validate)
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 def expected_ends(cfg: Any) -> dict[str, int]:
     """{algorithm: the final tick its summary reports} for a (checked) config."""
     validate(cfg)
-    g = _get(cfg)
+    g = view(cfg)
     return {a: int(g("run.ticks")) for a in parse_algorithms(g("algorithms"))}
 
 
@@ -116,7 +116,7 @@ def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
       The frozen Experiment. Nothing was written anywhere.
     """
     validate(cfg)
-    g = _get(cfg)
+    g = view(cfg)
     names = parse_algorithms(g("algorithms"))
     seed = int(g("seed"))
     t = g("topology.name")
@@ -146,7 +146,7 @@ def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
         clock=clock_lib.Settings(float(g("clock.tick_seconds")), g("clock.compute"),
                                  g("clock.latency"), g("clock.bandwidth")),
         run=run_settings, engine=engine_settings, processes=processes,
-        record=_plain(cfg))
+        record=plain(cfg))
     # The knobs of the topology and partition not chosen never change this run.
     exp = dataclasses.replace(exp, neutral=config.RESULT_NEUTRAL | config.idle_knobs(
         workdir.flatten(exp.record)))

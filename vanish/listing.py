@@ -14,11 +14,12 @@ from vanish import algorithms, config, data, partition, topology
 # ------------------------------------------------------------------------------- the listing
 
 
-def _lines(reg: Mapping[str, Any], section: str) -> dict[str, str]:
-    """{name: its description, then one line per knob} of a registry, for `listing`."""
+def _lines(reg: Mapping[str, Any], section: str | None = None) -> dict[str, str]:
+    """{name: its description, then one line per knob of its config `section` (none
+    without one)} of a registry, for `listing`."""
     return {name: line.description + "".join(
         f"\n      {section}.{name}.{k} = {kn.default!r}: {kn.help}"
-        for k, kn in line.knobs.items()) for name, line in reg.items()}
+        for k, kn in line.knobs.items() if section) for name, line in reg.items()}
 
 
 def listing() -> str:
@@ -42,15 +43,15 @@ def listing() -> str:
           _lines(topology.REGISTRY, "topology_args"))
     from vanish import nodes
 
-    table("models (config.model.name)", _lines(models.REGISTRY, "-"))
-    table("kernel initializers (config.model.init)", _lines(models.INITIALIZERS, "-"))
-    table("optimizers (config.optim.name)", _lines(nodes.OPTIMIZERS, "-"))
-    table("learning-rate schedules (config.optim.schedule)", _lines(nodes.LR_SCHEDULES, "-"))
+    table("models (config.model.name)", _lines(models.REGISTRY))
+    table("kernel initializers (config.model.init)", _lines(models.INITIALIZERS))
+    table("optimizers (config.optim.name)", _lines(nodes.OPTIMIZERS))
+    table("learning-rate schedules (config.optim.schedule)", _lines(nodes.LR_SCHEDULES))
     table("partitions (config.data.partition; knobs: config.partition_args.<name>)",
           _lines(partition.REGISTRY, "partition_args"))
     from vanish import metrics
 
-    table("metrics (config.run.metrics, comma separated)", _lines(metrics.REGISTRY, "-"))
+    table("metrics (config.run.metrics, comma separated)", _lines(metrics.REGISTRY))
     table("datasets (config.data.name; knobs: config.dataset_args.<name>)",
           {**_lines(data.REGISTRY, "dataset_args"), "<tfds name>": data.TFDS_DESCRIPTION})
     fields = {f"config.{path} = {f.default!r}": f.help for path, f in config.fields().items()}

@@ -14,7 +14,7 @@ from typing import Any
 
 import ml_collections
 
-from vanish import (algorithms, checks, compat, config, data, network, partition, topology, workdir)
+from vanish import algorithms, checks, compat, config, data, network, partition, topology, workdir
 from vanish import clock as clock_lib
 from vanish.algorithms import Cadence, Placement
 from vanish.errors import ConfigError
@@ -342,7 +342,7 @@ def _type_problem(path: str, default: Any, value: Any) -> str | None:
 
 def _flatten(cfg: Any) -> dict[str, Any]:
     """{dotted path: value} of a config (ConfigDict or nested dict)."""
-    return workdir.flatten(_plain(cfg))
+    return workdir.flatten(plain(cfg))
 
 
 def suggest(path: str) -> str:
@@ -405,11 +405,13 @@ def validate(cfg: Any) -> None:
         raise ConfigError("; ".join(found))
 
 
-def _get(cfg: Any) -> View:
+def view(cfg: Any) -> View:
+    """The reader of a config (ConfigDict or nested dict): view(cfg)("optim.lr")."""
     flat = _flatten(cfg)
     return flat.__getitem__
 
 
-def _plain(cfg: Any) -> dict[str, Any]:
+def plain(cfg: Any) -> dict[str, Any]:
+    """A config as nested plain dicts (what a record stores)."""
     items = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else cfg
-    return {k: _plain(v) if isinstance(v, Mapping) else v for k, v in items.items()}
+    return {k: plain(v) if isinstance(v, Mapping) else v for k, v in items.items()}

@@ -11,7 +11,7 @@ from typing import Any
 from vanish import config, data, network, topology, workdir
 from vanish import clock as clock_lib
 
-from vanish.rules import _get
+from vanish.rules import view
 
 
 # ----------------------------------------------------------------------------- the values
@@ -139,7 +139,7 @@ class Experiment:
 def setup_of(record: Mapping[str, Any]) -> dict[str, Any]:
     """What a figure's title states (dataset, model, N, topology, partition, seed) from a
     config or its stored record (vanish/workdir.py's run_config.json)."""
-    g = _get(record)
+    g = view(record)
     part = g("data.partition")
     if part.startswith("dirichlet"):
         part += f" alpha={g(f'partition_args.{part}.alpha'):g}"

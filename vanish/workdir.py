@@ -46,6 +46,18 @@ def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{'a.b': 1} -> {'a': {'b': 1}} (the inverse of `flatten`)."""
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        *sections, leaf = path.split(".")
+        node = out
+        for s in sections:
+            node = node.setdefault(s, {})
+        node[leaf] = value
+    return out
+
+
 def config_hash(flat: Mapping[str, Any], neutral: frozenset[str]) -> str:
     """A digest of the result-relevant fields of {dotted path: value} (`neutral` left out)."""
     items = {k: v for k, v in flat.items() if k not in neutral}
