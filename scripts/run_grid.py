@@ -103,6 +103,19 @@ def _cells() -> list[Cell]:
     cells += [Cell("async_iid_s1.0_n100", cost, {"data.partition": "iid",
                                                  "clock.compute": "lognormal:0.2:1.0"}, 1500,
                    "fl_async,fl_buff,fl,gossip_vc,modest")]
+    cells += [Cell("async_alpha0.5_s1.0_n100", cost,
+                   {"data.partition": "dirichlet_weights", ALPHA: 0.5,
+                    "clock.compute": "lognormal:0.2:1.0"}, 1500,
+                   "fl_async,fl_buff,fl,gossip_vc,modest")]
+    # Synchronous FL without a deadline (fl's round_ticks 0): every round waits for its
+    # slowest client, where the cells above give fl's rounds a 10-tick deadline.
+    cells += [Cell(f"async_wait_{name}_s{sigma}_n100", cost,
+                   {**fields, "clock.compute": f"lognormal:0.2:{sigma}",
+                    "algorithm_args.fl.round_ticks": 0}, 1500, "fl")
+              for name, fields in (("iid", {"data.partition": "iid"}),
+                                   ("alpha0.5", {"data.partition": "dirichlet_weights",
+                                                 ALPHA: 0.5}))
+              for sigma in (0.5, 1.0)]
     # What this CPU affords first: the two aligned gossip rules for 1000 ticks (seed 0).
     cells += [Cell("align1k_iid_n50", iid, {}, 1000, "gossip_align,gossip_align_vc")]
     cells += [Cell("align_iid_n50", iid, sync, 3000, ALIGN),
@@ -143,7 +156,10 @@ TABLES = (
           "num_nodes"),
     Table("cost", ("cost_iid_n100", "cost_alpha0.5_n100"), "partition,alpha", "group",
           ("bytes_sent_mean", "sim_seconds")),
-    Table("async", ("cost_iid_n100", "async_iid_s1.0_n100"), "clock.compute", "group",
+    Table("async", ("cost_iid_n100", "async_iid_s1.0_n100", "async_wait_iid_s0.5_n100",
+                    "async_wait_iid_s1.0_n100", "cost_alpha0.5_n100", "async_alpha0.5_s1.0_n100",
+                    "async_wait_alpha0.5_s0.5_n100", "async_wait_alpha0.5_s1.0_n100"),
+          "partition,alpha,clock.compute,algorithm_args.fl.round_ticks", "group",
           ("sim_seconds",)),
     Table("byzantine", ("byz_none_n50", "byz_sign_flip0.2_n50", "byz_sign_flip0.1_n50",
                         "byz_noise0.2_n50", "byz_noise0.1_n50"),

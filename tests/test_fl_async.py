@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from helpers import make_sim, tiny_config
-from vanish import algorithms, build, run
+from vanish import algorithms, build, run, schedule
 from vanish.algorithms import Cadence, Capabilities, Entry, Placement, PlanRequest, base, fedasync
 from vanish.errors import ConfigError
 
@@ -314,3 +314,72 @@ def test_both_rules_run_through_the_command_line_and_are_listed(tmp_path, capsys
         assert any(line.startswith(f"  {name} ") and entry in line for line in out.splitlines())
         for knob, spec in algorithms.REGISTRY[name].knobs.items():
             assert f"algorithm_args.{name}.{knob} = {spec.default!r}" in out
+
+
+# ------------------------------------------------- fl without a deadline (round_ticks 0)
+
+def test_waiting_rounds_last_until_the_slowest_participants_update_arrives():
+    """Hand-computed plan: clients 1-3 with steps 1 / 3 / 1 ticks apart and uploads 2 / 3 / 6
+    ticks long, replies 2 ticks, E = 2: round 0 starts at 0, arrivals 0+1+2 = 3, 0+3+3 = 6,
+    0+1+6 = 7 -> ends at 7, the next starts at 7 + 2 + 1 = 10 (then 20, ...)."""
+    trip = schedule.Timing(gap=np.array([1, 1, 3, 1]), up=np.array([2, 2, 3, 6]),
+                           down=np.full(4, 2))
+    s = schedule.waiting_rounds(4, 30, seed=0, local_steps=2,
+                                trainers=np.array([False, True, True, True]), trip=trip)
+    assert np.flatnonzero(s.round_end).tolist() == [7, 17, 27]
+    ev = {i: s.event_tick[s.event_node == i].tolist() for i in (1, 2, 3)}
+    assert ev == {1: [0, 1, 10, 11, 20, 21], 2: [0, 3, 10, 13, 20, 23], 3: [0, 1, 10, 11, 20, 21]}
+    assert s.event_send.tolist() == [j % 2 == 1 for j in range(s.event_send.size)] or all(
+        s.event_send[s.event_node == i].tolist() == [False, True] * 3 for i in (1, 2, 3))
+    # Prefix-stable, client samples included.
+    full = schedule.waiting_rounds(40, 3000, seed=3, fraction=0.3)
+    short = schedule.waiting_rounds(40, 1234, seed=3, fraction=0.3)
+    keep = full.event_tick < 1234
+    np.testing.assert_array_equal(short.event_node, full.event_node[keep])
+    np.testing.assert_array_equal(short.round_end, full.round_end[:1234])
+    assert np.unique(full.event_tick).size == 3000  # one round per tick, 12 clients each
+    assert np.all(np.bincount(full.event_tick) == 12)
+
+
+def test_fl_without_deadline_and_delays_equals_one_tick_rounds_bit_for_bit():
+    """No clock, no delays, E = 1: a waiting round is one tick, i.e. fl with round_ticks 1."""
+    base_ = {"algorithm_args.fl.local_steps": 1, "algorithm_args.fl.client_fraction": 0.5}
+    one = make_sim(_cfg("fl", 8, **{"algorithm_args.fl.round_ticks": 1, **base_}), "fl")
+    wait = make_sim(_cfg("fl", 8, **{"algorithm_args.fl.round_ticks": 0, **base_}), "fl")
+    assert wait.schedule.round_end.all()
+    np.testing.assert_array_equal(one.schedule.event_node, wait.schedule.event_node)
+    a = one.run_ticks(one.init_state(), 0, 8)
+    b = wait.run_ticks(wait.init_state(), 0, 8)
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("round_ticks", [0, 4])
+def test_each_waiting_round_averages_exactly_its_own_updates_on_the_clock(round_ticks,
+                                                                           tmp_path):
+    """Compute times 0.1-0.45 s per client (ticks of 0.1 s), latency 0.05 s: without a
+    deadline every round end's model is the mean of what the clients trained that round
+    (their rows the tick before); with a 4-tick deadline the stragglers' updates miss it."""
+    times = tmp_path / "compute.txt"
+    times.write_text("0.1\n0.25\n0.45\n0.1\n")  # clients 1-4 (the server: none)
+    fields = {"clock.tick_seconds": 0.1, "clock.compute": str(times),
+              "clock.latency": "0.05", "algorithm_args.fl.round_ticks": round_ticks,
+              "algorithm_args.fl.local_steps": 1}
+    sim = make_sim(_cfg("fl", 24, **fields), "fl")
+    ends = (np.flatnonzero(sim.schedule.round_end) if round_ticks == 0
+            else np.arange(round_ticks - 1, 24, round_ticks))
+    state, exact = sim.init_state(), []
+    for t in range(24):
+        before = _leaf(state.params).copy()
+        state = sim.run_ticks(state, t, t + 1)
+        if t in ends:
+            after = _leaf(state.params)
+            exact.append(bool(np.allclose(after[1:], before[1:].mean(0), atol=1e-6)))
+    if round_ticks == 0:
+        # the slowest client: compute 0.45 s + latency: its upload arrives floor(5.0) = 5
+        # ticks after its step at the round's start; a round lasts 6 ticks
+        assert ends.tolist() == [5, 11, 17, 23]
+        assert all(exact)
+    else:
+        assert not all(exact)
+

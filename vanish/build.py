@@ -270,7 +270,7 @@ def check_network(exp: Experiment) -> None:
 def clock_for(exp: Experiment, name: str) -> clock_lib.Clock | None:
     """The simulated clock of `name`'s nodes (None: no clock). Values are drawn per client,
     so gossip node i and FL client i + 1 share them; an FL server computes nothing and its
-    broadcast is not delayed (round ends are deadlines)."""
+    broadcast is not delayed (round ends are deadlines, or planned: fl's round_ticks 0)."""
     clk = clock_lib.make(exp.clock, exp.graph.n, exp.seed)
     if clk is None or not algorithms.REGISTRY[name].caps.has_server:
         return clk
@@ -334,7 +334,7 @@ def check_workdir(exp: Experiment, path: Path) -> None:
 def round_ticks(exp: Experiment, name: str) -> int:
     """The round length of `name` in ticks (its declared round knob; 1 without rounds)."""
     knob = algorithms.REGISTRY[name].caps.round_knob
-    return int(exp.algorithm_args[name][knob]) if knob else 1
+    return int(exp.algorithm_args[name][knob]) if knob else 1  # 0: rounds in the plan
 
 
 # Engine sizes (chunk width, merge group) are chosen from the schedule's first SIZING_TICKS
@@ -396,7 +396,9 @@ def plan(exp: Experiment, name: str, n: int, is_client: np.ndarray,
     sched = draw_schedule(exp, name, n, is_client, net)
     counts = sizing_counts(exp, name, n, is_client, net, sched)
     end_of_tick = None
-    if caps.round_knob is not None:
+    if sched.round_end is not None:  # rounds planned with the events
+        end_of_tick = sched.round_end
+    elif caps.round_knob is not None:
         end_of_tick = (np.arange(ticks) + 1) % round_ticks(exp, name) == 0
     if net is not None and net.max_delay > 0:
         end_of_tick = np.ones(ticks, bool)
@@ -553,7 +555,8 @@ def components(exp: Experiment, name: str) -> Components:
         y_train=jnp.asarray(ds.y_train), part=part.device_arrays(),
         threshold=jnp.asarray(threshold, jnp.int32),
         beta=jnp.float32(0.0 if caps.has_server else exp.schedule.beta),
-        is_client=jnp.asarray(is_client), round_ticks=jnp.int32(round_ticks(exp, name)),
+        is_client=jnp.asarray(is_client), round_ticks=jnp.int32(max(1, round_ticks(exp, name))),
+        round_end=None if sched.round_end is None else jnp.asarray(sched.round_end),
         net=None if net is None else net.net, seed=jnp.uint32(exp.seed), **extra)
     return Components(
         name=name, algorithm=algo, topology=topo, is_client=is_client, partition=part,

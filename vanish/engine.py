@@ -523,7 +523,10 @@ def _end_of_tick(step: Step, ch: Chunk, state: SimState, consts: base.Consts,
                  online_N: jax.Array | None) -> SimState:
     """The rule's end of tick (its merges; a round's end), the round's transfers counted,
     fresh optimizer state for merged rows (reset_on_merge); then the next chunk."""
-    round_end = ch.last & ((ch.tick + 1) % consts.round_ticks == 0)
+    if consts.round_end is None:
+        round_end = ch.last & ((ch.tick + 1) % consts.round_ticks == 0)
+    else:  # rounds planned with the events (fl without a deadline)
+        round_end = ch.last & consts.round_end[ch.tick]
     now = base.Tick(ch.tick, ch.last, round_end, ch.tick_key, online_N, step.axis, ch.offset)
     inbox_in = state.inbox  # what the tick delivered (a round's traffic may read who merged)
     params, inbox, merged = step.algo.end_of_tick(state.params, state.inbox, ch.consts, now)

@@ -319,7 +319,7 @@ def _cross_rules(get: View) -> list[str]:
                 entry.knobs):
             r = get(f"algorithm_args.{name}.round_ticks")
             e = get(f"algorithm_args.{name}.local_steps")
-            if r // 2 + e > r:
+            if r and r // 2 + e > r:  # (round_ticks 0: no deadline, nothing to fit)
                 found.append(f"config.algorithm_args.{name}.local_steps = {e} does not fit a "
                              f"round of config.algorithm_args.{name}.round_ticks = {r} ticks "
                              "(local steps start at the round's middle tick)")

@@ -13,7 +13,7 @@ and its cost is proportional to the nodes that train, not to N.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -30,6 +30,9 @@ class Schedule:
       event_tick: int32 [E] tick of each training event.
       event_node: int32 [E] node of each event.
       event_send: bool [E] whether the node sends its model after this event.
+      round_end: optional bool [ticks]: the ticks whose end closes a round, for a rule whose
+        rounds are planned with the events (`waiting_rounds`); None: rounds, if any, are the
+        rule's fixed `round_ticks`.
     """
 
     n: int
@@ -37,6 +40,7 @@ class Schedule:
     event_tick: np.ndarray
     event_node: np.ndarray
     event_send: np.ndarray
+    round_end: np.ndarray | None = None
 
     def counts_per_tick(self) -> np.ndarray:
         return np.bincount(self.event_tick, minlength=self.ticks)
@@ -297,16 +301,10 @@ def fl_rounds(
         raise ValueError(
             f"fl rounds need 1 <= local_steps and round_ticks // 2 + local_steps <= "
             f"round_ticks, got round_ticks={round_ticks}, local_steps={local_steps}")
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"client fraction must lie in (0, 1], got {fraction}")
-    clients = np.flatnonzero(np.ones(n, bool) if trainers is None else np.asarray(trainers, bool))
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xF1]))
-    m = max(1, int(round(fraction * clients.size)))
+    draw_round = participants(n, seed, fraction, trainers)
     rounds = -(-ticks // round_ticks)
-    if m == clients.size:
-        chosen = np.broadcast_to(clients, (rounds, m))
-    else:  # one permutation per round, vectorised: argsort of uniform scores
-        chosen = clients[np.sort(np.argsort(rng.random((rounds, clients.size)), 1)[:, :m], 1)]
+    chosen = draw_round(rounds)
+    m = chosen.shape[1]
     start = np.arange(rounds) * round_ticks + round_ticks // 2
     step = np.arange(local_steps)
     tick = (start[:, None, None] + step[None, None, :]).repeat(m, 1)  # [rounds, m, E]
@@ -317,3 +315,114 @@ def fl_rounds(
     order = np.lexsort((node, tick))
     return Schedule(n=n, ticks=ticks, event_tick=tick[order].astype(np.int32),
                     event_node=node[order].astype(np.int32), event_send=send[order])
+
+
+def participants(n: int, seed: int, fraction: float,
+                 trainers: np.ndarray | None = None) -> Callable[[int], np.ndarray]:
+    """The clients of FL's rounds: `draw(count)` -> int [count, m] node ids (ascending per
+    round) of the next `count` rounds, m = round(fraction * clients) >= 1, a uniform sample
+    per round from the seed. Successive calls continue one stream, so the rounds drawn in
+    blocks equal the rounds drawn at once (a plan is prefix-stable)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"client fraction must lie in (0, 1], got {fraction}")
+    clients = np.flatnonzero(np.ones(n, bool) if trainers is None else np.asarray(trainers, bool))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xF1]))
+    m = max(1, int(round(fraction * clients.size)))
+
+    def draw(count: int) -> np.ndarray:
+        if m == clients.size:
+            return np.broadcast_to(clients, (count, m))
+        # one permutation per round, vectorised: argsort of uniform scores
+        return clients[np.sort(np.argsort(rng.random((count, clients.size)), 1)[:, :m], 1)]
+
+    return draw
+
+
+class Timing(NamedTuple):
+    """Per-node ticks of a client's trip to the server and back (host arrays [N], int64),
+    from the run's clock and network plan (`timing`)."""
+
+    gap: np.ndarray  # ticks between two local steps (1; the clock's interval floor)
+    up: np.ndarray  # ticks from the last step to the update's arrival at the server
+    down: np.ndarray  # ticks the server's reply travels
+
+    def cycle(self, local_steps: int) -> np.ndarray:
+        """[N] ticks from a cycle's first step to the client's next cycle."""
+        return (local_steps - 1) * self.gap + self.up + self.down + 1
+
+
+def timing(n: int, clock: Any = None, network: Any = None) -> Timing:
+    """A client's trip from the run's clock (vanish/clock.py Clock, the server's row
+    included) and network plan (vanish/network.py Plan; None: no delays, no link times):
+    steps `gap` ticks apart, the update's arrival `up` ticks after the last step (the upper
+    end of network.delay plus the clock's link time of one model, its step included:
+    exactly as the engine's in-flight queue delivers it), the reply `down` ticks (the delay
+    again; the server's link is free on the clock)."""
+    gap = np.ones(n, np.int64)
+    if clock is not None:
+        gap = np.asarray(clock.interval_floor(), np.int64)
+    up = np.zeros(n, np.int64)
+    down = np.zeros(n, np.int64)
+    if network is not None:
+        hi = int(np.asarray(network.net.delay_hi))
+        link = network.net.link_ticks
+        link_n = (np.zeros(n, np.int64) if link is None
+                  else np.asarray(link, np.int64).max(axis=1))
+        up = hi + link_n
+        down = np.full(n, hi, np.int64)
+    return Timing(gap, up, down)
+
+
+def waiting_rounds(
+    n: int,
+    ticks: int,
+    *,
+    seed: int,
+    local_steps: int = 1,
+    fraction: float = 1.0,
+    trainers: np.ndarray | None = None,
+    trip: Timing | None = None,
+) -> Schedule:
+    """Synchronous FL without a deadline: every round waits for its slowest participant.
+
+    Round r starts at tick s_r (s_0 = 0) with the server's model. Its participants (drawn
+    as in `fl_rounds`) train E local steps from s_r, `trip.gap` ticks apart (on the clock:
+    a step lasts its node's compute time), and send after the last; participant i's update
+    arrives at a_i = s_r + (E - 1) gap_i + up_i. The round ends at the end of tick
+    e_r = max_i a_i, when the last update has arrived, the server averages and broadcasts,
+    and the next round starts when the broadcast has arrived: s_{r+1} = e_r + down + 1.
+    Without delays and clock a round is E ticks, i.e. `fl_rounds` with round_ticks = E = 1
+    when E = 1. An update lost or held by churn is not waited for beyond its planned arrival
+    (the server's timeout); the plan, like every plan, ignores faults.
+
+    Returns the events and `round_end` (bool [ticks]); prefix-stable.
+    """
+    if local_steps < 1:
+        raise ValueError(f"local_steps = {local_steps} must be >= 1")
+    trip = trip or timing(n)
+    draw_round = participants(n, seed, fraction, trainers)
+    step = np.arange(local_steps)
+    down = int(trip.down.max(initial=0))
+    round_end = np.zeros(ticks, bool)
+    ticks_, nodes_ = [], []
+    start, block = 0, np.zeros((0, 0), np.int64)
+    while start < ticks:
+        if block.shape[0] == 0:
+            block = draw_round(256)
+        who, block = block[0], block[1:]
+        when = start + step[None, :] * trip.gap[who][:, None]  # [m, E]
+        ticks_.append(when.reshape(-1))
+        nodes_.append(np.repeat(who, local_steps))
+        end = int((start + (local_steps - 1) * trip.gap[who] + trip.up[who]).max())
+        if end < ticks:
+            round_end[end] = True
+        start = end + down + 1
+    tick = np.concatenate(ticks_) if ticks_ else np.zeros(0, np.int64)
+    node = np.concatenate(nodes_) if nodes_ else np.zeros(0, np.int64)
+    send = np.tile(step == local_steps - 1, tick.size // local_steps)
+    keep = tick < ticks
+    tick, node, send = tick[keep], node[keep], send[keep]
+    order = np.lexsort((node, tick))
+    return Schedule(n=n, ticks=ticks, event_tick=tick[order].astype(np.int32),
+                    event_node=node[order].astype(np.int32), event_send=send[order],
+                    round_end=round_end)

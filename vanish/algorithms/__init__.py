@@ -160,10 +160,15 @@ REGISTRY: dict[str, Entry] = {
                     caps=Capabilities(placement=Placement.ISOLATED)),
     "fl": Entry("fedavg:make", "federated averaging: clients train E steps per round from the "
                 "server's model, the server averages them",
-                knobs=dict(round_ticks=_ROUND, client_fraction=_FRACTION_CLIENTS,
-                           local_steps=Knob(1, "local steps per round, from its middle tick",
+                knobs=dict(round_ticks=Knob(10, "ticks per FL round, a deadline (0: none, a "
+                                            "round lasts until every participant's update "
+                                            "has arrived: the slowest client holds it)",
+                                            checks.at_least(0)),
+                           client_fraction=_FRACTION_CLIENTS,
+                           local_steps=Knob(1, "local steps per round, from its middle tick "
+                                            "(round_ticks 0: from its first)",
                                             checks.at_least(1))),
-                caps=_FL, schedule=_ROUNDS_PLAN),
+                caps=_FL, schedule="fedavg:plan"),
     "fl_sched": Entry("fedavg:make_sched", "FL variant: clients train on the gossip schedule, "
                       "the server averages what they hold each round",
                       knobs=dict(round_ticks=_ROUND, client_fraction=_FRACTION_CLIENTS),

@@ -48,6 +48,9 @@ class Consts(NamedTuple):
     beta: jax.Array = None  # type: ignore[assignment]  # f32: weight of the own model
     is_client: jax.Array = None  # type: ignore[assignment]  # [N] bool: nodes that train
     round_ticks: jax.Array = None  # type: ignore[assignment]  # int32: FL / D-PSGD round
+    # bool [ticks]: the ticks that close a round when the plan sets them (fl without a
+    # deadline: schedule.waiting_rounds); None: every round_ticks-th tick
+    round_end: jax.Array | None = None
     part_ids: PyTree = None  # partitioned gossip: coordinate -> partition id, else None
     net: Any = None  # vanish.network.Net: faults and dynamics; None = the fault-free network
     # uint32: the run's seed, for a rule that draws its own randomness on the device
@@ -73,7 +76,7 @@ class Tick(NamedTuple):
 
     tick: jax.Array  # int32
     last: jax.Array  # bool: the final chunk of this tick
-    round_end: jax.Array  # bool: last and (tick + 1) % round_ticks == 0
+    round_end: jax.Array  # bool: last and (tick + 1) % round_ticks == 0 (or consts.round_end)
     key: jax.Array  # this tick's key
     online: jax.Array | None = None  # [N] bool under churn (vanish/network.py), else None
     # Scale-out (vanish/engine.py): under shard_map the rule sees this device's rows of the

@@ -85,34 +85,10 @@ PyTree = Any
 
 # ------------------------------------------------------------------------------ host plan
 
-class Timing(NamedTuple):
-    """Per-node ticks of a cycle (host arrays [N], int64)."""
-
-    gap: np.ndarray  # ticks between two local steps (1; the clock's interval floor)
-    up: np.ndarray  # ticks from the last step to the update's arrival at the server
-    down: np.ndarray  # ticks the server's reply travels
-
-    def cycle(self, local_steps: int) -> np.ndarray:
-        """[N] ticks from a cycle's first step to the client's next cycle."""
-        return (local_steps - 1) * self.gap + self.up + self.down + 1
-
-
-def timing(n: int, clock: Any = None, network: Any = None) -> Timing:
-    """A cycle's parts from the run's clock (vanish/clock.py Clock, the server's row
-    included) and network plan (vanish/network.py Plan; None: no delays, no link times)."""
-    gap = np.ones(n, np.int64)
-    if clock is not None:
-        gap = np.asarray(clock.interval_floor(), np.int64)
-    up = np.zeros(n, np.int64)
-    down = np.zeros(n, np.int64)
-    if network is not None:
-        hi = int(np.asarray(network.net.delay_hi))
-        link = network.net.link_ticks
-        link_n = (np.zeros(n, np.int64) if link is None
-                  else np.asarray(link, np.int64).max(axis=1))
-        up = hi + link_n
-        down = np.full(n, hi, np.int64)
-    return Timing(gap, up, down)
+# A cycle's parts (steps' gap, the update's trip up, the reply's trip down): shared with
+# fl's waiting rounds.
+Timing = schedule_lib.Timing
+timing = schedule_lib.timing
 
 
 def cycle_starts(clients: np.ndarray, cycle: np.ndarray, concurrency: int,

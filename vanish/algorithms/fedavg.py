@@ -1,12 +1,15 @@
 """Federated averaging: a star whose node 0 is a server that never trains.
 
-`fl` is the authors' baseline (as the authors' simulator, DFL_torch,
-        runs it): in every round of R ticks each
-participating client (a `client_fraction` sample, drawn per round from the seed) trains
-exactly E local steps from the server's model (E = 1, at the round's middle tick) and sends
-its model to the server; at the round's end the server takes the mean of what it received
-and every node adopts it. The server's inbox is the gossip accumulator, so a send costs
-what it costs in gossip; the round end is one broadcast.
+`fl` is the authors' baseline (as the authors' simulator, DFL_torch, runs it): in every
+round of R ticks each participating client (a `client_fraction` sample, drawn per round from
+the seed) trains exactly E local steps from the server's model (E = 1, at the round's middle
+tick) and sends its model to the server; at the round's end the server takes the mean of
+what it received and every node adopts it. The server's inbox is the gossip accumulator, so
+a send costs what it costs in gossip; the round end is one broadcast. With `round_ticks` 0
+a round has no deadline: the participants train E steps from its first tick (on the
+simulated clock, each step its node's compute time) and the round ends when the last of
+their updates has arrived (`schedule.waiting_rounds`: synchronous FL, where the slowest
+participant holds the round).
 
 `fl_sched` is the earlier variant: clients train on the gossip schedule (some client-rounds
 contribute 0 steps, others 2) and at each round's end the server averages the current
@@ -20,7 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from vanish import mixing, treeutil, variance
+from vanish import mixing, schedule, treeutil, variance
 from vanish.algorithms import base, gossip
 
 PyTree = Any
@@ -118,6 +121,19 @@ def sched_traffic(fraction: float, merged_N: jax.Array, inbox: Any, consts: base
     sent = up + jnp.where(server, _psum(jnp.sum(down), tick), 0)
     received = down + jnp.where(server, _psum(jnp.sum(up), tick), 0)
     return sent[:, None], received[:, None]
+
+
+def plan(request: Any) -> schedule.Schedule:
+    """`fl`'s `schedule` hook: rounds with a deadline of round_ticks (`schedule.fl_rounds`),
+    or, with round_ticks 0, rounds that wait for their slowest participant on the run's
+    clock and network (`schedule.waiting_rounds`; the plan then carries the round ends)."""
+    k = request.knobs
+    if int(k["round_ticks"]) > 0:
+        return schedule.rounds_plan(request)
+    return schedule.waiting_rounds(
+        request.n, request.ticks, seed=request.seed, local_steps=int(k["local_steps"]),
+        fraction=float(k["client_fraction"]), trainers=request.trainers,
+        trip=schedule.timing(request.n, request.clock, request.network))
 
 
 def make(*, round_ticks: int = 10, client_fraction: float = 1.0,
