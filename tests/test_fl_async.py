@@ -195,11 +195,15 @@ def test_a_clocked_run_applies_each_update_when_it_arrives():
     s = sim.schedule
     assert sorted(set(s.event_tick.tolist())) == [0, 3, 7, 10]
     state, versions = sim.init_state(), []
+    _, row = sim.evaluate(state)
+    assert (row["staleness_mean"], row["staleness_max"]) == (-1.0, -1)  # nothing applied yet
     for t in range(14):
         state = sim.run_ticks(state, t, t + 1)
         versions.append(int(state.inbox.version[0]))
     assert versions == [0] * 6 + [N] * 7 + [2 * N]
     np.testing.assert_array_equal(np.asarray(state.inbox.staleness)[1:], np.arange(N))
+    _, row = sim.evaluate(state)  # the rows report it: over the clients' latest updates
+    assert (row["staleness_mean"], row["staleness_max"]) == ((N - 1) / 2, N - 1)
 
 
 # ------------------------------------------------------------ faults never block the server

@@ -101,6 +101,9 @@ class Simulation:
                                          self.network.online_at(int(state.tick)),
                                          self.engine.fetch(state.merges),
                                          self.components.is_client))
+        if self.algo.stats is not None:  # the rule's own numbers (vanish/algorithms/base.py)
+            m.update({k: v.item() for k, v in
+                      jax.device_get(self.algo.stats(state.inbox)).items()})
         traffic = self.engine.traffic_bytes(state)
         if traffic is not None:
             m.update(metrics.traffic_row(*traffic))

@@ -138,7 +138,9 @@ class Algorithm(NamedTuple):
       the network routed it to (`Sent.dest`, [K, D'], >= N: none), called before `emit`
       (one random peer for classic gossip; None: all of them);
     * `wire`: its message kinds and sizes for the byte counters (None: every message is
-      one full model, `FULL_MODEL`).
+      one full model, `FULL_MODEL`);
+    * `stats(inbox) -> {name: scalar}`: numbers of its own receive state for every metrics
+      row (the staleness of asynchronous FL's updates; None: none).
     """
 
     name: str
@@ -149,6 +151,7 @@ class Algorithm(NamedTuple):
     encode: Callable[[PyTree, Sent, Consts], tuple[PyTree, Sent]] | None = None
     select: Callable[[Sent, Consts], Sent] | None = None
     wire: Wire | None = None
+    stats: Callable[[PyTree], dict[str, jax.Array]] | None = None
 
 
 def correction_for(corrected: bool,

@@ -301,7 +301,18 @@ def _algorithm(name: str, rule: dict[str, Any], merge_slots: int) -> base.Algori
         name=name, init=lambda p: init(buffered, p),
         emit=lambda ib, s, c: emit(buffered, ib, s, c),
         end_of_tick=lambda p, ib, c, t: end_of_tick(rule, merge_slots, p, ib, c, t),
-        wire=base.FULL_MODEL._replace(rounds=fedavg.broadcast_traffic))
+        wire=base.FULL_MODEL._replace(rounds=fedavg.broadcast_traffic), stats=stats)
+
+
+def stats(inbox: Inbox) -> dict[str, jax.Array]:
+    """The rows' staleness: over the clients with an applied update, the mean and the largest
+    tau of each one's latest (-1 before the first)."""
+    tau = inbox.staleness[1:]  # row 0: the server
+    has = tau >= 0
+    count = jnp.sum(has)
+    mean = jnp.sum(jnp.where(has, tau, 0)).astype(jnp.float32) / count.astype(jnp.float32)
+    return {"staleness_mean": jnp.where(count > 0, mean, -1.0),
+            "staleness_max": jnp.where(count > 0, jnp.max(tau), -1)}
 
 
 def _check(name: str, value: float, ok: bool, need: str) -> None:
