@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vanish import (algorithms, compat, config, data, network, partition, schedule,
+from vanish import (algorithms, compat, config, data, network, partition, registry, schedule,
                     topology, workdir)
 from vanish import clock as clock_lib
 from vanish.algorithms import Cadence, Placement
@@ -153,7 +153,7 @@ def experiment(cfg: Any, *, dataset: data.Dataset | None = None) -> Experiment:
     from vanish import resources  # the size model
 
     resources.check_plan(exp)  # the schedule, the graph and the fault plan over run.ticks
-    name = g("data.name").strip().lower().replace("-", "_")
+    name = registry.key(g("data.name"))
     ds = dataset if dataset is not None else data.load(
         name, data_dir=g("data.data_dir") or None, download=bool(g("data.download")),
         seed=seed, **(_knobs(g, "dataset_args", name) if name in data.REGISTRY else {}))

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import ml_collections
 
-from vanish import algorithms
+from vanish import algorithms, registry
 
 
 class Field(NamedTuple):
@@ -176,7 +176,7 @@ def idle_knobs(flat: Mapping[str, Any]) -> frozenset[str]:
         chooser = CHOSEN_BY.get(section)
         if chooser is None:
             continue
-        chosen = str(flat.get(chooser, "")).strip().lower().replace("-", "_")
+        chosen = registry.key(flat.get(chooser, ""))
         if rest.partition(".")[0] != chosen:
             out.add(path)
     return frozenset(out)

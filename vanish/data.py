@@ -325,7 +325,7 @@ def load(name: str, *, data_dir: str | None = None, download: bool = False, seed
     can name several. Raises DatasetUnavailableError with instructions when the data cannot
     be found.
     """
-    key = name.strip().lower().replace('-', '_')
+    key = registry.key(name)
     line = REGISTRY.get(key)
     if line is None:
         return load_tfds(key, data_dir=data_dir, download=download)

@@ -40,6 +40,12 @@ class Component(NamedTuple):
     caps: Mapping[str, Any] = {}
 
 
+def key(name: Any) -> str:
+    """A component's name as the registries spell it: stripped, lower case, '-' as '_'
+    ('Fashion-MNIST' -> 'fashion_mnist')."""
+    return str(name).strip().lower().replace("-", "_")
+
+
 def register(reg: dict[str, Any], name: str, line: Any, *, kind: str) -> None:
     """Adds `line` to `reg` under `name` (a ValueError if the name is taken)."""
     if name in reg:

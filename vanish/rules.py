@@ -14,7 +14,8 @@ from typing import Any
 
 import ml_collections
 
-from vanish import algorithms, checks, compat, config, data, network, partition, topology, workdir
+from vanish import (algorithms, checks, compat, config, data, network, partition, registry,
+                    topology, workdir)
 from vanish import clock as clock_lib
 from vanish.algorithms import Cadence, Placement
 from vanish.errors import ConfigError
@@ -118,7 +119,7 @@ _DATASET_NAME = re.compile(r"[a-z0-9_]+(/[a-z0-9_.]+)?(:[0-9.*]+)?")
 
 
 def _dataset(value: Any) -> str | None:
-    key = value.strip().lower().replace("-", "_")
+    key = registry.key(value)
     if key in data.BUILTIN_DATASETS:
         return None
     builtin = f"the built-in datasets are {' and '.join(data.BUILTIN_DATASETS)}"
