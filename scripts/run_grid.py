@@ -107,6 +107,12 @@ def _cells() -> list[Cell]:
                    {"data.partition": "dirichlet_weights", ALPHA: 0.5,
                     "clock.compute": "lognormal:0.2:1.0"}, 1500,
                    "fl_async,fl_buff,fl,gossip_vc,modest")]
+    # What staleness costs: the staleness exponent a of both asynchronous rules (0: no
+    # discount; 0.5, the default, is async_iid_s1.0_n100) at sigma 1.0.
+    cells += [Cell(f"async_a{a}_iid_s1.0_n100", cost,
+                   {"data.partition": "iid", "clock.compute": "lognormal:0.2:1.0",
+                    "algorithm_args.fl_async.a": a, "algorithm_args.fl_buff.a": a}, 1500,
+                   "fl_async,fl_buff") for a in (0.0, 1.0)]
     # Synchronous FL without a deadline (fl's round_ticks 0): every round waits for its
     # slowest client, where the cells above give fl's rounds a 10-tick deadline.
     cells += [Cell(f"async_wait_{name}_s{sigma}_n100", cost,
@@ -171,6 +177,8 @@ TABLES = (
                     "async_wait_alpha0.5_s0.5_n100", "async_wait_alpha0.5_s1.0_n100"),
           "partition,alpha,clock.compute,algorithm_args.fl.round_ticks", "group",
           ("sim_seconds",)),
+    Table("staleness", ("async_a0.0_iid_s1.0_n100", "async_iid_s1.0_n100",
+                        "async_a1.0_iid_s1.0_n100"), "algorithm_args.fl_async.a", "group"),
     Table("byzantine", ("byz_none_n50", "byz_sign_flip0.2_n50", "byz_sign_flip0.1_n50",
                         "byz_noise0.2_n50", "byz_noise0.1_n50", "byz_none_m4_n50",
                         "byz_sign_flip0.2_m4_n50", "byz_sign_flip0.1_m4_n50",
