@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from vanish import results, sweep
+from vanish import metrics, results, sweep
 
 
 def _mean_sd(values):
@@ -339,3 +339,16 @@ def test_plateau_reads_where_a_run_leaves_chance_and_its_variance(tmp_path):
                                     "0.0200 | 0.2000 | - |")
     with pytest.raises(results.ResultsError, match="no curve of fl"):
         results.plateau(wd, "fl")
+
+
+def test_asynchronous_runs_summarise_their_staleness_and_the_table_shows_it(tmp_path):
+    rows = [{"tick": t, "acc_mean": 0.5, "acc_min": 0.5, "averaging_events": t,
+             "staleness_mean": s} for t, s in ((0, -1.0), (50, 2.0), (100, 4.0))]
+    summary = metrics.summarize(rows, 0.8)
+    assert summary["mean_staleness"] == 3.0  # the rows before the first update left out
+    assert "mean_staleness" not in metrics.summarize([dict(rows[0], staleness_mean=-1.0)], 0.8)
+    row = {"num_nodes": 50, "algorithm": "fl_async", "seeds": 2, "never": 2,
+           **{m: None for m, _ in results.METRICS}, "mean_staleness": (3.0, 1.0),
+           **{f"{b}_over_vc": None for b in results.BASELINES}}
+    head, _, line = results.markdown([row], ["num_nodes"]).splitlines()
+    assert head.split(" | ")[-3] == "mean staleness" and line.split(" | ")[-3] == "3.00 ± 1.00"

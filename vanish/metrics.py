@@ -31,6 +31,8 @@ ACC_MEAN, ACC_MIN, ACC_MAX, ACC_STD = "acc_mean", "acc_min", "acc_max", "acc_std
 LOSS_MEAN, LOSS_MIN, LOSS_MAX, LOSS_STD = "loss_mean", "loss_min", "loss_max", "loss_std"
 CONSENSUS = "consensus"
 AVERAGING_EVENTS, TRAINING_EVENTS = "averaging_events", "training_events"
+# Asynchronous FL's rows (vanish/algorithms/fedasync.py `stats`) and their run summary.
+STALENESS_MEAN, MEAN_STALENESS = "staleness_mean", "mean_staleness"
 TRAIN_LOSS = "train_loss"
 SERVER_ACC = "server_acc"
 GLOBAL_ACC, GLOBAL_LOSS = "global_acc", "global_loss"
@@ -236,6 +238,9 @@ def summarize(records: list[dict[str, Any]], target: float) -> dict[str, Any]:
             at = [r.get(key) for r in records if hit and r["tick"] == hit[0]]
             out[to_target] = at[0] if at else None
     out.update({f"final_{name}": last[name] for name in REGISTRY if name in last})
+    stale = [r[STALENESS_MEAN] for r in records if r.get(STALENESS_MEAN, -1) >= 0]
+    if stale:  # asynchronous FL: the rows' staleness, averaged over the run
+        out[MEAN_STALENESS] = float(np.mean(stale))
     ratios = {k: v for k, v in last.items() if k.startswith(VAR_RATIO_PREFIX)}
     out.update(ratios)
     kernel = kernel_var_ratio(ratios)

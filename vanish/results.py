@@ -46,7 +46,8 @@ _IGNORED = (config.RESULT_NEUTRAL - {"run.target_accuracy"}) | {"seed"}
 # The columns of `aggregate`'s rows: summary key, Markdown header.
 METRICS = (("ticks_to_target", "ticks to target"), ("final_acc", "final acc"),
            ("final_global_acc", "global-model acc"), ("var_ratio", "var ratio"),
-           ("bytes_to_target", "MB/node to target"), ("seconds_to_target", "sim s to target"))
+           ("bytes_to_target", "MB/node to target"), ("seconds_to_target", "sim s to target"),
+           ("mean_staleness", "mean staleness"))
 # Baselines whose ticks to target are divided by gossip_vc's (per seed), each a column.
 BASELINES = ("gossip", "fl", "gossip_classic")
 # The config fields named in figure titles (vanish.plots.format_setup formats them).
@@ -215,13 +216,15 @@ def markdown(rows: Sequence[Mapping[str, Any]], by: Sequence[str]) -> str:
     """`aggregate`'s rows as a Markdown table: 'mean ± sd' per metric, '-' where no seed
     has a value, ticks to target 'never' when no seed reached it ('... (never: k/n)' when
     some did not); the MB and simulated-seconds columns only when some run counted bytes /
-    ran the clock, the classic-gossip ratio only when classic gossip ran."""
+    ran the clock, the staleness column only when an asynchronous rule ran, the
+    classic-gossip ratio only when classic gossip ran."""
     mb = any(r.get("bytes_to_target") is not None for r in rows)
     sec = any(r.get("seconds_to_target") is not None for r in rows)
+    stale = any(r.get("mean_staleness") is not None for r in rows)
     bases = [b for b in BASELINES if b != "gossip_classic" or any(
         r["algorithm"] == b for r in rows)]
     names = {"gossip": "gossip", "fl": "fl", "gossip_classic": "classic"}
-    shown = {"bytes_to_target": mb, "seconds_to_target": sec}
+    shown = {"bytes_to_target": mb, "seconds_to_target": sec, "mean_staleness": stale}
     head = [*by, "algorithm", "seeds", *(label for key, label in METRICS
                                          if shown.get(key, True)),
             *(f"{names[b]} / vc ticks" for b in bases)]
@@ -238,6 +241,8 @@ def markdown(rows: Sequence[Mapping[str, Any]], by: Sequence[str]) -> str:
             cells.append("-" if b is None else _cell((b[0] / 1e6, b[1] / 1e6), 1))
         if sec:
             cells.append(_cell(r.get("seconds_to_target"), 1))
+        if stale:
+            cells.append(_cell(r.get("mean_staleness"), 2))
         cells += [_cell(r[f"{b}_over_vc"], 2) for b in bases]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

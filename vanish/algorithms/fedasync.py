@@ -311,6 +311,7 @@ def stats(inbox: Inbox) -> dict[str, jax.Array]:
     has = tau >= 0
     count = jnp.sum(has)
     mean = jnp.sum(jnp.where(has, tau, 0)).astype(jnp.float32) / count.astype(jnp.float32)
+    # (metrics.STALENESS_MEAN, which summarises it; metrics sits above the rules)
     return {"staleness_mean": jnp.where(count > 0, mean, -1.0),
             "staleness_max": jnp.where(count > 0, jnp.max(tau), -1)}
 
