@@ -126,6 +126,10 @@ def _cells() -> list[Cell]:
     cells += [Cell("align1k_iid_n50", iid, {}, 1000, "gossip_align,gossip_align_vc")]
     cells += [Cell("align_iid_n50", iid, sync, 3000, ALIGN),
               Cell("align_alpha0.5_n50", noniid, {ALPHA: 0.5, **sync}, 3000, ALIGN)]
+    # DIMAT and D-PSGD train every node every tick (10x the gossip rules' steps per tick):
+    # 1000 ticks are what this CPU affords first.
+    cells += [Cell("dimat_iid_n50", iid, sync, 1000, "dimat,dpsgd"),
+              Cell("dimat_alpha0.5_n50", noniid, {ALPHA: 0.5, **sync}, 1000, "dimat,dpsgd")]
     # Byzantine nodes (the robust rules and the Flag Aggregator beside plain and corrected
     # gossip): the MLP at N = 50, a fifth or a tenth of the nodes sending sign-flipped or
     # noise models, and a clean reference.
