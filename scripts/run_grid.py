@@ -257,41 +257,54 @@ def headline(archive: Path, results_md: Path, figures: Path) -> None:
 
 # Every section of docs/RESULTS.md that --tables fills (<!-- results:NAME --> markers).
 SECTIONS = tuple(t.name for t in TABLES) + ("headline", "plateau", "lr", "align")
-# Align, then average: every rule at one tick, seed 0 (the cells ran to different horizons).
-ALIGN_SNAPSHOT = (("iid_n50", ("gossip", "gossip_vc", "fl")),
-                  ("align1k_iid_n50", ("gossip_align", "gossip_align_vc")),
-                  ("align_iid_n50", ("gossip_align", "gossip_align_vc", "dimat", "dpsgd")))
+# Align, then average: every rule at one tick, seed 0 (the cells ran to different horizons;
+# a rule run in two cells is shown from the first).
+ALIGN_SNAPSHOT = (("iid", "iid_n50", ("gossip", "gossip_vc", "fl")),
+                  ("iid", "align1k_iid_n50", ("gossip_align", "gossip_align_vc")),
+                  ("iid", "align_iid_n50", ("gossip_align", "gossip_align_vc", "dimat", "dpsgd")),
+                  ("iid", "dimat_iid_n50", ("dimat", "dpsgd")),
+                  ("alpha 0.5", "alpha0.5_n50", ("gossip", "gossip_vc", "fl")),
+                  ("alpha 0.5", "align_alpha0.5_n50", ("dimat", "dpsgd")),
+                  ("alpha 0.5", "dimat_alpha0.5_n50", ("dimat", "dpsgd")))
 ALIGN_TICKS = (500, 1000)
 
 
 def align_snapshot(archive: Path, results_md: Path, figures: Path) -> None:
     """The alignment study's table: mean node accuracy and the kernels' variance / initial
-    at ALIGN_TICKS for each rule (seed 0), and its accuracy curves."""
+    at ALIGN_TICKS, and the ticks to the target within the run, for each rule (seed 0), and
+    the IID accuracy curves."""
     from vanish import plots
 
-    head = ["rule", "cell"] + [f"acc @ {t}" for t in ALIGN_TICKS] + [
-        f"var ratio @ {t}" for t in ALIGN_TICKS]
+    head = ["data", "rule", "cell"] + [f"acc @ {t}" for t in ALIGN_TICKS] + [
+        f"var ratio @ {t}" for t in ALIGN_TICKS] + ["ticks to target (horizon)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    runs = []
-    for cell, algos in ALIGN_SNAPSHOT:
+    runs, shown = [], set()
+    for data_label, cell, algos in ALIGN_SNAPSHOT:
         wd = archive / cell / "seed0"
         if not (wd / "summary.json").is_file():
             continue
-        runs.append(wd)
+        if data_label == "iid":
+            runs.append(wd)
+        _, summaries = results.load_run(wd)
         acc, var = results.load_curves(wd), results.load_curves(wd, y="var_ratio")
         for a in algos:
-            if a not in acc:
+            if a not in acc or a not in summaries or (data_label, a) in shown:
                 continue
+            shown.add((data_label, a))
             at_acc, at_var = dict(acc[a]), dict(var.get(a, []))
-            cells = [a, cell] + [f"{at_acc[t]:.3f}" if t in at_acc else "-" for t in ALIGN_TICKS]
+            cells = [data_label, a, cell]
+            cells += [f"{at_acc[t]:.3f}" if t in at_acc else "-" for t in ALIGN_TICKS]
             cells += [f"{at_var[t]:.4f}" if t in at_var else "-" for t in ALIGN_TICKS]
+            s = summaries[a]
+            hit = s.get("ticks_to_target")
+            cells.append(f"{'never' if hit is None else hit} ({s.get('final_tick')})")
             lines.append("| " + " | ".join(cells) + " |")
     results.replace_section(results_md, "align", "\n".join(lines) + "\n")
     if runs:
         curves = {}
         for wd in runs:
             for a, pts in results.load_curves(wd).items():
-                if a not in curves and any(a in algos for _, algos in ALIGN_SNAPSHOT):
+                if a not in curves and any(a in algos for _, _, algos in ALIGN_SNAPSHOT):
                     curves[a] = [(t, y) for t, y in pts if t <= max(ALIGN_TICKS)]
         plots.plot_named_curves(curves, figures / "grid_acc_align.png",
                                 "mean node accuracy (LeNet-5, N = 50, IID, seed 0)")

@@ -352,3 +352,23 @@ def test_asynchronous_runs_summarise_their_staleness_and_the_table_shows_it(tmp_
            **{f"{b}_over_vc": None for b in results.BASELINES}}
     head, _, line = results.markdown([row], ["num_nodes"]).splitlines()
     assert head.split(" | ")[-3] == "mean staleness" and line.split(" | ")[-3] == "3.00 ± 1.00"
+
+
+def test_a_by_field_that_does_not_apply_to_a_row_is_a_dash(tmp_path):
+    """An IID run's Dirichlet alpha (a knob of a partition it does not choose) and another
+    rule's knob are '-', and IID runs that differ only in that idle alpha are one group."""
+    s = {"fl": {"final_acc": 0.8, "final_tick": 10}, "gossip_vc": {"final_acc": 0.7}}
+    for seed, alpha in ((0, 0.5), (1, 2.0)):
+        _run(tmp_path / "iid", 50, seed, s, data={"partition": "iid"},
+             partition_args={"dirichlet_weights": {"alpha": alpha}},
+             algorithm_args={"fl": {"round_ticks": 0}})
+    _run(tmp_path / "skew", 50, 0, s, data={"partition": "dirichlet_weights"},
+         partition_args={"dirichlet_weights": {"alpha": 0.5}},
+         algorithm_args={"fl": {"round_ticks": 0}})
+    rows = results.aggregate(results.find_runs([tmp_path]),
+                             ["partition", "alpha", "algorithm_args.fl.round_ticks"])
+    got = {(r["partition"], r["alpha"], r["algorithm_args.fl.round_ticks"], r["algorithm"]):
+           r["seeds"] for r in rows}
+    assert got == {("dirichlet_weights", 0.5, 0, "fl"): 1, ("dirichlet_weights", 0.5, "-",
+                                                           "gossip_vc"): 1,
+                   ("iid", "-", 0, "fl"): 2, ("iid", "-", "-", "gossip_vc"): 2}

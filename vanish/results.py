@@ -154,7 +154,8 @@ def _group_order(key: tuple[Any, ...]) -> tuple[tuple[int, float, str], ...]:
 
 def aggregate(runs: Sequence[PathLike], by: Sequence[str]) -> list[dict[str, Any]]:
     """One row per (group, algorithm), groups in `by`-value order (numbers by value): the
-    `by` values, algorithm, seeds (that ran it), horizon (the last final tick), a `stats`
+    `by` values ('-' for a knob of a component the run does not choose, or of another rule),
+    algorithm, seeds (that ran it), horizon (the last final tick), a `stats`
     (mean, sd) or None per METRICS key, never (the seeds that did not reach the target;
     ticks to target is over the others), and <base>_over_vc per BASELINES: the base's
     ticks to target / gossip_vc's, per seed where both reached it, on the base's row.
@@ -169,7 +170,8 @@ def aggregate(runs: Sequence[PathLike], by: Sequence[str]) -> list[dict[str, Any
         missing = [f for f, p in zip(by, paths) if p not in cfg]
         if missing:
             raise ResultsError(f"{wd}: config has no field(s) {missing}")
-        groups[tuple(cfg[p] for p in paths)].append((cfg, summary, wd))
+        idle = config.idle_knobs(cfg)  # knobs of components the run does not choose: '-'
+        groups[tuple(IDLE if p in idle else cfg[p] for p in paths)].append((cfg, summary, wd))
     rows = []
     for key in sorted(groups, key=_group_order):
         members = groups[key]
@@ -185,7 +187,8 @@ def aggregate(runs: Sequence[PathLike], by: Sequence[str]) -> list[dict[str, Any
         algos = sorted({a for _, s, _ in members for a in s})
         for algo in algos:
             have = sum(algo in s for _, s, _ in members)  # an unfinished workdir may lack it
-            row: dict[str, Any] = dict(zip(by, key), algorithm=algo, seeds=have)
+            row: dict[str, Any] = dict(zip(by, (_for_rule(p, v, algo) for p, v in zip(paths, key))),
+                                       algorithm=algo, seeds=have)
             ends = [s[algo].get("final_tick") for _, s, _ in members if algo in s]
             row["horizon"] = max((int(t) for t in ends if t is not None), default=None)
             for metric, _ in METRICS:
@@ -203,6 +206,17 @@ def aggregate(runs: Sequence[PathLike], by: Sequence[str]) -> list[dict[str, Any
                 row[f"{base}_over_vc"] = stats(ratios)
             rows.append(row)
     return rows
+
+
+IDLE = "-"  # a `by` value that does not apply: a knob of an unchosen component or another rule
+
+
+def _for_rule(path: str, value: Any, algorithm: str) -> Any:
+    """`value` of a `by` field on `algorithm`'s row: another rule's knob does not apply."""
+    parts = path.split(".")
+    if len(parts) > 2 and parts[0] == "algorithm_args" and parts[1] != algorithm:
+        return IDLE
+    return value
 
 
 def _cell(stat: Stat | None, digits: int) -> str:
