@@ -387,3 +387,21 @@ def test_each_waiting_round_averages_exactly_its_own_updates_on_the_clock(round_
     else:
         assert not all(exact)
 
+
+
+def test_waiting_rounds_resume_and_extend_bit_for_bit(tmp_path):
+    """A fresh Simulation (plan and consts rebuilt, as on resume) continuing at tick 9, and a
+    run planned for 12 ticks extended to 24, both equal one 24-tick run."""
+    times = tmp_path / "compute.txt"
+    times.write_text("0.1\n0.25\n0.45\n0.1\n")
+    fields = {"clock.tick_seconds": 0.1, "clock.compute": str(times), "clock.latency": "0.05",
+              "algorithm_args.fl.round_ticks": 0}
+    whole = make_sim(_cfg("fl", 24, **fields), "fl")
+    want = whole.run_ticks(whole.init_state(), 0, 24)
+    first = make_sim(_cfg("fl", 12, **fields), "fl")
+    np.testing.assert_array_equal(first.schedule.round_end, whole.schedule.round_end[:12])
+    half = first.run_ticks(first.init_state(), 0, 9)
+    again = make_sim(_cfg("fl", 24, **fields), "fl")
+    got = again.run_ticks(half, 9, 24)
+    for x, y in zip(jax.tree.leaves(want.params), jax.tree.leaves(got.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
