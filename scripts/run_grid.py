@@ -130,6 +130,12 @@ def _cells() -> list[Cell]:
     # 1000 ticks are what this CPU affords first.
     cells += [Cell("dimat_iid_n50", iid, sync, 1000, "dimat,dpsgd"),
               Cell("dimat_alpha0.5_n50", noniid, {ALPHA: 0.5, **sync}, 1000, "dimat,dpsgd")]
+    # ... and both with the correction (does it still add something after alignment?).
+    sync_vc = {"algorithm_args.dimat_vc.local_steps": 10,
+               "algorithm_args.dpsgd_vc.local_steps": 10}
+    cells += [Cell("dimat_vc_iid_n50", iid, sync_vc, 1000, "dimat_vc,dpsgd_vc"),
+              Cell("dimat_vc_alpha0.5_n50", noniid, {ALPHA: 0.5, **sync_vc}, 1000,
+                   "dimat_vc,dpsgd_vc")]
     # Byzantine nodes (the robust rules and the Flag Aggregator beside plain and corrected
     # gossip): the MLP at N = 50, a fifth or a tenth of the nodes sending sign-flipped or
     # noise models, and a clean reference.
@@ -263,9 +269,11 @@ ALIGN_SNAPSHOT = (("iid", "iid_n50", ("gossip", "gossip_vc", "fl")),
                   ("iid", "align1k_iid_n50", ("gossip_align", "gossip_align_vc")),
                   ("iid", "align_iid_n50", ("gossip_align", "gossip_align_vc", "dimat", "dpsgd")),
                   ("iid", "dimat_iid_n50", ("dimat", "dpsgd")),
+                  ("iid", "dimat_vc_iid_n50", ("dimat_vc", "dpsgd_vc")),
                   ("alpha 0.5", "alpha0.5_n50", ("gossip", "gossip_vc", "fl")),
                   ("alpha 0.5", "align_alpha0.5_n50", ("dimat", "dpsgd")),
-                  ("alpha 0.5", "dimat_alpha0.5_n50", ("dimat", "dpsgd")))
+                  ("alpha 0.5", "dimat_alpha0.5_n50", ("dimat", "dpsgd")),
+                  ("alpha 0.5", "dimat_vc_alpha0.5_n50", ("dimat_vc", "dpsgd_vc")))
 ALIGN_TICKS = (500, 1000)
 
 

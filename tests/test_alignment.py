@@ -224,11 +224,37 @@ def _run(name, ticks=20, **knobs):
     return sim, state
 
 
-def test_dimat_without_alignment_reproduces_dpsgd():
-    _, a = _run("dimat", method="none")
-    _, b = _run("dpsgd")
+@pytest.mark.parametrize("dimat,dpsgd", [("dimat", "dpsgd"), ("dimat_vc", "dpsgd_vc")])
+def test_dimat_without_alignment_reproduces_dpsgd(dimat, dpsgd):
+    _, a = _run(dimat, method="none")
+    _, b = _run(dpsgd)
     assert int(np.asarray(a.merges).sum()) == int(np.asarray(b.merges).sum()) > 0
     _assert_trees_equal(a.params, b.params, atol=1e-5)
+
+
+def test_dimat_vc_keeps_the_variance_of_the_models_it_mixes():
+    """One round's mix of independently initialised models, by hand: with the correction
+    each node's kernel variance is its W row's mean of the pre-mix variances (an aligned
+    model keeps its variance), what NumPy computes from W; without it, lower."""
+    sim = make_sim(tiny_config(**{"run.ticks": 2}), "dimat_vc")
+    params = sim.init_state().params
+    tick = base.Tick(jnp.int32(0), jnp.bool_(True), jnp.bool_(True), jax.random.key(0))
+    new, _, merged = sim.algo.end_of_tick(params, None, sim.consts, tick)
+    plain, _, _ = make_sim(tiny_config(**{"run.ticks": 2}), "dimat").algo.end_of_tick(
+        params, None, sim.consts, tick)
+    assert np.asarray(merged).all()
+    g = sim.consts.graph
+    n = np.asarray(g.self_weight).shape[0]
+    w = np.diag(np.asarray(g.self_weight, np.float64))  # W from the padded neighbour lists
+    for i in range(n):
+        for j, wij in zip(np.asarray(g.nbr)[i], np.asarray(g.nbr_weight)[i]):
+            if j < n:
+                w[i, j] += wij
+    var = lambda t, layer: np.asarray(t[layer]["kernel"], np.float64).reshape(n, -1).var(  # noqa: E731
+        axis=1, ddof=1)
+    for layer in ("Dense_0", "Dense_1"):
+        np.testing.assert_allclose(var(new, layer), w @ var(params, layer), rtol=1e-4)
+        assert np.all(var(plain, layer) < 0.8 * var(new, layer))
 
 
 @pytest.mark.parametrize("name,knobs", [

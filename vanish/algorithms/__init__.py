@@ -234,6 +234,12 @@ REGISTRY: dict[str, Entry] = {
                    knobs={**_ALIGN, "method": _ALIGN["method"]._replace(default="activation"),
                           "local_steps": _SYNC_STEPS},
                    caps=_SYNC._replace(shardable=False)),
+    "dimat_vc": Entry("align:make_dimat", "DIMAT with variance-corrected mixing (the target as "
+                      "dpsgd_vc's: the W-weighted mean of the mixed models' variances)",
+                      dict(corrected=True),
+                      knobs={**_ALIGN, "method": _ALIGN["method"]._replace(default="activation"),
+                             "local_steps": _SYNC_STEPS},
+                      caps=_SYNC._replace(shardable=False, corrected=True)),
     "modest": Entry("modest:make", "MoDeST: per round a sample of nodes trains and a sample of "
                     "aggregators averages, no server",
                     knobs=dict(round_ticks=_ROUND,

@@ -28,7 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from vanish import alignment, nodes, partition, variance
+from vanish import alignment, mixing, nodes, partition, variance
 from vanish.algorithms import base, dpsgd
 from vanish.algorithms.trimmed_mean import (Aggregate, AggregateFn, Receiver, buffered_merge,
                                             emit, make_init)
@@ -70,15 +70,21 @@ def align_aggregate(aligner: alignment.Aligner, batch: int) -> AggregateFn:
     return aggregate
 
 
-def dimat_end_of_tick(aligner: alignment.Aligner, batch: int, slots: int, params_N: PyTree,
-                      inbox: None, consts: base.Consts,
-                      tick: base.Tick) -> tuple[PyTree, None, jax.Array]:
+def dimat_end_of_tick(aligner: alignment.Aligner, batch: int, slots: int,
+                      corr: variance.CorrectionConfig, params_N: PyTree, inbox: None,
+                      consts: base.Consts, tick: base.Tick) -> tuple[PyTree, None, jax.Array]:
     """At a round's end every node takes its mixing-matrix row of its in-neighbours' models,
-    each aligned to its own (all from the pre-round models), `slots` nodes at a time."""
+    each aligned to its own (all from the pre-round models), `slots` nodes at a time; with
+    `corr`, each correctable kernel of the result is then rescaled to the row's W-weighted
+    mean of the pre-round variances (`dpsgd_vc`'s target: a permutation keeps a layer's
+    variance)."""
     n = base.num_nodes(params_N)
     g = consts.graph
 
     def mix(old_N: PyTree) -> PyTree:
+        var_N = (None if corr.target == "none"
+                 else mixing.mix(variance.correctable_variance(old_N, corr), g))
+
         def body(out: PyTree, idx_M: jax.Array, valid_M: jax.Array) -> PyTree:
             row_M = jnp.minimum(idx_M, n - 1)
             own = base.take(old_N, row_M)
@@ -92,7 +98,10 @@ def dimat_end_of_tick(aligner: alignment.Aligner, batch: int, slots: int, params
                 mixed = nodes.per_node(self_M, x.ndim).astype(x.dtype) * x + jnp.sum(w * a, 1)
                 return mixed.astype(x.dtype)
 
-            return base.put(out, jnp.where(valid_M, idx_M, n), jax.tree.map(row, own, aligned))
+            new = jax.tree.map(row, own, aligned)
+            if var_N is not None:
+                new = dpsgd.corrected(new, base.take(var_N, row_M), corr)
+            return base.put(out, jnp.where(valid_M, idx_M, n), new)
 
         return base.for_selected(jnp.ones((n,), bool), slots, body, old_N)
 
@@ -133,15 +142,18 @@ def make(*, corrected: bool = False, method: str = "weight", sweeps: int = 3, ba
                                                        t))
 
 
-def make_dimat(*, method: str = "activation", sweeps: int = 3, batch: int = 64,
-               layers: str = "", solver: str = "auto", local_steps: int = 1,
-               merge_slots: int = 8, model: Any = None) -> base.Algorithm:
+def make_dimat(*, corrected: bool = False, method: str = "activation", sweeps: int = 3,
+               batch: int = 64, layers: str = "", solver: str = "auto", local_steps: int = 1,
+               correction: variance.CorrectionConfig | None = None, merge_slots: int = 8,
+               model: Any = None) -> base.Algorithm:
     """DIMAT: synchronous rounds of align-then-mix over the mixing matrix (`local_steps`
-    ticks a round: a plan value). Knobs as `make`; `merge_slots` nodes are merged at once."""
+    ticks a round: a plan value); `corrected`: the mix variance corrected (`dimat_vc`).
+    Knobs as `make`; `merge_slots` nodes are merged at once."""
     del local_steps
     aligner = _aligner(model, method, sweeps, layers, solver)
+    corr = base.correction_for(corrected, correction)
     return base.Algorithm(
-        name="dimat", init=base.no_inbox, emit=base.no_emit,
-        end_of_tick=lambda p, ib, c, t: dimat_end_of_tick(aligner, batch, merge_slots, p, ib,
-                                                          c, t),
+        name="dimat_vc" if corrected else "dimat", init=base.no_inbox, emit=base.no_emit,
+        end_of_tick=lambda p, ib, c, t: dimat_end_of_tick(aligner, batch, merge_slots, corr, p,
+                                                          ib, c, t),
         wire=base.FULL_MODEL._replace(rounds=dpsgd.mixing_traffic, sends=False))

@@ -21,11 +21,11 @@ def sync_mix(params_N: PyTree, graph: Graph, corr: variance.CorrectionConfig) ->
     mixed_N = mixing.mix(params_N, graph)
     if corr.target == "none":
         return mixed_N
-    return _corrected(mixed_N, mixing.mix(variance.correctable_variance(params_N, corr), graph),
-                      corr)
+    return corrected(mixed_N, mixing.mix(variance.correctable_variance(params_N, corr), graph),
+                     corr)
 
 
-def _corrected(mixed_N: PyTree, target_N: PyTree, corr: variance.CorrectionConfig) -> PyTree:
+def corrected(mixed_N: PyTree, target_N: PyTree, corr: variance.CorrectionConfig) -> PyTree:
     """Each correctable leaf of each node rescaled to its target variance."""
     mask = variance.correctable_mask(mixed_N, corr, stacked=True)
 
@@ -46,7 +46,7 @@ def sharded_mix(params_n: PyTree, graph: Graph, corr: variance.CorrectionConfig,
     if corr.target == "none":
         return mixed_n
     var_all = base.all_nodes(variance.correctable_variance(params_n, corr), tick)
-    return _corrected(mixed_n, mixing.mix_rows(var_all, graph, tick.offset, n), corr)
+    return corrected(mixed_n, mixing.mix_rows(var_all, graph, tick.offset, n), corr)
 
 
 def end_of_tick(corr: variance.CorrectionConfig, params_N: PyTree, inbox: None,
