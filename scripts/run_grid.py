@@ -193,8 +193,8 @@ TABLES = (
                         "byz_noise0.2_n50", "byz_noise0.1_n50", "byz_none_m4_n50",
                         "byz_sign_flip0.2_m4_n50", "byz_sign_flip0.1_m4_n50",
                         "byz_noise0.2_m4_n50", "byz_noise0.1_m4_n50"),
-          "network.byzantine_attack,network.byzantine,algorithm_args.gossip_flag.subspace",
-          "group"),
+          "network.byzantine_attack,network.byzantine,algorithm_args.gossip_flag.subspace,"
+          "algorithm_args.gossip_flag_vc.subspace", "group"),
 )
 
 
