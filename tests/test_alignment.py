@@ -104,6 +104,21 @@ def test_scipy_solver_agrees_with_the_in_graph_one_under_vmap():
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.parametrize("solver", ["hungarian", "scipy"])
+def test_a_diverged_models_similarities_still_give_a_permutation(solver):
+    """NaN / inf similarities (a diverged model) do not stop the run in the solver; finite
+    entries keep their optimum."""
+    sim = np.random.default_rng(4).normal(size=(8, 8)).astype(np.float32)
+    _, best = linear_sum_assignment(sim, maximize=True)
+    np.testing.assert_array_equal(np.asarray(alignment.assign(jnp.asarray(sim), solver)), best)
+    bad = sim.copy()
+    bad[2, :] = np.nan
+    bad[5, 1], bad[6, 3] = np.inf, -np.inf
+    for s in (bad, np.full((8, 8), np.nan, np.float32)):
+        got = np.asarray(jax.jit(lambda x: alignment.assign(x, solver))(jnp.asarray(s)))
+        assert sorted(got.tolist()) == list(range(8))
+
+
 # ------------------------------------------------------------------- matching: oracles
 
 

@@ -168,8 +168,11 @@ def assign(similarity: jax.Array, solver: str = "hungarian") -> jax.Array:
 
     "hungarian": optax's jittable solver, in the compiled program; "scipy": SciPy's
     `linear_sum_assignment` on the host through `jax.pure_callback` (CPU/GPU only, a
-    device-host round trip per call)."""
+    device-host round trip per call). Entries that are not finite (a diverged model) count
+    as 0 (NaN) or +-1e30, so a diverged run goes on to its end like any other instead of
+    stopping in the solver."""
     n = similarity.shape[-1]
+    similarity = jnp.nan_to_num(similarity, nan=0.0, posinf=1e30, neginf=-1e30)
     if solver == "hungarian":
         from optax import assignment
 
