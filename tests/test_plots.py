@@ -130,7 +130,7 @@ def test_registered_algorithms_have_distinct_fixed_styles():
 
     styles = {name: plots.style_for(name) for name in NAMES}
     looks = {(s.color, str(s.linestyle), s.marker) for s in styles.values()}
-    assert len(looks) == len(NAMES) == 27  # every registered name looks different
+    assert len(looks) == len(NAMES) == 28  # every registered name looks different
     assert len({s.marker for s in styles.values()}) == len(NAMES)
     assert styles['fl'].color == 'tab:blue' and styles['gossip_vc'].color == 'tab:green'
     for family in ('gossip_trim', 'gossip_median', 'gossip_krum', 'gossip_topk', 'gossip_q8',

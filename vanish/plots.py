@@ -99,6 +99,7 @@ _TABLE: dict[str, tuple[str, LineStyle, str]] = {
     'gossip_align': ('darkviolet', _SHORT_DASH, r'$\diamondsuit$'),
     'gossip_align_vc': ('darkviolet', _SOLID, r'$\bigstar$'),
     'dimat': ('slategray', _DASH_DOT, r'$\natural$'),
+    'dimat_vc': ('slategray', _SOLID, r'$\oplus$'),
     'fl_async': ('cornflowerblue', _DOTTED, r'$\sharp$'),
     'fl_buff': ('midnightblue', _DASH_DOT_DOT, r'$\flat$'),
 }
