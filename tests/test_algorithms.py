@@ -61,6 +61,7 @@ def _opt_after_tick0(reset: bool):
     return jax.tree.leaves(state.opt_state)
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_optimizer_state_is_kept_across_merges_unless_reset():
     kept = _opt_after_tick0(False)
     reset = _opt_after_tick0(True)
@@ -86,7 +87,14 @@ def tiny_data(tmp_path_factory):
         yield data.load("synthetic", num_train=400, num_test=100, seed=0)
 
 
-@pytest.mark.parametrize("name", algorithms.NAMES)
+# The _vc twins of the compressed and robust rules (same machinery as their plain form, which
+# runs in the default suite) run with -m slow: the default suite's time.
+_TWINS = {"gossip_q8_vc", "gossip_topk_vc", "gossip_median_vc", "gossip_trim_vc",
+          "gossip_krum_vc", "gossip_flag_vc", "dimat_vc"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _TWINS else n
+                                  for n in algorithms.NAMES])
 def test_every_registered_algorithm_runs_without_host_transfers_or_recompiles(name, tiny_data):
     cfg = _tiny_cfg()
     if "subspace" in algorithms.REGISTRY[name].knobs:  # the Flag rules: a node holds <= 5 here

@@ -239,7 +239,8 @@ def _run(name, ticks=20, **knobs):
     return sim, state
 
 
-@pytest.mark.parametrize("dimat,dpsgd", [("dimat", "dpsgd"), ("dimat_vc", "dpsgd_vc")])
+@pytest.mark.parametrize("dimat,dpsgd", [
+    ("dimat", "dpsgd"), pytest.param("dimat_vc", "dpsgd_vc", marks=pytest.mark.slow)])
 def test_dimat_without_alignment_reproduces_dpsgd(dimat, dpsgd):
     _, a = _run(dimat, method="none")
     _, b = _run(dpsgd)

@@ -389,6 +389,7 @@ def test_each_waiting_round_averages_exactly_its_own_updates_on_the_clock(round_
 
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_waiting_rounds_resume_and_extend_bit_for_bit(tmp_path):
     """A fresh Simulation (plan and consts rebuilt, as on resume) continuing at tick 9, and a
     run planned for 12 ticks extended to 24, both equal one 24-tick run."""

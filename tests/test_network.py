@@ -62,7 +62,8 @@ def model_state(state):
 # ----------------------------------------------------------------------------- drops
 
 
-@pytest.mark.parametrize("name", ["gossip_vc", "fl", "gossip_median"])
+@pytest.mark.parametrize("name", ["gossip_vc", pytest.param("fl", marks=pytest.mark.slow),
+                                  "gossip_median"])
 def test_drop_probability_one_means_no_merge_ever(dataset, name):
     sim = make_sim(cfg_of(drop_prob=1.0), name, dataset)
     state = run(sim)
@@ -73,7 +74,7 @@ def test_drop_probability_one_means_no_merge_ever(dataset, name):
     assert int(np.sum(state.train_count)) > 0
 
 
-@pytest.mark.parametrize("name", ["gossip_vc", "fl",
+@pytest.mark.parametrize("name", ["gossip_vc", pytest.param("fl", marks=pytest.mark.slow),
                                   pytest.param("gossip_trim", marks=pytest.mark.slow)])
 def test_zero_faults_through_the_network_layer_equal_the_fault_free_run_bit_for_bit(
         dataset, name):
@@ -166,7 +167,8 @@ class DelayedReference(ReferenceSim):
 
 
 @pytest.mark.parametrize("name,delay,overrides", [
-    ("gossip_vc", 2, dict(num_nodes=4, topology="complete", beta=0.3)),
+    pytest.param("gossip_vc", 2, dict(num_nodes=4, topology="complete", beta=0.3),
+                 marks=pytest.mark.slow),  # the default suite's time; CI runs it with -m slow
     ("gossip", 3, dict(num_nodes=5, topology="ring", first_tick="random")),
 ], ids=["vc-complete4-D2", "plain-ring5-D3-randomstart"])
 def test_delay_matches_the_reference_with_a_d_tick_queue(dataset, name, delay, overrides):
@@ -307,6 +309,7 @@ def test_peer_sampling_sends_k_messages_to_valid_peers(dataset, mode):
     np.testing.assert_array_equal(np.asarray(sim.consts.threshold), np.full(n, 2))
 
 
+@pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_redrawn_topology_routes_over_each_epochs_graph(dataset):
     sim = make_sim(cfg_of(redraw_every=10), "gossip", dataset)
     net = sim.consts.net
