@@ -163,7 +163,7 @@ def test_cycles_add_the_delays_and_the_clocks_step_and_link_times():
     net = SimpleNamespace(net=SimpleNamespace(delay_hi=np.int32(2),
                                               link_ticks=np.array([[0], [0], [1], [4]])))
     clock = SimpleNamespace(interval_floor=lambda: np.array([1, 1, 3, 1]))
-    t = fedasync.timing(4, clock, net)
+    t = schedule.timing(4, clock, net)
     np.testing.assert_array_equal(t.gap, [1, 1, 3, 1])
     np.testing.assert_array_equal(t.up, [2, 2, 3, 6])
     np.testing.assert_array_equal(t.down, [2, 2, 2, 2])

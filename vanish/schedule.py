@@ -42,6 +42,19 @@ class Schedule:
     event_send: np.ndarray
     round_end: np.ndarray | None = None
 
+    @classmethod
+    def of_events(cls, n: int, ticks: int, tick: np.ndarray, node: np.ndarray,
+                  send: np.ndarray, round_end: np.ndarray | None = None) -> "Schedule":
+        """The schedule of these events (flat arrays, any order): those at or past the
+        horizon dropped, the rest sorted by (tick, node)."""
+        tick, node, send = (np.asarray(a).reshape(-1) for a in (tick, node, send))
+        keep = tick < ticks
+        tick, node, send = tick[keep], node[keep], send[keep]
+        order = np.lexsort((node, tick))
+        return cls(n=n, ticks=ticks, event_tick=tick[order].astype(np.int32),
+                   event_node=node[order].astype(np.int32),
+                   event_send=send[order].astype(bool), round_end=round_end)
+
     def counts_per_tick(self) -> np.ndarray:
         return np.bincount(self.event_tick, minlength=self.ticks)
 
@@ -118,16 +131,8 @@ def draw(
     if trainers is not None:
         keep &= np.asarray(trainers, bool)[:, None]
     node = np.broadcast_to(np.arange(n)[:, None], (n, m))[keep]
-    tick = times[keep]
     send = ((ordinal[keep] + 1) % send_every) == 0
-    order = np.lexsort((node, tick))
-    return Schedule(
-        n=n,
-        ticks=ticks,
-        event_tick=tick[order].astype(np.int32),
-        event_node=node[order].astype(np.int32),
-        event_send=send[order],
-    )
+    return Schedule.of_events(n, ticks, times[keep], node, send)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,11 +315,7 @@ def fl_rounds(
     tick = (start[:, None, None] + step[None, None, :]).repeat(m, 1)  # [rounds, m, E]
     node = np.broadcast_to(chosen[:, :, None], tick.shape)
     send = np.broadcast_to(step == local_steps - 1, tick.shape)
-    keep = tick < ticks
-    tick, node, send = tick[keep], node[keep], send[keep]
-    order = np.lexsort((node, tick))
-    return Schedule(n=n, ticks=ticks, event_tick=tick[order].astype(np.int32),
-                    event_node=node[order].astype(np.int32), event_send=send[order])
+    return Schedule.of_events(n, ticks, tick, node, send)
 
 
 def participants(n: int, seed: int, fraction: float,
@@ -399,7 +400,7 @@ def waiting_rounds(
     """
     if local_steps < 1:
         raise ValueError(f"local_steps = {local_steps} must be >= 1")
-    trip = trip or timing(n)
+    trip = timing(n) if trip is None else trip
     draw_round = participants(n, seed, fraction, trainers)
     step = np.arange(local_steps)
     down = int(trip.down.max(initial=0))
@@ -420,9 +421,4 @@ def waiting_rounds(
     tick = np.concatenate(ticks_) if ticks_ else np.zeros(0, np.int64)
     node = np.concatenate(nodes_) if nodes_ else np.zeros(0, np.int64)
     send = np.tile(step == local_steps - 1, tick.size // local_steps)
-    keep = tick < ticks
-    tick, node, send = tick[keep], node[keep], send[keep]
-    order = np.lexsort((node, tick))
-    return Schedule(n=n, ticks=ticks, event_tick=tick[order].astype(np.int32),
-                    event_node=node[order].astype(np.int32), event_send=send[order],
-                    round_end=round_end)
+    return Schedule.of_events(n, ticks, tick, node, send, round_end)

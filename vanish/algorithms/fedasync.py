@@ -85,12 +85,6 @@ PyTree = Any
 
 # ------------------------------------------------------------------------------ host plan
 
-# A cycle's parts (steps' gap, the update's trip up, the reply's trip down): shared with
-# fl's waiting rounds.
-Timing = schedule_lib.Timing
-timing = schedule_lib.timing
-
-
 def cycle_starts(clients: np.ndarray, cycle: np.ndarray, concurrency: int,
                  ticks: int) -> tuple[np.ndarray, np.ndarray]:
     """(node, start tick) of every cycle that starts before `ticks` (see the module
@@ -165,18 +159,14 @@ def plan(request: Any) -> schedule_lib.Schedule:
     if conc < 0:
         raise ValueError(f"concurrency = {conc} must be >= 0 (0 = all clients)")
     conc = clients.size if conc == 0 else min(conc, clients.size)
-    t = timing(n, getattr(request, "clock", None), getattr(request, "network", None))
+    t = schedule_lib.timing(n, getattr(request, "clock", None),
+                            getattr(request, "network", None))
     node, start = cycle_starts(clients, t.cycle(steps), conc, ticks)
     step = np.arange(steps)
     tick = start[:, None] + step[None, :] * t.gap[node][:, None]  # [cycles, E]
     send = np.broadcast_to(step == steps - 1, tick.shape)
     node = np.broadcast_to(node[:, None], tick.shape)
-    keep = tick < ticks
-    tick, node, send = tick[keep], node[keep], send[keep]
-    order = np.lexsort((node, tick))
-    return schedule_lib.Schedule(n=n, ticks=ticks, event_tick=tick[order].astype(np.int32),
-                                 event_node=node[order].astype(np.int32),
-                                 event_send=np.asarray(send[order], bool))
+    return schedule_lib.Schedule.of_events(n, ticks, tick, node, send)
 
 
 # ---------------------------------------------------------------------------- the server
