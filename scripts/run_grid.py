@@ -136,6 +136,10 @@ def _cells() -> list[Cell]:
     cells += [Cell("dimat_vc_iid_n50", iid, sync_vc, 1000, "dimat_vc,dpsgd_vc"),
               Cell("dimat_vc_alpha0.5_n50", noniid, {ALPHA: 0.5, **sync_vc}, 1000,
                    "dimat_vc,dpsgd_vc")]
+    # The two rules that reach the target first at N = 50 (the corrected mix, and alignment),
+    # at N = 200 (beside lenet_n200's gossip, gossip_vc and fl on the same seed).
+    cells += [Cell("dimat_iid_n200", scale, {"topology.num_nodes": 200, **sync, **sync_vc},
+                   1000, "dpsgd_vc,dimat")]
     # Byzantine nodes (the robust rules and the Flag Aggregator beside plain and corrected
     # gossip): the MLP at N = 50, a fifth or a tenth of the nodes sending sign-flipped or
     # noise models, and a clean reference.
@@ -264,8 +268,8 @@ def headline(archive: Path, results_md: Path, figures: Path) -> None:
 
 # Every section of docs/RESULTS.md that --tables fills (<!-- results:NAME --> markers).
 SECTIONS = tuple(t.name for t in TABLES) + ("headline", "plateau", "lr", "align")
-# Align, then average: every rule at one tick, seed 0 (the cells ran to different horizons;
-# a rule run in two cells is shown from the first).
+# Align, then average: every rule at two ticks over the archived seeds (the cells ran to
+# different horizons; a rule run in two cells is shown from the first that has it).
 ALIGN_SNAPSHOT = (("iid", "iid_n50", ("gossip", "gossip_vc", "fl")),
                   ("iid", "align1k_iid_n50", ("gossip_align", "gossip_align_vc")),
                   ("iid", "align_iid_n50", ("gossip_align", "gossip_align_vc", "dimat", "dpsgd")),
@@ -274,40 +278,54 @@ ALIGN_SNAPSHOT = (("iid", "iid_n50", ("gossip", "gossip_vc", "fl")),
                   ("alpha 0.5", "alpha0.5_n50", ("gossip", "gossip_vc", "fl")),
                   ("alpha 0.5", "align_alpha0.5_n50", ("dimat", "dpsgd")),
                   ("alpha 0.5", "dimat_alpha0.5_n50", ("dimat", "dpsgd")),
-                  ("alpha 0.5", "dimat_vc_alpha0.5_n50", ("dimat_vc", "dpsgd_vc")))
+                  ("alpha 0.5", "dimat_vc_alpha0.5_n50", ("dimat_vc", "dpsgd_vc")),
+                  ("iid, N = 200", "lenet_n200", ("gossip", "gossip_vc", "fl")),
+                  ("iid, N = 200", "dimat_iid_n200", ("dpsgd_vc", "dimat")))
 ALIGN_TICKS = (500, 1000)
+
+
+def _mean_sd(values: list[float], digits: int) -> str:
+    """'0.812 ± 0.004' over seeds (sample sd; 0 for one seed; '-' for none)."""
+    stat = results.stats(values)
+    return "-" if stat is None else f"{stat[0]:.{digits}f} ± {stat[1]:.{digits}f}"
 
 
 def align_snapshot(archive: Path, results_md: Path, figures: Path) -> None:
     """The alignment study's table: mean node accuracy and the kernels' variance / initial
-    at ALIGN_TICKS, and the ticks to the target within the run, for each rule (seed 0), and
-    the IID accuracy curves."""
+    at ALIGN_TICKS (mean ± sd over the archived seeds) and the ticks to the target within the
+    run (mean ± sd over the seeds that arrived, and how many did), for each rule; and seed
+    0's IID accuracy curves at N = 50."""
     from vanish import plots
 
-    head = ["data", "rule", "cell"] + [f"acc @ {t}" for t in ALIGN_TICKS] + [
-        f"var ratio @ {t}" for t in ALIGN_TICKS] + ["ticks to target (horizon)"]
+    head = ["data", "rule", "cell", "seeds"] + [f"acc @ {t}" for t in ALIGN_TICKS] + [
+        f"var ratio @ {t}" for t in ALIGN_TICKS] + ["ticks to target (arrived / seeds)",
+                                                    "horizon"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     runs, shown = [], set()
     for data_label, cell, algos in ALIGN_SNAPSHOT:
-        wd = archive / cell / "seed0"
-        if not (wd / "summary.json").is_file():
+        seeds = sorted(wd for wd in (archive / cell).glob("seed*")
+                       if (wd / "summary.json").is_file())
+        if not seeds:
             continue
-        if data_label == "iid":
-            runs.append(wd)
-        _, summaries = results.load_run(wd)
-        acc, var = results.load_curves(wd), results.load_curves(wd, y="var_ratio")
+        if data_label == "iid" and seeds[0].name == "seed0":
+            runs.append(seeds[0])
+        loaded = [(results.load_run(wd)[1], results.load_curves(wd),
+                   results.load_curves(wd, y="var_ratio")) for wd in seeds]
         for a in algos:
-            if a not in acc or a not in summaries or (data_label, a) in shown:
+            have = [(s[a], dict(acc[a]), dict(var.get(a, [])))
+                    for s, acc, var in loaded if a in s and a in acc]
+            if not have or (data_label, a) in shown:
                 continue
             shown.add((data_label, a))
-            at_acc, at_var = dict(acc[a]), dict(var.get(a, []))
-            cells = [data_label, a, cell]
-            cells += [f"{at_acc[t]:.3f}" if t in at_acc else "-" for t in ALIGN_TICKS]
-            cells += [f"{at_var[t]:.4f}" if t in at_var else "-" for t in ALIGN_TICKS]
-            s = summaries[a]
-            hit = s.get("ticks_to_target")
-            cells.append(f"{'never' if hit is None else hit} ({s.get('final_tick')})")
-            lines.append("| " + " | ".join(cells) + " |")
+            row = [data_label, a, cell, str(len(have))]
+            row += [_mean_sd([c[t] for _, c, _ in have if t in c], 3) for t in ALIGN_TICKS]
+            row += [_mean_sd([v[t] for _, _, v in have if t in v], 4) for t in ALIGN_TICKS]
+            hits = [s["ticks_to_target"] for s, _, _ in have
+                    if s.get("ticks_to_target") is not None]
+            row.append(f"{_mean_sd(hits, 0)} ({len(hits)}/{len(have)})" if hits
+                       else f"never (0/{len(have)})")
+            row.append(", ".join(sorted({str(s.get("final_tick")) for s, _, _ in have})))
+            lines.append("| " + " | ".join(row) + " |")
     results.replace_section(results_md, "align", "\n".join(lines) + "\n")
     if runs:
         curves = {}

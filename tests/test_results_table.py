@@ -124,6 +124,35 @@ def test_run_grid_tables_fill_every_section_with_archived_cells(tmp_path):
     assert (tmp_path / "docs" / "results_size_mlp.json").is_file()
 
 
+def test_align_table_is_mean_and_sd_over_the_archived_seeds(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "run_grid", Path(__file__).parents[1] / "scripts" / "run_grid.py")
+    rg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rg)
+    archive = tmp_path / "grid"
+    cell = archive / "dimat_iid_n50"
+    for s, (tta, acc) in enumerate(((900, 0.8), (None, 0.6), (700, 0.7))):
+        wd = cell / f"seed{s}"
+        wd.mkdir(parents=True)
+        (wd / "run_config.json").write_text(json.dumps(dict(config_hash="x", config={})))
+        (wd / "summary.json").write_text(json.dumps(dict(
+            dimat=dict(ticks_to_target=tta, final_tick=1000),
+            dpsgd=dict(ticks_to_target=None, final_tick=1000))))
+        rows = [dict(algorithm=a, tick=t, acc_mean=acc if a == "dimat" else 0.1,
+                     var_ratio=0.5) for a in ("dimat", "dpsgd") for t in (500, 1000)]
+        (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("<!-- results:align -->\n<!-- /results:align -->\n")
+    rg.align_snapshot(archive, doc, tmp_path / "figures")
+    text = doc.read_text()
+    # accuracy: mean 0.7, sample sd 0.1; ticks to target over the two seeds that arrived
+    assert ("| iid | dimat | dimat_iid_n50 | 3 | 0.700 ± 0.100 | 0.700 ± 0.100 | 0.5000 ± 0.0000 "
+            "| 0.5000 ± 0.0000 | 800 ± 141 (2/3) | 1000 |") in text
+    assert "| iid | dpsgd | dimat_iid_n50 | 3 | 0.100 ± 0.000 |" in text
+    assert "never (0/3) | 1000 |" in text
+    assert (tmp_path / "figures" / "grid_acc_align.png").is_file()
+
+
 def test_groups_are_ordered_by_number_not_by_text(tmp_path):
     for n in (1000, 50, 200):
         _workdir(tmp_path, n, 0, dict(gossip_vc=100))
