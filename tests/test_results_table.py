@@ -10,10 +10,17 @@ import pytest
 
 from vanish import results
 
-_SPEC = importlib.util.spec_from_file_location(
-    "results_table", Path(__file__).parents[1] / "scripts" / "results_table.py")
-rt = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(rt)
+
+def _script(name):
+    """scripts/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rt = _script("results_table")
 
 
 def _workdir(root, n, seed, tta, acc=0.8, **cfg_extra):
@@ -98,10 +105,7 @@ def test_curves_figure_and_marked_section(tmp_path):
 
 
 def test_run_grid_tables_fill_every_section_with_archived_cells(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "run_grid", Path(__file__).parents[1] / "scripts" / "run_grid.py")
-    rg = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rg)
+    rg = _script("run_grid")
     archive = tmp_path / "docs" / "grid"
     for n in (50, 100):  # two archived cells of the MLP size table, two seeds each
         for s in range(2):
@@ -125,10 +129,7 @@ def test_run_grid_tables_fill_every_section_with_archived_cells(tmp_path):
 
 
 def test_align_table_is_mean_and_sd_over_the_archived_seeds(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "run_grid", Path(__file__).parents[1] / "scripts" / "run_grid.py")
-    rg = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rg)
+    rg = _script("run_grid")
     archive = tmp_path / "grid"
     cell = archive / "dimat_iid_n50"
     for s, (tta, acc) in enumerate(((900, 0.8), (None, 0.6), (700, 0.7))):
@@ -281,10 +282,7 @@ def test_cost_columns_and_curves_against_bytes_and_simulated_time(tmp_path, monk
 
 
 def test_run_grid_archive_merges_further_algorithms_of_the_same_experiment(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "run_grid", Path(__file__).parents[1] / "scripts" / "run_grid.py")
-    rg = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rg)
+    rg = _script("run_grid")
     first = _workdir(tmp_path / "a", 50, 0, dict(fl=100, gossip=None), algorithms="fl,gossip")
     _curves(first, ("fl", "gossip"), dict(fl=0.8, gossip=0.1))
     later = _workdir(tmp_path / "b", 50, 0, dict(gossip_classic=400), algorithms="gossip_classic")
@@ -325,10 +323,7 @@ def test_variance_curves_from_archived_rows_and_from_per_layer_keys(tmp_path):
 
 
 def test_results_md_has_every_section_the_grid_fills():
-    spec = importlib.util.spec_from_file_location(
-        "run_grid", Path(__file__).parents[1] / "scripts" / "run_grid.py")
-    rg = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rg)
+    rg = _script("run_grid")
     doc = (Path(__file__).parents[1] / "docs" / "RESULTS.md").read_text()
     for name in rg.SECTIONS:
         assert f"<!-- results:{name} -->" in doc and f"<!-- /results:{name} -->" in doc, name
