@@ -255,6 +255,18 @@ class _DrainingLoop(asyncio.SelectorEventLoop):
             self.run_until_complete(self.shutdown_asyncgens())
         super().close()
 
+    def call_soon_threadsafe(self, callback: Any, *args: Any,  # type: ignore[override]
+                             context: Any = None) -> asyncio.Handle:
+        """A completion that tensorstore delivers from its own thread after the loop closed
+        (of a read or write `close` already cancelled) is dropped (a cancelled handle):
+        nothing waits for it, and the base loop would raise "Event loop is closed" in that
+        thread, which prints a traceback."""
+        if self.is_closed():
+            handle = asyncio.Handle(callback, args, self, context)
+            handle.cancel()
+            return handle
+        return super().call_soon_threadsafe(callback, *args, context=context)
+
 
 class _DrainingPolicy(asyncio.DefaultEventLoopPolicy):
     """asyncio's default policy, with `_DrainingLoop`s as the new loops."""
