@@ -286,8 +286,7 @@ ALIGN_TICKS = (500, 1000)
 
 def _mean_sd(values: list[float], digits: int) -> str:
     """'0.812 ± 0.004' over seeds (sample sd; 0 for one seed; '-' for none)."""
-    stat = results.stats(values)
-    return "-" if stat is None else f"{stat[0]:.{digits}f} ± {stat[1]:.{digits}f}"
+    return results.format_stat(results.stats(values), digits)
 
 
 def align_snapshot(archive: Path, results_md: Path, figures: Path) -> None:

@@ -219,7 +219,8 @@ def _for_rule(path: str, value: Any, algorithm: str) -> Any:
     return value
 
 
-def _cell(stat: Stat | None, digits: int) -> str:
+def format_stat(stat: Stat | None, digits: int) -> str:
+    """'mean ± sd' of a `stats` result with `digits` decimals; '-' for None."""
     if stat is None:
         return "-"
     mean, sd = stat
@@ -244,20 +245,20 @@ def markdown(rows: Sequence[Mapping[str, Any]], by: Sequence[str]) -> str:
             *(f"{names[b]} / vc ticks" for b in bases)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        tta = _cell(r["ticks_to_target"], 0)
+        tta = format_stat(r["ticks_to_target"], 0)
         if r["never"]:
             tta = f"{tta} (never: {r['never']}/{r['seeds']})" if r["ticks_to_target"] else "never"
         cells = [*(str(r[f]) for f in by), r["algorithm"], str(r["seeds"]), tta,
-                 _cell(r["final_acc"], 3), _cell(r["final_global_acc"], 3),
-                 _cell(r["var_ratio"], 2)]
+                 format_stat(r["final_acc"], 3), format_stat(r["final_global_acc"], 3),
+                 format_stat(r["var_ratio"], 2)]
         if mb:
             b = r.get("bytes_to_target")
-            cells.append("-" if b is None else _cell((b[0] / 1e6, b[1] / 1e6), 1))
+            cells.append("-" if b is None else format_stat((b[0] / 1e6, b[1] / 1e6), 1))
         if sec:
-            cells.append(_cell(r.get("seconds_to_target"), 1))
+            cells.append(format_stat(r.get("seconds_to_target"), 1))
         if stale:
-            cells.append(_cell(r.get("mean_staleness"), 2))
-        cells += [_cell(r[f"{b}_over_vc"], 2) for b in bases]
+            cells.append(format_stat(r.get("mean_staleness"), 2))
+        cells += [format_stat(r[f"{b}_over_vc"], 2) for b in bases]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
