@@ -459,10 +459,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown cells {unknown}; known: {sorted(names)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    # Cells run in the order --only names them (a queue of priorities), else the grid's order.
+    by_name = {c.name: c for c in CELLS}
+    cells = [by_name[n] for n in dict.fromkeys(only)] if only else list(CELLS)
     wanted = {a for a in args.algorithms.split(",") if a}
-    for cell in CELLS:
-        if only and cell.name not in only:
-            continue
+    offered = {a for c in cells for a in c.algorithms.split(",")}
+    if wanted - offered:
+        p.error(f"--algorithms {sorted(wanted - offered)} is in none of the chosen cells; "
+                f"they run {sorted(offered)}")
+    for cell in cells:
         for seed in seeds:
             workdir = Path(args.root) / cell.name / f"seed{seed}"
             kept = Path(args.archive_root) / cell.name / f"seed{seed}"

@@ -389,6 +389,35 @@ def test_each_waiting_round_averages_exactly_its_own_updates_on_the_clock(round_
 
 
 
+def test_a_deadline_round_leaves_out_a_client_still_computing(tmp_path):
+    """fl with a 4-tick deadline on the clock (ticks of 0.1 s): client 2's step takes 1.5 s
+    = 15 ticks, so after training at round 0's middle tick 2 it is busy until tick 17 and
+    joins again in round 4 (tick 18), round 8 (tick 34); the others train every round.
+    Without the clock every client trains every round, as in the authors' schedule."""
+    times = tmp_path / "compute.txt"
+    times.write_text("0.1\n1.5\n0.1\n0.1\n")  # clients 1-4 (the server: none)
+    fields = {"clock.tick_seconds": 0.1, "clock.compute": str(times),
+              "algorithm_args.fl.round_ticks": 4, "algorithm_args.fl.local_steps": 1}
+    sched = make_sim(_cfg("fl", 40, **fields), "fl").schedule
+    ticks_of = {i: sched.event_tick[sched.event_node == i].tolist() for i in range(1, 5)}
+    assert ticks_of[2] == [2, 18, 34]
+    assert all(ticks_of[i] == list(range(2, 40, 4)) for i in (1, 3, 4))
+    plain = schedule.fl_rounds(5, 40, 4, seed=0, trainers=np.arange(5) > 0)
+    ones = schedule.fl_rounds(5, 40, 4, seed=0, trainers=np.arange(5) > 0,
+                              gap=np.ones(5, np.int64))
+    np.testing.assert_array_equal(plain.event_node, ones.event_node)
+    assert plain.event_tick.size == 10 * 4
+    # E = 2 steps of 3 ticks: busy 6 ticks > R = 4, so node 1 joins every other round;
+    # the plan is prefix-stable (the first 21 ticks of a 40-tick plan are a 21-tick plan)
+    gap = np.array([1, 3, 1, 1, 1])
+    long = schedule.fl_rounds(5, 40, 4, seed=0, local_steps=2, gap=gap, trainers=np.arange(5) > 0)
+    short = schedule.fl_rounds(5, 21, 4, seed=0, local_steps=2, gap=gap, trainers=np.arange(5) > 0)
+    assert long.event_tick[long.event_node == 1].tolist() == [2, 3, 10, 11, 18, 19, 26, 27, 34, 35]
+    keep = long.event_tick < 21
+    np.testing.assert_array_equal(short.event_tick, long.event_tick[keep])
+    np.testing.assert_array_equal(short.event_node, long.event_node[keep])
+
+
 @pytest.mark.slow  # the default suite's time (CI runs it with -m slow)
 def test_waiting_rounds_resume_and_extend_bit_for_bit(tmp_path):
     """A fresh Simulation (plan and consts rebuilt, as on resume) continuing at tick 9, and a

@@ -327,3 +327,18 @@ def test_results_md_has_every_section_the_grid_fills():
     doc = (Path(__file__).parents[1] / "docs" / "RESULTS.md").read_text()
     for name in rg.SECTIONS:
         assert f"<!-- results:{name} -->" in doc and f"<!-- /results:{name} -->" in doc, name
+
+
+def test_run_grid_runs_cells_in_the_order_only_names_them(tmp_path, capsys):
+    rg = _script("run_grid")
+    roots = ["--root", str(tmp_path / "runs"), "--archive-root", str(tmp_path / "archive")]
+    first, second = rg.CELLS[-1].name, rg.CELLS[0].name  # against the grid's own order
+    assert rg.main([*roots, "--list", "--seeds", "0", "--only", f"{first},{second}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == [first, second]
+    assert all(line.endswith("todo: " + cell.algorithms) for line, cell
+               in zip(lines, (rg.CELLS[-1], rg.CELLS[0])))
+    with pytest.raises(SystemExit):
+        rg.main([*roots, "--list", "--only", second, "--algorithms", "gossip_nope"])
+    assert "--algorithms ['gossip_nope'] is in none of the chosen cells" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "archive").exists()

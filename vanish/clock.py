@@ -22,7 +22,9 @@ inside the one compiled program:
     drawn per message) adds to it: one delay model, not two.
 Transfers at a round's end (an FL server's broadcast, a D-PSGD mixing round) are not
 delayed: those rules' rounds are deadlines in ticks (their knobs), and an FL upload that
-arrives after its round's end counts in the next round. `fl` with round_ticks 0 has no
+arrives after its round's end counts in the next round; a client whose local steps outlast
+a round (E x its floor > round_ticks) sits out the rounds that start while it is still
+computing (vanish/schedule.py `fl_rounds`). `fl` with round_ticks 0 has no
 deadline: each round waits for its slowest participant's upload (planned from these times:
 vanish/schedule.py `waiting_rounds`), so a straggler holds every round it is in.
 

@@ -276,9 +276,10 @@ def rounds_plan(request: Any) -> Schedule:
     """The `schedule` hook of round-based rules (fl, modest): `fl_rounds` from the rule's own
     knobs round_ticks, local_steps and client_fraction (request: algorithms.PlanRequest)."""
     k = request.knobs
+    gap = None if request.clock is None else timing(request.n, request.clock).gap
     return fl_rounds(request.n, request.ticks, int(k["round_ticks"]), seed=request.seed,
                      local_steps=int(k["local_steps"]), fraction=float(k["client_fraction"]),
-                     trainers=request.trainers)
+                     trainers=request.trainers, gap=gap)
 
 
 def fl_rounds(
@@ -290,6 +291,7 @@ def fl_rounds(
     local_steps: int = 1,
     fraction: float = 1.0,
     trainers: np.ndarray | None = None,
+    gap: np.ndarray | None = None,
 ) -> Schedule:
     """The authors' FL schedule: each round, every participant trains exactly E local steps.
 
@@ -297,10 +299,17 @@ def fl_rounds(
     least one, uniformly per round) train at ticks r R + R // 2 + s, s < E (E = 1: the round's
     middle tick), and send their model to the server after the last step.
 
+    On the simulated clock (`gap`: each node's interval floor, the ticks one step takes) a
+    participant is busy for E x gap ticks from its round's first step: one still busy when
+    a later round it was drawn for starts sits that round out (its update, delayed by the
+    same compute time, reaches the server in a later round), so a straggler slower than the
+    deadline trains every few rounds instead of every round.
+
     Args:
       n: number of nodes; trainers: bool [n] (False: the server, which never trains).
       ticks: horizon; round_ticks: R; local_steps: E (1 <= E, R // 2 + E <= R).
       seed: schedule seed; fraction: client fraction in (0, 1].
+      gap: int [n] ticks per local step (None: 1, the tick model's instantaneous steps).
     """
     if round_ticks < 1 or local_steps < 1 or round_ticks // 2 + local_steps > round_ticks:
         raise ValueError(
@@ -315,6 +324,16 @@ def fl_rounds(
     tick = (start[:, None, None] + step[None, None, :]).repeat(m, 1)  # [rounds, m, E]
     node = np.broadcast_to(chosen[:, :, None], tick.shape)
     send = np.broadcast_to(step == local_steps - 1, tick.shape)
+    busy_for = None if gap is None else local_steps * np.asarray(gap, np.int64)
+    if busy_for is not None and (busy_for > round_ticks).any():
+        free_at = np.zeros(n, np.int64)  # the tick from which each node can train again
+        joins = np.ones(chosen.shape, bool)  # [rounds, m]
+        for r in range(rounds):  # round r's choice depends on earlier rounds: prefix-stable
+            who = chosen[r]
+            joins[r] = free_at[who] <= start[r]
+            free_at[who[joins[r]]] = start[r] + busy_for[who[joins[r]]]
+        keep = np.broadcast_to(joins[:, :, None], tick.shape)
+        tick, node, send = tick[keep], node[keep], send[keep]
     return Schedule.of_events(n, ticks, tick, node, send)
 
 
