@@ -10,7 +10,8 @@ every 1000 ticks, so a stopped run resumes where it was); a finished one (its su
 reports the planned final tick for every algorithm) is skipped. The tables and figures are
 built from the workdirs by vanish.results and vanish.plots (as scripts/results_table.py
 does), never from this script's output.
-Cells run in the order below: the cheap N = 50 cells first, then the sizes.
+Cells run in the order below (the cheap N = 50 cells first, then the sizes), or in the
+order --only names them.
 
 Workdirs (checkpoints, full metrics) stay out of git and may not outlive the machine, so each
 finished run is archived into docs/grid/<cell>/seed<s>/ (run_config.json, summary.json and a
@@ -19,12 +20,15 @@ reads it, and a run already archived counts as done.
 
     python scripts/run_grid.py --archive         # archive finished workdirs, nothing run
     python scripts/run_grid.py --tables          # docs/RESULTS.md grid sections + figures
+    python scripts/run_grid.py --prune           # free the disk: delete the checkpoints of
+                                                 # finished, archived runs
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -394,6 +398,20 @@ def done(workdir: Path, ticks: int, algorithms: str = ALGORITHMS) -> bool:
     return len(finished(workdir, ticks, algorithms)) == len(algorithms.split(","))
 
 
+def prune(workdir: Path, algorithms: list[str]) -> int:
+    """Deletes the checkpoints of `algorithms` in `workdir` (runs that finished and are
+    archived: a 10,000-tick grid fills a disk with them); returns the bytes freed."""
+    freed = 0
+    for a in algorithms:
+        ckpt = workdir / a / "checkpoints"
+        if ckpt.is_dir():
+            size = sum(f.stat().st_size for f in ckpt.rglob("*") if f.is_file())
+            shutil.rmtree(ckpt)
+            freed += size
+            print(f"  pruned {ckpt} ({size / 1e9:.2f} GB)", flush=True)
+    return freed
+
+
 def archive(workdir: Path, dest: Path) -> None:
     """Copies a finished run's config, summary and cut-down curves to `dest` (committed).
 
@@ -446,6 +464,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="print cells and their state only")
     p.add_argument("--archive", action="store_true",
                    help="archive finished workdirs into --archive-root only; run nothing")
+    p.add_argument("--prune", action="store_true",
+                   help="delete the checkpoints of runs that finished and are archived (the "
+                        "archive keeps their results; they cannot be resumed or extended "
+                        "afterwards); run nothing")
     p.add_argument("--tables", action="store_true",
                    help="regenerate docs/RESULTS.md's grid sections and figures from the "
                         "archive; run nothing")
@@ -481,7 +503,9 @@ def main(argv: list[str] | None = None) -> int:
             if wanted:
                 todo = [a for a in todo if a in wanted]
             print(f"{cell.name:22s} seed {seed}: {state}", flush=True)
-            if args.list or args.archive or not todo:
+            if args.prune:
+                prune(workdir, sorted(set(ran) & set(have)))
+            if args.list or args.archive or args.prune or not todo:
                 continue
             rc = sweep.run_jobs([job(cell, seed, workdir, ",".join(todo))],
                                 processes=True)[workdir]

@@ -342,3 +342,30 @@ def test_run_grid_runs_cells_in_the_order_only_names_them(tmp_path, capsys):
         rg.main([*roots, "--list", "--only", second, "--algorithms", "gossip_nope"])
     assert "--algorithms ['gossip_nope'] is in none of the chosen cells" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "archive").exists()
+
+
+def test_run_grid_prune_deletes_only_checkpoints_of_finished_archived_runs(tmp_path, capsys):
+    rg = _script("run_grid")
+    cell = rg.CELLS[0]
+    algos = cell.algorithms.split(",")
+    roots = ["--root", str(tmp_path / "runs"), "--archive-root", str(tmp_path / "archive")]
+    for seed, final in ((0, cell.ticks), (1, cell.ticks - 50)):  # seed 1 stopped short
+        wd = tmp_path / "runs" / cell.name / f"seed{seed}"
+        for a in algos:
+            (wd / a / "checkpoints" / "250").mkdir(parents=True)
+            (wd / a / "checkpoints" / "250" / "state").write_bytes(b"x" * 1000)
+        cfg = dict(seed=seed, num_nodes=50, algorithms=cell.algorithms)
+        (wd / "run_config.json").write_text(json.dumps(dict(config_hash="x", config=cfg)))
+        (wd / "summary.json").write_text(json.dumps(
+            {a: dict(final_tick=final, ticks_to_target=None, final_acc=0.1) for a in algos}))
+        (wd / "metrics.jsonl").write_text(json.dumps(dict(tick=0, algorithm=algos[0])) + "\n")
+    assert rg.main([*roots, "--archive", "--only", cell.name, "--seeds", "0,1"]) == 0
+    assert (tmp_path / "archive" / cell.name / "seed0" / "summary.json").is_file()
+    assert not (tmp_path / "archive" / cell.name / "seed1").exists()
+    assert rg.main([*roots, "--prune", "--only", cell.name, "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("pruned") == len(algos)
+    for a in algos:
+        assert not (tmp_path / "runs" / cell.name / "seed0" / a / "checkpoints").exists()
+        assert (tmp_path / "runs" / cell.name / "seed0" / "summary.json").is_file()
+        assert (tmp_path / "runs" / cell.name / "seed1" / a / "checkpoints" / "250").is_dir()
