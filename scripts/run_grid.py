@@ -398,18 +398,15 @@ def done(workdir: Path, ticks: int, algorithms: str = ALGORITHMS) -> bool:
     return len(finished(workdir, ticks, algorithms)) == len(algorithms.split(","))
 
 
-def prune(workdir: Path, algorithms: list[str]) -> int:
+def prune(workdir: Path, algorithms: list[str]) -> None:
     """Deletes the checkpoints of `algorithms` in `workdir` (runs that finished and are
-    archived: a 10,000-tick grid fills a disk with them); returns the bytes freed."""
-    freed = 0
+    archived: a 10,000-tick grid fills a disk with them), printing what each freed."""
     for a in algorithms:
         ckpt = workdir / a / "checkpoints"
         if ckpt.is_dir():
             size = sum(f.stat().st_size for f in ckpt.rglob("*") if f.is_file())
             shutil.rmtree(ckpt)
-            freed += size
             print(f"  pruned {ckpt} ({size / 1e9:.2f} GB)", flush=True)
-    return freed
 
 
 def archive(workdir: Path, dest: Path) -> None:
@@ -475,14 +472,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.tables:
         return tables(Path(args.archive_root), ROOT / "docs" / "RESULTS.md",
                       ROOT / "docs" / "figures")
-    names = {c.name for c in CELLS}
+    by_name = {c.name: c for c in CELLS}
     only = [s for s in args.only.split(",") if s]
-    unknown = sorted(set(only) - names)
+    unknown = sorted(set(only) - by_name.keys())
     if unknown:
-        p.error(f"unknown cells {unknown}; known: {sorted(names)}")
+        p.error(f"unknown cells {unknown}; known: {sorted(by_name)}")
     seeds = [int(s) for s in args.seeds.split(",")]
     # Cells run in the order --only names them (a queue of priorities), else the grid's order.
-    by_name = {c.name: c for c in CELLS}
     cells = [by_name[n] for n in dict.fromkeys(only)] if only else list(CELLS)
     wanted = {a for a in args.algorithms.split(",") if a}
     offered = {a for c in cells for a in c.algorithms.split(",")}

@@ -388,7 +388,6 @@ def test_each_waiting_round_averages_exactly_its_own_updates_on_the_clock(round_
         assert not all(exact)
 
 
-
 def test_a_deadline_round_leaves_out_a_client_still_computing(tmp_path):
     """fl with a 4-tick deadline on the clock (ticks of 0.1 s): client 2's step takes 1.5 s
     = 15 ticks, so after training at round 0's middle tick 2 it is busy until tick 17 and
