@@ -295,8 +295,9 @@ def _mean_sd(values: list[float], digits: int) -> str:
 
 def align_snapshot(archive: Path, results_md: Path, figures: Path) -> None:
     """The alignment study's table: mean node accuracy and the kernels' variance / initial
-    at ALIGN_TICKS (mean ± sd over the archived seeds) and the ticks to the target within the
-    run (mean ± sd over the seeds that arrived, and how many did), for each rule; and seed
+    at ALIGN_TICKS (mean ± sd over the archived seeds that got there) and the ticks to the
+    target within the run (mean ± sd over the seeds that arrived, and how many did; the
+    seeds whose loss went non-finite and the tick), for each rule; and seed
     0's IID accuracy curves at N = 50."""
     from vanish import plots
 
@@ -325,9 +326,14 @@ def align_snapshot(archive: Path, results_md: Path, figures: Path) -> None:
             row += [_mean_sd([v[t] for _, _, v in have if t in v], 4) for t in ALIGN_TICKS]
             hits = [s["ticks_to_target"] for s, _, _ in have
                     if s.get("ticks_to_target") is not None]
-            row.append(f"{_mean_sd(hits, 0)} ({len(hits)}/{len(have)})" if hits
-                       else f"never (0/{len(have)})")
-            row.append(", ".join(sorted({str(s.get("final_tick")) for s, _, _ in have})))
+            div = sorted(s[results.DIVERGED_AT] for s, _, _ in have
+                         if s.get(results.DIVERGED_AT) is not None)
+            row.append((f"{_mean_sd(hits, 0)} ({len(hits)}/{len(have)})" if hits
+                        else f"never (0/{len(have)})")
+                       + (f"; diverged {len(div)}/{len(have)}, at tick "
+                          f"{', '.join(map(str, div))}" if div else ""))
+            row.append(", ".join(sorted({str(s.get("final_tick")) for s, _, _ in have
+                                         if s.get(results.DIVERGED_AT) is None})) or "-")
             lines.append("| " + " | ".join(row) + " |")
     results.replace_section(results_md, "align", "\n".join(lines) + "\n")
     if runs:

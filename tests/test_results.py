@@ -372,3 +372,34 @@ def test_a_by_field_that_does_not_apply_to_a_row_is_a_dash(tmp_path):
     assert got == {("dirichlet_weights", 0.5, 0, "fl"): 1, ("dirichlet_weights", 0.5, "-",
                                                            "gossip_vc"): 1,
                    ("iid", "-", 0, "fl"): 2, ("iid", "-", "-", "gossip_vc"): 2}
+
+
+def test_a_diverged_seed_is_never_and_stays_out_of_the_other_means(tmp_path):
+    """A seed whose loss went non-finite (summary diverged_at) counts as never reaching the
+    target, is named in the tables, and its last finite values (before the horizon) stay
+    out of the final-accuracy means, the horizon and the speed-up's lower bounds."""
+    for seed, s in enumerate(({"final_acc": 0.7, "final_tick": 500, "ticks_to_target": 300},
+                              {"final_acc": 0.1, "final_tick": 100, "ticks_to_target": None,
+                               results.DIVERGED_AT: 150})):
+        _run(tmp_path, 50, seed, {"dimat_vc": s})
+    (row,) = results.aggregate(results.find_runs([tmp_path]), ["num_nodes"])
+    assert (row["seeds"], row["never"], row["diverged"], row["horizon"]) == (2, 1, 1, 500)
+    assert row["final_acc"] == (0.7, 0.0) and row["ticks_to_target"] == (300.0, 0.0)
+    assert "| 300 ± 0 (never: 1/2); diverged: 1/2 | 0.700 ± 0.000 |" in results.markdown(
+        [row], ["num_nodes"])
+    sweep_rows = results.combinations({"lr=1e6": [
+        {"gossip": {"final_acc": 0.1, "best_acc": 0.2, "ticks_to_target": None,
+                    results.DIVERGED_AT: 40}},
+        {"gossip": {"final_acc": 0.5, "best_acc": 0.5, "ticks_to_target": None}}]})
+    assert sweep_rows[0]["diverged"] == 1 and sweep_rows[0]["final_acc_mean"] == 0.5
+    assert "never (0/2); diverged 1/2" in results.combinations_markdown(sweep_rows)
+    # A diverged baseline gives no lower bound on the speed-up; the plateau table names it.
+    assert results.speedup([(None, None)], [100]).missing == 1
+    wd = tmp_path / "n50" / "seed1"
+    _curves(wd, [{"algorithm": "dimat_vc", "tick": t, "acc_mean": 0.1, "var_ratio": 3.0}
+                 for t in (0, 50, 100)])
+    p = results.plateau(wd, "dimat_vc", at=(100,))
+    assert p.diverged_at == 150 and p.reaches_target is None
+    assert "| never | never (diverged at 150) | 3.0000 |" in results.plateau_markdown(
+        [{"model": "lenet5", "num_nodes": 50, "algorithm": "dimat_vc", "seed": 1,
+          "plateau": p}], (100,))

@@ -152,6 +152,13 @@ def test_align_table_is_mean_and_sd_over_the_archived_seeds(tmp_path):
     assert "| iid | dpsgd | dimat_iid_n50 | 3 | 0.100 ± 0.000 |" in text
     assert "never (0/3) | 1000 |" in text
     assert (tmp_path / "figures" / "grid_acc_align.png").is_file()
+    # A rule whose loss went non-finite in a seed: named with the tick, out of the horizon.
+    wd = cell / "seed1"
+    summary = json.loads((wd / "summary.json").read_text())
+    summary["dpsgd"].update(final_tick=50, diverged_at=100)
+    (wd / "summary.json").write_text(json.dumps(summary))
+    rg.align_snapshot(archive, doc, tmp_path / "figures")
+    assert "| never (0/3); diverged 1/3, at tick 100 | 1000 |" in doc.read_text()
 
 
 def test_groups_are_ordered_by_number_not_by_text(tmp_path):

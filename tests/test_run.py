@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -18,7 +19,8 @@ import pytest
 
 from jax_cache import compile_cache
 from helpers import make_sim, override
-from vanish import build, checkpoint, config, run, tracking, train, workdir as workdir_lib
+from vanish import build, checkpoint, config, results, run, sweep, tracking, train
+from vanish import workdir as workdir_lib
 
 ALGORITHMS = ("gossip", "gossip_vc")
 EVAL_TICKS = [0, 20, 40, 60]
@@ -222,14 +224,31 @@ def test_changed_config_is_refused_before_any_algorithm_runs(tmp_path, no_traini
 # ------------------------------------------------------------------------- 4. non-finite
 
 
-def test_non_finite_loss_stops_naming_the_tick(tmp_path):
+def test_a_non_finite_loss_is_recorded_as_diverged_and_the_run_goes_on(tmp_path, caplog):
+    """A diverged run is a result (a learning rate too high): its rows up to the last finite
+    evaluation are kept, its summary says diverged_at, the next algorithm still runs, the
+    sweep counts it as finished, and a rerun diverges again at the same tick."""
     workdir = tmp_path / "nan"
-    with pytest.raises(FloatingPointError, match=r"non-finite loss at tick \d+") as err:
-        run.run_config(run_cfg(lr=1e6, algorithms="gossip"), workdir, progress=False)
-    tick = int(re.search(r"tick (\d+)", str(err.value)).group(1))
-    rows = _rows(workdir, "gossip")
-    assert rows and [r["tick"] for r in rows] == list(range(0, tick, 20))  # kept, nothing after
-    assert all(np.isfinite(r["loss_mean"]) for r in rows)
+    cfg = run_cfg(lr=1e6, algorithms="gossip,gossip_vc")
+    with caplog.at_level(logging.WARNING):
+        summaries = run.run_config(cfg, workdir, progress=False)
+    assert set(summaries) == {"gossip", "gossip_vc"}  # the second ran after the first diverged
+    for name, s in summaries.items():
+        tick = s[results.DIVERGED_AT]
+        assert 0 < tick <= 60 and tick % 20 == 0
+        rows = _rows(workdir, name)
+        assert [r["tick"] for r in rows] == list(range(0, tick, 20))  # kept, nothing after
+        assert all(np.isfinite(r["loss_mean"]) for r in rows)
+        assert s["final_tick"] == rows[-1]["tick"] and s["ticks_to_target"] is None
+    assert re.search(r"\[gossip\] non-finite loss at tick \d+ \(config\.optim\.lr = 1e\+06",
+                     caplog.text)
+    assert json.loads((workdir / "summary.json").read_text())["gossip"][
+        results.DIVERGED_AT] == summaries["gossip"][results.DIVERGED_AT]
+    table = results.summary_table(summaries)
+    assert f"diverged @ {summaries['gossip'][results.DIVERGED_AT]}" in table
+    assert sweep.finished(sweep.Job("nan", 0, "", {}, workdir), {"gossip": 60, "gossip_vc": 60})
+    again = run.run_config(cfg, workdir, progress=False)  # resumes, diverges bit for bit again
+    assert again == summaries
 
 
 # ------------------------------------------------------------------------ 5. bad values

@@ -84,7 +84,7 @@ ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.E
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, DatasetUnavailableError, WorkdirConflictError, WorkdirLockedError,
     MetricsLogError, CheckpointMismatchError, CheckpointDamagedError, CheckpointWriteError,
-    DistributedError, ResultsError, FloatingPointError)
+    DistributedError, ResultsError)
 
 
 def is_user_error(error: BaseException) -> bool:

@@ -39,6 +39,9 @@ from vanish.errors import ResultsError as ResultsError  # re-exported: this modu
 
 PathLike = str | os.PathLike[str]
 Stat = tuple[float, float]  # (mean, sample sd) over seeds
+# A summary's key for a run whose loss went non-finite (metrics.DIVERGED_AT, spelled out:
+# this module imports no JAX); its other fields are those of its last finite row.
+DIVERGED_AT = "diverged_at"
 
 # Config fields that may differ within a group: the seed (the spread) and those that never
 # change a run's trajectory, except the target, which sets the ticks to target.
@@ -155,9 +158,10 @@ def _group_order(key: tuple[Any, ...]) -> tuple[tuple[int, float, str], ...]:
 def aggregate(runs: Sequence[PathLike], by: Sequence[str]) -> list[dict[str, Any]]:
     """One row per (group, algorithm), groups in `by`-value order (numbers by value): the
     `by` values ('-' for a knob of a component the run does not choose, or of another rule),
-    algorithm, seeds (that ran it), horizon (the last final tick), a `stats`
-    (mean, sd) or None per METRICS key, never (the seeds that did not reach the target;
-    ticks to target is over the others), and <base>_over_vc per BASELINES: the base's
+    algorithm, seeds (that ran it), diverged (the seeds whose loss went non-finite; they
+    count as never, and stay out of the other metrics), horizon (the last final tick), a
+    `stats` (mean, sd) or None per METRICS key, never (the seeds that did not reach the
+    target; ticks to target is over the others), and <base>_over_vc per BASELINES: the base's
     ticks to target / gossip_vc's, per seed where both reached it, on the base's row.
 
     Runs of one group must agree in every field but the seed and the result-neutral ones,
@@ -189,10 +193,15 @@ def aggregate(runs: Sequence[PathLike], by: Sequence[str]) -> list[dict[str, Any
             have = sum(algo in s for _, s, _ in members)  # an unfinished workdir may lack it
             row: dict[str, Any] = dict(zip(by, (_for_rule(p, v, algo) for p, v in zip(paths, key))),
                                        algorithm=algo, seeds=have)
-            ends = [s[algo].get("final_tick") for _, s, _ in members if algo in s]
+            got = [s[algo] for _, s, _ in members if algo in s]
+            done = [r for r in got if r.get(DIVERGED_AT) is None]
+            row["diverged"] = len(got) - len(done)
+            ends = [r.get("final_tick") for r in done]
             row["horizon"] = max((int(t) for t in ends if t is not None), default=None)
             for metric, _ in METRICS:
-                vals = [s[algo].get(metric) for _, s, _ in members if algo in s]
+                # A diverged seed never reaches the target; its other values (those of its
+                # last finite row, before the horizon) stay out of the means.
+                vals = [r.get(metric) for r in (got if metric == "ticks_to_target" else done)]
                 row[metric] = stats([float(v) for v in vals if v is not None])
                 if metric == "ticks_to_target":
                     row["never"] = sum(v is None for v in vals)
@@ -230,9 +239,10 @@ def format_stat(stat: Stat | None, digits: int) -> str:
 def markdown(rows: Sequence[Mapping[str, Any]], by: Sequence[str]) -> str:
     """`aggregate`'s rows as a Markdown table: 'mean ± sd' per metric, '-' where no seed
     has a value, ticks to target 'never' when no seed reached it ('... (never: k/n)' when
-    some did not); the MB and simulated-seconds columns only when some run counted bytes /
-    ran the clock, the staleness column only when an asynchronous rule ran, the
-    classic-gossip ratio only when classic gossip ran."""
+    some did not; '; diverged: k/n' when k seeds' loss went non-finite); the MB and
+    simulated-seconds columns only when some run counted bytes / ran the clock, the
+    staleness column only when an asynchronous rule ran, the classic-gossip ratio only when
+    classic gossip ran."""
     mb = any(r.get("bytes_to_target") is not None for r in rows)
     sec = any(r.get("seconds_to_target") is not None for r in rows)
     stale = any(r.get("mean_staleness") is not None for r in rows)
@@ -248,6 +258,8 @@ def markdown(rows: Sequence[Mapping[str, Any]], by: Sequence[str]) -> str:
         tta = format_stat(r["ticks_to_target"], 0)
         if r["never"]:
             tta = f"{tta} (never: {r['never']}/{r['seeds']})" if r["ticks_to_target"] else "never"
+        if r.get("diverged"):
+            tta = f"{tta}; diverged: {r['diverged']}/{r['seeds']}"
         cells = [*(str(r[f]) for f in by), r["algorithm"], str(r["seeds"]), tta,
                  format_stat(r["final_acc"], 3), format_stat(r["final_global_acc"], 3),
                  format_stat(r["var_ratio"], 2)]
@@ -327,9 +339,10 @@ def curves_figure(runs: Sequence[PathLike], by: Sequence[str], path: PathLike,
 def combinations(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
     """One row per combination and algorithm over the seeds' summaries ({combination:
     [summary.json of each seed that has one]}): seeds (that ran the algorithm), reached
-    (seeds that reached the target), the target (if one), ticks / bytes / simulated seconds
-    to target (mean, sd over the seeds that reached it), final and best accuracy (mean, sd;
-    final also min, max); a missing value is None."""
+    (seeds that reached the target), diverged (seeds whose loss went non-finite), the target
+    (if one), ticks / bytes / simulated seconds to target (mean, sd over the seeds that
+    reached it), final accuracy (mean, sd, min, max over the seeds that did not diverge) and
+    best accuracy (mean, sd); a missing value is None."""
     rows = []
     for name, summaries in groups.items():
         algorithms = list(dict.fromkeys(a for s in summaries for a in s))
@@ -337,7 +350,9 @@ def combinations(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict
             got = [s[algo] for s in summaries if isinstance(s.get(algo), dict)]
             reached = [float(g["ticks_to_target"]) for g in got
                        if g.get("ticks_to_target") is not None]
-            final = [float(g["final_acc"]) for g in got if g.get("final_acc") is not None]
+            diverged = sum(g.get(DIVERGED_AT) is not None for g in got)
+            final = [float(g["final_acc"]) for g in got if g.get("final_acc") is not None
+                     and g.get(DIVERGED_AT) is None]  # a diverged seed has no final value
             # The cost of reaching the target beyond ticks (runs that count bytes / run a
             # simulated clock), over the seeds that reached it.
             cost = {key: [float(g[key]) for g in got if g.get(key) is not None]
@@ -345,7 +360,7 @@ def combinations(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict
             best = [float(g["best_acc"]) for g in got if g.get("best_acc") is not None]
             targets = {g.get("target_accuracy") for g in got}
             row: dict[str, Any] = dict(combination=name, algorithm=algo, seeds=len(got),
-                                       reached=len(reached),
+                                       reached=len(reached), diverged=diverged,
                                        target=targets.pop() if len(targets) == 1 else None)
             for key, values in (("ticks_to_target", reached), ("final_acc", final),
                                 ("best_acc", best), *cost.items()):
@@ -377,6 +392,8 @@ def combinations_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
                    f"({r['reached']}/{r['seeds']})")
         else:
             tta = f"never (0/{r['seeds']})"
+        if r.get("diverged"):
+            tta += f"; diverged {r['diverged']}/{r['seeds']}"
         final = (f"{_num(r['final_acc_mean'], 3)} ± {_num(r['final_acc_sd'], 3)}"
                  if r["final_acc_mean"] is not None else "")
         best = (f"{_num(r['best_acc_mean'], 3)} ± {_num(r['best_acc_sd'], 3)}"
@@ -428,6 +445,8 @@ def _summary_cell(summary: Mapping[str, Any], keys: Sequence[str]) -> str:
     value = summary[key]
     missing = value is None or (isinstance(value, float) and math.isnan(value))
     if key in _TICKS_KEYS:  # None / NaN is how summaries say "target never reached"
+        if missing and summary.get(DIVERGED_AT) is not None:
+            return f"diverged @ {summary[DIVERGED_AT]}"
         if missing:
             return "never"
         if isinstance(value, float) and value.is_integer():
@@ -472,7 +491,8 @@ def summary_table(summaries: Mapping[str, Mapping[str, Any]], *, markdown: bool 
         summaries: {algorithm: summary dict}.
         markdown: a GitHub Markdown table instead of aligned plain text.
         columns: (header, candidate keys) pairs; the first key present fills the cell, '-' if
-            none is. A ticks-to-target cell that is None or NaN (not reached) shows 'never'.
+            none is. A ticks-to-target cell that is None or NaN (not reached) shows 'never',
+            or 'diverged @ T' for a run whose loss went non-finite at tick T.
         target: the accuracy target, named in the header ('ticks to 0.75'); by default the
             summaries' common 'target_accuracy', if they have one.
     """
@@ -513,6 +533,7 @@ class Plateau(NamedTuple):
     reaches_target: int | None
     horizon: int
     var_ratio: dict[int, float | None]
+    diverged_at: int | None = None  # the tick its loss went non-finite (None: it did not)
 
 
 def plateau(workdir: PathLike, algorithm: str, *, chance: float = 0.2,
@@ -527,7 +548,7 @@ def plateau(workdir: PathLike, algorithm: str, *, chance: float = 0.2,
     s = summaries[algorithm]
     first = next((t for t, a in acc if a > chance), None)
     return Plateau(first, s.get("ticks_to_target"), int(s.get("final_tick", acc[-1][0])),
-                   {t: var.get(t) for t in at})
+                   {t: var.get(t) for t in at}, s.get(DIVERGED_AT))
 
 
 class Speedup(NamedTuple):
@@ -591,7 +612,10 @@ def speedup_rows(pairs: Sequence[tuple[str, int, PathLike, PathLike]],
             have = [(s, r) for s, r in zip(seeds, refs) if b in summaries[s]]
             if not have:
                 continue
-            sp = speedup([(summaries[s][b]["ticks_to_target"], summaries[s][b].get("final_tick"))
+            # A diverged baseline gives no bound: its last finite tick is not a horizon.
+            sp = speedup([(summaries[s][b]["ticks_to_target"],
+                           None if summaries[s][b].get(DIVERGED_AT) is not None
+                           else summaries[s][b].get("final_tick"))
                           for s, _ in have], [r for _, r in have])
             row[b] = sp._asdict()
             row[f"{b}_cell"] = sp.cell()
@@ -624,8 +648,9 @@ def plateau_markdown(rows: Sequence[Mapping[str, Any]], at: Sequence[int]) -> st
         p: Plateau = r["plateau"]
         cells = [str(r["model"]), str(r["num_nodes"]), r["algorithm"], str(r["seed"]),
                  "never" if p.leaves_chance is None else str(p.leaves_chance),
-                 f"never within {p.horizon}" if p.reaches_target is None
-                 else str(p.reaches_target)]
+                 str(p.reaches_target) if p.reaches_target is not None
+                 else f"never (diverged at {p.diverged_at})" if p.diverged_at is not None
+                 else f"never within {p.horizon}"]
         cells += ["-" if p.var_ratio.get(t) is None else f"{p.var_ratio[t]:.4f}" for t in at]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -108,14 +108,16 @@ def expected(job: Job) -> dict[str, int]:
 
 
 def finished(job: Job, ends: Mapping[str, int] | None = None) -> bool:
-    """The job's summary.json reports the planned final tick for every algorithm."""
+    """The job's summary.json reports the planned final tick for every algorithm, or that it
+    diverged before it (a result too: a rerun diverges again, bit for bit)."""
     try:
         summary = json.loads((job.workdir / "summary.json").read_text())
     except (OSError, ValueError):
         return False
     ends = expected(job) if ends is None else ends
-    return all(isinstance(summary.get(a), dict) and summary[a].get("final_tick") == t
-               for a, t in ends.items())
+    return all(isinstance(summary.get(a), dict) and (
+        summary[a].get("final_tick") == t or summary[a].get(results.DIVERGED_AT) is not None)
+        for a, t in ends.items())
 
 
 def run_jobs(jobs: Iterable[Job], *, processes: bool = False, keep_going: bool = False

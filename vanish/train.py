@@ -222,15 +222,11 @@ class _Run:
 
     def evaluate(self, t0: int, tick: int, t_wall: float) -> tuple[dict[str, Any], float]:
         """The row of `tick` (the segment from `t0` started at `t_wall`), written; the metrics
-        and the segment's ticks per second. A non-finite loss stops the run, naming it."""
+        and the segment's ticks per second. A non-finite loss raises `Diverged` (no row)."""
         self.state, m = self.sim.evaluate(self.state)
         rate = (tick - t0) / max(time.perf_counter() - t_wall, 1e-9)
         if not all(math.isfinite(m[k]) for k in ("loss_mean", "acc_mean")):
-            kept = f"the checkpoint at tick {self.saved} and " if self.saved else ""
-            raise FloatingPointError(
-                f"[{self.name}] non-finite loss at tick {tick} (config.optim.lr = "
-                f"{self.exp.optim.lr:g} too high?); {kept}the metrics up to tick {t0} are kept "
-                f"in {self.path}")
+            raise Diverged(self.name, tick, t0)
         self.write(tick, m, rate)  # the row first, then its checkpoint
         return m, rate
 
@@ -261,7 +257,11 @@ class _Run:
         bar = tracking.ProgressBar(ticks, desc=self.name,
                                    enabled=progress if self.primary else False,
                                    initial=self.start)
-        t = self.train(stop, bar)
+        try:
+            t = self.train(stop, bar)
+        except Diverged as e:
+            bar.close()
+            return self.diverged(e)
         bar.close()
         if t < ticks:  # stopped by a signal
             if t > self.saved:
@@ -276,6 +276,34 @@ class _Run:
         if stop.requested:  # the signal came after the last tick: this algorithm is complete
             raise _interrupted(stop, self.name, t, ticks, self.saved)
         return summary
+
+
+    def diverged(self, e: Diverged) -> dict[str, Any]:
+        """The summary of a run whose loss went non-finite: a result, not an error (a
+        learning rate too high, a rule that blows up), so a sweep records it and goes on.
+        Its rows up to the last finite evaluation are kept; `diverged_at` names the tick
+        whose evaluation was not finite. Nothing is checkpointed past the last finite row;
+        a rerun resumes from the last checkpoint and, bit for bit, diverges again."""
+        log.warning("[%s] non-finite loss at tick %d (config.optim.lr = %g too high?): the run "
+                    "stops there; its metrics up to tick %d are kept in %s and its summary "
+                    "records diverged_at %d", self.name, e.tick, self.exp.optim.lr, e.last,
+                    self.path, e.tick)
+        summary = metrics.summarize(tracking.summary_rows(
+            self.path / tracking.METRICS_FILE, self.name, self.row_ticks),
+            self.exp.run.target_accuracy)
+        summary[metrics.DIVERGED_AT] = e.tick
+        self.writer.write_summary(summary)
+        return summary
+
+
+class Diverged(FloatingPointError):
+    """A non-finite loss at evaluation tick `tick` of algorithm `name`; `last`: the tick of
+    its last finite row."""
+
+    def __init__(self, name: str, tick: int, last: int) -> None:
+        super().__init__(f"[{name}] non-finite loss at tick {tick}; the last finite row is "
+                         f"tick {last}")
+        self.name, self.tick, self.last = name, tick, last
 
 
 def _interrupted(stop: StopRequest, name: str, tick: int, ticks: int, saved: int) -> Interrupted:
