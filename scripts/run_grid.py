@@ -272,11 +272,12 @@ def headline(archive: Path, results_md: Path, figures: Path) -> None:
 
 # Every section of docs/RESULTS.md that --tables fills (<!-- results:NAME --> markers).
 SECTIONS = tuple(t.name for t in TABLES) + ("headline", "plateau", "lr", "align")
-# Align, then average: every rule at two ticks over the archived seeds (the cells ran to
-# different horizons; a rule run in two cells is shown from the first that has it).
+# Align, then average: every rule at two ticks over the archived seeds. The cells ran to
+# different horizons; a rule run in several cells (the same experiment but for the horizon)
+# pools their seeds, each seed from the first cell listed that has it (the longest run).
 ALIGN_SNAPSHOT = (("iid", "iid_n50", ("gossip", "gossip_vc", "fl")),
-                  ("iid", "align1k_iid_n50", ("gossip_align", "gossip_align_vc")),
                   ("iid", "align_iid_n50", ("gossip_align", "gossip_align_vc", "dimat", "dpsgd")),
+                  ("iid", "align1k_iid_n50", ("gossip_align", "gossip_align_vc")),
                   ("iid", "dimat_iid_n50", ("dimat", "dpsgd")),
                   ("iid", "dimat_vc_iid_n50", ("dimat_vc", "dpsgd_vc")),
                   ("alpha 0.5", "alpha0.5_n50", ("gossip", "gossip_vc", "fl")),
@@ -295,7 +296,8 @@ def _mean_sd(values: list[float], digits: int) -> str:
 
 def align_snapshot(archive: Path, results_md: Path, figures: Path) -> None:
     """The alignment study's table: mean node accuracy and the kernels' variance / initial
-    at ALIGN_TICKS (mean ± sd over the archived seeds that got there) and the ticks to the
+    at ALIGN_TICKS (mean ± sd over the archived seeds that got there, pooled over the cells
+    that ran the rule) and the ticks to the
     target within the run (mean ± sd over the seeds that arrived, and how many did; the
     seeds whose loss went non-finite and the tick), for each rule; and seed
     0's IID accuracy curves at N = 50."""
@@ -305,7 +307,9 @@ def align_snapshot(archive: Path, results_md: Path, figures: Path) -> None:
         f"var ratio @ {t}" for t in ALIGN_TICKS] + ["ticks to target (arrived / seeds)",
                                                     "horizon"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    runs, shown = [], set()
+    runs: list[Path] = []
+    # (data, rule) -> {seed folder name: (cell, summary, accuracy curve, variance curve)}
+    pooled: dict[tuple[str, str], dict[str, tuple[str, Any, Any, Any]]] = {}
     for data_label, cell, algos in ALIGN_SNAPSHOT:
         seeds = sorted(wd for wd in (archive / cell).glob("seed*")
                        if (wd / "summary.json").is_file())
@@ -313,28 +317,30 @@ def align_snapshot(archive: Path, results_md: Path, figures: Path) -> None:
             continue
         if data_label == "iid" and seeds[0].name == "seed0":
             runs.append(seeds[0])
-        loaded = [(results.load_run(wd)[1], results.load_curves(wd),
-                   results.load_curves(wd, y="var_ratio")) for wd in seeds]
-        for a in algos:
-            have = [(s[a], dict(acc[a]), dict(var.get(a, [])))
-                    for s, acc, var in loaded if a in s and a in acc]
-            if not have or (data_label, a) in shown:
-                continue
-            shown.add((data_label, a))
-            row = [data_label, a, cell, str(len(have))]
-            row += [_mean_sd([c[t] for _, c, _ in have if t in c], 3) for t in ALIGN_TICKS]
-            row += [_mean_sd([v[t] for _, _, v in have if t in v], 4) for t in ALIGN_TICKS]
-            hits = [s["ticks_to_target"] for s, _, _ in have
-                    if s.get("ticks_to_target") is not None]
-            div = sorted(s[results.DIVERGED_AT] for s, _, _ in have
-                         if s.get(results.DIVERGED_AT) is not None)
-            row.append((f"{_mean_sd(hits, 0)} ({len(hits)}/{len(have)})" if hits
-                        else f"never (0/{len(have)})")
-                       + (f"; diverged {len(div)}/{len(have)}, at tick "
-                          f"{', '.join(map(str, div))}" if div else ""))
-            row.append(", ".join(sorted({str(s.get("final_tick")) for s, _, _ in have
-                                         if s.get(results.DIVERGED_AT) is None})) or "-")
-            lines.append("| " + " | ".join(row) + " |")
+        for wd in seeds:
+            summary = results.load_run(wd)[1]
+            acc, var = results.load_curves(wd), results.load_curves(wd, y="var_ratio")
+            for a in algos:
+                if a in summary and a in acc:
+                    pooled.setdefault((data_label, a), {}).setdefault(
+                        wd.name, (cell, summary[a], dict(acc[a]), dict(var.get(a, []))))
+    for (data_label, a), by_seed in pooled.items():
+        have = [(s, c, v) for _, s, c, v in by_seed.values()]
+        cells = list(dict.fromkeys(cell for cell, *_ in by_seed.values()))
+        row = [data_label, a, " + ".join(cells), str(len(have))]
+        row += [_mean_sd([c[t] for _, c, _ in have if t in c], 3) for t in ALIGN_TICKS]
+        row += [_mean_sd([v[t] for _, _, v in have if t in v], 4) for t in ALIGN_TICKS]
+        hits = [s["ticks_to_target"] for s, _, _ in have
+                if s.get("ticks_to_target") is not None]
+        div = sorted(s[results.DIVERGED_AT] for s, _, _ in have
+                     if s.get(results.DIVERGED_AT) is not None)
+        row.append((f"{_mean_sd(hits, 0)} ({len(hits)}/{len(have)})" if hits
+                    else f"never (0/{len(have)})")
+                   + (f"; diverged {len(div)}/{len(have)}, at tick "
+                      f"{', '.join(map(str, div))}" if div else ""))
+        row.append(", ".join(sorted({str(s.get("final_tick")) for s, _, _ in have
+                                     if s.get(results.DIVERGED_AT) is None}, key=int)) or "-")
+        lines.append("| " + " | ".join(row) + " |")
     results.replace_section(results_md, "align", "\n".join(lines) + "\n")
     if runs:
         curves = {}

@@ -161,6 +161,32 @@ def test_align_table_is_mean_and_sd_over_the_archived_seeds(tmp_path):
     assert "| never (0/3); diverged 1/3, at tick 100 | 1000 |" in doc.read_text()
 
 
+def test_align_table_pools_a_rules_seeds_over_the_cells_that_ran_it(tmp_path):
+    """gossip_align ran to 3000 ticks in align_iid_n50 (seed 0) and to 1000 in
+    align1k_iid_n50 (seeds 0-1): one row over seeds 0 and 1, seed 0 from the longer run."""
+    rg = _script("run_grid")
+    archive = tmp_path / "grid"
+    for cell, seeds, ticks, acc in (("align_iid_n50", (0,), 3000, 0.3),
+                                    ("align1k_iid_n50", (0, 1), 1000, 0.1)):
+        for seed in seeds:
+            wd = archive / cell / f"seed{seed}"
+            wd.mkdir(parents=True)
+            (wd / "run_config.json").write_text(json.dumps(dict(config_hash="x", config={})))
+            (wd / "summary.json").write_text(json.dumps(dict(
+                gossip_align=dict(ticks_to_target=None, final_tick=ticks))))
+            rows = [dict(algorithm="gossip_align", tick=t, acc_mean=acc, var_ratio=0.001)
+                    for t in (500, 1000)]
+            (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("<!-- results:align -->\n<!-- /results:align -->\n")
+    rg.align_snapshot(archive, doc, tmp_path / "figures")
+    rows = [line for line in doc.read_text().splitlines() if "| gossip_align |" in line]
+    # accuracy: seed 0 from align_iid_n50 (0.3), seed 1 from align1k (0.1): mean 0.2
+    assert rows == ["| iid | gossip_align | align_iid_n50 + align1k_iid_n50 | 2 | 0.200 ± 0.141 "
+                    "| 0.200 ± 0.141 | 0.0010 ± 0.0000 | 0.0010 ± 0.0000 | never (0/2) "
+                    "| 1000, 3000 |"]
+
+
 def test_groups_are_ordered_by_number_not_by_text(tmp_path):
     for n in (1000, 50, 200):
         _workdir(tmp_path, n, 0, dict(gossip_vc=100))
