@@ -297,10 +297,9 @@ def _mean_sd(values: list[float], digits: int) -> str:
 def align_snapshot(archive: Path, results_md: Path, figures: Path) -> None:
     """The alignment study's table: mean node accuracy and the kernels' variance / initial
     at ALIGN_TICKS (mean ± sd over the archived seeds that got there, pooled over the cells
-    that ran the rule) and the ticks to the
-    target within the run (mean ± sd over the seeds that arrived, and how many did; the
-    seeds whose loss went non-finite and the tick), for each rule; and seed
-    0's IID accuracy curves at N = 50."""
+    that ran the rule) and the ticks to the target within the run (mean ± sd over the seeds
+    that arrived, and how many did; the seeds whose loss went non-finite and the tick), for
+    each rule; and seed 0's IID accuracy curves at N = 50."""
     from vanish import plots
 
     head = ["data", "rule", "cell", "seeds"] + [f"acc @ {t}" for t in ALIGN_TICKS] + [

@@ -52,9 +52,6 @@ FINAL_ACC, TICKS_TO_TARGET, VAR_RATIO = "final_acc", "ticks_to_target", "var_rat
 # Mean bytes a node sent until the target accuracy was first reached, and the simulated
 # seconds it took.
 BYTES_TO_TARGET, SECONDS_TO_TARGET = "bytes_to_target", "seconds_to_target"
-# The evaluation tick at which a run's loss went non-finite (absent: it did not diverge);
-# its summary's other fields are those of its last finite row.
-DIVERGED_AT = "diverged_at"
 
 
 layer_name = treeutil.layer_name  # 'Conv_0/kernel' for a key path

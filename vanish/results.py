@@ -39,8 +39,9 @@ from vanish.errors import ResultsError as ResultsError  # re-exported: this modu
 
 PathLike = str | os.PathLike[str]
 Stat = tuple[float, float]  # (mean, sample sd) over seeds
-# A summary's key for a run whose loss went non-finite (metrics.DIVERGED_AT, spelled out:
-# this module imports no JAX); its other fields are those of its last finite row.
+# A summary's key: the evaluation tick at which a run's loss went non-finite (absent: it did
+# not diverge); its summary's other fields are those of its last finite row. Defined here,
+# not in vanish.metrics with the other summary names, because this module imports no JAX.
 DIVERGED_AT = "diverged_at"
 
 # Config fields that may differ within a group: the seed (the spread) and those that never

@@ -260,23 +260,28 @@ class _Run:
         try:
             t = self.train(stop, bar)
         except Diverged as e:
-            bar.close()
             return self.diverged(e)
-        bar.close()
+        finally:
+            bar.close()
         if t < ticks:  # stopped by a signal
             if t > self.saved:
                 self.save(t)
             raise _interrupted(stop, self.name, t, ticks, self.saved)
         # (Other processes read process 0's rows: its last row precedes the final checkpoint,
         # whose save every process waited for.)
-        summary = metrics.summarize(tracking.summary_rows(
-            self.path / tracking.METRICS_FILE, self.name, self.row_ticks),
-            self.exp.run.target_accuracy)
-        self.writer.write_summary(summary)
+        summary = self.summary()
         if stop.requested:  # the signal came after the last tick: this algorithm is complete
             raise _interrupted(stop, self.name, t, ticks, self.saved)
         return summary
 
+    def summary(self, **extra: Any) -> dict[str, Any]:
+        """The summary of the verified metrics log's rows (and `extra`), written."""
+        summary = metrics.summarize(tracking.summary_rows(
+            self.path / tracking.METRICS_FILE, self.name, self.row_ticks),
+            self.exp.run.target_accuracy)
+        summary.update(extra)
+        self.writer.write_summary(summary)
+        return summary
 
     def diverged(self, e: Diverged) -> dict[str, Any]:
         """The summary of a run whose loss went non-finite: a result, not an error (a
@@ -288,12 +293,7 @@ class _Run:
                     "stops there; its metrics up to tick %d are kept in %s and its summary "
                     "records diverged_at %d", self.name, e.tick, self.exp.optim.lr, e.last,
                     self.path, e.tick)
-        summary = metrics.summarize(tracking.summary_rows(
-            self.path / tracking.METRICS_FILE, self.name, self.row_ticks),
-            self.exp.run.target_accuracy)
-        summary[metrics.DIVERGED_AT] = e.tick
-        self.writer.write_summary(summary)
-        return summary
+        return self.summary(**{results.DIVERGED_AT: e.tick})
 
 
 class Diverged(FloatingPointError):
