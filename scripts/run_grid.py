@@ -126,8 +126,11 @@ def _cells() -> list[Cell]:
                                    ("alpha0.5", {"data.partition": "dirichlet_weights",
                                                  ALPHA: 0.5}))
               for sigma in (0.5, 1.0)]
-    # What this CPU affords first: the two aligned gossip rules for 1000 ticks (seed 0).
-    cells += [Cell("align1k_iid_n50", iid, {}, 1000, "gossip_align,gossip_align_vc")]
+    # What this CPU affords: the two aligned gossip rules for 1000 ticks (seed 0 also ran
+    # 3000 in align_iid_n50), IID and under label skew.
+    cells += [Cell("align1k_iid_n50", iid, {}, 1000, "gossip_align,gossip_align_vc"),
+              Cell("align1k_alpha0.5_n50", noniid, {ALPHA: 0.5}, 1000,
+                   "gossip_align,gossip_align_vc")]
     cells += [Cell("align_iid_n50", iid, sync, 3000, ALIGN),
               Cell("align_alpha0.5_n50", noniid, {ALPHA: 0.5, **sync}, 3000, ALIGN)]
     # DIMAT and D-PSGD train every node every tick (10x the gossip rules' steps per tick):
@@ -282,6 +285,7 @@ ALIGN_SNAPSHOT = (("iid", "iid_n50", ("gossip", "gossip_vc", "fl")),
                   ("iid", "dimat_vc_iid_n50", ("dimat_vc", "dpsgd_vc")),
                   ("alpha 0.5", "alpha0.5_n50", ("gossip", "gossip_vc", "fl")),
                   ("alpha 0.5", "align_alpha0.5_n50", ("dimat", "dpsgd")),
+                  ("alpha 0.5", "align1k_alpha0.5_n50", ("gossip_align", "gossip_align_vc")),
                   ("alpha 0.5", "dimat_alpha0.5_n50", ("dimat", "dpsgd")),
                   ("alpha 0.5", "dimat_vc_alpha0.5_n50", ("dimat_vc", "dpsgd_vc")),
                   ("iid, N = 200", "lenet_n200", ("gossip", "gossip_vc", "fl")),
