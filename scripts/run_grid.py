@@ -298,7 +298,7 @@ ALIGN_SNAPSHOT = (("iid", "iid_n50", ("gossip", "gossip_vc", "fl")),
                   ("alpha 0.5", "dimat_vc_alpha0.5_n50", ("dimat_vc", "dpsgd_vc")),
                   ("iid, N = 200", "lenet_n200", ("gossip", "gossip_vc", "fl")),
                   ("iid, N = 200", "dimat_iid_n200", ("dpsgd_vc", "dimat")))
-ALIGN_TICKS = (500, 1000)
+ALIGN_TICKS = (500, 1000, 3000)  # 3000: the study's horizon (the gossip rules')
 
 
 def _mean_sd(values: list[float], digits: int) -> str:
