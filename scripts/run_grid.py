@@ -133,8 +133,9 @@ def _cells() -> list[Cell]:
                    "gossip_align,gossip_align_vc")]
     # ... and the corrected one, whose accuracy still moves at tick 1000, to the study's 3000
     # (IID seeds 1-2; seed 0 is align_iid_n50's). A larger run.ticks extends a finished run on
-    # the same trajectory, so these may start from a copy of align1k's workdir (its
-    # gossip_align_vc checkpoints and metric rows): the result equals a run from tick 0.
+    # the same trajectory, so these may start from a copy of align1k's workdir (its config
+    # files, gossip_align_vc's checkpoints and its metric rows): the result equals a run from
+    # tick 0, which is what a fresh grid computes.
     cells += [Cell("alignvc_iid_n50", iid, {}, 3000, "gossip_align_vc"),
               Cell("alignvc_alpha0.5_n50", noniid, {ALPHA: 0.5}, 3000, "gossip_align_vc")]
     cells += [Cell("align_iid_n50", iid, sync, 3000, ALIGN),
@@ -281,7 +282,7 @@ def headline(archive: Path, results_md: Path, figures: Path) -> None:
 
 # Every section of docs/RESULTS.md that --tables fills (<!-- results:NAME --> markers).
 SECTIONS = tuple(t.name for t in TABLES) + ("headline", "plateau", "lr", "align")
-# Align, then average: every rule at two ticks over the archived seeds. The cells ran to
+# Align, then average: every rule at ALIGN_TICKS over the archived seeds. The cells ran to
 # different horizons; a rule run in several cells (the same experiment but for the horizon)
 # pools their seeds, each seed from the first cell listed that has it (the longest run).
 ALIGN_SNAPSHOT = (("iid", "iid_n50", ("gossip", "gossip_vc", "fl")),
